@@ -1,0 +1,293 @@
+"""Flat-field (shading) and dark-field correction for scan frames.
+
+Model (BaSiC convention, Peng et al. 2017): a measured frame is
+``I_i(x) = B_i · S(x) + D(x) + content``, with ``S`` the smooth multiplicative flat field
+(mean 1 inside the field of view), ``D`` the smooth additive dark field and ``B_i`` a
+per-frame baseline. Correction is ``(I − D) / S``.
+
+:func:`estimate_flatfield` fits ``S`` (and optionally ``D``) from the scan's own frames: the
+low-rank part is ``B ⊗ S + 1 ⊗ D`` with ``S`` and ``D`` restricted to low-degree Legendre
+polynomials (our stand-in for BaSiC's DCT smoothness prior), the sparse part — the sample's structures — is
+down-weighted by iteratively reweighted least squares with Cauchy weights. Everything runs on
+frames shrunk to a small working size, so 100 frames of 2048² cost well under a second.
+:func:`flatfield_from_calibration` builds the same object from frames of a featureless
+reference (bare silicon) instead. Pixels outside the circular field of view are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from imaging.imageio import to_float32
+
+__all__ = ["FlatField", "estimate_flatfield", "flatfield_from_calibration", "apply_flatfield"]
+
+_MIN_FLAT = 0.05  # a flat below 5 % of its mean is a dead region; clamp so division stays finite
+
+
+@dataclass(frozen=True)
+class FlatField:
+    """Shading profiles of one optical path.
+
+    flat : (H, W) float32, mean 1 over ``mask``, 1 outside it.
+    dark : (H, W) float32 in frame units ([0, 1] of full scale), 0 outside ``mask``.
+    mask : (H, W) bool, the useful field of view the profiles were fitted on.
+    method : ``"estimated"`` or ``"calibration"``.
+    """
+
+    flat: np.ndarray
+    dark: np.ndarray
+    mask: np.ndarray
+    method: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.flat.shape
+
+
+def apply_flatfield(frame: np.ndarray, flatfield: FlatField) -> np.ndarray:
+    """Return ``(frame − dark) / flat`` as (H, W) float32 (frame converted to [0, 1] first).
+
+    Values are not clipped: a corrected frame may exceed 1 slightly where the flat is < 1.
+    """
+    image = to_float32(frame)
+    if image.shape != flatfield.shape:
+        raise ValueError(f"frame shape {image.shape} does not match flat field {flatfield.shape}")
+    return (image - flatfield.dark) / flatfield.flat
+
+
+def _check_stack(frames: Sequence[np.ndarray], name: str) -> np.ndarray:
+    if len(frames) == 0:
+        raise ValueError(f"{name} is empty; give at least one frame")
+    shapes = {np.shape(f) for f in frames}
+    if len(shapes) != 1:
+        raise ValueError(f"{name} have mixed shapes {sorted(shapes)}; all frames must match")
+    shape = shapes.pop()
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (rows, cols) images, got shape {shape}")
+    stack = np.stack([to_float32(f) for f in frames])
+    if any(np.issubdtype(np.asarray(f).dtype, np.floating) and not np.isfinite(f).all() for f in frames):
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return stack
+
+
+def _check_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    if mask is None:
+        return np.ones(shape, bool)
+    mask = np.asarray(mask, bool)
+    if mask.shape != shape:
+        raise ValueError(f"mask shape {mask.shape} does not match frames {shape}")
+    if mask.sum() < 16:
+        raise ValueError("mask must keep at least 16 pixels of the field of view")
+    return mask
+
+
+def _exponents(degree: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+
+
+def _basis(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:
+    """(P, K) 2-D Legendre polynomials of total degree ≤ degree at pixel coords (rows, cols).
+
+    Coordinates are scaled to [-1, 1] over the frame; Legendre rather than cosine terms because a
+    vignette has a non-zero slope at the frame edge, which a cosine series converges to slowly.
+    """
+    h, w = shape
+    v = np.polynomial.legendre.legvander(2 * (np.asarray(rows) + 0.5) / h - 1, degree)  # (P, d+1)
+    u = np.polynomial.legendre.legvander(2 * (np.asarray(cols) + 0.5) / w - 1, degree)
+    return np.stack([v[:, i] * u[:, j] for i, j in _exponents(degree)], axis=1)
+
+
+def _evaluate(coeffs: np.ndarray, shape: tuple[int, int], degree: int) -> np.ndarray:
+    """Evaluate the polynomial series on the full (H, W) grid; float32."""
+    h, w = shape
+    v = np.polynomial.legendre.legvander(2 * (np.arange(h) + 0.5) / h - 1, degree)  # (H, d+1)
+    u = np.polynomial.legendre.legvander(2 * (np.arange(w) + 0.5) / w - 1, degree)  # (W, d+1)
+    table = np.zeros((degree + 1, degree + 1))
+    for (i, j), c in zip(_exponents(degree), coeffs):
+        table[i, j] = c
+    return (v @ table @ u.T).astype(np.float32)
+
+
+def _shrink(stack: np.ndarray, mask: np.ndarray, working_size: int):
+    """Masked area-average of the frames to ≈ working_size; returns (N, P) values and cell centres.
+
+    Cells cut by the edge of the field of view are kept (averaged over their masked part only)
+    so the fit reaches the rim, where vignetting is strongest.
+    """
+    n, h, w = stack.shape
+    scale = min(1.0, working_size / max(h, w))
+    hs, ws = max(4, round(h * scale)), max(4, round(w * scale))
+    m = mask.astype(np.float32)
+    cover = cv2.resize(m, (ws, hs), interpolation=cv2.INTER_AREA)
+    keep = cover > 0.25
+    small = np.stack([cv2.resize(f * m, (ws, hs), interpolation=cv2.INTER_AREA) for f in stack])
+    r, c = np.nonzero(keep)
+    # Centre of mass of the masked part of each cell, in full-resolution pixel coordinates.
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    rows = cv2.resize(yy * m, (ws, hs), interpolation=cv2.INTER_AREA)[r, c] / cover[r, c]
+    cols = cv2.resize(xx * m, (ws, hs), interpolation=cv2.INTER_AREA)[r, c] / cover[r, c]
+    return (small[:, r, c] / cover[r, c]).astype(np.float64), rows, cols
+
+
+def estimate_flatfield(
+    frames: Sequence[np.ndarray],
+    *,
+    mask: np.ndarray | None = None,
+    estimate_dark: bool = False,
+    degree: int = 4,
+    working_size: int = 64,
+    max_iterations: int = 40,
+    tolerance: float = 1e-5,
+) -> FlatField:
+    """Estimate the flat field (and optionally the dark field) from the frames of a scan.
+
+    frames : sequence of N (H, W) images (uint8, uint16 or float in [0, 1]); N ≥ 2, the more
+        frames at distinct sample positions the better (structures must not sit at the same
+        spot in every frame).
+    mask : (H, W) bool useful field of view (the sphere's circle); pixels outside are ignored.
+    estimate_dark : also fit an additive dark field. It is only identifiable when the frames'
+        baselines differ (e.g. areas of different reflectivity); otherwise leave it off and use a
+        dark frame through :func:`flatfield_from_calibration`.
+    degree : total degree of the 2-D Legendre polynomials that span the flat and dark fields
+        (smoothness; 6 follows a vignette with a ring across the field, 2 a plain cos⁴ fall-off).
+    working_size : frames are area-averaged to about this many pixels on their long side.
+
+    Returns a :class:`FlatField` with ``method="estimated"``.
+    """
+    stack = _check_stack(frames, "frames")
+    if len(stack) < 2:
+        raise ValueError("frames: need at least 2 frames to estimate a flat field")
+    if not 1 <= degree <= 12:
+        raise ValueError(f"degree must be in [1, 12], got {degree}")
+    if working_size < 8:
+        raise ValueError(f"working_size must be ≥ 8, got {working_size}")
+    shape = stack.shape[1:]
+    mask = _check_mask(mask, shape)
+    data, rows, cols = _shrink(stack, mask, working_size)  # (N, P)
+    basis = _basis(rows, cols, shape, degree)  # (P, K)
+    n, _ = data.shape
+
+    baseline = np.median(data, axis=1)  # B_i
+    if np.all(baseline <= 0):
+        raise ValueError("frames are all black inside the mask; cannot estimate a flat field")
+    baseline = np.maximum(baseline, 1e-6)
+    flat = np.ones(data.shape[1])
+    dark = np.zeros(data.shape[1])
+    flat_coeffs = np.zeros(basis.shape[1])
+    dark_coeffs = np.zeros(basis.shape[1])
+    weights = np.ones_like(data)
+    ridge = 1e-9 * np.eye(basis.shape[1])
+    previous = np.inf
+    for _ in range(max_iterations):
+        # (S, D)-step: weighted least squares of I ≈ B_i S(x) + D(x) over the polynomial
+        # coefficients of S and D jointly (alternating S and D would zig-zag for hundreds of steps).
+        wsum, wb, wbb = weights.sum(0), (weights * baseline[:, None]).sum(0), (weights * baseline[:, None] ** 2).sum(0)
+        rhs_s = basis.T @ (weights * baseline[:, None] * data).sum(0)
+        if estimate_dark:
+            k = basis.shape[1]
+            lhs = np.empty((2 * k, 2 * k))
+            lhs[:k, :k] = basis.T @ (basis * wbb[:, None])
+            lhs[:k, k:] = lhs[k:, :k] = basis.T @ (basis * wb[:, None])
+            lhs[k:, k:] = basis.T @ (basis * wsum[:, None])
+            rhs = np.concatenate([rhs_s, basis.T @ (weights * data).sum(0)])
+            solution = np.linalg.solve(lhs + 1e-9 * np.eye(2 * k), rhs)
+            flat_coeffs, dark_coeffs = solution[:k], solution[k:]
+            # B·S + D equals (B + c)·S + (D − c·S) for any c: pin c by asking the dark field
+            # to share no shape with the flat (least variance), true for a camera offset.
+            flat, dark = basis @ flat_coeffs, basis @ dark_coeffs
+            spread = np.var(flat)
+            if spread > 1e-12:
+                dark_coeffs = dark_coeffs - np.cov(dark, flat, bias=True)[0, 1] / spread * flat_coeffs
+            dark = basis @ dark_coeffs
+        else:
+            flat_coeffs = np.linalg.solve(basis.T @ (basis * wbb[:, None]) + ridge, rhs_s)
+        flat = basis @ flat_coeffs
+        # B-step: per-frame baseline given the shading.
+        baseline = (weights * (data - dark) * flat).sum(1) / np.maximum((weights * flat**2).sum(1), 1e-12)
+        # Fix the scale ambiguity B·S: the flat has mean 1 over the field of view.
+        mean_flat = flat.mean()
+        flat_coeffs /= mean_flat
+        flat /= mean_flat
+        baseline *= mean_flat
+        residual = data - baseline[:, None] * flat - dark
+        # Sample structures are the sparse part: Cauchy weights with a robust (MAD) scale.
+        scale = 1.4826 * np.median(np.abs(residual - np.median(residual))) + 1e-9
+        weights = 1.0 / (1.0 + (residual / (2.385 * scale)) ** 2)
+        objective = float(np.sum(weights * residual**2))
+        if abs(previous - objective) <= tolerance * max(objective, 1e-12):
+            break
+        previous = objective
+
+    full_flat = _evaluate(flat_coeffs, shape, degree)
+    full_dark = _evaluate(dark_coeffs, shape, degree) if estimate_dark else np.zeros(shape, np.float32)
+    full_flat /= np.float32(full_flat[mask].mean())
+    return _finish(full_flat, full_dark, mask, "estimated")
+
+
+def flatfield_from_calibration(
+    flat_frames: Sequence[np.ndarray] | np.ndarray,
+    *,
+    dark_frames: Sequence[np.ndarray] | np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    smooth_sigma_px: float = 2.0,
+) -> FlatField:
+    """Build a flat field from frames of a featureless reference (bare silicon) through the sphere.
+
+    flat_frames : one (H, W) frame or a sequence of them (averaged to beat shot noise).
+    dark_frames : optional frame(s) with the shutter closed / no light; default zero dark.
+    mask : (H, W) bool useful field of view.
+    smooth_sigma_px : Gaussian smoothing (px) applied to the averaged reference; 0 keeps it raw.
+    """
+    if isinstance(flat_frames, np.ndarray) and flat_frames.ndim == 2:
+        flat_frames = [flat_frames]
+    flats = _check_stack(flat_frames, "flat_frames")
+    shape = flats.shape[1:]
+    mask = _check_mask(mask, shape)
+    if smooth_sigma_px < 0:
+        raise ValueError(f"smooth_sigma_px must be ≥ 0, got {smooth_sigma_px}")
+    dark = np.zeros(shape, np.float32)
+    if dark_frames is not None:
+        if isinstance(dark_frames, np.ndarray) and dark_frames.ndim == 2:
+            dark_frames = [dark_frames]
+        darks = _check_stack(dark_frames, "dark_frames")
+        if darks.shape[1:] != shape:
+            raise ValueError(f"dark_frames shape {darks.shape[1:]} does not match flat_frames {shape}")
+        dark = darks.mean(0)
+    flat = flats.mean(0) - dark
+    if smooth_sigma_px > 0:
+        flat = _smooth(flat, mask, smooth_sigma_px)
+        dark = _smooth(dark, mask, smooth_sigma_px)
+    mean = float(flat[mask].mean())
+    if mean <= 0:
+        raise ValueError("flat_frames are not brighter than dark_frames inside the mask")
+    return _finish((flat / mean).astype(np.float32), dark.astype(np.float32), mask, "calibration")
+
+
+def _smooth(image: np.ndarray, mask: np.ndarray, sigma: float, degree: int = 4) -> np.ndarray:
+    """Denoise a reference inside the field of view without biasing its rim.
+
+    A masked Gaussian blur alone pulls the steep vignette at the rim towards the interior, so the
+    smooth trend is fitted as a polynomial first and only the remainder (dust, fine structure)
+    is blurred.
+    """
+    rows, cols = np.nonzero(mask)
+    stride = max(1, len(rows) // 20000)  # a sparse sample fits a degree-4 trend just as well
+    basis = _basis(rows[::stride], cols[::stride], image.shape, degree)
+    coeffs, *_ = np.linalg.lstsq(basis, image[rows[::stride], cols[::stride]], rcond=None)
+    trend = _evaluate(coeffs, image.shape, degree)
+    rest = np.where(mask, image - trend, 0).astype(np.float32)
+    weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma)
+    blurred = ndimage.gaussian_filter(rest, sigma) / np.maximum(weight, 1e-3)
+    return np.where(mask, trend + blurred, image).astype(np.float32)
+
+
+def _finish(flat: np.ndarray, dark: np.ndarray, mask: np.ndarray, method: str) -> FlatField:
+    flat = np.where(mask, np.maximum(flat, _MIN_FLAT), 1.0).astype(np.float32)
+    dark = np.where(mask, dark, 0.0).astype(np.float32)
+    return FlatField(flat=flat, dark=dark, mask=mask.copy(), method=method)
