@@ -11,7 +11,7 @@ __all__ = [
     "ConfigError",
     "CheckpointError",
     "InputImageError",
-    "TrainingCancelled",
+    "Cancelled",
 ]
 
 
@@ -31,5 +31,5 @@ class InputImageError(ValueError, MlcoreError):
     """An image handed to training/inference has the wrong shape, channels or values (NaN)."""
 
 
-class TrainingCancelled(MlcoreError):
-    """Raised inside a training loop when the cancel check asked it to stop (caught by it)."""
+class Cancelled(MlcoreError):
+    """A long job (translation, evaluation) stopped because its cancel check asked it to."""
