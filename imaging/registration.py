@@ -1,0 +1,418 @@
+"""Mosaic ↔ SEM registration: coarse sweep or landmarks, then mutual-information refinement.
+
+Pipeline (measured best in ../shared/reference/imaging_anchors.md §3.2):
+1. coarse — scale from the two pixel sizes, rotation ±5° / scale ±3 % sweep of phase
+   correlation on gradient magnitude (``imaging.coarse_registration``), or ≥ 3 landmark pairs;
+2. fine — Mattes mutual information, similarity then affine (SimpleITK), on intensities;
+3. cross-check — ECC on gradient magnitude (OpenCV) from the same coarse start; the two
+   refiners must agree, and the registered gradient images must correlate.
+
+The answer is a frozen ``Registration`` whose ``mosaic_to_sem`` maps mosaic pixel (x, y) to
+SEM pixel (x, y) (pixel centres at integer coordinates). It is falsy, with its reason, when any
+check fails — a caller never gets a silently wrong transform.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from imaging.coarse_registration import (
+    _scale_matrix,
+    coarse_register,
+    gradient_magnitude,
+    gradient_ncc,
+    sem_footprint,
+)
+from imaging.imageio import to_float32
+
+__all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "footprint_overlap"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Result of a mosaic ↔ SEM registration.
+
+    mosaic_to_sem : (3, 3) float64, mosaic pixel (x, y) → SEM pixel (x, y).
+    ok / reason : ``bool(registration)`` is ``ok``; ``reason`` says why it failed (or "").
+    method : "auto", "landmarks" or "landmarks+mi".
+    residual_px : mosaic px — disagreement of the two refiners (auto) or RMS landmark residual.
+    confidence : 0…1, higher is better (gradient correlation × agreement).
+    details : JSON-able diagnostics (scores, angles, timings).
+    """
+
+    mosaic_to_sem: np.ndarray
+    ok: bool
+    reason: str
+    method: str
+    residual_px: float
+    confidence: float
+    details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        matrix = np.array(self.mosaic_to_sem, dtype=np.float64).reshape(3, 3)
+        matrix.setflags(write=False)
+        object.__setattr__(self, "mosaic_to_sem", matrix)
+
+    def __bool__(self) -> bool:
+        return bool(self.ok)
+
+    @property
+    def sem_to_mosaic(self) -> np.ndarray:
+        return np.linalg.inv(self.mosaic_to_sem)
+
+    def to_dict(self) -> dict:
+        return {
+            "mosaic_to_sem": self.mosaic_to_sem.tolist(),
+            "ok": bool(self.ok),
+            "reason": self.reason,
+            "method": self.method,
+            "residual_px": _json_float(self.residual_px),
+            "confidence": _json_float(self.confidence),
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Registration":
+        return cls(
+            mosaic_to_sem=np.asarray(data["mosaic_to_sem"], dtype=np.float64),
+            ok=bool(data["ok"]),
+            reason=str(data.get("reason", "")),
+            method=str(data["method"]),
+            residual_px=float("nan") if data.get("residual_px") is None else float(data["residual_px"]),
+            confidence=float(data.get("confidence") or 0.0),
+            details=dict(data.get("details", {})),
+        )
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+# ---------------------------------------------------------------------------------- landmarks
+
+
+def fit_landmarks(
+    source_xy: Sequence[Sequence[float]],
+    target_xy: Sequence[Sequence[float]],
+    *,
+    model: str = "similarity",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares transform source → target from point pairs.
+
+    source_xy, target_xy : (N, 2) pixel coordinates (x, y), N ≥ 3.
+    model : "similarity" (rotation, uniform scale, translation) or "affine".
+    Returns (matrix (3, 3) float64, residuals (N,) in target px).
+    Raises ValueError for fewer than 3 pairs, mismatched lengths, or points that are
+    collinear / coincident in either image (the transform would be undetermined).
+    """
+    if model not in ("similarity", "affine"):
+        raise ValueError(f"model must be 'similarity' or 'affine', got {model!r}")
+    src = np.asarray(source_xy, dtype=np.float64)
+    dst = np.asarray(target_xy, dtype=np.float64)
+    if src.ndim != 2 or src.shape[1] != 2 or dst.shape != src.shape:
+        raise ValueError(f"landmarks must be two (N, 2) arrays of (x, y), got {src.shape} and {dst.shape}")
+    if len(src) < 3:
+        raise ValueError(f"need at least 3 landmark pairs, got {len(src)}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("landmark coordinates must be finite numbers")
+    for name, pts in (("mosaic/source", src), ("SEM/target", dst)):
+        centred = pts - pts.mean(axis=0)
+        sv = np.linalg.svd(centred, compute_uv=False)
+        if sv[0] < 1e-6 or sv[1] < max(1e-3 * sv[0], 0.5):
+            raise ValueError(
+                f"{name} landmarks are collinear or coincident; pick at least 3 points that span an area"
+            )
+    n = len(src)
+    if model == "similarity":
+        # x' = a x − b y + tx ; y' = b x + a y + ty
+        design = np.zeros((2 * n, 4))
+        design[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)])
+        design[1::2] = np.column_stack([src[:, 1], src[:, 0], np.zeros(n), np.ones(n)])
+        (a, b, tx, ty), *_ = np.linalg.lstsq(design, dst.reshape(-1), rcond=None)
+        matrix = np.array([[a, -b, tx], [b, a, ty], [0, 0, 1.0]])
+    else:
+        design = np.column_stack([src, np.ones(n)])
+        params, *_ = np.linalg.lstsq(design, dst, rcond=None)
+        matrix = np.vstack([params.T, [0, 0, 1.0]])
+    if abs(np.linalg.det(matrix[:2, :2])) < 1e-12:
+        raise ValueError("landmarks give a degenerate (zero-area) transform")
+    mapped = (matrix @ np.column_stack([src, np.ones(n)]).T)[:2].T
+    return matrix, np.hypot(*(mapped - dst).T)
+
+
+def register_landmarks(
+    mosaic_xy: Sequence[Sequence[float]],
+    sem_xy: Sequence[Sequence[float]],
+    *,
+    model: str = "similarity",
+    max_residual_px: float = 3.0,
+) -> Registration:
+    """Registration from ≥ 3 clicked landmark pairs (mosaic (x, y) px ↔ SEM (x, y) px).
+
+    Falsy when the RMS residual, in mosaic px, exceeds ``max_residual_px`` (points mis-clicked
+    or mismatched). Raises ValueError for too few or collinear landmarks.
+    """
+    matrix, residuals_sem = fit_landmarks(mosaic_xy, sem_xy, model=model)
+    sem_px_per_mosaic_px = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+    rms = float(np.sqrt(np.mean(residuals_sem**2)) / sem_px_per_mosaic_px)
+    ok = rms <= max_residual_px
+    dof = 4 if model == "similarity" else 6
+    details = {"model": model, "n_landmarks": len(residuals_sem), "max_residual_px":
+               float(residuals_sem.max() / sem_px_per_mosaic_px)}
+    if 2 * len(residuals_sem) <= dof:
+        details["note"] = "exactly determined: the residual cannot reveal a mis-click"
+    return Registration(
+        mosaic_to_sem=matrix, ok=ok, method="landmarks", residual_px=rms,
+        confidence=float(np.exp(-rms)),
+        reason="" if ok else f"landmark residual {rms:.2f} mosaic px exceeds {max_residual_px} px; check the clicks",
+        details=details,
+    )
+
+
+# ------------------------------------------------------------------------------- automatic
+
+
+def footprint_overlap(sem_to_mosaic: np.ndarray, sem_shape_rc: tuple[int, int],
+                      mosaic_shape_rc: tuple[int, int]) -> float:
+    """Fraction of the SEM image's footprint that lies inside the mosaic (0…1)."""
+    corners = sem_footprint(sem_to_mosaic, sem_shape_rc).astype(np.float32)
+    h, w = mosaic_shape_rc
+    box = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]], np.float32)
+    area = abs(cv2.contourArea(corners))
+    if area <= 0:
+        return 0.0
+    inter, _ = cv2.intersectConvexConvex(corners, box)
+    return float(inter / area)
+
+
+def register(
+    mosaic: np.ndarray,
+    sem: np.ndarray,
+    *,
+    mosaic_px_nm: float,
+    sem_px_nm: float,
+    landmarks: tuple[Sequence[Sequence[float]], Sequence[Sequence[float]]] | None = None,
+    model: str = "affine",
+    max_rotation_deg: float = 5.0,
+    max_scale_error: float = 0.03,
+    min_score: float = 0.2,
+    min_distinctness: float = 1.15,
+    min_overlap: float = 0.5,
+    max_disagreement_px: float = 2.5,
+    max_refine_shift_px: float = 8.0,
+    seed: int = 0,
+) -> Registration:
+    """Register an SEM image to a mosaic; returns a ``Registration`` (falsy with a reason on failure).
+
+    mosaic : (H, W) uint16 or float32 [0, 1], pixel size ``mosaic_px_nm``.
+    sem : (h, w) uint16 or float32 [0, 1], data bar removed, nominal pixel size ``sem_px_nm``
+        (from metadata or the user; may be off by a few %: the sweep covers ±``max_scale_error``).
+    landmarks : optional ``(mosaic_xy, sem_xy)`` pairs (≥ 3) replacing the coarse sweep.
+    model : "similarity" or "affine" for the final mutual-information stage.
+    Checks, each making the result falsy: coarse gradient NCC ≥ ``min_score`` and at least
+    ``min_distinctness`` × the best placement elsewhere; ≥ ``min_overlap`` of the SEM footprint
+    inside the mosaic; MI moving ≤ ``max_refine_shift_px`` mosaic px from the coarse start;
+    MI and ECC agreeing within ``max_disagreement_px`` mosaic px (when ECC converges).
+    """
+    if model not in ("similarity", "affine"):
+        raise ValueError(f"model must be 'similarity' or 'affine', got {model!r}")
+    for name, value in (("mosaic_px_nm", mosaic_px_nm), ("sem_px_nm", sem_px_nm)):
+        if value is None or not value > 0:
+            raise ValueError(f"{name} must be a pixel size > 0 nm, got {value}")
+    mosaic = to_float32(mosaic)
+    sem = to_float32(sem)
+    if mosaic.ndim != 2 or sem.ndim != 2:
+        raise ValueError(f"mosaic and sem must be 2-D grey images, got {mosaic.shape} and {sem.shape}")
+    if min(mosaic.shape) < 16 or min(sem.shape) < 16:
+        raise ValueError(f"images too small to register: mosaic {mosaic.shape}, sem {sem.shape}")
+
+    t0 = time.perf_counter()
+    details: dict = {"mosaic_px_nm": float(mosaic_px_nm), "sem_px_nm": float(sem_px_nm), "model": model}
+    ratio = mosaic_px_nm / sem_px_nm
+
+    def fail(reason: str, matrix: np.ndarray, method: str, confidence: float = 0.0) -> Registration:
+        details["seconds"] = round(time.perf_counter() - t0, 3)
+        return Registration(mosaic_to_sem=matrix, ok=False, reason=reason, method=method,
+                            residual_px=float("nan"), confidence=confidence, details=details)
+
+    if landmarks is not None:
+        method = "landmarks+mi"
+        start = register_landmarks(*landmarks, model="similarity")
+        details["landmarks"] = start.to_dict()
+        if not start:
+            return fail(start.reason, start.mosaic_to_sem, method)
+        sem_to_mosaic0 = start.sem_to_mosaic
+    else:
+        method = "auto"
+        coarse = coarse_register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm,
+                                 max_rotation_deg=max_rotation_deg, max_scale_error=max_scale_error)
+        sem_to_mosaic0 = coarse.sem_to_mosaic
+        distinct = coarse.score / max(coarse.runner_up, 1e-6)
+        details["coarse"] = {"score": round(coarse.score, 4), "runner_up": round(coarse.runner_up, 4),
+                             "angle_deg": coarse.angle_deg, "scale": round(coarse.scale, 4),
+                             "seconds": round(time.perf_counter() - t0, 3)}
+        if coarse.score < min_score:
+            return fail(f"no convincing match of the SEM image in the mosaic (gradient correlation "
+                        f"{coarse.score:.2f} < {min_score}); does the SEM image show part of this mosaic?",
+                        np.linalg.inv(sem_to_mosaic0), method)
+        if distinct < min_distinctness:
+            return fail(f"ambiguous match: best placement scores {coarse.score:.2f}, another one "
+                        f"{coarse.runner_up:.2f}; use landmarks", np.linalg.inv(sem_to_mosaic0), method)
+
+    overlap = footprint_overlap(sem_to_mosaic0, sem.shape, mosaic.shape)
+    details["overlap"] = round(overlap, 4)
+    if overlap < min_overlap:
+        return fail(f"only {overlap:.0%} of the SEM image lies inside the mosaic (need {min_overlap:.0%})",
+                    np.linalg.inv(sem_to_mosaic0), method)
+
+    # Fine stages work on the SEM resampled to the mosaic's pixel size: finer SEM detail cannot
+    # be matched by the optical image anyway, and it keeps MI fast.
+    down = _scale_matrix(1.0 / ratio)  # SEM px → "fixed" px (mosaic pixel size)
+    fixed = cv2.resize(sem, (max(8, round(sem.shape[1] / ratio)), max(8, round(sem.shape[0] / ratio))),
+                       interpolation=cv2.INTER_AREA) if ratio > 1 else sem
+    if ratio <= 1:
+        down = np.eye(3)
+    fixed_to_mosaic0 = sem_to_mosaic0 @ np.linalg.inv(down)
+
+    t1 = time.perf_counter()
+    fixed_to_mosaic_mi, mi_info = _refine_mutual_information(fixed, mosaic, fixed_to_mosaic0,
+                                                            model=model, seed=seed)
+    details["mi"] = {**mi_info, "seconds": round(time.perf_counter() - t1, 3)}
+    shift = _mean_displacement(fixed_to_mosaic_mi, fixed_to_mosaic0, fixed.shape)
+    details["mi"]["moved_px"] = round(shift, 3)
+    sem_to_mosaic = fixed_to_mosaic_mi @ down
+    mosaic_to_sem = np.linalg.inv(sem_to_mosaic)
+    if shift > max_refine_shift_px:
+        return fail(f"mutual-information refinement moved {shift:.1f} px from the coarse estimate "
+                    f"(limit {max_refine_shift_px}); the coarse match is probably wrong", mosaic_to_sem, method)
+
+    t2 = time.perf_counter()
+    fixed_to_mosaic_ecc = _refine_ecc(fixed, mosaic, fixed_to_mosaic0)
+    details["ecc"] = {"converged": fixed_to_mosaic_ecc is not None,
+                      "seconds": round(time.perf_counter() - t2, 3)}
+    disagreement = float("nan")
+    if fixed_to_mosaic_ecc is not None:
+        disagreement = _mean_displacement(fixed_to_mosaic_mi, fixed_to_mosaic_ecc, fixed.shape)
+        details["ecc"]["disagreement_px"] = round(disagreement, 3)
+
+    score = _registered_gradient_ncc(fixed, mosaic, fixed_to_mosaic_mi)
+    details["final_gradient_ncc"] = round(score, 4)
+    agreement = np.exp(-disagreement / max_disagreement_px) if np.isfinite(disagreement) else 0.5
+    confidence = float(np.clip(score, 0, 1) ** 0.5 * agreement)
+    details["seconds"] = round(time.perf_counter() - t0, 3)
+    reason = ""
+    if score < min_score:
+        reason = f"registered images correlate poorly (gradient correlation {score:.2f} < {min_score})"
+    elif np.isfinite(disagreement) and disagreement > max_disagreement_px:
+        reason = (f"the two refiners disagree by {disagreement:.2f} mosaic px (limit {max_disagreement_px}); "
+                  "check with landmarks")
+    final_overlap = footprint_overlap(sem_to_mosaic, sem.shape, mosaic.shape)
+    if not reason and final_overlap < min_overlap:
+        reason = f"only {final_overlap:.0%} of the SEM image lies inside the mosaic (need {min_overlap:.0%})"
+    return Registration(mosaic_to_sem=mosaic_to_sem, ok=not reason, reason=reason, method=method,
+                        residual_px=disagreement, confidence=confidence, details=details)
+
+
+def _mean_displacement(a: np.ndarray, b: np.ndarray, shape_rc: tuple[int, int], n: int = 9) -> float:
+    """Mean distance between two transforms' images of an n×n grid over a (rows, cols) frame."""
+    h, w = shape_rc
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, n), np.linspace(0, h - 1, n))
+    pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    pa, pb = a @ pts, b @ pts
+    return float(np.mean(np.hypot(*(pa[:2] / pa[2] - pb[:2] / pb[2]))))
+
+
+def _refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
+                               *, model: str, seed: int) -> tuple[np.ndarray, dict]:
+    """Mattes MI refinement (SimpleITK); fixed = SEM at mosaic pixel size, moving = mosaic.
+
+    ITK transforms map fixed physical points → moving physical points; with unit spacing and
+    zero origin those are pixel (x, y) coordinates, so the result is fixed px → mosaic px.
+    """
+    import SimpleITK as sitk
+
+    fixed_img = sitk.GetImageFromArray(fixed.astype(np.float32))
+    moving_img = sitk.GetImageFromArray(moving.astype(np.float32))
+    centre = ((fixed.shape[1] - 1) / 2.0, (fixed.shape[0] - 1) / 2.0)
+    linear = fixed_to_moving0[:2, :2]
+    translation = fixed_to_moving0[:2, 2] + linear @ centre - centre  # ITK: A(p − c) + c + t
+
+    info: dict = {}
+    # similarity first (robust, 4 dof), then affine from it when asked
+    scale = float(np.sqrt(abs(np.linalg.det(linear))))
+    angle = float(np.arctan2(linear[1, 0], linear[0, 0]))
+    sim = sitk.Similarity2DTransform(scale, angle, tuple(translation), centre)
+    sim = _run_mi(fixed_img, moving_img, sim, seed=seed, shrink=(2, 1), smooth=(1.0, 0.0))
+    info["similarity_metric"] = round(sim[1], 5)
+    matrix = _sitk_to_matrix(sim[0])
+    if model == "affine":
+        aff = sitk.AffineTransform(2)
+        aff.SetCenter(centre)
+        aff.SetMatrix(tuple(matrix[:2, :2].ravel()))
+        aff.SetTranslation(tuple(matrix[:2, 2] + matrix[:2, :2] @ centre - centre))
+        result = _run_mi(fixed_img, moving_img, aff, seed=seed, shrink=(1,), smooth=(0.0,))
+        info["affine_metric"] = round(result[1], 5)
+        matrix = _sitk_to_matrix(result[0])
+    return matrix, info
+
+
+def _run_mi(fixed_img, moving_img, transform, *, seed: int, shrink, smooth):
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.25, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-4, numberOfIterations=150,
+                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(shrink))
+    method.SetSmoothingSigmasPerLevel(list(smooth))
+    method.SetInitialTransform(transform, inPlace=False)
+    out = method.Execute(fixed_img, moving_img)
+    return out, float(method.GetMetricValue())
+
+
+def _sitk_to_matrix(transform) -> np.ndarray:
+    """3×3 (x, y) matrix of a SimpleITK 2-D linear transform (composite or not)."""
+    import SimpleITK as sitk
+
+    if isinstance(transform, sitk.CompositeTransform):
+        transform = transform.GetNthTransform(transform.GetNumberOfTransforms() - 1)
+    # Evaluate on three points: independent of the transform's parameterisation.
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in pts])
+    matrix = np.eye(3)
+    matrix[:2, 2] = mapped[0]
+    matrix[:2, 0] = mapped[1] - mapped[0]
+    matrix[:2, 1] = mapped[2] - mapped[0]
+    return matrix
+
+
+def _refine_ecc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray) -> np.ndarray | None:
+    """Affine ECC on gradient magnitude (independent cross-check); None when it does not converge."""
+    template = gradient_magnitude(fixed, sigma=1.0)
+    image = gradient_magnitude(moving, sigma=1.0)
+    warp = fixed_to_moving0[:2].astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
+    try:
+        _, warp = cv2.findTransformECC(template, image, warp, cv2.MOTION_AFFINE, criteria, None, 1)
+    except cv2.error:
+        return None
+    matrix = np.vstack([warp.astype(np.float64), [0, 0, 1]])
+    return matrix if np.isfinite(matrix).all() else None
+
+
+def _registered_gradient_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving: np.ndarray) -> float:
+    """Gradient NCC between the fixed image and the moving image warped onto it, over the overlap."""
+    h, w = fixed.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpAffine(gradient_magnitude(moving, sigma=1.0), fixed_to_moving[:2], (w, h), flags=flags)
+    valid = cv2.warpAffine(np.ones(moving.shape, np.float32), fixed_to_moving[:2], (w, h), flags=flags) > 0.999
+    return gradient_ncc(gradient_magnitude(fixed, sigma=1.0), warped, valid)
