@@ -1,0 +1,116 @@
+"""Newport ESP301 driving the IMS100V vertical stage, through ``pyserial``, behind ``FocusStage``.
+
+The port comes from an address (``esp301+socket://host:port`` or ``esp301+serial:///dev/ttyUSB1``)
+opened with ``serial.serial_for_url``, so the same code reaches the rig or the fake. Commands end
+with CR, replies with CR LF. After every set command the driver reads ``TB?`` (code, time,
+message) so an error surfaces at the command that caused it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from instruments.addresses import InstrumentAddress, parse_address
+from instruments.errors import DeviceError, DeviceTimeout, DeviceUnavailable, LimitError
+
+__all__ = ["ESP301FocusStage"]
+
+_NM_PER_MM = 1e6
+_LIMIT_SUBCODES = (4, 5, 6, 7)  # hardware/software limit errors are axis*100 + these
+
+
+class ESP301FocusStage:
+    """One ESP301 axis in mm, seen from outside in nm.
+
+    Parameters
+    ----------
+    port : an open pyserial port (``serial_for_url`` result).
+    axis : controller axis number (1–3).
+    poll_s : delay between ``MD?`` polls while waiting for motion to finish.
+    """
+
+    def __init__(self, port, *, axis: int = 1, poll_s: float = 0.001):
+        if axis not in (1, 2, 3):
+            raise ValueError(f"axis must be 1, 2 or 3, got {axis}")
+        self.port = port
+        self.axis = axis
+        self.poll_s = poll_s
+        self.query("VE?")  # proves something answers the ESP300 language
+        units = self.query(f"{axis}SN?")
+        if units.strip() != "2":
+            raise DeviceError(f"axis {axis} units are SN={units.strip()}, expected 2 (mm); set 1SN2 on the "
+                              f"controller", device="focus")
+        self.command(f"{axis}MO")
+        lo, hi = float(self.query(f"{axis}SL?")), float(self.query(f"{axis}SR?"))
+        self._travel_nm = (lo * _NM_PER_MM, hi * _NM_PER_MM)
+
+    @classmethod
+    def connect(cls, address: str | InstrumentAddress, *, timeout_s: float = 1.0, **kwargs) -> ESP301FocusStage:
+        if isinstance(address, str):
+            address = parse_address(address, role="focus")
+        import serial
+
+        try:
+            port = serial.serial_for_url(address.serial_url(), baudrate=address.baud, timeout=timeout_s,
+                                         write_timeout=timeout_s)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DeviceUnavailable(f"cannot open the ESP301 at {address.text}: {exc}") from None
+        axis = int(address.option("axis", "1"))
+        try:
+            return cls(port, axis=axis, **kwargs)
+        except Exception:
+            port.close()
+            raise
+
+    # --- wire ----------------------------------------------------------------------------
+    def _write(self, text: str) -> None:
+        self.port.write(text.encode("ascii") + b"\r")
+
+    def query(self, text: str) -> str:
+        """Send a query and return its reply line without CR LF."""
+        self._write(text)
+        reply = self.port.read_until(b"\r\n")
+        if not reply.endswith(b"\r\n"):
+            raise DeviceTimeout(f"focus: ESP301 did not answer {text!r} in time")
+        return reply[:-2].decode("ascii", "replace")
+
+    def command(self, text: str) -> None:
+        """Send a set command, then read the error buffer (``TB?``) and raise on an error."""
+        self._write(text)
+        code, _, message = self.query("TB?").partition(",")
+        code = int(code.strip() or 0)
+        if code == 0:
+            return
+        message = message.split(",", 1)[-1].strip()
+        if code >= 100 and code % 100 in _LIMIT_SUBCODES:
+            raise LimitError(f"focus: {text!r}: {message} (ESP301 error {code})")
+        raise DeviceError(f"{text!r}: {message}", device="focus", code=code)
+
+    # --- FocusStage ----------------------------------------------------------------------
+    def travel_nm(self) -> tuple[float, float]:
+        return self._travel_nm
+
+    def move_to_nm(self, z_nm: float) -> None:
+        lo, hi = self._travel_nm
+        if not lo <= z_nm <= hi:
+            raise LimitError(f"focus z={z_nm:.0f} nm is outside travel [{lo:.0f}, {hi:.0f}] nm")
+        self.command(f"{self.axis}PA{z_nm / _NM_PER_MM:.6f}")
+
+    def wait_done(self, *, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.query(f"{self.axis}MD?").strip() != "1":
+            if time.monotonic() > deadline:
+                raise DeviceTimeout(f"focus: motion not done after {timeout_s:.2f} s")
+            time.sleep(self.poll_s)
+
+    def position_nm(self) -> float:
+        return float(self.query(f"{self.axis}TP?")) * _NM_PER_MM
+
+    def stop(self) -> None:
+        self.command(f"{self.axis}ST")
+
+    def close(self) -> None:
+        try:
+            self.port.close()
+        except Exception:
+            pass

@@ -1,0 +1,158 @@
+"""PI E-727 + P-733.3CL through ``pipython``, behind the ``Piezo`` and ``Feedback`` protocols.
+
+Uses ``GCSDevice(gateway=PISocket(host, port))`` (or ``PISerial``) so no PI DLL is needed.
+Positions cross this boundary in nm; the controller speaks µm. GCS errors are mapped to the
+project's exception family: error 7 → ``LimitError``, host timeout −7 → ``DeviceTimeout``,
+anything else → ``DeviceError`` carrying the GCS code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import TypeVar
+
+from instruments.addresses import InstrumentAddress, parse_address
+from instruments.errors import DeviceError, DeviceTimeout, DeviceUnavailable, LimitError
+
+__all__ = ["E727Piezo", "E727AnalogFeedback"]
+
+T = TypeVar("T")
+_AXIS_NAMES = ("x", "y", "z")
+_GCS_OUT_OF_LIMITS = 7
+_GCS_COM_TIMEOUT = -7
+
+
+def _gcs_call(fn: Callable[[], T], what: str) -> T:
+    """Run one pipython call, translating its errors into the instrument exception family."""
+    from pipython import GCSError
+
+    try:
+        return fn()
+    except GCSError as exc:
+        code = getattr(exc, "val", None)
+        if code == _GCS_OUT_OF_LIMITS:
+            raise LimitError(f"piezo: {what}: position out of travel limits (GCS error 7)") from exc
+        if code == _GCS_COM_TIMEOUT:
+            raise DeviceTimeout(f"piezo: {what}: E-727 did not answer in time") from exc
+        raise DeviceError(f"{what}: {exc}", device="piezo", code=code) from exc
+    except SystemError as exc:  # pitools.waitontarget signals its timeout this way
+        raise DeviceTimeout(f"piezo: {what}: {exc}") from exc
+    except OSError as exc:
+        raise DeviceError(f"{what}: connection to E-727 lost ({exc})", device="piezo") from exc
+
+
+class E727Piezo:
+    """The sample scanner. Axes ``1 2 3`` of the E-727 are X, Y, Z.
+
+    Parameters
+    ----------
+    device : pipython.GCSDevice, connected.
+    axes : controller axis names for (x, y, z).
+    poll_s : delay between ``ONT?`` polls while waiting on target.
+
+    Use ``E727Piezo.connect(address)`` to open one from an address string.
+    """
+
+    def __init__(self, device, *, axes: tuple[str, str, str] = ("1", "2", "3"), poll_s: float = 0.001):
+        self.device = device
+        self.axes = tuple(axes)
+        self.poll_s = poll_s
+        tmn = _gcs_call(lambda: device.qTMN(list(self.axes)), "read travel (TMN?)")
+        tmx = _gcs_call(lambda: device.qTMX(list(self.axes)), "read travel (TMX?)")
+        self._travel_nm = tuple((float(tmn[a]) * 1000.0, float(tmx[a]) * 1000.0) for a in self.axes)
+
+    @classmethod
+    def connect(cls, address: str | InstrumentAddress, *, velocity_um_s: float | None = None,
+                timeout_s: float = 7.0, **kwargs) -> E727Piezo:
+        """Open the controller at ``address`` (``gcs+tcp://…`` or ``gcs+serial://…``), switch servos on."""
+        if isinstance(address, str):
+            address = parse_address(address, role="piezo")
+        from pipython import GCSDevice, pitools
+
+        try:
+            if address.transport == "tcp":
+                from pipython.pidevice.interfaces.pisocket import PISocket
+                gateway = PISocket(host=address.host, port=address.port)
+            else:
+                from pipython.pidevice.interfaces.piserial import PISerial
+                gateway = PISerial(port=address.path, baudrate=address.baud)
+        except (OSError, socket.error) as exc:
+            raise DeviceUnavailable(f"cannot reach the PI E-727 at {address.text}: {exc}") from None
+        except Exception as exc:  # pyserial's SerialException is not an OSError
+            raise DeviceUnavailable(f"cannot open the PI E-727 at {address.text}: {exc}") from None
+        gateway.settimeout(int(timeout_s * 1000))
+        device = GCSDevice(gateway=gateway)
+        try:
+            _gcs_call(lambda: pitools.startup(device, servostates=True), "startup (servo on)")
+            piezo = cls(device, **kwargs)
+            if velocity_um_s is not None:
+                _gcs_call(lambda: device.VEL(list(piezo.axes), [velocity_um_s] * 3), "set velocity")
+        except Exception:
+            _close_device(device)
+            raise
+        return piezo
+
+    def travel_nm(self):
+        return self._travel_nm
+
+    def move_nm(self, *, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
+        targets = {}
+        for name, axis, value, (lo, hi) in zip(_AXIS_NAMES, self.axes, (x, y, z), self._travel_nm):
+            if value is None:
+                continue
+            if not lo - 1e-6 <= value <= hi + 1e-6:
+                raise LimitError(f"piezo {name}={value:.1f} nm is outside travel [{lo:.0f}, {hi:.0f}] nm")
+            targets[axis] = value / 1000.0
+        if targets:
+            _gcs_call(lambda: self.device.MOV(list(targets), list(targets.values())), "move (MOV)")
+
+    def wait_on_target(self, *, timeout_s: float) -> None:
+        from pipython import pitools
+
+        _gcs_call(lambda: pitools.waitontarget(self.device, axes=list(self.axes), timeout=timeout_s,
+                                               polldelay=self.poll_s), "wait on target")
+
+    def on_target(self) -> bool:
+        state = _gcs_call(lambda: self.device.qONT(list(self.axes)), "ONT?")
+        return all(bool(state[a]) for a in self.axes)
+
+    def position_nm(self) -> tuple[float, float, float]:
+        pos = _gcs_call(lambda: self.device.qPOS(list(self.axes)), "POS?")
+        return tuple(float(pos[a]) * 1000.0 for a in self.axes)  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        # STP always latches error 10 ("stopped"); that is the expected outcome here.
+        _gcs_call(lambda: self.device.STP(noraise=True), "stop (STP)")
+
+    def close(self) -> None:
+        _close_device(self.device)
+
+
+def _close_device(device) -> None:
+    gateway = device.messages.interface
+    with contextlib.suppress(Exception):
+        device.close()
+    # GCSDevice.__del__ closes the gateway again, which raises on a closed socket; make it a no-op.
+    gateway.close = lambda: None
+
+
+class E727AnalogFeedback:
+    """Cantilever deflection read through an E-727 analog input (``TSP?`` on ``channel``).
+
+    ``nm_per_unit`` converts the input's physical value (V on the lab's wiring) to nm.
+    """
+
+    def __init__(self, piezo: E727Piezo, *, channel: int = 4, nm_per_unit: float = 100.0):
+        if channel < 1:
+            raise ValueError(f"channel must be >= 1, got {channel}")
+        if not nm_per_unit > 0:
+            raise ValueError(f"nm_per_unit must be > 0, got {nm_per_unit}")
+        self.piezo = piezo
+        self.channel = channel
+        self.nm_per_unit = nm_per_unit
+
+    def deflection_nm(self) -> float:
+        values = _gcs_call(lambda: self.piezo.device.qTSP(self.channel), f"read input {self.channel} (TSP?)")
+        return float(values[self.channel]) * self.nm_per_unit
