@@ -1,0 +1,290 @@
+"""Offset between two overlapping frames, measured inside their circular fields of view.
+
+Convention: a frame's position is the (x, y) pixel coordinate of its top-left pixel in the
+mosaic; the *offset* of pair (i, j) is ``position_j − position_i`` in pixels, (x, y).
+
+Method (MIST/ashlar family, adapted to a circular field of view):
+
+1. From the nominal (stage) offset, take the lens where both circles overlap, grown by the
+   search radius, from each frame, and correlate them in the Fourier domain *restricted to the
+   masks* (Padfield's masked normalised cross-correlation: at every integer shift, the
+   mean-subtracted NCC over exactly the pixels both circles share at that shift). Plain
+   windowed phase correlation was tried first and measured worse here: the lens of two
+   circles at 30 % overlap is only ~40 px wide, and wires crossing it pull the windowed peak
+   towards the nominal offset (3 wrong peaks in 12 pairs vs 0 with the masked form).
+2. Take the strongest few local maxima within the search radius, ranked by the NCC's
+   significance (Fisher z × √overlap, so a sliver of overlap cannot win by chance), re-score
+   each by the exact NCC over the mask overlap, keep the best.
+3. Refine to sub-pixel by Gauss–Newton on the overlap (bicubic resampling, with a gain, offset
+   and linear shading term between the two frames so left-over vignetting does not bias it),
+   and report the 2×2 information matrix so the global solve weights each direction by how
+   well the overlap pins it down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft, ndimage
+
+__all__ = ["PairOffset", "register_pair", "mask_overlap_px"]
+
+
+
+@dataclass(frozen=True)
+class PairOffset:
+    """Measured offset of frame j relative to frame i.
+
+    offset_px : (x, y) float, ``position_j − position_i`` in pixels.
+    score : NCC in [-1, 1] over the overlap at ``offset_px`` (higher is better).
+    overlap_px : number of pixels both fields of view share at ``offset_px``.
+    reason : why the estimate is unreliable, ``""`` when it looks sound.
+    information : 2×2 inverse covariance of ``offset_px`` (px⁻², x/y order) from the refinement;
+        weak along any direction the overlap does not pin down.
+    """
+
+    offset_px: tuple[float, float]
+    score: float
+    overlap_px: int
+    reason: str = ""
+    information: tuple = ((0.0, 0.0), (0.0, 0.0))
+
+    def __bool__(self) -> bool:
+        return not self.reason
+
+
+def _overlap_boxes(shape: tuple[int, int], shift: tuple[int, int]):
+    """Slices of i and of j covering their common area when j sits at integer ``shift`` (x, y)."""
+    h, w = shape
+    dx, dy = shift
+    r0, r1 = max(0, dy), min(h, h + dy)
+    c0, c1 = max(0, dx), min(w, w + dx)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return (slice(r0, r1), slice(c0, c1)), (slice(r0 - dy, r1 - dy), slice(c0 - dx, c1 - dx))
+
+
+def mask_overlap_px(mask: np.ndarray, offset_px) -> int:
+    """Number of pixels two copies of ``mask`` share when the second sits at ``offset_px`` (x, y)."""
+    boxes = _overlap_boxes(mask.shape, (int(round(offset_px[0])), int(round(offset_px[1]))))
+    if boxes is None:
+        return 0
+    bi, bj = boxes
+    return int(np.count_nonzero(mask[bi] & mask[bj]))
+
+
+def _ncc(frame_i, frame_j, mask, shift) -> tuple[float, int]:
+    boxes = _overlap_boxes(frame_i.shape, shift)
+    if boxes is None:
+        return -1.0, 0
+    bi, bj = boxes
+    both = mask[bi] & mask[bj]
+    n = int(np.count_nonzero(both))
+    if n < 16:
+        return -1.0, n
+    a = frame_i[bi][both].astype(np.float64)
+    b = frame_j[bj][both].astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    denom = np.sqrt((a @ a) * (b @ b))
+    return (float(a @ b / denom) if denom > 0 else 0.0), n
+
+
+def _grow(box, rx: int, ry: int, shape) -> tuple[slice, slice]:
+    rows, cols = box
+    return (slice(max(0, rows.start - ry), min(shape[0], rows.stop + ry)),
+            slice(max(0, cols.start - rx), min(shape[1], cols.stop + rx)))
+
+
+def masked_ncc(fixed, fixed_mask, moving, moving_mask):
+    """Mean-subtracted NCC of two masked images at every integer shift (Padfield 2012).
+
+    fixed, moving : 2-D float arrays; fixed_mask, moving_mask : bool arrays of the same shapes.
+    Returns ``(ncc, count)``, both (R, C) float with R = rows_f + rows_m − 1; entry
+    ``[v + rows_m − 1, u + cols_m − 1]`` compares fixed pixel (y, x) with moving pixel
+    (y − v, x − u), over only the pixels both masks keep. ``count`` is that overlap size.
+    """
+    shape = (fixed.shape[0] + moving.shape[0] - 1, fixed.shape[1] + moving.shape[1] - 1)
+    fast = (fft.next_fast_len(shape[0], real=True), fft.next_fast_len(shape[1], real=True))
+    mf = fixed_mask.astype(np.float64)
+    mm = moving_mask.astype(np.float64)
+    f = np.where(fixed_mask, fixed, 0.0)
+    g = np.where(moving_mask, moving, 0.0)
+    # Correlation as convolution with the moving arrays flipped.
+    spec = lambda a: fft.rfft2(a, fast)  # noqa: E731
+    flip = lambda a: a[::-1, ::-1]  # noqa: E731
+    F, F2, MF = spec(f), spec(f * f), spec(mf)
+    G, G2, MG = spec(flip(g)), spec(flip(g * g)), spec(flip(mm))
+    back = lambda a: fft.irfft2(a, fast)[: shape[0], : shape[1]]  # noqa: E731
+    count = np.round(back(MF * MG))
+    safe = np.maximum(count, 1.0)
+    sum_f, sum_g = back(F * MG), back(MF * G)
+    cov = back(F * G) - sum_f * sum_g / safe
+    var_f = back(F2 * MG) - sum_f**2 / safe
+    var_g = back(MF * G2) - sum_g**2 / safe
+    denom = np.sqrt(np.clip(var_f, 0, None) * np.clip(var_g, 0, None))
+    tiny = 1e-6 * max(float(np.max(denom)), 1e-30)
+    ncc = np.where((denom > tiny) & (count > 0), cov / np.maximum(denom, tiny), 0.0)
+    return np.clip(ncc, -1.0, 1.0), count
+
+
+def _significance(ncc, count):
+    """Fisher z of an NCC times √n: ranks a 0.98 match on 2000 px above a 0.99 one on 700 px.
+
+    A wrong shift that leaves only a sliver of overlap can correlate spuriously well; weighting
+    by the overlap size keeps such slivers from beating the true, larger overlap.
+    """
+    return np.arctanh(np.clip(ncc, -0.999, 0.999)) * np.sqrt(np.maximum(np.asarray(count, float) - 3, 1))
+
+
+def _candidates(surface, count, centre, radius, n_peaks, min_count) -> list[tuple[int, int]]:
+    """Up to ``n_peaks`` local NCC maxima, as (dx, dy) from ``centre`` (col, row), within ±radius."""
+    rx, ry = radius
+    cx, cy = centre
+    y0, y1 = max(0, cy - ry), min(surface.shape[0], cy + ry + 1)
+    x0, x1 = max(0, cx - rx), min(surface.shape[1], cx + rx + 1)
+    n = count[y0:y1, x0:x1]
+    window = np.where(n >= min_count, _significance(surface[y0:y1, x0:x1], n), -np.inf)
+    peaks = (window == ndimage.maximum_filter(window, size=3, mode="nearest")) & np.isfinite(window)
+    idx = np.argwhere(peaks)
+    order = np.argsort(window[peaks])[::-1][:n_peaks]
+    return [(int(x0 + c - cx), int(y0 + r - cy)) for r, c in idx[order]]
+
+
+def _refine(frame_i, frame_j, mask_eroded, start, iterations=12):
+    """Gauss–Newton sub-pixel refinement of the offset around integer ``start`` (x, y).
+
+    Model over the overlap: I_i(p) ≈ g·I_j(p − t) + a + b·x + c·y (gain, offset, shading).
+    Returns the refined (x, y) offset and its 2×2 information matrix (px⁻², x/y order): the
+    inverse covariance of the shift, small along directions the overlap does not pin down
+    (a lens crossed only by parallel wires).
+    """
+    h, w = frame_i.shape
+    t = np.array(start, float)
+    information = np.zeros((2, 2))
+    boxes = _overlap_boxes(frame_i.shape, (int(start[0]), int(start[1])))
+    if boxes is None:
+        return t, information
+    bi, _ = boxes
+    rows, cols = np.nonzero(mask_eroded[bi])
+    rows = rows + bi[0].start
+    cols = cols + bi[1].start
+    if len(rows) < 32:
+        return t, information
+    target = frame_i[rows, cols].astype(np.float64)
+    xn = (cols - cols.mean()) / w
+    yn = (rows - rows.mean()) / h
+    spline = ndimage.spline_filter(frame_j.astype(np.float64), order=3)
+    inside_j = mask_eroded.astype(np.float32)
+    sample = lambda r, c: ndimage.map_coordinates(spline, [r, c], order=3, prefilter=False)  # noqa: E731
+    for _ in range(iterations):
+        jr, jc = rows - t[1], cols - t[0]
+        inside = ndimage.map_coordinates(inside_j, [jr, jc], order=0) > 0
+        if inside.sum() < 32:
+            break
+        jr, jc = jr[inside], jc[inside]
+        values = sample(jr, jc)
+        gy = sample(jr + 0.5, jc) - sample(jr - 0.5, jc)
+        gx = sample(jr, jc + 0.5) - sample(jr, jc - 0.5)
+        photometric = np.stack([values, np.ones_like(values), xn[inside], yn[inside]], axis=1)
+        coef, *_ = np.linalg.lstsq(photometric, target[inside], rcond=None)
+        residual = target[inside] - photometric @ coef
+        # d/dt of g·I_j(p − t) = −g·∇I_j; solved jointly with the photometric terms.
+        design = np.column_stack([-coef[0] * gx, -coef[0] * gy, photometric])
+        step, *_ = np.linalg.lstsq(design, residual, rcond=None)
+        if not np.all(np.isfinite(step[:2])):
+            break
+        step_xy = np.clip(step[:2], -1.0, 1.0)
+        t += step_xy
+        normal = design.T @ design
+        sigma2 = max(float(residual @ residual) / max(len(residual) - 6, 1), 1e-12)
+        # Shift block of the inverse covariance, photometric terms marginalised (Schur complement).
+        hpp = normal[2:, 2:] + 1e-12 * np.eye(4)
+        information = (normal[:2, :2] - normal[:2, 2:] @ np.linalg.solve(hpp, normal[2:, :2])) / sigma2
+        if np.hypot(*step_xy) < 1e-3:
+            break
+    return t, information
+
+
+def register_pair(
+    frame_i: np.ndarray,
+    frame_j: np.ndarray,
+    nominal_offset_px,
+    *,
+    mask: np.ndarray,
+    max_shift_px: float | tuple[float, float],
+    n_peaks: int = 4,
+    min_overlap_px: int = 200,
+) -> PairOffset:
+    """Measure ``position_j − position_i`` for two overlapping frames.
+
+    frame_i, frame_j : (H, W) float32, flat-field corrected, rows × cols.
+    nominal_offset_px : (x, y) offset expected from the stage, px.
+    mask : (H, W) bool, the useful (circular) field of view shared by all frames.
+    max_shift_px : how far (px) the true offset may lie from the nominal one, per axis.
+    n_peaks : correlation peaks re-scored by exact NCC.
+    min_overlap_px : a pair whose masks share fewer pixels is not measured.
+
+    Returns a :class:`PairOffset`; a falsy one (``reason`` set) when the overlap is too small or
+    the frames hold no structure — the placement then leans on the stage and other links.
+    """
+    h, w = frame_i.shape
+    nominal = np.asarray(nominal_offset_px, float)
+    base = (int(round(nominal[0])), int(round(nominal[1])))
+    radius = np.broadcast_to(np.asarray(max_shift_px, float), (2,))
+    rx, ry = int(np.ceil(radius[0])), int(np.ceil(radius[1]))
+    boxes = _overlap_boxes((h, w), base)
+    lens_px = 0 if boxes is None else int(np.count_nonzero(mask[boxes[0]] & mask[boxes[1]]))
+    if lens_px < min_overlap_px:
+        return PairOffset(tuple(nominal), 0.0, lens_px, reason="no_overlap")
+    bi, bj = boxes
+    # Both regions are the nominal lens grown by the search radius: at any shift within the
+    # radius their masked overlap is exactly the lens the two circles share at that shift.
+    ri = _grow(bi, rx, ry, (h, w))
+    rj = _grow(bj, rx, ry, (h, w))
+    surface, count = masked_ncc(frame_i[ri], mask[ri], frame_j[rj], mask[rj])
+    # Surface index (u, v) ↔ shift of j relative to the nominal one.
+    cy = (bi[0].start - ri[0].start) - (bj[0].start - rj[0].start) + (rj[0].stop - rj[0].start) - 1
+    cx = (bi[1].start - ri[1].start) - (bj[1].start - rj[1].start) + (rj[1].stop - rj[1].start) - 1
+    candidates = _candidates(surface, count, (cx, cy), (rx, ry), n_peaks, max(min_overlap_px, lens_px // 4))
+    best, best_rank, best_overlap = base, -np.inf, 0
+    for dx, dy in candidates:
+        shift = (base[0] + dx, base[1] + dy)
+        score, overlap = _ncc(frame_i, frame_j, mask, shift)
+        rank = _significance(score, overlap)
+        if overlap >= min_overlap_px and rank > best_rank:
+            best, best_rank, best_overlap = shift, rank, overlap
+    if best_overlap < min_overlap_px:
+        return PairOffset(tuple(nominal), 0.0, lens_px, reason="no_overlap")
+    eroded = ndimage.binary_erosion(mask, iterations=2)
+    refined, information = _refine(frame_i, frame_j, eroded, best)
+    if np.any(np.abs(refined - best) > 1.5):  # Gauss–Newton wandered off: keep the integer peak
+        refined = np.array(best, float)
+        information = np.eye(2) / 0.5**2  # integer peak: ± half a pixel
+    score, overlap = _ncc_subpixel(frame_i, frame_j, eroded, refined)
+    reason = "" if np.isfinite(score) else "blank"
+    return PairOffset((float(refined[0]), float(refined[1])), float(np.nan_to_num(score)), overlap,
+                      reason, tuple(map(tuple, information.tolist())))
+
+
+def _ncc_subpixel(frame_i, frame_j, mask_eroded, offset) -> tuple[float, int]:
+    """NCC over the overlap with frame j resampled (bilinear) at the sub-pixel offset."""
+    base = (int(np.floor(offset[0])), int(np.floor(offset[1])))
+    boxes = _overlap_boxes(frame_i.shape, base)
+    if boxes is None:
+        return float("nan"), 0
+    bi, _ = boxes
+    rows, cols = np.nonzero(mask_eroded[bi])
+    rows = rows + bi[0].start
+    cols = cols + bi[1].start
+    jr, jc = rows - offset[1], cols - offset[0]
+    inside = ndimage.map_coordinates(mask_eroded.astype(np.float32), [jr, jc], order=0) > 0
+    if inside.sum() < 16:
+        return float("nan"), int(inside.sum())
+    a = frame_i[rows[inside], cols[inside]].astype(np.float64)
+    b = ndimage.map_coordinates(frame_j, [jr[inside], jc[inside]], order=1)
+    a -= a.mean()
+    b -= b.mean()
+    denom = np.sqrt((a @ a) * (b @ b))
+    return (float(a @ b / denom) if denom > 0 else float("nan")), int(inside.sum())

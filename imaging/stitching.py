@@ -1,0 +1,345 @@
+"""Frames → mosaic: flat-field, pairwise offsets, global placement, feather blending.
+
+Two entry points share one engine:
+
+* :class:`IncrementalStitcher` takes frames as the scan produces them. Each new frame is
+  registered against the already-placed frames it overlaps, placed from those links at once and
+  blended into the live mosaic; ``add_frame`` returns the touched :class:`Region` so a viewer
+  (or a later live-translation step) only refreshes that box. ``finish()`` runs the global
+  weighted least-squares solve over every link and re-blends.
+* :func:`stitch` does the same for a finished scan in one call.
+
+Coordinates: positions are (x, y) of a frame's top-left pixel; stage positions in nm, mosaic
+positions in px. Nominal positions may refer to any fixed point of the frame (top-left or
+centre, see ``anchor``): only their differences steer the search.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from imaging.blending import Canvas, feather_weight
+from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
+from imaging.imageio import ImagingError, to_float32, to_uint16
+from imaging.pairwise import mask_overlap_px, register_pair
+from imaging.placement import Link, solve_positions
+
+__all__ = ["StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
+
+
+class StitchingError(ValueError, ImagingError):
+    """Frames, positions or options that cannot be stitched (the message says which argument)."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """Box of the mosaic a new frame touched: (x, y) of its top-left and its size, in mosaic px.
+
+    ``canvas_grew`` is True when the live canvas was reallocated (its origin may have moved, so
+    a viewer should refetch the whole mosaic rather than the box).
+    """
+
+    x_px: int
+    y_px: int
+    width_px: int
+    height_px: int
+    canvas_grew: bool = False
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    i: int
+    j: int
+    nominal_offset_px: tuple[float, float]
+    offset_px: tuple[float, float]
+    score: float
+    residual_px: float | None
+    dropped: str  # "" when used; else low_score / no_overlap / blank / stage_model / inconsistent
+
+
+@dataclass(frozen=True)
+class StitchReport:
+    """What the stitcher measured and decided; ``to_json()`` for storage next to the mosaic."""
+
+    pixel_size_nm: float
+    frame_shape: tuple[int, int]
+    positions_px: tuple[tuple[float, float], ...]
+    links: tuple[LinkReport, ...]
+    placed_by_stage: tuple[int, ...]
+    stage_matrix: tuple[tuple[float, float], tuple[float, float]]
+    flatfield: str
+    mean_residual_px: float
+    max_residual_px: float
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def dropped_links(self) -> tuple[LinkReport, ...]:
+        return tuple(link for link in self.links if link.dropped)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False, default=float)
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """image : (rows, cols) uint16; pixel_size_nm; origin_nm : (x, y) stage position of mosaic
+    pixel (0, 0) in the nominal positions' frame; positions_px : (N, 2) float (x, y) top-left of
+    each frame in mosaic px; report : :class:`StitchReport`."""
+
+    image: np.ndarray
+    pixel_size_nm: float
+    origin_nm: tuple[float, float]
+    positions_px: np.ndarray
+    report: StitchReport
+
+
+def _check_frame(frame, shape, name) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 2:
+        raise StitchingError(f"{name} must be a 2-D (rows, cols) image, got shape {frame.shape}")
+    if shape is not None and frame.shape != tuple(shape):
+        raise StitchingError(f"{name} has shape {frame.shape}; all frames must be {tuple(shape)}")
+    if np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():
+        raise StitchingError(f"{name} contains NaN or infinite values")
+    if not (np.issubdtype(frame.dtype, np.floating) or frame.dtype in (np.uint8, np.uint16)):
+        raise StitchingError(f"{name} dtype must be uint16, uint8 or float in [0, 1], got {frame.dtype}")
+    return frame
+
+
+class IncrementalStitcher:
+    """Builds a mosaic frame by frame; see the module docstring.
+
+    frame_shape : (rows, cols) of every frame.
+    pixel_size_nm : size of one camera pixel on the sample, nm (> 0).
+    fov_mask : (rows, cols) bool useful field of view (the sphere's circle); None = whole frame.
+    flatfield : a :class:`FlatField`, None (no correction) or ``"estimate"`` (estimated from all
+        frames in ``finish()``; the live view is then uncorrected and the links are measured again
+        on corrected frames before the final solve).
+    max_shift_nm : how far a frame may sit from its nominal place relative to a neighbour, per
+        axis; default 20 % of each link's nominal length + 2 px (stage errors ≤ 10 % of the step).
+    min_score : NCC below which a link is ignored.
+    """
+
+    def __init__(
+        self,
+        *,
+        frame_shape: tuple[int, int],
+        pixel_size_nm: float,
+        fov_mask: np.ndarray | None = None,
+        flatfield: FlatField | None | str = None,
+        max_shift_nm: float | None = None,
+        min_score: float = 0.5,
+        min_overlap_px: int = 200,
+        max_residual_px: float = 1.0,
+    ):
+        if len(tuple(frame_shape)) != 2 or min(frame_shape) < 8:
+            raise StitchingError(f"frame_shape must be (rows, cols) with both ≥ 8, got {frame_shape}")
+        if not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+            raise StitchingError(f"pixel_size_nm must be a positive number, got {pixel_size_nm}")
+        self.frame_shape = tuple(int(v) for v in frame_shape)
+        self.pixel_size_nm = float(pixel_size_nm)
+        mask = np.ones(self.frame_shape, bool) if fov_mask is None else np.asarray(fov_mask, bool)
+        if mask.shape != self.frame_shape:
+            raise StitchingError(f"fov_mask shape {mask.shape} does not match frame_shape {self.frame_shape}")
+        if mask.sum() < min_overlap_px:
+            raise StitchingError("fov_mask keeps almost no pixels; it must mark the useful field of view")
+        if not (isinstance(flatfield, FlatField) or flatfield is None or flatfield == "estimate"):
+            raise StitchingError('flatfield must be a FlatField, None or "estimate"')
+        if isinstance(flatfield, FlatField) and flatfield.shape != self.frame_shape:
+            raise StitchingError(f"flatfield shape {flatfield.shape} does not match frame_shape {self.frame_shape}")
+        if max_shift_nm is not None and not max_shift_nm > 0:
+            raise StitchingError(f"max_shift_nm must be > 0, got {max_shift_nm}")
+        if not -1 <= min_score <= 1:
+            raise StitchingError(f"min_score must be in [-1, 1], got {min_score}")
+        self.mask = mask
+        self.flatfield = flatfield
+        self.max_shift_nm = max_shift_nm
+        self.min_score = float(min_score)
+        self.min_overlap_px = int(min_overlap_px)
+        self.max_residual_px = float(max_residual_px)
+        self._weight = feather_weight(mask)
+        self._raw: list[np.ndarray] = []
+        self._frames: list[np.ndarray] = []
+        self._nominal_px: list[np.ndarray] = []
+        self._positions: list[np.ndarray] = []
+        self._links: list[Link] = []
+        self._canvas: Canvas | None = None
+        self._seconds = 0.0
+
+    # -- live ---------------------------------------------------------------------------
+    def _corrected(self, frame: np.ndarray) -> np.ndarray:
+        if isinstance(self.flatfield, FlatField):
+            return apply_flatfield(frame, self.flatfield).astype(np.float32)
+        return to_float32(frame)
+
+    def _measure(self, i: int, j: int) -> Link:
+        nominal = self._nominal_px[j] - self._nominal_px[i]
+        if self.max_shift_nm is None:
+            radius = 0.2 * float(np.hypot(*nominal)) + 2.0
+        else:
+            radius = self.max_shift_nm / self.pixel_size_nm
+        pair = register_pair(self._frames[i], self._frames[j], nominal, mask=self.mask,
+                             max_shift_px=radius, min_overlap_px=self.min_overlap_px)
+        return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason)
+
+    def _neighbours(self, j: int) -> list[int]:
+        return [i for i in range(j) if mask_overlap_px(self.mask, self._nominal_px[j] - self._nominal_px[i])
+                >= self.min_overlap_px]
+
+    def add_frame(self, frame: np.ndarray, nominal_xy_nm, *, anchor: str = "top_left") -> Region:
+        """Register, place and blend the next frame; returns the mosaic box it touched.
+
+        frame : (rows, cols) uint16 (or uint8 / float in [0, 1]).
+        nominal_xy_nm : (x, y) stage position in nm. ``anchor`` ("top_left" or "center") says
+            which point of the frame it refers to; it must be the same for every frame.
+        """
+        started = time.perf_counter()
+        index = len(self._frames)
+        frame = _check_frame(frame, self.frame_shape, f"frame {index}")
+        nominal = np.asarray(nominal_xy_nm, float)
+        if nominal.shape != (2,) or not np.isfinite(nominal).all():
+            raise StitchingError(f"nominal_xy_nm must be a finite (x, y) pair, got {nominal_xy_nm!r}")
+        if anchor not in ("top_left", "center"):
+            raise StitchingError(f'anchor must be "top_left" or "center", got {anchor!r}')
+        nominal_px = nominal / self.pixel_size_nm
+        if anchor == "center":
+            nominal_px = nominal_px - np.array([self.frame_shape[1], self.frame_shape[0]]) / 2.0
+        self._raw.append(frame)
+        self._frames.append(self._corrected(frame))
+        self._nominal_px.append(nominal_px)
+        new_links = [self._measure(i, index) for i in self._neighbours(index)]
+        self._links.extend(new_links)
+        position = self._live_position(index, new_links)
+        self._positions.append(position)
+        if self._canvas is None:
+            origin = np.floor(position).astype(int)
+            self._canvas = Canvas.empty(origin, (self.frame_shape[0] + 1, self.frame_shape[1] + 1))
+        box, grew = self._canvas.add(self._frames[index], self._weight, position,
+                                     margin=max(self.frame_shape) // 2)
+        self._seconds += time.perf_counter() - started
+        ox, oy = self._canvas.origin_px
+        return Region(int(box[0] - ox), int(box[1] - oy), int(box[2]), int(box[3]), bool(grew))
+
+    def _live_position(self, index: int, links: list[Link]) -> np.ndarray:
+        """Place a new frame from its good links (information-weighted), else by the stage drift."""
+        votes = [(self._positions[link.i] + np.asarray(link.offset_px), np.asarray(link.information) + np.eye(2) * 1e-6)
+                 for link in links if not link.reason and link.score >= self.min_score]
+        while votes:
+            total = sum(w for _, w in votes)
+            estimate = np.linalg.solve(total, sum(w @ p for p, w in votes))
+            misses = [np.hypot(*(p - estimate)) for p, _ in votes]
+            worst = int(np.argmax(misses))
+            if misses[worst] <= 2 * self.max_residual_px or len(votes) == 1:
+                return estimate
+            votes.pop(worst)  # one neighbour disagrees with the others: trust the majority
+        if not self._positions:
+            return self._nominal_px[index].copy()
+        drift = np.median(np.array(self._positions) - np.array(self._nominal_px[:index]), axis=0)
+        return self._nominal_px[index] + drift
+
+    def mosaic(self) -> np.ndarray:
+        """The live mosaic as (rows, cols) uint16 (empty (0, 0) before the first frame)."""
+        if self._canvas is None:
+            return np.zeros((0, 0), np.uint16)
+        return to_uint16(self._canvas.image())
+
+    # -- final --------------------------------------------------------------------------
+    def finish(self) -> Mosaic:
+        """Global solve over all links, re-blend, and return the :class:`Mosaic` with its report."""
+        if not self._frames:
+            raise StitchingError("no frames were added; a scan needs at least one frame")
+        started = time.perf_counter()
+        method = "none"
+        if self.flatfield == "estimate":
+            if len(self._raw) >= 2:
+                self.flatfield = estimate_flatfield(self._raw, mask=self.mask)
+                self._frames = [self._corrected(f) for f in self._raw]
+                self._links = [self._measure(link.i, link.j) for link in self._links]
+                method = "estimated"
+            else:
+                self.flatfield = None
+        elif isinstance(self.flatfield, FlatField):
+            method = self.flatfield.method
+        nominal = np.array(self._nominal_px)
+        placement = solve_positions(nominal, self._links, min_score=self.min_score,
+                                    max_residual_px=self.max_residual_px)
+        positions = placement.positions_px
+        corner = np.floor(positions.min(axis=0)).astype(int)
+        extent = np.ceil(positions.max(axis=0)).astype(int) - corner
+        canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
+        for frame, position in zip(self._frames, positions):
+            canvas.add(frame, self._weight, position)
+        image = to_uint16(np.clip(canvas.image(), 0.0, 1.0))
+        link_reports = tuple(
+            LinkReport(link.i, link.j, link.nominal_offset_px, tuple(map(float, link.offset_px)), float(link.score),
+                       None if not np.isfinite(res) else float(res), placement.dropped.get(k, ""))
+            for k, (link, res) in enumerate(zip(self._links, placement.residual_px)))
+        used = [r.residual_px for r in link_reports if not r.dropped and r.residual_px is not None]
+        self._seconds += time.perf_counter() - started
+        local = positions - corner
+        report = StitchReport(
+            pixel_size_nm=self.pixel_size_nm,
+            frame_shape=self.frame_shape,
+            positions_px=tuple((float(x), float(y)) for x, y in local),
+            links=link_reports,
+            placed_by_stage=placement.placed_by_stage,
+            stage_matrix=tuple(tuple(map(float, row)) for row in placement.stage_matrix),
+            flatfield=method,
+            mean_residual_px=float(np.mean(used)) if used else 0.0,
+            max_residual_px=float(np.max(used)) if used else 0.0,
+            seconds=self._seconds,
+        )
+        origin_nm = tuple(float(v) for v in corner * self.pixel_size_nm)
+        return Mosaic(image, self.pixel_size_nm, origin_nm, local, report)
+
+
+def stitch(
+    frames: Sequence[np.ndarray],
+    nominal_xy_nm: np.ndarray,
+    *,
+    pixel_size_nm: float,
+    fov_mask: np.ndarray | None = None,
+    flatfield: FlatField | None | str = "estimate",
+    anchor: str = "top_left",
+    max_shift_nm: float | None = None,
+    min_score: float = 0.5,
+) -> Mosaic:
+    """Stitch a finished scan.
+
+    frames : N (rows, cols) uint16 frames (N ≥ 1; a single frame gives a one-frame mosaic).
+    nominal_xy_nm : (N, 2) float, (x, y) stage positions in nm (see ``anchor``).
+    pixel_size_nm : camera pixel on the sample, nm.
+    fov_mask : (rows, cols) bool useful field of view; None = whole frame.
+    flatfield : ``"estimate"`` (from these frames, BaSiC-style), a :class:`FlatField`
+        (e.g. from a bare-silicon calibration) or None.
+    Other options as for :class:`IncrementalStitcher`.
+    """
+    if frames is None or len(frames) == 0:
+        raise StitchingError("frames is empty: the scan has no frames to stitch")
+    first = _check_frame(frames[0], None, "frame 0")
+    checked = [first] + [_check_frame(f, first.shape, f"frame {k}") for k, f in enumerate(frames[1:], 1)]
+    nominal = np.asarray(nominal_xy_nm, float)
+    if nominal.shape != (len(checked), 2):
+        raise StitchingError(f"nominal_xy_nm must have shape ({len(checked)}, 2) for {len(checked)} frames, "
+                             f"got {nominal.shape}")
+    if not np.isfinite(nominal).all():
+        raise StitchingError("nominal_xy_nm contains NaN or infinite values")
+    if fov_mask is not None and np.shape(fov_mask) != first.shape:
+        raise StitchingError(f"fov_mask shape {np.shape(fov_mask)} does not match frames {first.shape}")
+    started = time.perf_counter()
+    if isinstance(flatfield, str) and flatfield == "estimate":
+        flatfield = estimate_flatfield(checked, mask=fov_mask) if len(checked) >= 2 else None
+    stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
+                                   flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
+    stitcher._seconds = time.perf_counter() - started
+    for frame, position in zip(checked, nominal):
+        stitcher.add_frame(frame, position, anchor=anchor)
+    return stitcher.finish()
