@@ -1,0 +1,110 @@
+"""Server-rendered pages: each reads through the same project scoping as the API."""
+from django.core.paginator import Paginator
+from django.db.models import Count, Min, Q
+from django.http import Http404
+from django.shortcuts import render
+
+from imaging.models import Sample, Scan, ScanStatus, SEMImage
+from instruments.models import Instrument
+from mlcore.models import TrainingRun, Translation
+from ssumweb.access import for_user, role_in, visible_projects
+from ssumweb.api import project_id_of
+from ssumweb.models import JobStatus, Role, ROLE_RANK
+
+
+def _scoped(model, user):
+    return for_user(model.objects.all(), user, model.PROJECT_PATH)
+
+
+def _get(model, user, pk):
+    obj = _scoped(model, user).filter(pk=pk).first()
+    if obj is None:
+        raise Http404(f"No such {model._meta.verbose_name}.")
+    return obj
+
+
+def _page(request, queryset, per_page=24):
+    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+
+
+def _can_operate(user, obj) -> bool:
+    role = role_in(user, project_id_of(obj))
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.OPERATOR]
+
+
+def dashboard(request):
+    user = request.user
+    scans = _scoped(Scan, user).select_related("sample").annotate(frames_done=Count("frames"),
+                                                                   first_frame_id=Min("frames__id"))
+    active = [JobStatus.QUEUED, JobStatus.RUNNING]
+    context = {
+        "projects": visible_projects(user).annotate(sample_count=Count("samples", distinct=True)),
+        "recent_scans": scans[:8],
+        "running_scans": scans.filter(status__in=[ScanStatus.RUNNING, ScanStatus.PAUSED]),
+        "instruments": _scoped(Instrument, user),
+        "running_training": _scoped(TrainingRun, user).filter(status__in=active),
+        "running_translations": _scoped(Translation, user).filter(status__in=active).select_related("mosaic", "model"),
+    }
+    return render(request, "frontend/dashboard.html", context)
+
+
+def project_detail(request, pk):
+    project = visible_projects(request.user).filter(pk=pk).first()
+    if project is None:
+        raise Http404("No such project.")
+    return render(request, "frontend/project.html", {
+        "project": project,
+        "role": role_in(request.user, project.pk),
+        "members": project.memberships.select_related("user"),
+        "samples": project.samples.annotate(scan_count=Count("scans"))[:50],
+        "instruments": project.instruments.all(),
+    })
+
+
+def sample_list(request):
+    samples = _scoped(Sample, request.user).select_related("project").annotate(scan_count=Count("scans"))
+    query = request.GET.get("q", "").strip()
+    if query:
+        samples = samples.filter(Q(name__icontains=query) | Q(description__icontains=query))
+    project = request.GET.get("project", "")
+    if project.isdigit():
+        samples = samples.filter(project_id=int(project))
+    return render(request, "frontend/sample_list.html", {
+        "page": _page(request, samples), "q": query, "project": project, "projects": visible_projects(request.user)})
+
+
+def sample_detail(request, pk):
+    sample = _get(Sample, request.user, pk)
+    scans = sample.scans.annotate(frames_done=Count("frames"), first_frame_id=Min("frames__id"))
+    return render(request, "frontend/sample_detail.html", {
+        "sample": sample, "scans": scans, "sem_images": sample.sem_images.all(),
+        "can_operate": _can_operate(request.user, sample)})
+
+
+def scan_list(request):
+    scans = _scoped(Scan, request.user).select_related("sample").annotate(frames_done=Count("frames"),
+                                                                          first_frame_id=Min("frames__id"))
+    query = request.GET.get("q", "").strip()
+    if query:
+        scans = scans.filter(Q(name__icontains=query) | Q(sample__name__icontains=query))
+    status = request.GET.get("status", "")
+    if status in ScanStatus.values:
+        scans = scans.filter(status=status)
+    return render(request, "frontend/scan_list.html", {
+        "page": _page(request, scans), "q": query, "status": status, "statuses": ScanStatus.choices})
+
+
+def scan_detail(request, pk):
+    scan = _get(Scan, request.user, pk)
+    frames = scan.frames.order_by("index")
+    return render(request, "frontend/scan_detail.html", {
+        "scan": scan, "frames": frames, "frames_done": frames.count(), "mosaics": scan.mosaics.all(),
+        "can_operate": _can_operate(request.user, scan)})
+
+
+def sem_list(request):
+    sems = _scoped(SEMImage, request.user).select_related("project", "sample")
+    query = request.GET.get("q", "").strip()
+    if query:
+        sems = sems.filter(Q(name__icontains=query) | Q(original_name__icontains=query))
+    return render(request, "frontend/sem_list.html", {"page": _page(request, sems), "q": query})

@@ -1,0 +1,182 @@
+from django.urls import reverse
+from rest_framework import serializers
+
+from ssumweb.models import Project
+
+from .models import Frame, ImagePair, Mosaic, PairSet, Registration, RegistrationMethod, Sample, Scan, SEMImage
+
+JOB_FIELDS = ["status", "progress", "message", "failure_reason", "cancel_requested", "heartbeat_at", "queued_at",
+              "started_at", "finished_at"]
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
+    scan_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = Sample
+        fields = ["id", "project", "name", "description", "sim_seed", "created_at", "scan_count"]
+        read_only_fields = ["id", "created_at", "scan_count"]
+
+
+class ScanSerializer(serializers.ModelSerializer):
+    frames_done = serializers.IntegerField(read_only=True)
+    frames_total = serializers.IntegerField(read_only=True)
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Scan
+        fields = ["id", "project", "sample", "instrument", "name", "origin_x_nm", "origin_y_nm", "size_x_nm",
+                  "size_y_nm", "step_nm", "overlap", "exposure_ms", "contact_setpoint_nm", "z_planes", "z_step_nm",
+                  "autofocus", "rows", "cols", "translate_with", "status", "status_reason", "requested_action",
+                  "created_at", "started_at", "paused_at", "finished_at", "frames_done", "frames_total",
+                  "thumbnail_url"]
+        read_only_fields = fields
+
+    def get_thumbnail_url(self, scan) -> str | None:
+        frame_id = getattr(scan, "first_frame_id", None)
+        return reverse("api:frame-thumbnail", args=[frame_id]) if frame_id else None
+
+
+class ScanPlanSerializer(serializers.Serializer):
+    """The input of a new scan. Range checks live in imaging.scan_plan so every caller shares them."""
+
+    sample = serializers.IntegerField()
+    instrument = serializers.IntegerField(required=False, allow_null=True)
+    translate_with = serializers.IntegerField(required=False, allow_null=True)
+    name = serializers.CharField(max_length=200)
+    origin_x_nm = serializers.FloatField()
+    origin_y_nm = serializers.FloatField()
+    size_x_nm = serializers.FloatField()
+    size_y_nm = serializers.FloatField()
+    step_nm = serializers.FloatField(required=False, allow_null=True)
+    overlap = serializers.FloatField(default=0.3)
+    exposure_ms = serializers.FloatField(default=20.0)
+    contact_setpoint_nm = serializers.FloatField(default=50.0)
+    z_planes = serializers.IntegerField(default=1)
+    z_step_nm = serializers.FloatField(default=0.0)
+    autofocus = serializers.BooleanField(default=True)
+
+
+class FrameSerializer(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Frame
+        fields = ["id", "scan", "index", "row", "col", "commanded_x_nm", "commanded_y_nm", "measured_x_nm",
+                  "measured_y_nm", "measured_z_nm", "focus_nm", "captured_at", "exposure_ms", "width", "height",
+                  "focus_score", "deflection_nm", "image_url", "thumbnail_url"]
+        read_only_fields = fields
+
+    def get_image_url(self, frame) -> str:
+        return reverse("api:frame-image", args=[frame.pk])
+
+    def get_thumbnail_url(self, frame) -> str:
+        return reverse("api:frame-thumbnail", args=[frame.pk])
+
+
+class MosaicSerializer(serializers.ModelSerializer):
+    dzi_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Mosaic
+        fields = ["id", "scan", "live", "pixel_size_nm", "width", "height", "origin_x_nm", "origin_y_nm",
+                  "display_low", "display_high", "report", "options", "created_at", "dzi_url", *JOB_FIELDS]
+        read_only_fields = [f for f in fields if f not in ("scan", "options")]
+
+    def get_dzi_url(self, mosaic) -> str | None:
+        return reverse("api:mosaic-dzi", args=[mosaic.pk]) if mosaic.pyramid else None
+
+
+class MosaicCreateSerializer(serializers.Serializer):
+    scan = serializers.IntegerField()
+    flatfield = serializers.ChoiceField(choices=["estimate", "none"], default="estimate")
+
+
+class SEMImageSerializer(serializers.ModelSerializer):
+    dzi_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SEMImage
+        fields = ["id", "project", "sample", "name", "original_name", "width", "height", "pixel_size_nm",
+                  "pixel_size_source", "page", "data_bar_rows", "metadata", "display_low", "display_high",
+                  "created_at", "dzi_url"]
+        read_only_fields = fields
+
+    def get_dzi_url(self, sem) -> str | None:
+        return reverse("api:semimage-dzi", args=[sem.pk]) if sem.pyramid else None
+
+
+class SEMUploadSerializer(serializers.Serializer):
+    project = serializers.IntegerField()
+    sample = serializers.IntegerField(required=False, allow_null=True)
+    file = serializers.FileField()
+    name = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    pixel_size_nm = serializers.FloatField(required=False, allow_null=True, min_value=0.01, max_value=1_000_000)
+    page = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=1000)
+
+
+class RegistrationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Registration
+        fields = ["id", "mosaic", "sem_image", "method", "landmarks", "mosaic_to_sem", "residual_px", "confidence",
+                  "details", "accepted", "created_at", *JOB_FIELDS]
+        read_only_fields = fields
+
+
+class LandmarkField(serializers.ListField):
+    child = serializers.FloatField()
+
+    def to_internal_value(self, data):
+        values = super().to_internal_value(data)
+        if len(values) != 4:
+            raise serializers.ValidationError("Each landmark is [mosaic_x, mosaic_y, sem_x, sem_y] in pixels.")
+        return values
+
+
+class RegistrationCreateSerializer(serializers.Serializer):
+    mosaic = serializers.IntegerField()
+    sem_image = serializers.IntegerField()
+    method = serializers.ChoiceField(choices=RegistrationMethod.choices, default=RegistrationMethod.AUTOMATIC)
+    landmarks = serializers.ListField(child=LandmarkField(), required=False, default=list, max_length=200)
+
+    def validate(self, data):
+        if data["method"] == RegistrationMethod.LANDMARKS and len(data["landmarks"]) < 3:
+            raise serializers.ValidationError({"landmarks": "At least 3 landmark pairs are needed."})
+        return data
+
+
+class PairSetSerializer(serializers.ModelSerializer):
+    pair_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = PairSet
+        fields = ["id", "registration", "pixel_size_nm", "tile_px", "stride_px", "test_fraction", "created_at",
+                  "pair_count", *JOB_FIELDS]
+        read_only_fields = fields
+
+
+class PairSetCreateSerializer(serializers.Serializer):
+    registration = serializers.IntegerField()
+    pixel_size_nm = serializers.FloatField(required=False, allow_null=True, min_value=0.1, max_value=10_000)
+    tile_px = serializers.IntegerField(default=512, min_value=32, max_value=2048)
+    stride_px = serializers.IntegerField(required=False, allow_null=True, min_value=16, max_value=4096)
+    test_fraction = serializers.FloatField(default=0.2, min_value=0.0, max_value=0.9)
+
+
+class ImagePairSerializer(serializers.ModelSerializer):
+    lr_url = serializers.SerializerMethodField()
+    hr_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImagePair
+        fields = ["id", "registration", "pair_set", "box_x", "box_y", "box_size", "pixel_size_nm", "split", "lr_url",
+                  "hr_url"]
+        read_only_fields = fields
+
+    def get_lr_url(self, pair) -> str:
+        return reverse("api:imagepair-image", args=[pair.pk, "lr"])
+
+    def get_hr_url(self, pair) -> str:
+        return reverse("api:imagepair-image", args=[pair.pk, "hr"])

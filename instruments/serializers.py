@@ -1,0 +1,24 @@
+from rest_framework import serializers
+
+from .models import Instrument
+
+
+class InstrumentSerializer(serializers.ModelSerializer):
+    online = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Instrument
+        fields = ["id", "project", "name", "piezo_address", "focus_address", "camera_address", "pixel_size_nm",
+                  "fov_diameter_nm", "frame_width_px", "frame_height_px", "travel_x_nm", "travel_y_nm", "online",
+                  "heartbeat_at", "worker_state"]
+        read_only_fields = fields
+
+
+class JogSerializer(serializers.Serializer):
+    dx_nm = serializers.FloatField(default=0.0, min_value=-10_000, max_value=10_000)
+    dy_nm = serializers.FloatField(default=0.0, min_value=-10_000, max_value=10_000)
+    dfocus_nm = serializers.FloatField(default=0.0, min_value=-5_000, max_value=5_000)
+
+
+class LiveSerializer(serializers.Serializer):
+    on = serializers.BooleanField()

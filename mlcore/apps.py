@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class MlcoreConfig(AppConfig):
+    """The CycleGAN: training runs, trained models and translations of mosaics."""
+
+    name = "mlcore"
+    verbose_name = "Models"

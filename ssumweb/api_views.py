@@ -1,0 +1,97 @@
+"""Projects and their members. Anyone may create a project (and becomes its admin); admins manage members."""
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.decorators import action, api_view
+from rest_framework.response import Response
+
+from .access import require, visible_projects
+from .errors import DomainError
+from .models import Membership, Project, Role
+from .serializers import MemberRoleSerializer, MembershipSerializer, ProjectSerializer
+
+
+class ProjectViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                     mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    serializer_class = ProjectSerializer
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        return visible_projects(self.request.user).order_by("name")
+
+    def perform_create(self, serializer):
+        with transaction.atomic():
+            project = serializer.save()
+            Membership.objects.create(project=project, user=self.request.user, role=Role.ADMIN)
+
+    def perform_update(self, serializer):
+        require(self.request.user, serializer.instance.pk, Role.ADMIN)
+        serializer.save()
+
+    @extend_schema(request=MembershipSerializer, responses=MembershipSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], serializer_class=MembershipSerializer)
+    def members(self, request, pk=None):
+        project = self.get_object()
+        if request.method == "POST":
+            require(request.user, project.pk, Role.ADMIN)
+            serializer = MembershipSerializer(data=request.data, context={"request": request})
+            serializer.is_valid(raise_exception=True)
+            user = serializer.validated_data["user"]
+            if Membership.objects.filter(project=project, user=user).exists():
+                raise DomainError(f"{user.username} is already a member.", field="username", code="unique")
+            Membership.objects.create(project=project, user=user, role=serializer.validated_data["role"])
+        memberships = Membership.objects.filter(project=project).select_related("user")
+        return Response(MembershipSerializer(memberships, many=True).data,
+                        status=status.HTTP_201_CREATED if request.method == "POST" else status.HTTP_200_OK)
+
+    @extend_schema(request=MemberRoleSerializer, responses=MembershipSerializer)
+    @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<username>[\w.@+-]+)",
+            serializer_class=MemberRoleSerializer)
+    def member(self, request, pk=None, username=None):
+        project = self.get_object()
+        require(request.user, project.pk, Role.ADMIN)
+        membership = Membership.objects.filter(project=project, user__username=username).first()
+        if membership is None:
+            raise DomainError(f"{username} is not a member of this project.", field="username", code="not_found")
+        admins = Membership.objects.filter(project=project, role=Role.ADMIN)
+        last_admin = membership.role == Role.ADMIN and admins.count() == 1
+        if request.method == "DELETE":
+            if last_admin:
+                raise DomainError("A project needs at least one admin.", field="username")
+            membership.delete()
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        serializer = MemberRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if last_admin and serializer.validated_data["role"] != Role.ADMIN:
+            raise DomainError("A project needs at least one admin.", field="role")
+        membership.role = serializer.validated_data["role"]
+        membership.save(update_fields=["role"])
+        return Response(MembershipSerializer(membership).data)
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(read_only=True)
+
+
+@extend_schema(request=None, responses=TokenSerializer)
+@api_view(["POST"])
+def token(request):
+    """The caller's API token for scripts (created on first use); send it as `Authorization: Token <key>`."""
+    key, _ = Token.objects.get_or_create(user=request.user)
+    return Response({"token": key.key})
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    is_superuser = serializers.BooleanField()
+    projects = serializers.DictField(child=serializers.CharField())
+
+
+@extend_schema(responses=MeSerializer)
+@api_view(["GET"])
+def me(request):
+    roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
+    return Response({"username": request.user.username, "is_superuser": request.user.is_superuser,
+                     "projects": {str(k): v for k, v in roles.items()}})

@@ -1,0 +1,79 @@
+"""Media files: safe paths under MEDIA_ROOT, atomic writes, and permission-checked sending.
+
+Nothing under MEDIA_ROOT is served as a folder. Views check the user's role in the object's
+project, then hand the file over with `send_file`, which streams it from Python or, behind
+nginx/Apache, answers with X-Accel-Redirect / X-Sendfile so the proxy sends the bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseNotModified
+from django.utils.http import http_date, quote_etag
+
+from imaging.imageio import atomic_write_bytes
+
+
+def media_root() -> Path:
+    return Path(settings.MEDIA_ROOT)
+
+
+def resolve(relative: str) -> Path:
+    """The absolute path of a media file, refusing anything that would leave MEDIA_ROOT."""
+    root = media_root().resolve()
+    if not relative or "\x00" in relative or os.path.isabs(relative):
+        raise Http404("No such file.")
+    path = (root / relative).resolve()
+    if root != path and root not in path.parents:
+        raise Http404("No such file.")
+    return path
+
+
+def absolute(relative: str) -> Path:
+    """Where a media file (named relative to MEDIA_ROOT, as stored in the database) lives."""
+    return media_root() / relative
+
+
+def write_bytes(relative: str, data: bytes) -> str:
+    atomic_write_bytes(absolute(relative), data)
+    return relative
+
+
+def etag_for(path: Path) -> str:
+    stat = path.stat()
+    return quote_etag(hashlib.blake2s(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode(), digest_size=12).hexdigest())
+
+
+def send_file(request, relative: str, *, content_type: str | None = None, download_name: str | None = None,
+              max_age: int = 0, immutable: bool = False) -> HttpResponse:
+    """Answer with one media file the caller has already checked the user may read."""
+    path = resolve(relative)
+    if not path.is_file():
+        raise Http404("No such file.")
+    etag = etag_for(path)
+    cache = f"private, max-age={max_age}" + (", immutable" if immutable else "")
+    if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        response = HttpResponseNotModified()
+        response["ETag"], response["Cache-Control"] = etag, cache
+        return response
+    content_type = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    backend = settings.SENDFILE_BACKEND
+    if backend == "nginx":
+        response = HttpResponse(content_type=content_type)
+        response["X-Accel-Redirect"] = settings.SENDFILE_URL_PREFIX.rstrip("/") + "/" + str(path.relative_to(media_root().resolve()))
+    elif backend == "xsendfile":
+        response = HttpResponse(content_type=content_type)
+        response["X-Sendfile"] = str(path)
+    else:
+        response = FileResponse(open(path, "rb"), content_type=content_type)
+    if download_name:
+        response["Content-Disposition"] = f'attachment; filename="{download_name}"'
+    response["ETag"] = etag
+    response["Last-Modified"] = http_date(path.stat().st_mtime)
+    response["Cache-Control"] = cache
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

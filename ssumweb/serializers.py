@@ -1,0 +1,32 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from .models import Membership, Project, Role
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    my_role = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "created_at", "my_role"]
+        read_only_fields = ["id", "created_at", "my_role"]
+
+    def get_my_role(self, project) -> str | None:
+        from .access import role_in
+
+        return role_in(self.context["request"].user, project.pk)
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.SlugRelatedField(source="user", slug_field="username", queryset=get_user_model().objects.all())
+    role = serializers.ChoiceField(choices=Role.choices)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "username", "role", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)

@@ -1,0 +1,42 @@
+"""The embedded default: task workers and the job reaper as threads of the server process.
+
+Scaled out, the same work runs as `manage.py db_worker` and `manage.py hardware_worker` processes.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+
+
+def start_task_worker(queues: list[str], name: str) -> threading.Thread:
+    from django_tasks_db.management.commands.db_worker import Worker
+
+    worker = Worker(queue_names=queues, interval=0.5, batch=False, backend_name="default", startup_delay=False,
+                    max_tasks=None, worker_id=name, excluded_queue_names=[])
+    thread = threading.Thread(target=worker.run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def start_reaper(interval_s: float = 30.0) -> threading.Thread:
+    from .jobs import reap_stale
+
+    def loop():
+        while True:
+            try:
+                close_old_connections()
+                reaped = reap_stale()
+                if reaped:
+                    log.warning("marked %d job(s) whose worker stopped as failed", reaped)
+            except Exception:
+                log.exception("job reaper failed")
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name="job-reaper", daemon=True)
+    thread.start()
+    return thread

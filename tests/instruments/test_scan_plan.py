@@ -1,0 +1,55 @@
+import math
+
+import pytest
+
+from instruments.scan_plan import InstrumentLimits, PlanError, validate_plan
+from instruments.trajectory import serpentine_grid
+
+GOOD = dict(origin_x_nm=5000, origin_y_nm=5000, size_x_nm=30000, size_y_nm=20000, overlap=0.3, exposure_ms=20,
+            contact_setpoint_nm=50)
+
+
+def test_grid_shape_matches_the_engines_serpentine_grid():
+    plan = validate_plan(GOOD)
+    grid = serpentine_grid(origin_nm=(5000, 5000), area_nm=(30000, 20000), fov_diameter_nm=14000, overlap=0.3)
+    assert plan.frames_total == len(grid)
+    assert plan.rows == max(p.row for p in grid) + 1 and plan.cols == max(p.col for p in grid) + 1
+    assert plan.step_nm == pytest.approx(14000 / math.sqrt(2) * 0.7)
+
+
+def test_a_given_step_sets_the_overlap():
+    plan = validate_plan({**GOOD, "step_nm": 9899.49 * 0.5})
+    assert plan.overlap == pytest.approx(0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("size_x_nm", -1), ("overlap", 1.0), ("overlap", -0.1), ("step_nm", 20000), ("exposure_ms", 0),
+    ("contact_setpoint_nm", -5), ("origin_x_nm", 200000), ("size_y_nm", float("nan")), ("exposure_ms", "fast"),
+    ("z_planes", 0), ("z_planes", 2.5),
+])
+def test_out_of_range_values_name_their_field(field, value):
+    with pytest.raises(PlanError) as err:
+        validate_plan({**GOOD, field: value})
+    assert err.value.field == field
+
+
+def test_a_billion_frames_is_refused():
+    with pytest.raises(PlanError) as err:
+        validate_plan({**GOOD, "size_x_nm": 95000, "size_y_nm": 95000, "overlap": 0.9},
+                      InstrumentLimits(max_frames=1000))
+    assert "frames" in err.value.message
+
+
+def test_missing_value_is_named():
+    values = dict(GOOD)
+    del values["exposure_ms"]
+    with pytest.raises(PlanError) as err:
+        validate_plan(values)
+    assert err.value.field == "exposure_ms"
+
+
+def test_a_z_stack_needs_a_step():
+    with pytest.raises(PlanError) as err:
+        validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 0})
+    assert err.value.field == "z_step_nm"
+    assert validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 200}).z_planes == 5
