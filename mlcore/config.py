@@ -225,14 +225,18 @@ class ExperimentConfig:
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         """Copy with whole sections or ``section__field=value`` overrides replaced."""
-        out = self
+        whole: dict[str, Any] = {}
+        fields: dict[str, dict[str, Any]] = {}
         for key, value in sections.items():
             if "__" in key:
                 section, name = key.split("__", 1)
-                sub = dataclasses.replace(getattr(out, section), **{name: value})
-                out = dataclasses.replace(out, **{section: sub})
+                fields.setdefault(section, {})[name] = value
             else:
-                out = dataclasses.replace(out, **{key: value})
+                whole[key] = value
+        for section, changes in fields.items():  # all sections change before cross-checks run
+            whole[section] = dataclasses.replace(whole.get(section, getattr(self, section)),
+                                                 **changes)
+        out = dataclasses.replace(self, **whole)
         return out
 
 
