@@ -24,7 +24,8 @@ def _get(model, user, pk):
 
 
 def _page(request, queryset, per_page=24):
-    return Paginator(queryset, per_page).get_page(request.GET.get("page"))
+    # Aggregating querysets drop Meta.ordering: order explicitly so pages are stable.
+    return Paginator(queryset.order_by("-created_at", "-pk"), per_page).get_page(request.GET.get("page"))
 
 
 def _can_operate(user, obj) -> bool:
@@ -35,7 +36,7 @@ def _can_operate(user, obj) -> bool:
 def dashboard(request):
     user = request.user
     scans = _scoped(Scan, user).select_related("sample").annotate(frames_done=Count("frames"),
-                                                                   first_frame_id=Min("frames__id"))
+                                                                   first_frame_id=Min("frames__id")).order_by("-created_at")
     active = [JobStatus.QUEUED, JobStatus.RUNNING]
     context = {
         "projects": visible_projects(user).annotate(sample_count=Count("samples", distinct=True)),

@@ -78,7 +78,7 @@ class ProjectScopedViewSet(viewsets.GenericViewSet):
     """Lists only what the user's projects hold; object actions check the role they need."""
 
     model = None  # set by subclasses
-    write_role = Role.OPERATOR
+    ordering = ["-pk"]  # newest first unless ?ordering= says otherwise; pages stay stable
 
     def get_queryset(self):
         queryset = self.model.objects.all()

@@ -1,0 +1,159 @@
+"""The catalogue API: who may do what, and clear 4xx answers for bad input."""
+import pytest
+
+from imaging.models import Sample, Scan
+from instruments.models import Instrument
+
+PLAN = dict(name="scan 1", origin_x_nm=5000, origin_y_nm=5000, size_x_nm=30000, size_y_nm=20000, overlap=0.3,
+            exposure_ms=20, contact_setpoint_nm=50)
+
+
+@pytest.fixture
+def sample(project):
+    return Sample.objects.create(project=project, name="IC chip")
+
+
+@pytest.fixture
+def instrument(project):
+    return Instrument.objects.create(project=project, name="SSUM 1")
+
+
+def fields_of(response):
+    return {e["field"] for e in response.json()["errors"]}
+
+
+@pytest.mark.django_db
+def test_anonymous_requests_get_401_json(api, sample):
+    response = api(None).get("/api/samples/")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+@pytest.mark.django_db
+def test_lists_show_only_the_users_projects(api, sample, other_project, viewer):
+    Sample.objects.create(project=other_project, name="not yours")
+    response = api(viewer).get("/api/samples/")
+    assert response.status_code == 200
+    assert [s["name"] for s in response.json()["results"]] == ["IC chip"]
+
+
+@pytest.mark.django_db
+def test_non_members_get_404_for_objects(api, sample, outsider):
+    assert api(outsider).get(f"/api/samples/{sample.pk}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_viewer_reads_but_cannot_create(api, project, viewer):
+    response = api(viewer).post("/api/samples/", {"project": project.pk, "name": "new"}, format="json")
+    assert response.status_code == 403
+    assert not Sample.objects.filter(name="new").exists()
+
+
+@pytest.mark.django_db
+def test_operator_creates_sample_and_duplicate_name_is_named(api, project, operator):
+    first = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer 3"}, format="json")
+    assert first.status_code == 201
+    again = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer 3"}, format="json")
+    assert again.status_code == 400 and fields_of(again) == {"name"}
+
+
+@pytest.mark.django_db
+def test_operator_plans_a_scan(api, sample, instrument, operator):
+    response = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk, "instrument": instrument.pk}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "planned" and body["frames_total"] == body["rows"] * body["cols"] > 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field, value", [
+    ("size_x_nm", -100), ("overlap", 1.0), ("step_nm", 50000), ("exposure_ms", "fast"), ("contact_setpoint_nm", None),
+    ("origin_y_nm", 1e12),
+])
+def test_bad_plan_values_are_400_naming_the_field_and_nothing_is_created(api, sample, operator, field, value):
+    response = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk, field: value}, format="json")
+    assert response.status_code == 400
+    assert field in fields_of(response)
+    assert Scan.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_billion_frames_is_refused(api, sample, project, operator):
+    long_travel = Instrument.objects.create(project=project, name="long stage", travel_x_nm=1e12, travel_y_nm=1e12)
+    response = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk, "instrument": long_travel.pk,
+                                                  "size_x_nm": 3e10, "size_y_nm": 3e10}, format="json")
+    assert response.status_code == 400
+    assert "frames" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_malformed_json_is_400(api, operator):
+    response = api(operator).post("/api/scans/", "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
+@pytest.mark.django_db
+def test_unknown_sample_is_named(api, operator):
+    response = api(operator).post("/api/scans/", {**PLAN, "sample": 999999}, format="json")
+    assert response.status_code == 400 and fields_of(response) == {"sample"}
+
+
+@pytest.mark.django_db
+def test_scan_in_another_project_cannot_be_planned_on_my_sample(api, sample, other_project, operator):
+    foreign = Instrument.objects.create(project=other_project, name="theirs")
+    response = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk, "instrument": foreign.pk}, format="json")
+    assert response.status_code == 400 and fields_of(response) == {"instrument"}
+
+
+@pytest.mark.django_db
+def test_actions_follow_the_state_machine(api, sample, instrument, operator, viewer):
+    scan_id = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk, "instrument": instrument.pk},
+                                 format="json").json()["id"]
+    assert api(viewer).post(f"/api/scans/{scan_id}/start/").status_code == 403
+    paused = api(operator).post(f"/api/scans/{scan_id}/pause/")
+    assert paused.status_code == 409 and paused.json()["code"] == "invalid_state"
+    started = api(operator).post(f"/api/scans/{scan_id}/start/")
+    assert started.status_code == 200 and started.json()["requested_action"] == "start"
+    aborted = api(operator).post(f"/api/scans/{scan_id}/abort/")
+    assert aborted.json()["status"] == "aborted"
+    assert api(operator).post(f"/api/scans/{scan_id}/resume/").status_code == 409
+
+
+@pytest.mark.django_db
+def test_scan_events_replay_over_http(api, sample, operator):
+    scan_id = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk}, format="json").json()["id"]
+    api(operator).post(f"/api/scans/{scan_id}/abort/")
+    events = api(operator).get(f"/api/scans/{scan_id}/events/?after=1").json()["results"]
+    assert [(e["seq"], e["status"]) for e in events] == [(2, "aborted")]
+    assert api(operator).get(f"/api/scans/{scan_id}/events/?after=x").status_code == 400
+
+
+@pytest.mark.django_db
+def test_admins_manage_members_operators_cannot(api, project, lab_admin, operator, outsider):
+    assert api(operator).post(f"/api/projects/{project.pk}/members/", {"username": "mallory", "role": "viewer"},
+                              format="json").status_code == 403
+    added = api(lab_admin).post(f"/api/projects/{project.pk}/members/", {"username": "mallory", "role": "viewer"},
+                                format="json")
+    assert added.status_code == 201
+    assert api(outsider).get(f"/api/projects/{project.pk}/").status_code == 200
+    last_admin = api(lab_admin).patch(f"/api/projects/{project.pk}/members/ada/", {"role": "viewer"}, format="json")
+    assert last_admin.status_code == 400 and fields_of(last_admin) == {"role"}
+
+
+@pytest.mark.django_db
+def test_token_auth_for_scripts(api, viewer, sample):
+    from rest_framework.test import APIClient
+
+    key = api(viewer).post("/api/token/").json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get("/api/samples/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_schema_and_docs_need_login(client, viewer):
+    assert client.get("/api/schema/").status_code in (401, 403)
+    client.force_login(viewer)
+    assert client.get("/api/schema/").status_code == 200
+    assert client.get("/api/docs/").status_code == 200
