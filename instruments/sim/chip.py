@@ -1,0 +1,391 @@
+"""Procedural IC-like samples, rendered lazily for any region at any nm/pixel.
+
+A layout is a set of *blocks*: each block is one layer's material over the separable set
+``X × Y`` where ``X`` and ``Y`` are unions of intervals (nm). A rectangle, a line grating and a
+via array are all one block, and a block's exact area coverage of a pixel grid is the outer
+product of two 1-D coverages, so rasterisation costs O(rows + cols) per block, never the
+whole chip.
+
+The chip is a grid of 20 µm cells; each cell's features come from an RNG seeded with
+``(seed, cell column, cell row)``, so any region is generated without its neighbours and the
+same seed always gives the same chip. Chip coordinates: ``(x, y)`` nm from the chip's top-left
+corner, ``x`` along columns, ``y`` along rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .exceptions import SimParameterError, check_range
+
+
+@dataclass(frozen=True)
+class Material:
+    """Optical reflectance at 550 nm (normal incidence) and relative SE yield at 30 kV."""
+
+    name: str
+    reflectance: float
+    se_yield: float
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One process layer: the height of its top surface above the substrate and its material."""
+
+    name: str
+    height_nm: float
+    material: Material
+
+
+SILICON = Material("Si", reflectance=0.37, se_yield=1.00)
+POLY = Material("poly-Si", reflectance=0.33, se_yield=1.00)
+TUNGSTEN = Material("W", reflectance=0.50, se_yield=1.45)
+COPPER = Material("Cu", reflectance=0.60, se_yield=1.25)
+ALUMINIUM = Material("Al", reflectance=0.91, se_yield=1.10)
+
+#: Index 0 is the substrate (background); features are drawn lowest layer first.
+DEFAULT_LAYERS: tuple[Layer, ...] = (
+    Layer("substrate", 0.0, SILICON),
+    Layer("poly", 150.0, POLY),
+    Layer("contact", 350.0, TUNGSTEN),
+    Layer("metal1", 500.0, COPPER),
+    Layer("via", 900.0, TUNGSTEN),
+    Layer("metal2", 1200.0, ALUMINIUM),
+    Layer("pad", 1900.0, ALUMINIUM),
+)
+LAYER_INDEX = {layer.name: i for i, layer in enumerate(DEFAULT_LAYERS)}
+
+
+def _interval_integral(edges: np.ndarray) -> np.ndarray:
+    """Covered length up to each edge of a sorted interval list ``[a0, b0, a1, b1, ...]``."""
+    lengths = edges[1::2] - edges[0::2]
+    cumulative = np.concatenate([[0.0], np.cumsum(lengths)])
+    integral = np.empty(edges.size)
+    integral[0::2] = cumulative[:-1]
+    integral[1::2] = cumulative[1:]
+    return integral
+
+
+@dataclass(frozen=True, eq=False)
+class Block:
+    """One layer over ``X × Y``; ``x_edges``/``y_edges`` are sorted ``[a0, b0, a1, b1, ...]`` nm."""
+
+    layer: int
+    x_edges: np.ndarray
+    y_edges: np.ndarray
+    x_integral: np.ndarray = field(repr=False)
+    y_integral: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_edges(cls, layer: int, x_edges, y_edges) -> "Block":
+        xe = np.asarray(x_edges, dtype=np.float64)
+        ye = np.asarray(y_edges, dtype=np.float64)
+        if xe.size < 2 or ye.size < 2 or xe.size % 2 or ye.size % 2:
+            raise SimParameterError("block edges must be non-empty lists of (start, end) pairs")
+        if np.any(np.diff(xe) < 0) or np.any(np.diff(ye) < 0):
+            raise SimParameterError("block edges must be sorted and non-overlapping")
+        return cls(layer, xe, ye, _interval_integral(xe), _interval_integral(ye))
+
+    @classmethod
+    def rect(cls, layer: int, x0: float, y0: float, x1: float, y1: float) -> "Block":
+        return cls.from_edges(layer, (x0, x1), (y0, y1))
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        return (self.x_edges[0], self.y_edges[0], self.x_edges[-1], self.y_edges[-1])
+
+
+class Layout(Protocol):
+    """What the renderers need from a sample."""
+
+    layers: tuple[Layer, ...]
+
+    @property
+    def bounds_nm(self) -> tuple[float, float, float, float]: ...
+
+    def blocks_in(self, x0: float, y0: float, x1: float, y1: float) -> list[Block]: ...
+
+
+def _overlaps(block: Block, x0: float, y0: float, x1: float, y1: float) -> bool:
+    bx0, by0, bx1, by1 = block.bbox
+    return bx0 < x1 and bx1 > x0 and by0 < y1 and by1 > y0
+
+
+@dataclass(frozen=True, eq=False)
+class BlockLayout:
+    """An explicit sample (test targets, resolution charts): blocks on a substrate."""
+
+    blocks: tuple[Block, ...]
+    bounds: tuple[float, float, float, float]
+    layers: tuple[Layer, ...] = DEFAULT_LAYERS
+
+    @property
+    def bounds_nm(self) -> tuple[float, float, float, float]:
+        return self.bounds
+
+    def blocks_in(self, x0, y0, x1, y1) -> list[Block]:
+        return [b for b in self.blocks if _overlaps(b, x0, y0, x1, y1)]
+
+
+# ---------------------------------------------------------------- procedural chip
+
+
+_FONT = {  # 5×7 glyphs, '#' = metal
+    "0": (".###.", "#...#", "#..##", "#.#.#", "##..#", "#...#", ".###."),
+    "1": ("..#..", ".##..", "..#..", "..#..", "..#..", "..#..", ".###."),
+    "2": (".###.", "#...#", "....#", "...#.", "..#..", ".#...", "#####"),
+    "3": ("####.", "....#", "....#", ".###.", "....#", "....#", "####."),
+    "4": ("...#.", "..##.", ".#.#.", "#..#.", "#####", "...#.", "...#."),
+    "5": ("#####", "#....", "####.", "....#", "....#", "#...#", ".###."),
+    "6": (".###.", "#....", "#....", "####.", "#...#", "#...#", ".###."),
+    "7": ("#####", "....#", "...#.", "..#..", ".#...", ".#...", ".#..."),
+    "8": (".###.", "#...#", "#...#", ".###.", "#...#", "#...#", ".###."),
+    "9": (".###.", "#...#", "#...#", ".####", "....#", "....#", ".###."),
+    "R": ("####.", "#...#", "#...#", "####.", "#.#..", "#..#.", "#...#"),
+    "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
+    "-": (".....", ".....", ".....", "#####", ".....", ".....", "....."),
+}
+
+
+def text_blocks(text: str, *, layer: int, x0: float, y0: float, dot_nm: float) -> list[Block]:
+    """Blocks spelling ``text`` (digits, 'R', 'C', '-') with its top-left corner at (x0, y0) nm."""
+    blocks = []
+    for k, char in enumerate(text):
+        glyph = _FONT.get(char.upper())
+        if glyph is None:
+            raise SimParameterError(f"text {text!r}: character {char!r} is not in the chip font")
+        gx = x0 + k * 6 * dot_nm
+        for row, bits in enumerate(glyph):
+            col = 0
+            while col < 5:  # one block per horizontal run of dots
+                if bits[col] == "#":
+                    end = col
+                    while end < 5 and bits[end] == "#":
+                        end += 1
+                    blocks.append(Block.rect(layer, gx + col * dot_nm, y0 + row * dot_nm,
+                                             gx + end * dot_nm, y0 + (row + 1) * dot_nm))
+                    col = end
+                else:
+                    col += 1
+    return blocks
+
+
+def _periodic(start: float, stop: float, width: float, pitch: float) -> np.ndarray:
+    """Edges of intervals of ``width`` every ``pitch`` inside [start, stop], centred."""
+    count = max(1, int((stop - start - width) // pitch) + 1)
+    offset = start + 0.5 * ((stop - start) - ((count - 1) * pitch + width))
+    starts = offset + pitch * np.arange(count)
+    return np.column_stack([starts, starts + width]).ravel()
+
+
+def _q(value: float, grid: float = 10.0) -> float:
+    """Snap to the design grid (10 nm), like a layout database."""
+    return grid * round(value / grid)
+
+
+def _motif(kind: str, box: tuple[float, float, float, float], rng: np.random.Generator) -> list[Block]:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    L = LAYER_INDEX
+    if kind == "lines":
+        layer = L[rng.choice(["poly", "metal1", "metal2"])]
+        width = _q(rng.uniform(80, 500))
+        space = width if rng.random() < 0.5 else _q(rng.uniform(80, 500))
+        across = _periodic(0.0, 1.0, 1.0, 1.0)  # placeholder, replaced below
+        if rng.random() < 0.5:  # vertical lines
+            across = _periodic(x0, x1, width, width + space)
+            return [Block.from_edges(layer, across, (y0, y1))]
+        across = _periodic(y0, y1, width, width + space)
+        return [Block.from_edges(layer, (x0, x1), across)]
+    if kind == "vias":
+        layer = L[rng.choice(["contact", "via"])]
+        size = _q(rng.uniform(100, 300))
+        pitch = _q(size * rng.uniform(1.8, 3.0))
+        ax0, ay0 = x0 + _q(rng.uniform(0, 0.3) * w), y0 + _q(rng.uniform(0, 0.3) * h)
+        ax1, ay1 = x1 - _q(rng.uniform(0, 0.3) * w), y1 - _q(rng.uniform(0, 0.3) * h)
+        blocks = []
+        if layer == L["contact"] and rng.random() < 0.5:
+            blocks.append(Block.rect(L["poly"], ax0 - 200, ay0 - 200, ax1 + 200, ay1 + 200))
+        blocks.append(Block.from_edges(layer, _periodic(ax0, ax1, size, pitch),
+                                       _periodic(ay0, ay1, size, pitch)))
+        return blocks
+    if kind == "wires":  # L and T shapes
+        layer = L[rng.choice(["metal1", "metal2"])]
+        blocks = []
+        for _ in range(int(rng.integers(2, 5))):
+            width = _q(rng.uniform(150, 500))
+            cx, cy = _q(rng.uniform(x0, x1 - width)), _q(rng.uniform(y0, y1 - width))
+            hx0, hx1 = sorted((cx, _q(rng.uniform(x0, x1))))
+            vy0, vy1 = sorted((cy, _q(rng.uniform(y0, y1))))
+            blocks.append(Block.rect(layer, hx0, cy, max(hx1, hx0 + width), cy + width))
+            if rng.random() < 0.5:  # T: the stem leaves the middle of the bar
+                cx = _q(0.5 * (hx0 + hx1))
+            blocks.append(Block.rect(layer, cx, vy0, cx + width, max(vy1, vy0 + width)))
+        return blocks
+    if kind == "fill":
+        layer = L[rng.choice(["metal1", "metal2"])]
+        size = _q(rng.uniform(500, 1200))
+        pitch = size + _q(rng.uniform(500, 1000))
+        return [Block.from_edges(layer, _periodic(x0, x1, size, pitch), _periodic(y0, y1, size, pitch))]
+    if kind == "pad":
+        side = _q(rng.uniform(0.6, 0.9) * min(w, h))
+        px, py = x0 + _q(0.5 * (w - side)), y0 + _q(0.5 * (h - side))
+        blocks = [Block.rect(L["metal2"], px - 300, py - 300, px + side + 300, py + side + 300),
+                  Block.rect(L["pad"], px, py, px + side, py + side)]
+        return blocks
+    if kind == "cross":
+        arm, width = _q(rng.uniform(0.5, 0.8) * min(w, h)), _q(rng.uniform(300, 600))
+        cx, cy = _q(x0 + 0.5 * w), _q(y0 + 0.5 * h)
+        layer = L["metal2"]
+        return [Block.rect(layer, cx - arm / 2, cy - width / 2, cx + arm / 2, cy + width / 2),
+                Block.rect(layer, cx - width / 2, cy - arm / 2, cx - width / 2 + width, cy - width / 2),
+                Block.rect(layer, cx - width / 2, cy + width / 2, cx + width / 2, cy + arm / 2)]
+    raise SimParameterError(f"unknown motif {kind!r}")
+
+
+_MOTIFS = ("lines", "vias", "wires", "fill", "pad", "cross")
+_MOTIF_P = (0.38, 0.17, 0.17, 0.12, 0.08, 0.08)
+
+
+@functools.lru_cache(maxsize=8192)
+def _cell_blocks(seed: int, ix: int, iy: int, cell_nm: float) -> tuple[Block, ...]:
+    """All blocks of one cell; cached because neighbouring frames revisit the same cells."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, ix, iy, 0x55AA])
+    x0, y0 = ix * cell_nm, iy * cell_nm
+    half, margin = cell_nm / 2, 0.02 * cell_nm
+    blocks: list[Block] = []
+    for qy in range(2):
+        for qx in range(2):
+            box = (x0 + qx * half + margin, y0 + qy * half + margin,
+                   x0 + (qx + 1) * half - margin, y0 + (qy + 1) * half - margin)
+            kind = str(rng.choice(_MOTIFS, p=_MOTIF_P))
+            blocks.extend(_motif(kind, box, rng))
+    if rng.random() < 0.5:  # a cell label on the routing channel between quadrants
+        dot = _q(rng.uniform(120, 250))
+        blocks.extend(text_blocks(f"R{iy:02d}C{ix:02d}", layer=LAYER_INDEX["metal2"],
+                                  x0=x0 + margin, y0=y0 + half - 3.5 * dot, dot_nm=dot))
+    blocks.sort(key=lambda b: b.layer)
+    return tuple(blocks)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """A seeded procedural IC of ``size_nm = (width, height)``; nothing is generated up front."""
+
+    seed: int = 0
+    size_nm: tuple[float, float] = (200_000.0, 200_000.0)
+    cell_nm: float = 20_000.0
+    layers: tuple[Layer, ...] = DEFAULT_LAYERS
+
+    def __post_init__(self):
+        for axis, value in zip("xy", self.size_nm):
+            check_range(f"chip_size_nm[{axis}]", value, low=200_000, high=100_000_000, unit="nm")
+        check_range("cell_nm", self.cell_nm, low=5_000, high=100_000, unit="nm")
+
+    @property
+    def bounds_nm(self) -> tuple[float, float, float, float]:
+        return (0.0, 0.0, float(self.size_nm[0]), float(self.size_nm[1]))
+
+    def blocks_in(self, x0, y0, x1, y1) -> list[Block]:
+        c = self.cell_nm
+        nx, ny = int(self.size_nm[0] // c), int(self.size_nm[1] // c)  # whole cells only
+        ix0, ix1 = max(0, math.floor(x0 / c)), min(nx - 1, math.floor(x1 / c))
+        iy0, iy1 = max(0, math.floor(y0 / c)), min(ny - 1, math.floor(y1 / c))
+        found = []
+        for iy in range(iy0, iy1 + 1):
+            for ix in range(ix0, ix1 + 1):
+                found.extend(b for b in _cell_blocks(self.seed, ix, iy, c) if _overlaps(b, x0, y0, x1, y1))
+        found.sort(key=lambda b: b.layer)
+        return found
+
+
+# ---------------------------------------------------------------- rasterisation
+
+
+@dataclass(frozen=True)
+class SampleMaps:
+    """A rendered region. Arrays are (rows, cols) float32; pixel (r, c) covers
+    ``[x0 + c·p, x0 + (c+1)·p) × [y0 + r·p, y0 + (r+1)·p)`` nm with ``(x0, y0) = origin_nm``."""
+
+    height_nm: np.ndarray
+    reflectance: np.ndarray
+    se_yield: np.ndarray
+    origin_nm: tuple[float, float]
+    pixel_size_nm: float
+
+
+def _coverage(edges: np.ndarray, integral: np.ndarray, start: float, p: float, n: int):
+    """Exact fraction of each of ``n`` pixels (from ``start``, pitch ``p``) covered by the intervals."""
+    lo = max(0, math.floor((edges[0] - start) / p))
+    hi = min(n, math.ceil((edges[-1] - start) / p))
+    if hi <= lo:
+        return lo, hi, None
+    t = start + p * np.arange(lo, hi + 1)
+    return lo, hi, (np.diff(np.interp(t, edges, integral)) / p).astype(np.float32)
+
+
+def rasterize(layout: Layout, *, origin_nm: tuple[float, float], shape: tuple[int, int],
+              pixel_size_nm: float) -> SampleMaps:
+    """Render height, reflectance and SE yield of a region with exact area anti-aliasing.
+
+    Parameters
+    ----------
+    origin_nm : (x, y) chip nm of the top-left corner of pixel (0, 0).
+    shape : (rows, cols).
+    pixel_size_nm : sample nm per pixel. Regions partly off the layout show bare substrate.
+
+    Overlapping features of different layers are composited lowest first (the upper one wins).
+    """
+    rows, cols = (int(shape[0]), int(shape[1]))
+    if rows < 1 or cols < 1:
+        raise SimParameterError(f"shape={shape!r} must have at least one row and one column")
+    p = check_range("pixel_size_nm", pixel_size_nm, low=0.1, high=1e6, unit="nm")
+    ox, oy = float(origin_nm[0]), float(origin_nm[1])
+    layers = layout.layers
+    height = np.full((rows, cols), layers[0].height_nm, np.float32)
+    refl = np.full((rows, cols), layers[0].material.reflectance, np.float32)
+    yld = np.full((rows, cols), layers[0].material.se_yield, np.float32)
+    blocks = layout.blocks_in(ox, oy, ox + cols * p, oy + rows * p)
+    coverage = np.zeros((rows, cols), np.float32)
+    i = 0
+    while i < len(blocks):
+        layer = blocks[i].layer
+        coverage.fill(0.0)
+        r_lo, r_hi, c_lo, c_hi = rows, 0, cols, 0
+        while i < len(blocks) and blocks[i].layer == layer:
+            b = blocks[i]
+            i += 1
+            c0, c1, cx = _coverage(b.x_edges, b.x_integral, ox, p, cols)
+            r0, r1, cy = _coverage(b.y_edges, b.y_integral, oy, p, rows)
+            if cx is None or cy is None:
+                continue
+            np.maximum(coverage[r0:r1, c0:c1], np.outer(cy, cx), out=coverage[r0:r1, c0:c1])
+            r_lo, r_hi, c_lo, c_hi = min(r_lo, r0), max(r_hi, r1), min(c_lo, c0), max(c_hi, c1)
+        if r_hi <= r_lo:
+            continue
+        view = (slice(r_lo, r_hi), slice(c_lo, c_hi))
+        cov = coverage[view]
+        top = layers[layer]
+        for image, value in ((height, top.height_nm), (refl, top.material.reflectance),
+                             (yld, top.material.se_yield)):
+            image[view] += (np.float32(value) - image[view]) * cov
+    return SampleMaps(height, refl, yld, (ox, oy), p)
+
+
+def render_region(layout: Layout, *, region_nm: tuple[float, float, float, float],
+                  pixel_size_nm: float) -> SampleMaps:
+    """Render ``region_nm = (x0, y0, x1, y1)``, which must lie inside the layout's bounds."""
+    x0, y0, x1, y1 = (float(v) for v in region_nm)
+    bx0, by0, bx1, by1 = layout.bounds_nm
+    if not (bx0 <= x0 < x1 <= bx1 and by0 <= y0 < y1 <= by1):
+        raise SimParameterError(
+            f"region_nm={region_nm!r} must lie inside the chip, x in [{bx0:g}, {bx1:g}] and "
+            f"y in [{by0:g}, {by1:g}] nm, with x0 < x1 and y0 < y1")
+    p = check_range("pixel_size_nm", pixel_size_nm, low=0.1, high=1e6, unit="nm")
+    shape = (max(1, round((y1 - y0) / p)), max(1, round((x1 - x0) / p)))
+    return rasterize(layout, origin_nm=(x0, y0), shape=shape, pixel_size_nm=p)
