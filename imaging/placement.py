@@ -103,7 +103,7 @@ def solve_positions(
     nominal_xy_px: np.ndarray,
     links: list[Link],
     *,
-    min_score: float = 0.5,
+    min_score: float = 0.6,
     max_residual_px: float = 1.0,
     stage_z: float = 6.0,
     floor_px: float = 0.05,

@@ -1,0 +1,65 @@
+"""Pairwise offsets inside circular fields of view, against known sub-pixel truth."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from imaging.pairwise import mask_overlap_px, masked_ncc, register_pair
+from tests.imaging.scan_factory import circular_mask, ic_scene
+
+
+def _pair(offset_xy, *, size=128, seed=0, noise=0.0):
+    rng = np.random.default_rng(seed)
+    scene = ic_scene((320, 320), rng=rng)
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    a = ndimage.map_coordinates(scene, [yy + 60, xx + 60], order=3)
+    b = ndimage.map_coordinates(scene, [yy + 60 + offset_xy[1], xx + 60 + offset_xy[0]], order=3)
+    a = a + rng.normal(0, noise, a.shape)
+    b = b + rng.normal(0, noise, b.shape)
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+@pytest.mark.parametrize("seed, truth", [(0, (94.37, 6.81)), (1, (85.2, -7.6)), (2, (-4.55, 92.25))])
+def test_register_pair_recovers_subpixel_offset(seed, truth):
+    a, b = _pair(truth, seed=seed, noise=0.01)
+    nominal = (89.6, 0.0) if abs(truth[0]) > abs(truth[1]) else (0.0, 89.6)
+    found = register_pair(a, b, nominal, mask=circular_mask(128), max_shift_px=20)
+    assert found and found.score > 0.9
+    assert np.hypot(found.offset_px[0] - truth[0], found.offset_px[1] - truth[1]) < 0.1
+
+
+def test_information_reflects_aperture_problem():
+    # Horizontal stripes only: y is pinned down, x is not.
+    yy = np.mgrid[:128, :128][0].astype(np.float32)
+    stripes = (0.5 + 0.4 * np.sin(yy / 3.0) * np.sin(yy / 7.1)).astype(np.float32)
+    found = register_pair(stripes, stripes, (90.0, 0.0), mask=circular_mask(128), max_shift_px=10)
+    info = np.asarray(found.information)
+    assert info[1, 1] > 100 * max(info[0, 0], 1e-9)
+
+
+def test_blank_or_disjoint_frames_are_reported_not_guessed():
+    mask = circular_mask(64)
+    blank = np.full((64, 64), 0.5, np.float32)
+    assert not register_pair(blank, blank, (40.0, 0.0), mask=mask, max_shift_px=5, min_overlap_px=50)
+    far = register_pair(blank, blank, (70.0, 0.0), mask=mask, max_shift_px=5)
+    assert not far and far.reason == "no_overlap"
+
+
+def test_masked_ncc_matches_direct_computation():
+    rng = np.random.default_rng(3)
+    f, g = rng.random((12, 10)), rng.random((9, 11))
+    mf, mg = rng.random((12, 10)) > 0.2, rng.random((9, 11)) > 0.2
+    ncc, count = masked_ncc(f, mf, g, mg)
+    v, u = 2, -3  # fixed (y, x) pairs with moving (y − v, x − u)
+    pairs = [(f[y, x], g[y - v, x - u]) for y in range(12) for x in range(10)
+             if 0 <= y - v < 9 and 0 <= x - u < 11 and mf[y, x] and mg[y - v, x - u]]
+    a, b = np.array(pairs).T
+    expected = np.corrcoef(a, b)[0, 1]
+    assert count[v + 8, u + 10] == len(pairs)
+    assert ncc[v + 8, u + 10] == pytest.approx(expected, abs=1e-9)
+
+
+def test_mask_overlap_px_counts_shared_pixels():
+    mask = np.ones((10, 10), bool)
+    assert mask_overlap_px(mask, (3, -2)) == 7 * 8
+    assert mask_overlap_px(mask, (10, 0)) == 0

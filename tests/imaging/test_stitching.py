@@ -1,0 +1,119 @@
+"""End-to-end stitching on seeded synthetic scans with known true positions."""
+
+import json
+
+import numpy as np
+import pytest
+
+from imaging.flatfield import flatfield_from_calibration
+from imaging.stitching import IncrementalStitcher, Mosaic, StitchingError, stitch
+from tests.imaging.scan_factory import ic_scene, position_errors, synthetic_scan
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
+
+
+@pytest.fixture(scope="module")
+def mosaic(scan):
+    return stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+
+
+def test_positions_match_truth_within_a_fraction_of_a_pixel(scan, mosaic):
+    err = position_errors(mosaic.positions_px, scan.true_xy_px)
+    assert err.mean() <= 0.15 and err.max() <= 0.5
+    assert mosaic.report.dropped_links == () and mosaic.report.placed_by_stage == ()
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_accuracy_holds_on_other_seeds(seed):
+    s = synthetic_scan(grid=(3, 3), frame_px=128, seed=seed)
+    m = stitch(s.frames, s.nominal_xy_nm, pixel_size_nm=s.pixel_size_nm, fov_mask=s.fov_mask)
+    err = position_errors(m.positions_px, s.true_xy_px)
+    assert err.mean() <= 0.15 and err.max() <= 0.5
+
+
+def test_mosaic_output_is_16_bit_with_pixel_size_and_report(scan, mosaic):
+    assert isinstance(mosaic, Mosaic)
+    assert mosaic.image.dtype == np.uint16 and mosaic.pixel_size_nm == scan.pixel_size_nm
+    h, w = mosaic.image.shape
+    assert w >= mosaic.positions_px[:, 0].max() + 128 and h >= mosaic.positions_px[:, 1].max() + 128
+    assert mosaic.positions_px.min() >= 0
+    report = json.loads(mosaic.report.to_json())
+    assert len(report["links"]) == 12 and report["flatfield"] == "estimated"
+    assert all(link["residual_px"] < 0.5 for link in report["links"])
+
+
+def test_mosaic_reproduces_the_scene(scan, mosaic):
+    # Sample the mosaic where frame 4 (centre) lies and compare with the true scene.
+    x, y = np.round(mosaic.positions_px[4]).astype(int)
+    tx, ty = np.round(scan.true_xy_px[4]).astype(int)
+    patch = mosaic.image[y + 40:y + 88, x + 40:x + 88] / 65535.0
+    truth = scan.scene[ty + 40:ty + 88, tx + 40:tx + 88] * (40000 / 65535)
+    gain = np.median(patch / truth)
+    assert np.abs(patch / gain - truth).mean() < 0.02
+
+
+def test_one_corrupted_frame_does_not_bend_the_others(scan):
+    frames = list(scan.frames)
+    rng = np.random.default_rng(5)
+    other = ic_scene((128, 128), rng=rng)  # frame 4 shows a different place entirely
+    frames[4] = np.where(scan.fov_mask, other * 40000, 0).astype(np.uint16)
+    m = stitch(frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+    err = position_errors(m.positions_px, scan.true_xy_px, exclude=[4])
+    keep = np.arange(9) != 4
+    assert err[keep].mean() <= 0.15 and err[keep].max() <= 0.5
+    assert m.report.placed_by_stage == (4,)
+    assert {(link.i, link.j) for link in m.report.dropped_links} == {(1, 4), (3, 4), (4, 5), (4, 7)}
+
+
+def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
+    ff = flatfield_from_calibration([np.where(scan.fov_mask, scan.flat * 30000, 0).astype(np.uint16)],
+                                    mask=scan.fov_mask, smooth_sigma_px=0)
+    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm,
+                                   fov_mask=scan.fov_mask, flatfield=ff)
+    sizes = []
+    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm):
+        region = stitcher.add_frame(frame, nominal)
+        live = stitcher.mosaic()
+        assert region.width_px == 129 and region.height_px == 129
+        assert region.x_px + region.width_px <= live.shape[1] and region.y_px + region.height_px <= live.shape[0]
+        sizes.append(live.size)
+    assert sizes == sorted(sizes) and sizes[-1] > 4 * sizes[0]
+    live_positions = np.array(stitcher._positions)
+    final = stitcher.finish()
+    live_err = position_errors(live_positions, scan.true_xy_px)
+    assert live_err.max() < 0.5  # frame-by-frame placement is already close
+    np.testing.assert_allclose(final.positions_px, mosaic.positions_px, atol=0.1)
+    assert final.report.flatfield == "calibration"
+
+
+def test_single_frame_gives_a_one_frame_mosaic(scan):
+    m = stitch(scan.frames[:1], scan.nominal_xy_nm[:1], pixel_size_nm=40.0, fov_mask=scan.fov_mask)
+    assert m.image.shape == (129, 129) and m.report.links == ()
+
+
+@pytest.mark.parametrize(
+    "frames, positions, match",
+    [
+        ([], np.zeros((0, 2)), "frames is empty"),
+        ([np.zeros((64, 64), np.uint16), np.zeros((64, 60), np.uint16)], np.zeros((2, 2)), "frame 1 has shape"),
+        ([np.zeros((2, 64, 64), np.uint16)], np.zeros((1, 2)), "2-D"),
+        ([np.full((64, 64), np.nan)], np.zeros((1, 2)), "NaN"),
+        ([np.zeros((64, 64), np.uint16)] * 2, np.zeros((3, 2)), "nominal_xy_nm must have shape"),
+        ([np.zeros((64, 64), np.int32)], np.zeros((1, 2)), "dtype"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(frames, positions, match):
+    with pytest.raises(StitchingError, match=match):
+        stitch(frames, positions, pixel_size_nm=40.0)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="pixel_size_nm"):
+        IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=0)
+    with pytest.raises(ValueError, match="fov_mask shape"):
+        IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1, fov_mask=np.ones((8, 8), bool))
+    with pytest.raises(StitchingError, match="no frames"):
+        IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1).finish()
