@@ -340,7 +340,7 @@ class ScanEngine:
 
     def _fault(self, exc: Exception, ctx: PointContext, *, attempt: int, giving_up: bool) -> None:
         index = ctx.point.index if ctx.point is not None else None
-        self._emit("fault", reason=str(exc), kind=type(exc).__name__, index=index, attempt=attempt,
+        self._emit("fault", reason=str(exc), error=type(exc).__name__, index=index, attempt=attempt,
                    will_retry=not giving_up)
 
     def _set_state(self, state: ScanState, reason: str = "") -> None:

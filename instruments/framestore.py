@@ -115,7 +115,7 @@ class DirectoryFrameStore:
         meta = json.dumps(frame.metadata())
         if frame.z_stack is not None:
             stack_path = self.root / f"frame_{frame.index:06d}_zstack.tif"
-            _write_atomic(stack_path, lambda p: tifffile.imwrite(p, np.stack(frame.z_stack), description=meta))
+            _write_atomic(stack_path, lambda p: tifffile.imwrite(p, np.stack(frame.z_stack), photometric="minisblack", description=meta))
         _write_atomic(self.path(frame.index),
                       lambda p: tifffile.imwrite(p, np.asarray(frame.image, dtype=np.uint16), description=meta))
 

@@ -132,6 +132,10 @@ class E727Piezo:
 
 def _close_device(device) -> None:
     gateway = device.messages.interface
+    # pipython keeps connection callbacks in a class-level list: a closed device left there is
+    # re-probed (and fails) whenever any later gateway connects in this process.
+    with contextlib.suppress(Exception):
+        gateway.unregister_connection_status_changed_callback(device.connection_status_changed)
     with contextlib.suppress(Exception):
         device.close()
     # GCSDevice.__del__ closes the gateway again, which raises on a closed socket; make it a no-op.

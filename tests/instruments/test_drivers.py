@@ -1,0 +1,83 @@
+"""Real drivers against the fakes: units, error mapping, one-line unavailability messages."""
+
+import pytest
+
+from instruments.drivers.pco_camera import PcoCamera
+from instruments.errors import DeviceError, DeviceTimeout, DeviceUnavailable, LimitError
+
+
+def test_piezo_moves_in_nm_and_reads_travel(bench_rig):
+    piezo = bench_rig.piezo
+    assert piezo.travel_nm() == ((0.0, 100_000.0), (0.0, 100_000.0), (0.0, 10_000.0))
+    piezo.move_nm(x=12_345.0, y=54_321.0)
+    piezo.wait_on_target(timeout_s=2)
+    x, y, _ = piezo.position_nm()
+    assert x == pytest.approx(12_345, abs=2) and y == pytest.approx(54_321, abs=2)
+    assert piezo.on_target()
+
+
+def test_piezo_limits_and_gcs_errors_map_to_family(bench_rig):
+    with pytest.raises(LimitError, match="outside travel"):
+        bench_rig.piezo.move_nm(z=10_500)
+    bench_rig.e727.state.inject_error(7)
+    with pytest.raises(LimitError, match="GCS error 7"):
+        bench_rig.piezo.move_nm(x=1_000)
+    bench_rig.e727.state.inject_error(1024)
+    with pytest.raises(DeviceError) as info:
+        bench_rig.piezo.move_nm(x=1_000)
+    assert info.value.code == 1024 and info.value.device == "piezo"
+
+
+def test_feedback_reads_deflection_through_analog_input(bench_rig, stand_in_world):
+    bench_rig.piezo.move_nm(z=6_300)
+    bench_rig.piezo.wait_on_target(timeout_s=2)
+    assert bench_rig.feedback.deflection_nm() == pytest.approx(300, abs=1e-3)
+
+
+def test_focus_stage_moves_and_maps_errors(bench_rig, stand_in_world):
+    focus = bench_rig.focus
+    assert focus.travel_nm() == (0.0, 100e6)
+    focus.move_to_nm(50_002_000)
+    focus.wait_done(timeout_s=2)
+    assert focus.position_nm() == pytest.approx(50_002_000, abs=1)
+    assert stand_in_world.focus == pytest.approx(2_000, abs=1)
+    with pytest.raises(LimitError):
+        focus.move_to_nm(101e6)
+    bench_rig.esp301.state.inject_error(103)
+    with pytest.raises(DeviceError, match="FOLLOWING ERROR") as info:
+        focus.move_to_nm(50e6)
+    assert info.value.code == 103
+    bench_rig.esp301.state.stall = True
+    focus.move_to_nm(50_001_000)
+    with pytest.raises(DeviceTimeout):
+        focus.wait_done(timeout_s=0.05)
+
+
+def test_camera_driver_on_simulated_pco(bench_rig):
+    cam = bench_rig.camera
+    cam.configure(exposure_s=0.01, roi=(0, 0, 128, 96))
+    assert bench_rig.simcam.configuration["roi"] == (1, 1, 128, 96)
+    cam.trigger()
+    frame = cam.read(timeout_s=1)
+    assert frame.shape == (96, 128) and frame.dtype.name == "uint16"
+    assert cam.latest_frame() is frame
+    bench_rig.simcam.fail_next_recordings(1)
+    cam.trigger()
+    with pytest.raises(DeviceTimeout):
+        cam.read(timeout_s=0.2)
+    with pytest.raises(LimitError):
+        cam.configure(exposure_s=5.0)
+
+
+def test_real_pco_missing_says_so_in_one_line():
+    with pytest.raises(DeviceUnavailable) as info:
+        PcoCamera.open("pco")
+    message = str(info.value)
+    assert message.startswith("PCO camera unavailable:") and "\n" not in message
+
+
+def test_unreachable_controller_is_one_clear_error():
+    from instruments.drivers.pi_e727 import E727Piezo
+
+    with pytest.raises(DeviceUnavailable, match="cannot reach the PI E-727"):
+        E727Piezo.connect("gcs+tcp://127.0.0.1:1")
