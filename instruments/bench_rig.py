@@ -26,7 +26,8 @@ from instruments.simcam import SimCamera
 
 __all__ = ["BenchRig", "start_bench_rig", "FOCUS_ORIGIN_NM"]
 
-# The focus stage's mid-travel (50 mm of the IMS100V's 100 mm) is the world's focus coordinate 0.
+# Mid-travel of the IMS100V (50 of 100 mm): where SimWorld's objective focuses on the contact plane.
+# The focus stage position in nm is SimWorld's focus coordinate as it is.
 FOCUS_ORIGIN_NM = 50_000_000.0
 
 
@@ -55,10 +56,6 @@ class BenchRig:
         """Simulated time the hardware itself spent: moves + settling + exposures."""
         return self.e727.state.busy_s + self.esp301.state.busy_s + self.simcam.busy_s
 
-    def focus_stage_nm(self, world_focus_nm: float) -> float:
-        """Focus-stage position that puts the world's focus coordinate at ``world_focus_nm``."""
-        return world_focus_nm + FOCUS_ORIGIN_NM
-
     def close(self) -> None:
         for closer in (self.piezo.close, self.focus.close, self.camera.close, self.e727.stop, self.esp301.stop):
             with contextlib.suppress(Exception):
@@ -84,8 +81,7 @@ def start_bench_rig(*, world=None, seed: int = 0, clock_rate: float = 1.0, piezo
     clock = SimClock(rate=clock_rate)
     e727 = FakeE727(world, clock=clock, settle_s=piezo_settle_s, velocity_um_s=piezo_velocity_um_s,
                     seed=seed).start()
-    esp301 = FakeESP301(world, clock=clock, settle_s=focus_settle_s, velocity_mm_s=focus_velocity_mm_s,
-                        world_offset_nm=-FOCUS_ORIGIN_NM).start()
+    esp301 = FakeESP301(world, clock=clock, settle_s=focus_settle_s, velocity_mm_s=focus_velocity_mm_s).start()
     simcam = SimCamera(world, clock=clock)
     try:
         piezo = E727Piezo.connect(e727.address, poll_s=poll_s)

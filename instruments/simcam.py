@@ -29,7 +29,7 @@ class SimCamera:
 
     Parameters
     ----------
-    world : object with ``render_frame(*, exposure_s, roi, binning) -> uint16 (rows, cols)``.
+    world : object with ``render_frame(*, exposure_s, roi=(x, y, width, height), binning) -> uint16 (rows, cols)``.
     clock : SimClock shared with the fakes.
     min_frame_period_s : fastest frame period (100 fps full frame).
     """
@@ -216,7 +216,9 @@ class SimCamera:
         x0, y0, x1, y1 = self._config["roi"]
         binning = self._config["binning"][0]
         exposure = self._config["exposure time"]
-        frame = self.world.render_frame(exposure_s=exposure, roi=(x0 - 1, y0 - 1, x1, y1), binning=binning)
+        # SimWorld takes (x, y, width, height) in 0-based unbinned sensor pixels
+        frame = self.world.render_frame(exposure_s=exposure, roi=(x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1),
+                                        binning=binning)
         self.frames_rendered += 1
         self.busy_s += self._period()
         return np.asarray(frame, dtype=np.uint16)

@@ -94,10 +94,15 @@ class E727State:
             else:
                 frac = (now - self.move_t0) / (self.arrive_t[a] - self.move_t0)
                 self.pos[a] = self.start[a] + (self.target[a] - self.start[a]) * frac
-        self._publish()
+        if all(self.pos[a] == self.target[a] for a in AXES):
+            self._publish()
 
     def _publish(self) -> None:
-        self.world.set_piezo_nm(self.pos["1"] * 1000.0, self.pos["2"] * 1000.0, self.pos["3"] * 1000.0)
+        # The world learns a position once per completed move (it draws that move's errors then).
+        position = tuple(self.pos[a] * 1000.0 for a in AXES)
+        if position != getattr(self, "_published", None):
+            self._published = position
+            self.world.set_piezo_nm(*position)
 
     def _on_target(self, a: str) -> bool:
         return self.clock.now() >= self.arrive_t[a] + self.settle_s

@@ -76,10 +76,14 @@ class ESP301State:
             self.pos = self.target
         else:
             self.pos = self.start + (self.target - self.start) * (now - self.t0) / (self.arrive_t - self.t0)
-        self._publish()
+        if self.pos == self.target:
+            self._publish()
 
     def _publish(self) -> None:
-        self.world.set_focus_nm(self.pos * 1e6 + self.world_offset_nm)
+        position = self.pos * 1e6 + self.world_offset_nm
+        if position != getattr(self, "_published", None):
+            self._published = position
+            self.world.set_focus_nm(position)
 
     def _move(self, target: float, axis: int) -> None:
         if not self.motor_on:

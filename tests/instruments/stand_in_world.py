@@ -2,7 +2,7 @@
 
 Sample: a seeded random texture, 100 nm per camera pixel. Contact when piezo Z passes
 ``contact_z_nm()``; deflection = overtravel. The virtual image is sharp when the focus
-coordinate equals ``virtual_image_focus_nm()``; blur grows with the distance.
+stage (nm, SimWorld's coordinates) is at ``virtual_image_focus_nm()``; blur grows with the distance.
 """
 
 import numpy as np
@@ -12,12 +12,13 @@ from scipy import ndimage
 class StandInWorld:
     pixel_size_nm = 100.0
 
-    def __init__(self, *, seed=0, chip_size_nm=(200_000, 200_000), contact_nm=6_000.0, focus_nm=1_500.0):
+    def __init__(self, *, seed=0, chip_size_nm=(200_000, 200_000), contact_nm=6_000.0,
+                 focus_nm=50_001_500.0):
         rng = np.random.default_rng(seed)
         self.texture = ndimage.gaussian_filter(rng.random((1024, 1024)), 1.5).astype(np.float32)
         self.texture = (self.texture - self.texture.min()) / np.ptp(self.texture)
         self.piezo = (0.0, 0.0, 0.0)
-        self.focus = 0.0
+        self.focus = 50_000_000.0
         self.contact_offset_nm = 0.0
         self._contact = contact_nm
         self._focus = focus_nm
@@ -42,8 +43,8 @@ class StandInWorld:
         return self._focus
 
     def render_frame(self, *, exposure_s, roi=None, binning=1):
-        x0, y0, x1, y1 = roi if roi is not None else (0, 0, 2560, 2160)
-        rows, cols = (y1 - y0) // binning, (x1 - x0) // binning
+        _x, _y, width, height = roi if roi is not None else (0, 0, 512, 512)
+        rows, cols = height // binning, width // binning
         r0 = int(round(self.piezo[1] / self.pixel_size_nm)) % 512
         c0 = int(round(self.piezo[0] / self.pixel_size_nm)) % 512
         patch = self.texture[r0:r0 + rows, c0:c0 + cols]

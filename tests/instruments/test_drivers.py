@@ -40,7 +40,7 @@ def test_focus_stage_moves_and_maps_errors(bench_rig, stand_in_world):
     focus.move_to_nm(50_002_000)
     focus.wait_done(timeout_s=2)
     assert focus.position_nm() == pytest.approx(50_002_000, abs=1)
-    assert stand_in_world.focus == pytest.approx(2_000, abs=1)
+    assert stand_in_world.focus == pytest.approx(50_002_000, abs=1)
     with pytest.raises(LimitError):
         focus.move_to_nm(101e6)
     bench_rig.esp301.state.inject_error(103)
