@@ -87,16 +87,28 @@ def variable_gaussian_blur(image: np.ndarray, sigma_px: np.ndarray) -> np.ndarra
     if k_hi == k_lo:
         k_hi = min(k_lo + 1, LEVELS.size - 1)
     pyramid = {1: padded}
-    stack = np.stack([_blur_level(padded, float(LEVELS[k]), pyramid)[:rows, :cols]
-                      for k in range(k_lo, k_hi + 1)])
-    t -= k_lo
-    lower = np.minimum(t.astype(np.intp), stack.shape[0] - 2) if stack.shape[0] > 1 else np.zeros_like(t, np.intp)
-    frac = t - lower
+    # Levels go straight into one preallocated stack (no copies); crop views at the end.
+    stack = np.empty((k_hi - k_lo + 1,) + padded.shape, np.float32)
+    for i, k in enumerate(range(k_lo, k_hi + 1)):
+        stack[i] = _blur_level(padded, float(LEVELS[k]), pyramid)
     if stack.shape[0] == 1:
-        return stack[0].copy()
-    a = np.take_along_axis(stack, lower[None], axis=0)[0]
-    b = np.take_along_axis(stack, lower[None] + 1, axis=0)[0]
+        return stack[0, :rows, :cols].copy()
+    lower = np.minimum(t.astype(np.intp) - k_lo, stack.shape[0] - 2)
+    # Blend weights that make the mixture's variance equal σ² (a mixture of two Gaussians).
+    var = np.square(LEVELS[k_lo:k_hi + 1]).astype(np.float32)
+    var_lo = np.take(var, lower)
+    frac = np.clip((np.square(np.minimum(sigma_px, np.float32(MAX_SIGMA_PX))) - var_lo)
+                   / (np.take(var, lower + 1) - var_lo), 0, 1)
+    flat = stack.reshape(stack.shape[0], -1)
+    index = lower * flat.shape[1] + _pixel_index(padded.shape, rows, cols)
+    a = np.take(flat, index)
+    b = np.take(flat, index + flat.shape[1])
     return a + (b - a) * frac
+
+
+def _pixel_index(padded_shape, rows, cols) -> np.ndarray:
+    """Flat index of each (row, col) < (rows, cols) inside a padded image."""
+    return (np.arange(rows)[:, None] * padded_shape[1] + np.arange(cols)[None, :])
 
 
 def _uniform(image: np.ndarray, sigma: float) -> np.ndarray:

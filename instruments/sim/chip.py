@@ -80,20 +80,23 @@ class Block:
     y_edges: np.ndarray
     x_integral: np.ndarray = field(repr=False)
     y_integral: np.ndarray = field(repr=False)
+    #: Fraction of the block's area that is metal: 1 for real features, < 1 for the coarse
+    #: stand-in of fine detail (text) when rendering at pixels far larger than that detail.
+    density: float = 1.0
 
     @classmethod
-    def from_edges(cls, layer: int, x_edges, y_edges) -> "Block":
+    def from_edges(cls, layer: int, x_edges, y_edges, density: float = 1.0) -> "Block":
         xe = np.asarray(x_edges, dtype=np.float64)
         ye = np.asarray(y_edges, dtype=np.float64)
         if xe.size < 2 or ye.size < 2 or xe.size % 2 or ye.size % 2:
             raise SimParameterError("block edges must be non-empty lists of (start, end) pairs")
         if np.any(np.diff(xe) < 0) or np.any(np.diff(ye) < 0):
             raise SimParameterError("block edges must be sorted and non-overlapping")
-        return cls(layer, xe, ye, _interval_integral(xe), _interval_integral(ye))
+        return cls(layer, xe, ye, _interval_integral(xe), _interval_integral(ye), float(density))
 
     @classmethod
-    def rect(cls, layer: int, x0: float, y0: float, x1: float, y1: float) -> "Block":
-        return cls.from_edges(layer, (x0, x1), (y0, y1))
+    def rect(cls, layer: int, x0: float, y0: float, x1: float, y1: float, density: float = 1.0) -> "Block":
+        return cls.from_edges(layer, (x0, x1), (y0, y1), density)
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -108,7 +111,11 @@ class Layout(Protocol):
     @property
     def bounds_nm(self) -> tuple[float, float, float, float]: ...
 
-    def blocks_in(self, x0: float, y0: float, x1: float, y1: float) -> list[Block]: ...
+    def blocks_in(self, x0: float, y0: float, x1: float, y1: float, *,
+                  pixel_size_nm: float = 0.0) -> list[Block]:
+        """Blocks overlapping the region, sorted by layer; a layout may return coarse stand-ins
+        when ``pixel_size_nm`` is far larger than its finest detail."""
+        ...
 
 
 def _overlaps(block: Block, x0: float, y0: float, x1: float, y1: float) -> bool:
@@ -128,8 +135,8 @@ class BlockLayout:
     def bounds_nm(self) -> tuple[float, float, float, float]:
         return self.bounds
 
-    def blocks_in(self, x0, y0, x1, y1) -> list[Block]:
-        return [b for b in self.blocks if _overlaps(b, x0, y0, x1, y1)]
+    def blocks_in(self, x0, y0, x1, y1, *, pixel_size_nm: float = 0.0) -> list[Block]:
+        return sorted((b for b in self.blocks if _overlaps(b, x0, y0, x1, y1)), key=lambda b: b.layer)
 
 
 # ---------------------------------------------------------------- procedural chip
@@ -150,6 +157,13 @@ _FONT = {  # 5×7 glyphs, '#' = metal
     "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
     "-": (".....", ".....", ".....", "#####", ".....", ".....", "....."),
 }
+
+
+def text_proxy(text: str, *, layer: int, x0: float, y0: float, dot_nm: float) -> Block:
+    """One block with the text's bounding box and its metal fraction, for coarse rendering."""
+    dots = sum(bits.count("#") for ch in text for bits in _FONT[ch.upper()])
+    w, h = (6 * len(text) - 1) * dot_nm, 7 * dot_nm
+    return Block.rect(layer, x0, y0, x0 + w, y0 + h, density=dots * dot_nm ** 2 / (w * h))
 
 
 def text_blocks(text: str, *, layer: int, x0: float, y0: float, dot_nm: float) -> list[Block]:
@@ -252,13 +266,17 @@ _MOTIFS = ("lines", "vias", "wires", "fill", "pad", "cross")
 _MOTIF_P = (0.38, 0.17, 0.17, 0.12, 0.08, 0.08)
 
 
+COARSE_PIXEL_NM = 500.0  # at or above this pixel size, text is drawn as its density stand-in
+
+
 @functools.lru_cache(maxsize=8192)
-def _cell_blocks(seed: int, ix: int, iy: int, cell_nm: float) -> tuple[Block, ...]:
-    """All blocks of one cell; cached because neighbouring frames revisit the same cells."""
+def _cell_blocks(seed: int, ix: int, iy: int, cell_nm: float) -> tuple[tuple[Block, ...], tuple[Block, ...]]:
+    """(fine, coarse) blocks of one cell; cached because neighbouring frames revisit cells."""
     rng = np.random.default_rng([seed & 0xFFFFFFFF, ix, iy, 0x55AA])
     x0, y0 = ix * cell_nm, iy * cell_nm
     half, margin = cell_nm / 2, 0.02 * cell_nm
     blocks: list[Block] = []
+    coarse: list[Block] = []
     for qy in range(2):
         for qx in range(2):
             box = (x0 + qx * half + margin, y0 + qy * half + margin,
@@ -267,10 +285,15 @@ def _cell_blocks(seed: int, ix: int, iy: int, cell_nm: float) -> tuple[Block, ..
             blocks.extend(_motif(kind, box, rng))
     if rng.random() < 0.5:  # a cell label on the routing channel between quadrants
         dot = _q(rng.uniform(120, 250))
-        blocks.extend(text_blocks(f"R{iy:02d}C{ix:02d}", layer=LAYER_INDEX["metal2"],
-                                  x0=x0 + margin, y0=y0 + half - 3.5 * dot, dot_nm=dot))
+        where = dict(layer=LAYER_INDEX["metal2"], x0=x0 + margin, y0=y0 + half - 3.5 * dot, dot_nm=dot)
+        label = f"R{iy:02d}C{ix:02d}"
+        coarse = blocks + [text_proxy(label, **where)]
+        blocks.extend(text_blocks(label, **where))
+    else:
+        coarse = list(blocks)
     blocks.sort(key=lambda b: b.layer)
-    return tuple(blocks)
+    coarse.sort(key=lambda b: b.layer)
+    return tuple(blocks), tuple(coarse)
 
 
 @dataclass(frozen=True)
@@ -291,15 +314,17 @@ class Chip:
     def bounds_nm(self) -> tuple[float, float, float, float]:
         return (0.0, 0.0, float(self.size_nm[0]), float(self.size_nm[1]))
 
-    def blocks_in(self, x0, y0, x1, y1) -> list[Block]:
+    def blocks_in(self, x0, y0, x1, y1, *, pixel_size_nm: float = 0.0) -> list[Block]:
         c = self.cell_nm
+        which = 1 if pixel_size_nm >= COARSE_PIXEL_NM else 0
         nx, ny = int(self.size_nm[0] // c), int(self.size_nm[1] // c)  # whole cells only
         ix0, ix1 = max(0, math.floor(x0 / c)), min(nx - 1, math.floor(x1 / c))
         iy0, iy1 = max(0, math.floor(y0 / c)), min(ny - 1, math.floor(y1 / c))
         found = []
         for iy in range(iy0, iy1 + 1):
             for ix in range(ix0, ix1 + 1):
-                found.extend(b for b in _cell_blocks(self.seed, ix, iy, c) if _overlaps(b, x0, y0, x1, y1))
+                found.extend(b for b in _cell_blocks(self.seed, ix, iy, c)[which]
+                             if _overlaps(b, x0, y0, x1, y1))
         found.sort(key=lambda b: b.layer)
         return found
 
@@ -319,14 +344,25 @@ class SampleMaps:
     pixel_size_nm: float
 
 
-def _coverage(edges: np.ndarray, integral: np.ndarray, start: float, p: float, n: int):
-    """Exact fraction of each of ``n`` pixels (from ``start``, pitch ``p``) covered by the intervals."""
-    lo = max(0, math.floor((edges[0] - start) / p))
-    hi = min(n, math.ceil((edges[-1] - start) / p))
+def _coverage(edges: np.ndarray, integral: np.ndarray, start: float, p: float, n: int, scale: float = 1.0):
+    """Exact fraction of each of ``n`` pixels (from ``start``, pitch ``p``) covered by the
+    intervals (times ``scale``); returns (first pixel, end pixel, fractions or None)."""
+    e0, e1 = float(edges[0]), float(edges[-1])
+    lo = max(0, math.floor((e0 - start) / p))
+    hi = min(n, math.ceil((e1 - start) / p))
     if hi <= lo:
         return lo, hi, None
-    t = start + p * np.arange(lo, hi + 1)
-    return lo, hi, (np.diff(np.interp(t, edges, integral)) / p).astype(np.float32)
+    if edges.size == 2:  # a single interval: only its two end pixels are partial
+        cov = np.full(hi - lo, scale, np.float32)
+        left, right = start + lo * p, start + hi * p
+        first_end = min(left + p, e1)
+        cov[0] = scale * (first_end - max(left, e0)) / p
+        if hi - lo > 1:
+            cov[-1] = scale * (min(right, e1) - max(right - p, e0)) / p
+        return lo, hi, cov
+    t = np.arange(lo, hi + 1) * p + start
+    f = np.interp(t, edges, integral)
+    return lo, hi, ((f[1:] - f[:-1]) * (scale / p)).astype(np.float32)
 
 
 def rasterize(layout: Layout, *, origin_nm: tuple[float, float], shape: tuple[int, int],
@@ -350,17 +386,16 @@ def rasterize(layout: Layout, *, origin_nm: tuple[float, float], shape: tuple[in
     height = np.full((rows, cols), layers[0].height_nm, np.float32)
     refl = np.full((rows, cols), layers[0].material.reflectance, np.float32)
     yld = np.full((rows, cols), layers[0].material.se_yield, np.float32)
-    blocks = layout.blocks_in(ox, oy, ox + cols * p, oy + rows * p)
+    blocks = layout.blocks_in(ox, oy, ox + cols * p, oy + rows * p, pixel_size_nm=p)
     coverage = np.zeros((rows, cols), np.float32)
     i = 0
     while i < len(blocks):
         layer = blocks[i].layer
-        coverage.fill(0.0)
         r_lo, r_hi, c_lo, c_hi = rows, 0, cols, 0
         while i < len(blocks) and blocks[i].layer == layer:
             b = blocks[i]
             i += 1
-            c0, c1, cx = _coverage(b.x_edges, b.x_integral, ox, p, cols)
+            c0, c1, cx = _coverage(b.x_edges, b.x_integral, ox, p, cols, b.density)
             r0, r1, cy = _coverage(b.y_edges, b.y_integral, oy, p, rows)
             if cx is None or cy is None:
                 continue
@@ -374,6 +409,7 @@ def rasterize(layout: Layout, *, origin_nm: tuple[float, float], shape: tuple[in
         for image, value in ((height, top.height_nm), (refl, top.material.reflectance),
                              (yld, top.material.se_yield)):
             image[view] += (np.float32(value) - image[view]) * cov
+        cov.fill(0.0)  # ready for the next layer
     return SampleMaps(height, refl, yld, (ox, oy), p)
 
 
