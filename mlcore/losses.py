@@ -28,14 +28,25 @@ class LSGANLoss(nn.Module):
         return F.mse_loss(logits.float(), target.float())
 
 
-def _sample_points(feats: torch.Tensor, n: int, generator: torch.Generator | None
-                   ) -> torch.Tensor:
-    """(B, D, N) → (B, D, min(N, n)) by random columns (same indices for the batch)."""
+def _sample_points(feats: torch.Tensor, n: int, generator: torch.Generator | None,
+                   idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, D, N) → (B, D, min(N, n)) by random columns (same indices for the batch); returns
+    the indices so a same-sized partner can be sampled at the same positions."""
     total = feats.shape[-1]
     if total <= n:
-        return feats
-    idx = torch.randperm(total, generator=generator, device="cpu")[:n].to(feats.device)
-    return feats[..., idx]
+        return feats, None
+    if idx is None:
+        idx = torch.randperm(total, generator=generator, device="cpu")[:n]
+    return feats[..., idx.to(feats.device)], idx
+
+
+def sample_pair(x: torch.Tensor, y: torch.Tensor, n: int, generator: torch.Generator | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounded point sets of ``x`` and ``y``; equal-sized sets share sample positions, so an
+    image compared with itself scores CX = 1 instead of a sampling-noise value."""
+    xs, idx = _sample_points(x, n, generator)
+    ys, _ = _sample_points(y, n, generator, idx if x.shape[-1] == y.shape[-1] else None)
+    return xs, ys
 
 
 def contextual_similarity(x_feats: torch.Tensor, y_feats: torch.Tensor, *,
@@ -81,8 +92,7 @@ class ContextualLoss(nn.Module):
 
     def _term(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None
               ) -> torch.Tensor:
-        x = _sample_points(x, self.max_points, gen)
-        y = _sample_points(y, self.max_points, gen)
+        x, y = sample_pair(x, y, self.max_points, gen)
         cx = contextual_similarity(x, y, band_width=self.band_width)
         return -torch.log(cx + 1e-5).mean()
 

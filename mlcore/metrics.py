@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy import ndimage, signal
 
-from mlcore.losses import ContextualLoss, contextual_similarity
+from mlcore.losses import ContextualLoss, contextual_similarity, sample_pair
 
 __all__ = [
     "psnr",
@@ -73,8 +73,7 @@ def contextual_score(pred: np.ndarray, target: np.ndarray, *, patch: int = 5, st
     cx = ContextualLoss(patch=patch, stride=stride, max_points=max_points, band_width=band_width)
     gen = torch.Generator().manual_seed(seed)
     x, y = cx.patches(to_t(pred)), cx.patches(to_t(target))
-    from mlcore.losses import _sample_points
-    x, y = _sample_points(x, max_points, gen), _sample_points(y, max_points, gen)
+    x, y = sample_pair(x, y, max_points, gen)
     return float(contextual_similarity(x, y, band_width=band_width)[0])
 
 
