@@ -1,0 +1,39 @@
+import numpy as np
+import tifffile
+
+from mlcore.cli import main
+from mlcore.data import synthetic_pairs
+
+
+def test_train_translate_evaluate_on_files(tmp_path, capsys):
+    pairs = synthetic_pairs(3, size=32, seed=0)
+    data = tmp_path / "pairs"
+    (data / "lr").mkdir(parents=True)
+    (data / "hr").mkdir()
+    for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr):
+        tifffile.imwrite(data / "lr" / f"{name}.tif", lr)
+        tifffile.imwrite(data / "hr" / f"{name}.tif", hr)
+    run = tmp_path / "run"
+    config = '{"train": {"constant_steps": 2, "decay_steps": 1, "device": "cpu"}}'
+    assert main(["train", "--data", str(data), "--out", str(run), "--preset", "tiny",
+                 "--config", config]) == 0
+    assert (run / "model.pt").is_file()
+    mosaic = tmp_path / "mosaic.tif"
+    tifffile.imwrite(mosaic, (np.random.default_rng(0).random((70, 90)) * 65535).astype(np.uint16))
+    assert main(["translate", "--model", str(run / "model.pt"), "--input", str(mosaic),
+                 "--output", str(tmp_path / "sem.tif"), "--risk", str(tmp_path / "risk.tif"),
+                 "--tile", "32"]) == 0
+    sem = tifffile.imread(tmp_path / "sem.tif")
+    assert sem.shape == (70, 90) and sem.dtype == np.uint16
+    assert tifffile.imread(tmp_path / "risk.tif").dtype == np.float32
+    assert main(["evaluate", "--model", str(run / "model.pt"), "--data", str(data)]) == 0
+    assert "richardson_lucy" in capsys.readouterr().out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "model.pt"
+    bad.write_text("nope")
+    code = main(["translate", "--model", str(bad), "--input", "x.tif", "--output", "y.tif"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "not an mlcore checkpoint" in err
+    assert "\n" not in err
