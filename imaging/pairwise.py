@@ -152,7 +152,7 @@ def _candidates(surface, count, centre, radius, n_peaks, min_count) -> list[tupl
     return [(int(x0 + c - cx), int(y0 + r - cy)) for r, c in idx[order]]
 
 
-def _refine(frame_i, frame_j, mask_eroded, start, iterations=12):
+def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     """Gauss–Newton sub-pixel refinement of the offset around integer ``start`` (x, y).
 
     Model over the overlap: I_i(p) ≈ g·I_j(p − t) + a + b·x + c·y (gain, offset, shading).
@@ -175,9 +175,14 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=12):
     target = frame_i[rows, cols].astype(np.float64)
     xn = (cols - cols.mean()) / w
     yn = (rows - rows.mean()) / h
-    spline = ndimage.spline_filter(frame_j.astype(np.float64), order=3)
+    # Prefilter only the part of j the overlap can reach (the refinement moves ≤ 1.5 px).
+    r0 = max(0, int(rows.min() - t[1]) - 6)
+    r1 = min(h, int(rows.max() - t[1]) + 7)
+    c0 = max(0, int(cols.min() - t[0]) - 6)
+    c1 = min(w, int(cols.max() - t[0]) + 7)
+    spline = ndimage.spline_filter(frame_j[r0:r1, c0:c1].astype(np.float64), order=3)
     inside_j = mask_eroded.astype(np.float32)
-    sample = lambda r, c: ndimage.map_coordinates(spline, [r, c], order=3, prefilter=False)  # noqa: E731
+    sample = lambda r, c: ndimage.map_coordinates(spline, [r - r0, c - c0], order=3, prefilter=False)  # noqa: E731
     for _ in range(iterations):
         jr, jc = rows - t[1], cols - t[0]
         inside = ndimage.map_coordinates(inside_j, [jr, jc], order=0) > 0
@@ -202,7 +207,7 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=12):
         # Shift block of the inverse covariance, photometric terms marginalised (Schur complement).
         hpp = normal[2:, 2:] + 1e-12 * np.eye(4)
         information = (normal[:2, :2] - normal[:2, 2:] @ np.linalg.solve(hpp, normal[2:, :2])) / sigma2
-        if np.hypot(*step_xy) < 1e-3:
+        if np.hypot(*step_xy) < 2e-3:
             break
     return t, information
 
