@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 
+from instruments.errors import InstrumentError
 
-class SimulationError(Exception):
-    """Anything the microscope simulator refuses to do."""
+
+class SimulationError(InstrumentError):
+    """Anything the microscope simulator refuses to do (part of the instrument family)."""
 
 
 class SimParameterError(ValueError, SimulationError):
