@@ -83,14 +83,17 @@ def quality(args) -> None:
         from mlcore.data import load_pair_folder
         folder = Path(tempfile.mkdtemp()) / "sim"
         write_dataset(folder, preset="paper" if not args.quick else "tiny")
-        pairs = load_pair_folder(folder)
-        source = f"instruments.sim.write_dataset(preset={'tiny' if args.quick else 'paper'})"
+        train = load_pair_folder(folder, split="train")
+        test = load_pair_folder(folder, split="test")
+        source = (f"instruments.sim.write_dataset(preset={'tiny' if args.quick else 'paper'}), "
+                  f"its test split")
     except ImportError:
-        pairs = synthetic_pairs(24, size=96, seed=0)
-    train, test = pairs.split(0.25, seed=0)
+        train, test = synthetic_pairs(24, size=96, seed=0).split(0.25, seed=0)
     steps = 150 if args.quick else 1500
+    side = min(min(im.shape[:2]) for im in train.lr)
+    source_crop = max(64, side // 4) if side >= 256 else 64  # large pairs: down-sample ×≤4
     cfg = preset("tiny").replace(generator__features=16, generator__blocks=3,
-                                 data__crop=64, data__source_crop=64, train__lr=1e-3,
+                                 data__crop=64, data__source_crop=source_crop, train__lr=1e-3,
                                  train__constant_steps=steps // 2, train__decay_steps=steps // 2,
                                  train__checkpoint_every=steps, loss__paired_l1=10.0)
     ds = PairDataset(train, data=cfg.data, seed=0)

@@ -159,11 +159,29 @@ def read_image(path: str | Path) -> np.ndarray:
     return img
 
 
-def load_pair_folder(path: str | Path) -> PairSet:
-    """Pairs from a folder in one of three layouts.
+def _load_manifest(root: Path, split: str | None) -> PairSet | None:
+    """Pairs listed in the simulator's ``manifest.json`` (``pairs[].lr_path/hr_path/split``)."""
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        return None
+    raw = json.loads(manifest.read_text())
+    records = [p for p in raw.get("pairs", []) if split is None or p.get("split") == split]
+    if not records:
+        return None
+    lr = tuple(read_image(root / p["lr_path"]) for p in records)
+    hr = tuple(read_image(root / p["hr_path"]) for p in records)
+    names = tuple(Path(p["lr_path"]).stem for p in records)
+    return PairSet(lr, hr, names, raw.get("pair_pixel_size_nm"))
 
+
+def load_pair_folder(path: str | Path, *, split: str | None = None) -> PairSet:
+    """Pairs from a folder in one of four layouts.
+
+    * a ``manifest.json`` listing ``pairs`` (``instruments.sim.write_dataset``); ``split``
+      ('train' / 'test') selects a subset, None takes all;
     * ``lr/`` + ``hr/`` (or ``ssum/`` + ``sem/``, ``A/`` + ``B/``) with matching file names;
-    * ``<name>_lr.tif`` + ``<name>_hr.tif`` side by side (also ``_ssum``/``_sem``);
+    * ``<name>_lr.tif`` + ``<name>_hr.tif`` side by side (also ``_ssum``/``_sem``,
+      and prefixes ``lr_<name>`` + ``hr_<name>``);
     * ``*.npz`` files holding arrays ``lr`` and ``hr`` (``(H, W)`` or a stack ``(N, H, W)``).
 
     An optional ``pairs.json`` / ``meta.json`` with ``pixel_size_nm`` sets the pixel size.
@@ -171,6 +189,9 @@ def load_pair_folder(path: str | Path) -> PairSet:
     root = Path(path)
     if not root.is_dir():
         raise InputImageError(f"pair folder {root} does not exist")
+    from_manifest = _load_manifest(root, split)
+    if from_manifest is not None:
+        return from_manifest
     lr, hr, names = [], [], []
     sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     for a_name, b_name in _DIR_NAMES:
@@ -199,6 +220,14 @@ def load_pair_folder(path: str | Path) -> PairSet:
                     lr.append(read_image(f))
                     hr.append(read_image(partner))
                     names.append(base)
+            if f.suffix.lower() in IMAGE_SUFFIXES and stem.startswith("lr_"):
+                partner = next((p for p in root.iterdir()
+                                if p.name.lower() == "hr_" + f.name.lower()[3:]), None)
+                if partner is None:
+                    raise InputImageError(f"{f.name} has no hr_ partner")
+                lr.append(read_image(f))
+                hr.append(read_image(partner))
+                names.append(f.stem[3:])
     if not lr:
         for f in sorted(root.glob("*.npz")):
             with np.load(f) as z:

@@ -26,7 +26,7 @@ from torch import nn
 from mlcore.checkpoint import (ImagePool, checkpoint_path, latest_checkpoint, load_checkpoint,
                                prune_checkpoints, save_checkpoint)
 from mlcore.config import ExperimentConfig, GeneratorConfig
-from mlcore.data import Normalization, PairDataset, from_network
+from mlcore.data import PairDataset, from_network
 from mlcore.errors import CheckpointError, ConfigError
 from mlcore.losses import ContextualLoss, LSGANLoss, SSIMLoss
 from mlcore.nets import build_discriminator, build_generator, halo_for, receptive_field
