@@ -79,7 +79,7 @@ def quality(args) -> None:
     source = "synthetic IC-like pairs (mlcore.data.synthetic_pairs, blur σ 2 px)"
     pairs = None
     try:  # the physics simulator's pairs, once instruments.sim.write_dataset exists
-        from instruments.sim import write_dataset  # type: ignore[attr-defined]
+        from instruments.sim.dataset import write_dataset
         from mlcore.data import load_pair_folder
         folder = Path(tempfile.mkdtemp()) / "sim"
         write_dataset(folder, preset="paper" if not args.quick else "tiny")

@@ -90,3 +90,13 @@ def test_bad_pairs():
     small = synthetic_pairs(1, size=16)
     with pytest.raises(InputImageError, match="smaller than"):
         PairDataset(small, data=DataConfig(crop=32, source_crop=32))
+
+
+def test_simulator_dataset_loads_with_its_split(tmp_path):
+    sim = pytest.importorskip("instruments.sim.dataset")
+    sim.write_dataset(tmp_path, preset="tiny")
+    train = load_pair_folder(tmp_path, split="train")
+    test = load_pair_folder(tmp_path, split="test")
+    assert len(train.lr) >= 1 and len(test.lr) >= 1 and train.pixel_size_nm > 0
+    ds = PairDataset(train, data=DataConfig(crop=64, source_crop=64))
+    assert ds.batch(0, batch_size=2)["a"].shape == (2, 1, 64, 64)
