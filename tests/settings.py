@@ -14,3 +14,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not shared-cache memory: the worker's threads then wait on locks instead of failing.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["SSUMWEB_VAR_DIR"], "test.sqlite3")}  # noqa: F405
