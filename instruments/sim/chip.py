@@ -85,7 +85,7 @@ class Block:
     density: float = 1.0
 
     @classmethod
-    def from_edges(cls, layer: int, x_edges, y_edges, density: float = 1.0) -> "Block":
+    def from_edges(cls, layer: int, x_edges, y_edges, density: float = 1.0) -> Block:
         xe = np.asarray(x_edges, dtype=np.float64)
         ye = np.asarray(y_edges, dtype=np.float64)
         if xe.size < 2 or ye.size < 2 or xe.size % 2 or ye.size % 2:
@@ -95,7 +95,7 @@ class Block:
         return cls(layer, xe, ye, _interval_integral(xe), _interval_integral(ye), float(density))
 
     @classmethod
-    def rect(cls, layer: int, x0: float, y0: float, x1: float, y1: float, density: float = 1.0) -> "Block":
+    def rect(cls, layer: int, x0: float, y0: float, x1: float, y1: float, density: float = 1.0) -> Block:
         return cls.from_edges(layer, (x0, x1), (y0, y1), density)
 
     @property
@@ -306,7 +306,7 @@ class Chip:
     layers: tuple[Layer, ...] = DEFAULT_LAYERS
 
     def __post_init__(self):
-        for axis, value in zip("xy", self.size_nm):
+        for axis, value in zip("xy", self.size_nm, strict=True):
             check_range(f"chip_size_nm[{axis}]", value, low=200_000, high=100_000_000, unit="nm")
         check_range("cell_nm", self.cell_nm, low=5_000, high=100_000, unit="nm")
 

@@ -69,7 +69,7 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
     """Raster the piezo over ``grid = (rows, cols)`` points from ``start_nm`` (piezo x, y),
     approaching to contact and focusing on the virtual image at each point."""
     world = world or SimWorld(seed=seed)
-    for name, n in zip(("grid rows", "grid cols"), grid):
+    for name, n in zip(("grid rows", "grid cols"), grid, strict=True):
         check_range(name, n, low=1, high=1_000)
     step = step_nm if step_nm is not None else default_step_nm(world.optics, overlap=overlap)
     check_range("step_nm", step, low=1, high=PIEZO_TRAVEL_NM[0], unit="nm")
@@ -227,7 +227,7 @@ class DatasetManifest:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DatasetManifest":
+    def load(cls, path: str | os.PathLike) -> DatasetManifest:
         """Read ``manifest.json`` (or the folder holding it)."""
         path = Path(path)
         if path.is_dir():
@@ -315,7 +315,7 @@ def write_dataset(out_dir: str | os.PathLike, *, preset: str = "tiny", seed: int
     span = np.array([scan.step_nm * (pr.scan_grid[1] - 1), scan.step_nm * (pr.scan_grid[0] - 1)])
     scan_centre = np.array(world.scan_origin_nm) + np.array(pr.scan_start_nm) + span / 2
     sems = []
-    for k, (shape, px) in enumerate(zip(pr.sem_shapes, pr.sem_pixel_nm)):
+    for k, (shape, px) in enumerate(zip(pr.sem_shapes, pr.sem_pixel_nm, strict=True)):
         offset = rng.uniform(-0.25, 0.25, 2) * span if k else np.zeros(2)
         image = sem_mod.simulate_sem_image(chip, centre_xy_nm=tuple(scan_centre + offset), shape=shape,
                                            pixel_size_nm=px, rotation_deg=float(rng.uniform(-2, 2)), seed=seed + k)

@@ -19,9 +19,11 @@ import numpy as np
 
 from .exceptions import SimParameterError, check_range
 
-#: σ of a Gaussian PSF per unit of quoted resolution d: a bar grating of period d is imaged at
-#: Michelson contrast 0.153 (the Rayleigh dip) when (4/π)·exp(−2π²σ²/d²) = 0.153.
-SIGMA_PER_RESOLUTION = math.sqrt(math.log((4 / math.pi) / 0.153) / (2 * math.pi ** 2))
+#: σ of the Gaussian PSF per unit of quoted resolution d: a black/white bar grating of period d
+#: keeps Michelson contrast 0.2 when (4/π)·exp(−2π²σ²/d²) = 0.2, i.e. σ ≈ 0.306·d
+#: (docs/physics.md explains the choice against the Airy fit σ ≈ 0.344·d).
+RESOLVED_CONTRAST = 0.2
+SIGMA_PER_RESOLUTION = math.sqrt(math.log((4 / math.pi) / RESOLVED_CONTRAST) / (2 * math.pi ** 2))
 
 
 @dataclass(frozen=True)

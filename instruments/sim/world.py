@@ -49,13 +49,13 @@ class StageErrors:
 
     def __post_init__(self):
         check_range("rotation_deg", self.rotation_deg, low=-10, high=10, unit="deg")
-        for axis, s in zip("xy", self.scale):
+        for axis, s in zip("xy", self.scale, strict=True):
             check_range(f"scale[{axis}]", s, low=0.9, high=1.1)
         for name in ("noise_nm", "random_walk_nm", "z_noise_nm"):
             check_range(name, getattr(self, name), low=0, high=1_000, unit="nm")
 
     @classmethod
-    def none(cls) -> "StageErrors":
+    def none(cls) -> StageErrors:
         """A perfect stage: true position == commanded position, camera aligned to the scanner."""
         return cls(0.0, (1.0, 1.0), 0.0, (0.0, 0.0), 0.0, 0.0)
 
@@ -103,7 +103,7 @@ class SimWorld:
 
     def set_piezo_nm(self, x: float, y: float, z: float) -> None:
         """The controller's (sensor) position after a move, nm; the true position gets the errors."""
-        for name, value, travel in zip("xyz", (x, y, z), PIEZO_TRAVEL_NM):
+        for name, value, travel in zip("xyz", (x, y, z), PIEZO_TRAVEL_NM, strict=True):
             check_range(f"piezo {name}", value, low=0, high=travel, unit="nm")
         new = (float(x), float(y), float(z))
         if new[:2] != self._s.piezo[:2]:
