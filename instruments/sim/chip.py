@@ -174,18 +174,25 @@ def text_blocks(text: str, *, layer: int, x0: float, y0: float, dot_nm: float) -
         if glyph is None:
             raise SimParameterError(f"text {text!r}: character {char!r} is not in the chip font")
         gx = x0 + k * 6 * dot_nm
-        for row, bits in enumerate(glyph):
+        runs: dict[tuple[int, int], int] = {}  # (start col, end col) → first row of an open run
+        for row, bits in enumerate((*glyph, ".....")):
+            here = set()
             col = 0
-            while col < 5:  # one block per horizontal run of dots
+            while col < 5:
                 if bits[col] == "#":
                     end = col
                     while end < 5 and bits[end] == "#":
                         end += 1
-                    blocks.append(Block.rect(layer, gx + col * dot_nm, y0 + row * dot_nm,
-                                             gx + end * dot_nm, y0 + (row + 1) * dot_nm))
+                    here.add((col, end))
                     col = end
                 else:
                     col += 1
+            for span in [s for s in runs if s not in here]:  # a run ends: one block for its rows
+                first = runs.pop(span)
+                blocks.append(Block.rect(layer, gx + span[0] * dot_nm, y0 + first * dot_nm,
+                                         gx + span[1] * dot_nm, y0 + row * dot_nm))
+            for span in here:
+                runs.setdefault(span, row)
     return blocks
 
 
@@ -425,3 +432,29 @@ def render_region(layout: Layout, *, region_nm: tuple[float, float, float, float
     p = check_range("pixel_size_nm", pixel_size_nm, low=0.1, high=1e6, unit="nm")
     shape = (max(1, round((y1 - y0) / p)), max(1, round((x1 - x0) / p)))
     return rasterize(layout, origin_nm=(x0, y0), shape=shape, pixel_size_nm=p)
+
+
+# ---------------------------------------------------------------- coarse overview
+
+OVERVIEW_PIXEL_NM = 1_000.0  # renders at coarser pixels than this come from cached tiles
+_TILE_PX = 64
+
+
+@functools.lru_cache(maxsize=2048)
+def _overview_tile(layout: Layout, tx: int, ty: int) -> SampleMaps:
+    p = OVERVIEW_PIXEL_NM
+    return rasterize(layout, origin_nm=(tx * _TILE_PX * p, ty * _TILE_PX * p), shape=(_TILE_PX, _TILE_PX),
+                     pixel_size_nm=p)
+
+
+def overview(layout: Layout, x0: float, y0: float, x1: float, y1: float) -> SampleMaps:
+    """The region ``[x0, x1) × [y0, y1)`` (nm) at :data:`OVERVIEW_PIXEL_NM`, assembled from cached
+    64 × 64 px tiles (exact area coverage), so out-of-focus surroundings cost a copy, not a render.
+    The returned origin is the tile grid's, at or before (x0, y0)."""
+    span = _TILE_PX * OVERVIEW_PIXEL_NM
+    tx0, ty0 = math.floor(x0 / span), math.floor(y0 / span)
+    tx1, ty1 = math.floor(x1 / span), math.floor(y1 / span)
+    rows = [[_overview_tile(layout, tx, ty) for tx in range(tx0, tx1 + 1)] for ty in range(ty0, ty1 + 1)]
+    maps = [np.block([[getattr(t, name) for t in row] for row in rows])
+            for name in ("height_nm", "reflectance", "se_yield")]
+    return SampleMaps(maps[0], maps[1], maps[2], (tx0 * span, ty0 * span), OVERVIEW_PIXEL_NM)

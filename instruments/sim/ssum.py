@@ -19,7 +19,7 @@ import numpy as np
 
 from .blur import MAX_SIGMA_PX, variable_gaussian_blur
 from .camera import CameraModel, expose
-from .chip import Layout, rasterize
+from .chip import OVERVIEW_PIXEL_NM, Layout, overview, rasterize
 from .exceptions import check_range
 from .optics import SSUMOptics
 
@@ -85,6 +85,8 @@ def render_maps(layout: Layout, *, grid_to_chip: np.ndarray, shape: tuple[int, i
     c, d, ty = grid_to_chip[1]
     p = math.hypot(a, c)
     rows, cols = shape
+    if p >= 2 * OVERVIEW_PIXEL_NM:
+        return _maps_from_overview(layout, grid_to_chip=grid_to_chip, shape=shape)
     if abs(bb) < 1e-9 * p and abs(c) < 1e-9 * p and a > 0 and d > 0:  # axis-aligned: exact
         m = rasterize(layout, origin_nm=(tx - 0.5 * p, ty - 0.5 * p), shape=shape, pixel_size_nm=p)
         return m.height_nm, m.reflectance, m.se_yield
@@ -99,6 +101,26 @@ def render_maps(layout: Layout, *, grid_to_chip: np.ndarray, shape: tuple[int, i
     out = [cv2.warpAffine(img, to_big[:2], (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE)
            for img in (m.height_nm, m.reflectance, m.se_yield)]
+    return out[0], out[1], out[2]
+
+
+def _maps_from_overview(layout: Layout, *, grid_to_chip: np.ndarray, shape: tuple[int, int]):
+    """Coarse grids (≥ 2 µm pixels, used only for blurred surroundings) resampled from the
+    cached 1 µm overview, pre-smoothed so the resampling does not alias."""
+    rows, cols = shape
+    p = math.hypot(grid_to_chip[0, 0], grid_to_chip[1, 0])
+    corners = grid_to_chip @ np.array([[-0.5, cols - 0.5, -0.5, cols - 0.5],
+                                       [-0.5, -0.5, rows - 0.5, rows - 0.5], [1, 1, 1, 1]])
+    ov = overview(layout, corners[0].min() - p, corners[1].min() - p, corners[0].max() + p, corners[1].max() + p)
+    q = OVERVIEW_PIXEL_NM
+    to_ov = np.array([[1 / q, 0, -ov.origin_nm[0] / q - 0.5], [0, 1 / q, -ov.origin_nm[1] / q - 0.5],
+                      [0, 0, 1]]) @ grid_to_chip
+    smooth = 0.5 * p / q
+    out = []
+    for img in (ov.height_nm, ov.reflectance, ov.se_yield):
+        img = cv2.GaussianBlur(img, (0, 0), smooth)
+        out.append(cv2.warpAffine(img, to_ov[:2], (cols, rows), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE))
     return out[0], out[1], out[2]
 
 

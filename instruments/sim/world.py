@@ -27,7 +27,7 @@ import numpy as np
 
 from . import ssum
 from .camera import CameraModel, expose
-from .chip import Chip, Layout, rasterize
+from .chip import Chip, Layout
 from .exceptions import check_range
 from .optics import SSUMOptics
 
@@ -69,6 +69,13 @@ class _State:
     moves: int = 0
     frames: int = 0
     cache: dict = field(default_factory=dict)
+
+
+def _nearest_sq(edges: np.ndarray, c: float) -> float:
+    """Squared distance from ``c`` to the nearest point of the intervals ``[a0, b0, a1, b1, …]``."""
+    starts, ends = edges[0::2], edges[1::2]
+    gaps = np.maximum(np.maximum(starts - c, c - ends), 0.0)
+    return float(gaps.min() ** 2)
 
 
 class SimWorld:
@@ -140,20 +147,27 @@ class SimWorld:
     # ---------------------------------------------------------------- contact
 
     def contact_height_nm(self) -> float:
-        """Chip height of the point the sphere would touch here: max over the footprint of
-        h(ρ) − ρ²/D (the sphere's sag)."""
+        """Chip height of the point the sphere would touch here: the maximum over the footprint
+        of h − ρ²/D (the sphere's sag at distance ρ from its axis).
+
+        Exact and raster-free: a block covers X × Y, so its point nearest the axis has
+        ρ² = min_X (x − cx)² + min_Y (y − cy)²."""
         cx, cy = self.centre_on_chip_nm()
-        key = ("contact", round(cx, 0), round(cy, 0))
+        key = ("contact", round(cx, 1), round(cy, 1))
         if key not in self._s.cache:
-            h_span = max(layer.height_nm for layer in self.layout.layers) + 100.0
-            radius = math.sqrt(self.optics.sphere_diameter_nm * h_span)
-            p = 100.0
-            n = int(2 * radius / p) + 1
-            m = rasterize(self.layout, origin_nm=(cx - n * p / 2, cy - n * p / 2), shape=(n, n), pixel_size_nm=p)
-            offsets = (np.arange(n) + 0.5) * p - n * p / 2
-            sag = (offsets[:, None] ** 2 + offsets[None, :] ** 2) / self.optics.sphere_diameter_nm
+            layers = self.layout.layers
+            d = self.optics.sphere_diameter_nm
+            h_span = max(layer.height_nm for layer in layers) - layers[0].height_nm + 100.0
+            reach = math.sqrt(d * h_span)  # beyond this the sag exceeds any topography
+            best = layers[0].height_nm
+            for block in self.layout.blocks_in(cx - reach, cy - reach, cx + reach, cy + reach):
+                top = layers[block.layer].height_nm
+                if top <= best:
+                    continue
+                rho2 = _nearest_sq(block.x_edges, cx) + _nearest_sq(block.y_edges, cy)
+                best = max(best, top - rho2 / d)
             self._s.cache = {k: v for k, v in self._s.cache.items() if k[0] != "contact"}
-            self._s.cache[key] = float(np.max(m.height_nm - sag))
+            self._s.cache[key] = float(best)
         return self._s.cache[key]
 
     def contact_z_nm(self) -> float:
