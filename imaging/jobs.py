@@ -74,3 +74,120 @@ def queue_sem_pyramid(sem) -> None:
 
 def scan_finished(scan: Scan) -> bool:
     return scan.status in (ScanStatus.COMPLETED, ScanStatus.ABORTED, ScanStatus.FAILED)
+
+
+# --- the work, run by imaging.tasks in a task worker --------------------------------------------
+
+def fov_mask_for(instrument, shape_rc) -> "np.ndarray":
+    """The sphere's useful circular field of view, centred on the frame, as a boolean mask."""
+    import numpy as np
+
+    rows, cols = shape_rc
+    radius_px = instrument.fov_diameter_nm / 2.0 / instrument.pixel_size_nm
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    return (xx - (cols - 1) / 2.0) ** 2 + (yy - (rows - 1) / 2.0) ** 2 <= radius_px**2
+
+
+def stitch_work(mosaic: Mosaic, progress) -> dict:
+    import numpy as np
+
+    from ssumweb.media import absolute
+
+    from .imageio import display_window, read_image16, write_image16
+    from .stitching import stitch
+
+    scan = mosaic.scan
+    frames = list(scan.frames.order_by("index"))
+    if not frames:
+        raise DomainError("The scan has no frames to stitch.")
+    shapes = {(f.height, f.width) for f in frames}
+    if len(shapes) > 1:
+        raise DomainError(f"The scan's frames have mixed sizes {sorted(shapes)}; they cannot be stitched together.")
+    progress(0.05, f"Reading {len(frames)} frames…")
+    images = [read_image16(absolute(f.image.name)) for f in frames]
+    nominal = np.array([[f.commanded_x_nm, f.commanded_y_nm] for f in frames], dtype=np.float64)
+    instrument = scan.instrument
+    pixel_size_nm = instrument.pixel_size_nm if instrument else None
+    if pixel_size_nm is None:
+        raise DomainError("The scan has no instrument, so its pixel size is unknown.")
+    mask = fov_mask_for(instrument, images[0].shape)
+    progress(0.15, "Registering neighbouring frames…")
+    result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center",
+                    flatfield=None if mosaic.options.get("flatfield") == "none" else "estimate")
+    progress(0.7, "Writing the mosaic…")
+    rel = f"scans/{scan.pk}/mosaics/{mosaic.pk}/mosaic.tif"
+    write_image16(absolute(rel), result.image, pixel_size_nm=result.pixel_size_nm)
+    window = display_window(result.image, mask=result.image > 0)
+    Mosaic.objects.filter(pk=mosaic.pk).update(
+        image=rel, pixel_size_nm=result.pixel_size_nm, width=result.image.shape[1], height=result.image.shape[0],
+        origin_x_nm=result.origin_nm[0], origin_y_nm=result.origin_nm[1], display_low=window.low,
+        display_high=window.high, report=_report_json(result.report))
+    progress(0.8, "Building the deep-zoom pyramid…")
+    pyramid = build_pyramid_for(result.image, window, f"scans/{scan.pk}/mosaics/{mosaic.pk}",
+                                pixel_size_nm=result.pixel_size_nm)
+    Mosaic.objects.filter(pk=mosaic.pk).update(pyramid=pyramid)
+    return {"frames": len(frames), "size": list(result.image.shape)}
+
+
+def _report_json(report) -> dict:
+    import json
+
+    data = report.to_json()
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def build_pyramid_for(image, window, folder: str, *, pixel_size_nm: float) -> str:
+    """A new DZI pyramid folder under `folder` (a fresh name each time, so cached tiles never go stale)."""
+    import uuid
+
+    from ssumweb.media import absolute
+
+    from .pyramid import write_dzi
+
+    rel = f"{folder}/pyramid-{uuid.uuid4().hex[:8]}"
+    write_dzi(image, absolute(rel), name="mosaic", window=window, pixel_size_nm=pixel_size_nm)
+    return rel
+
+
+def sem_pyramid_work(sem_id: int) -> dict:
+    from ssumweb.media import absolute
+
+    from .imageio import DisplayWindow, read_image16
+    from .models import SEMImage
+
+    sem = SEMImage.objects.get(pk=sem_id)
+    image = read_image16(absolute(sem.image.name))
+    pyramid = build_pyramid_for(image, DisplayWindow(sem.display_low, sem.display_high), f"sem/{sem.project_id}/{sem.pk}",
+                                pixel_size_nm=sem.pixel_size_nm)
+    SEMImage.objects.filter(pk=sem.pk).update(pyramid=pyramid)
+    return {"pyramid": pyramid}
+
+
+def registration_work(registration: Registration, progress) -> dict:
+    from ssumweb.media import absolute
+
+    from .imageio import read_image16
+    from .registration import register, register_landmarks
+
+    mosaic, sem = registration.mosaic, registration.sem_image
+    if registration.method == RegistrationMethod.LANDMARKS:
+        points = registration.landmarks
+        result = register_landmarks([p[:2] for p in points], [p[2:] for p in points])
+    else:
+        progress(0.1, "Reading the mosaic and the SEM image…")
+        mosaic_image = read_image16(absolute(mosaic.image.name))
+        sem_image = read_image16(absolute(sem.image.name))
+        progress(0.2, "Sweeping rotation and scale, then refining by mutual information…")
+        result = register(mosaic_image, sem_image, mosaic_px_nm=mosaic.pixel_size_nm, sem_px_nm=sem.pixel_size_nm)
+    Registration.objects.filter(pk=registration.pk).update(
+        mosaic_to_sem=result.mosaic_to_sem.tolist(), residual_px=_finite_or_none(result.residual_px),
+        confidence=_finite_or_none(result.confidence), details=result.to_dict()["details"])
+    if not result:
+        raise DomainError(f"Registration failed: {result.reason}")
+    return {"residual_px": _finite_or_none(result.residual_px), "confidence": _finite_or_none(result.confidence)}
+
+
+def _finite_or_none(value):
+    import math
+
+    return float(value) if value is not None and math.isfinite(value) else None

@@ -1,0 +1,181 @@
+"""Training and translation jobs: the Django side of mlcore.cli / mlcore.infer."""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from django.db import transaction
+
+from imaging.models import ImagePair
+from ssumweb.errors import DomainError
+from ssumweb.media import absolute
+
+from .models import TrainedModel, TrainingRun, Translation
+
+log = logging.getLogger(__name__)
+
+
+def experiment_config(settings: dict, *, source_crop: int):
+    """The paper's configuration with the settings a lab member chose in the form."""
+    from .config import preset
+
+    cfg = preset("paper")
+    crop = min(int(settings.get("crop_px", 256)), source_crop)
+    crop -= crop % 4
+    steps = int(settings.get("steps", 2000))
+    return cfg.replace(
+        generator__blocks=int(settings.get("blocks", 9)), generator__features=int(settings.get("features", 64)),
+        loss__cycle=float(settings.get("lambda_cycle", 10.0)),
+        loss__contextual=float(settings.get("lambda_contextual", 1.0)),
+        data__crop=crop, data__source_crop=source_crop,
+        train__lr=float(settings.get("learning_rate", 2e-4)), train__batch_size=int(settings.get("batch_size", 4)),
+        train__seed=int(settings.get("seed", 0)), train__constant_steps=steps // 2,
+        train__decay_steps=steps - steps // 2, train__checkpoint_every=max(1, min(500, steps // 4)),
+        train__device="auto")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def stage_pairs(run: TrainingRun, folder: Path) -> tuple[int, float]:
+    """Lay the run's training pairs out as lr/ + hr/ (hard links); returns (tile size, pixel size)."""
+    pairs = list(ImagePair.objects.filter(registration__in=run.registrations.all(), split="train"))
+    if not pairs:
+        raise DomainError("The chosen registrations have no training pairs.")
+    sizes = {p.box_size for p in pairs}
+    pixel_sizes = {round(p.pixel_size_nm, 3) for p in pairs}
+    if len(sizes) > 1 or len(pixel_sizes) > 1:
+        raise DomainError("The chosen pairs differ in tile size or pixel size; train on pairs cut alike.")
+    if folder.exists():
+        shutil.rmtree(folder)
+    for pair in pairs:
+        _link_or_copy(absolute(pair.lr_image.name), folder / "lr" / f"{pair.pk:07d}{Path(pair.lr_image.name).suffix}")
+        _link_or_copy(absolute(pair.hr_image.name), folder / "hr" / f"{pair.pk:07d}{Path(pair.hr_image.name).suffix}")
+    return sizes.pop(), pairs[0].pixel_size_nm
+
+
+def training_work(run: TrainingRun, progress) -> dict:
+    from .cli import run_training
+
+    folder = f"training/{run.pk}"
+    tile_px, pixel_size_nm = stage_pairs(run, absolute(folder) / "data")
+    cfg = experiment_config(run.config, source_crop=tile_px)
+    history: list[dict] = list(run.loss_history)
+    samples: list[str] = list(run.samples)
+
+    def report(p) -> None:
+        entry = {"step": p.step, **{k: round(float(v), 5) for k, v in p.losses.items()}}
+        history.append(entry)
+        extra = {}
+        if p.samples:
+            rel = f"{folder}/samples/step{p.step:07d}.png"
+            _write_sample_strip(p.samples, rel)
+            samples.append(rel)
+            extra["sample_index"] = len(samples) - 1
+        TrainingRun.objects.filter(pk=run.pk).update(step=p.step, loss_history=history[-2000:], samples=samples)
+        progress(p.step / max(1, p.total_steps), f"Step {p.step} of {p.total_steps}", step=p.step,
+                 losses=entry, eta_s=round(p.eta_s, 1), **extra)
+
+    def cancelled() -> bool:
+        return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+
+    result = run_training(absolute(folder) / "data", absolute(folder), config=cfg, progress=report,
+                          should_cancel=cancelled)
+    TrainingRun.objects.filter(pk=run.pk).update(checkpoint=str(Path(folder) / "checkpoints"))
+    if result.status != "finished":
+        from ssumweb.errors import JobCancelled
+
+        raise JobCancelled()
+    progress(0.97, "Evaluating on the held-out pairs…", force=True)
+    metrics = evaluate_run(run, absolute(folder) / "model.pt")
+    with transaction.atomic():
+        model = TrainedModel.objects.create(
+            project_id=run.project_id, name=run.name, training_run=run, config=cfg.to_dict(),
+            weights=f"{folder}/model.pt", pixel_size_nm=pixel_size_nm, metrics=metrics,
+            normalisation=_normalisation_of(absolute(folder) / "model.pt"))
+    return {"model": model.pk, "steps": result.step}
+
+
+def _normalisation_of(model_path: Path) -> dict:
+    from .infer import load_model
+
+    model = load_model(model_path)
+    return {"ssum": model.norm_a.to_dict(), "sem": model.norm_b.to_dict()}
+
+
+def evaluate_run(run: TrainingRun, model_path: Path) -> dict:
+    """Model and baselines on the run's held-out pairs (empty when none were held out)."""
+    from .data import load_pair_folder
+    from .evaluate import evaluate
+    from .infer import load_model
+
+    test_pairs = list(ImagePair.objects.filter(registration__in=run.registrations.all(), split="test"))
+    if not test_pairs:
+        return {}
+    folder = absolute(f"training/{run.pk}/test")
+    if folder.exists():
+        shutil.rmtree(folder)
+    for pair in test_pairs:
+        _link_or_copy(absolute(pair.lr_image.name), folder / "lr" / f"{pair.pk:07d}{Path(pair.lr_image.name).suffix}")
+        _link_or_copy(absolute(pair.hr_image.name), folder / "hr" / f"{pair.pk:07d}{Path(pair.hr_image.name).suffix}")
+    report = evaluate(load_model(model_path), load_pair_folder(folder))
+    return report.to_dict()
+
+
+def _write_sample_strip(samples: dict, rel: str) -> None:
+    """Per-epoch samples side by side (input | translated | cycled …) as one 8-bit PNG."""
+    from PIL import Image
+
+    from imaging.imageio import atomic_write_bytes
+
+    tiles = [np.clip(np.asarray(img, dtype=np.float32), 0, 1) for img in samples.values()]
+    height = max(t.shape[0] for t in tiles)
+    strip = np.concatenate([np.pad(t, ((0, height - t.shape[0]), (0, 2))) for t in tiles], axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray((strip * 255).astype(np.uint8)).save(buffer, format="PNG")
+    atomic_write_bytes(absolute(rel), buffer.getvalue())
+
+
+def translation_work(translation: Translation, progress) -> dict:
+    import tifffile
+
+    from imaging.imageio import display_window
+    from imaging.jobs import build_pyramid_for
+
+    from .cli import run_translation
+
+    mosaic = translation.mosaic
+    folder = f"scans/{mosaic.scan_id}/translations/{translation.pk}"
+    output, risk = f"{folder}/sem_like.tif", f"{folder}/risk.tif"
+
+    def report(done: int, total: int, **_):
+        progress(0.85 * done / max(1, total), f"Tile {done} of {total}")
+
+    def cancelled() -> bool:
+        return Translation.objects.filter(pk=translation.pk, cancel_requested=True).exists()
+
+    run_translation(absolute(translation.model.weights.name), absolute(mosaic.image.name), absolute(output),
+                    risk_path=absolute(risk), progress=report, should_cancel=cancelled)
+    Translation.objects.filter(pk=translation.pk).update(output=output, risk_map=risk)
+    progress(0.9, "Building the deep-zoom pyramids…", force=True)
+    image = tifffile.imread(absolute(output))
+    window = display_window(image)
+    risk_map = tifffile.imread(absolute(risk))
+    risk16 = np.clip(risk_map / max(float(np.percentile(risk_map, 99.5)), 1e-6), 0, 1)
+    pyramid = build_pyramid_for(image, window, folder, pixel_size_nm=mosaic.pixel_size_nm)
+    from imaging.imageio import DisplayWindow, to_uint16
+
+    risk_pyramid = build_pyramid_for(to_uint16(risk16), DisplayWindow(0, 65535), f"{folder}/risk",
+                                     pixel_size_nm=mosaic.pixel_size_nm)
+    Translation.objects.filter(pk=translation.pk).update(pyramid=pyramid, risk_pyramid=risk_pyramid,
+                                                         display_low=window.low, display_high=window.high)
+    return {"output": output}
