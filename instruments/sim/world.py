@@ -14,8 +14,10 @@ Coordinates
   ``sphere_image_centre_px``; camera axes are rotated by ``stage_errors.rotation_deg`` from the
   scanner/chip axes.
 * Focus stage (IMS100V): position in nm; at :data:`FOCUS_REFERENCE_NM` (mid-travel) the
-  objective focuses on the plane where the sphere touches the sample; smaller values move the
-  focal plane down (toward the virtual image, which lies below the sample).
+  objective focuses on the virtual image of a surface in contact with the sphere (which lies
+  (M − 1)·R ≈ 85.5 µm below the sample); smaller values move the focal plane down. Deeper
+  features or a gap need lower values, by about M² per nm of sample depth; the objective sees
+  the sample itself (no sphere) at REFERENCE + (M − 1)·R.
 """
 
 from __future__ import annotations
@@ -193,10 +195,15 @@ class SimWorld:
 
     def virtual_image_focus_nm(self, *, feature_depth_nm: float = 0.0) -> float:
         """Focus position that is sharp at the current gap for the contact surface, or for a
-        feature ``feature_depth_nm`` below it: REFERENCE + R − V(R + gap + depth)."""
+        feature ``feature_depth_nm`` below it: REFERENCE + V(R) − V(R + gap + depth)."""
         o = self.optics
         v = o.image_distance_nm(o.radius_nm + self.gap_nm() + feature_depth_nm)
-        return FOCUS_REFERENCE_NM + o.radius_nm - v
+        return FOCUS_REFERENCE_NM + self._contact_image_depth_nm + o.radius_nm - v
+
+    @property
+    def _contact_image_depth_nm(self) -> float:
+        """V(R) − R: how far below the contact plane the focal plane is at the reference."""
+        return self.optics.virtual_image_depth_nm(0.0)
 
     # ---------------------------------------------------------------- camera
 
@@ -237,7 +244,7 @@ class SimWorld:
         return ssum.OpticalState(centre_xy_nm=self.centre_on_chip_nm(),
                                  rotation_deg=self.stage_errors.rotation_deg, gap_nm=self.gap_nm(),
                                  contact_height_nm=self.contact_height_nm(),
-                                 focal_plane_nm=self._s.focus - FOCUS_REFERENCE_NM)
+                                 focal_plane_nm=self._s.focus - FOCUS_REFERENCE_NM - self._contact_image_depth_nm)
 
     def frame_to_chip(self, roi: tuple[int, int, int, int] | None = None, binning: int = 1) -> np.ndarray:
         """3×3 truth: output pixel (x = col, y = row) of a frame taken now → chip (x, y) nm."""

@@ -47,7 +47,7 @@ def test_virtual_image_depth_and_focus_prediction():
     world = SimWorld(seed=0, stage_errors=StageErrors.none())
     world.set_piezo_nm(50_000, 50_000, world.contact_z_nm())
     assert world.gap_nm() == 0.0
-    assert world.virtual_image_focus_nm() == pytest.approx(FOCUS_REFERENCE_NM - 85_500, abs=1e-3)
+    assert world.virtual_image_focus_nm() == pytest.approx(FOCUS_REFERENCE_NM, abs=1e-3)  # reference = contact image
     # a feature 1 µm deeper needs dV = V(R+1µm) − V(R) more travel, ≈ M² = 16 µm to first order
     dv = world.virtual_image_focus_nm() - world.virtual_image_focus_nm(feature_depth_nm=1_000)
     assert dv == pytest.approx(o.image_distance_nm(29_500) - o.image_distance_nm(28_500), rel=1e-12)
