@@ -61,6 +61,13 @@ DEFAULT_LAYERS: tuple[Layer, ...] = (
 LAYER_INDEX = {layer.name: i for i, layer in enumerate(DEFAULT_LAYERS)}
 
 
+def scaled_layers(factor: float, layers: tuple[Layer, ...] = DEFAULT_LAYERS) -> tuple[Layer, ...]:
+    """The same stack with every height × ``factor`` (e.g. 0.1 for a nearly flat chip whose
+    frames stay in focus everywhere: handy for stitching tests)."""
+    check_range("factor", factor, low=0, high=10)
+    return tuple(Layer(layer.name, layer.height_nm * factor, layer.material) for layer in layers)
+
+
 def _interval_integral(edges: np.ndarray) -> np.ndarray:
     """Covered length up to each edge of a sorted interval list ``[a0, b0, a1, b1, ...]``."""
     lengths = edges[1::2] - edges[0::2]

@@ -162,7 +162,6 @@ def _sphere_image(layout: Layout, optics: SSUMOptics, state: OpticalState, *, to
     rho_w = np.minimum(rho[r0:r1, c0:c1], np.float32(1.2))
     f = optics.focal_length_nm
     radius = optics.radius_nm
-    s_focus = optics.object_distance_nm(radius - state.focal_plane_nm)  # conjugate plane
     # Depth below the sphere's centre, shifted by field curvature (the edge focuses deeper).
     s = (np.float32(radius + state.gap_nm + state.contact_height_nm) - height
          - np.float32(optics.field_curvature_nm) * rho_w * rho_w)
@@ -175,7 +174,6 @@ def _sphere_image(layout: Layout, optics: SSUMOptics, state: OpticalState, *, to
     chroma = slope * mag * np.float32(optics.chromatic_focus_rms_nm)
     psf = np.asarray(optics.psf_sigma_nm(rho_w, state.gap_nm), dtype=np.float32)
     sigma = np.sqrt(psf * psf + geo * geo + chroma * chroma) * np.float32(1.0 / out_px_nm)
-    del s_focus
     return variable_gaussian_blur(refl, np.minimum(sigma, np.float32(MAX_SIGMA_PX)))
 
 

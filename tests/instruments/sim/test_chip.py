@@ -58,3 +58,10 @@ def test_bad_chip_and_region_raise():
         render_region(Chip(), region_nm=(190_000, 0, 210_000, 10_000), pixel_size_nm=50)
     with pytest.raises(ValueError, match="pixel_size_nm"):
         render_region(Chip(), region_nm=(0, 0, 1_000, 1_000), pixel_size_nm=0)
+
+
+def test_scaled_layers_flatten_the_chip():
+    from instruments.sim.chip import scaled_layers
+
+    m = rasterize(Chip(seed=0, layers=scaled_layers(0.1)), origin_nm=(0, 0), shape=(100, 100), pixel_size_nm=500)
+    assert m.height_nm.max() <= 190.0 + 1e-3  # 10 % of the 1.9 µm pad height
