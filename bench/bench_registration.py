@@ -64,7 +64,7 @@ def main() -> None:
     scale_errors = [-0.03, 0.0, 0.03] if not args.quick else [0.03]
     inverted = [False, True]
     rows = []
-    print(f"{'case':>4} {'rot':>4} {'ratio':>5} {'meta':>5} {'inv':>4} | {'ours px':>8} {'ok':>3} {'s':>5}"
+    print(f"{'case':>4} {'rot':>4} {'ratio':>5} {'meta':>5} {'inv':>4} | {'ours px':>8} {'ok':>3} {'ECC≠MI':>6} {'s':>5}"
           f" | {'PC px':>8} {'s':>5} | {'MI-id px':>8} {'s':>5}")
     for i, (rot, ratio, serr, inv) in enumerate(itertools.product(rotations, ratios, scale_errors, inverted)):
         pair = make_pair(seed=100 + i, mosaic_size=args.mosaic_size, ratio=ratio, rotation_deg=rot,
@@ -76,6 +76,7 @@ def main() -> None:
         row["ours"] = (registration_error_px(pair.sem_to_mosaic, reg.mosaic_to_sem, pair.sem.shape),
                        time.perf_counter() - t)
         row["ok"] = bool(reg)
+        row["residual"] = reg.residual_px
         for name, fn in (("pc", baseline_phase_correlation), ("mi", baseline_mi_identity)):
             t = time.perf_counter()
             try:
@@ -86,7 +87,7 @@ def main() -> None:
             row[name] = (err, time.perf_counter() - t)
         rows.append(row)
         print(f"{i:>4} {rot:>4.1f} {ratio:>5.2f} {serr:>+5.2f} {str(inv)[0]:>4} | {row['ours'][0]:>8.3f}"
-              f" {'y' if row['ok'] else 'N':>3} {row['ours'][1]:>5.2f} | {row['pc'][0]:>8.2f} {row['pc'][1]:>5.2f}"
+              f" {'y' if row['ok'] else 'N':>3} {row['residual']:>6.2f} {row['ours'][1]:>5.2f} | {row['pc'][0]:>8.2f} {row['pc'][1]:>5.2f}"
               f" | {row['mi'][0]:>8.2f} {row['mi'][1]:>5.2f}" + ("" if reg else f"  ({reg.reason})"))
 
     def summary(key):
@@ -104,6 +105,9 @@ def main() -> None:
     med_ours, _, _, t_ours = summary("ours")
     med_pc, _, _, t_pc = summary("pc")
     med_mi, _, _, t_mi = summary("mi")
+    res = np.array([r["residual"] for r in rows])
+    print(f"MI vs ECC disagreement (mosaic px): median {np.nanmedian(res):.2f}, max {np.nanmax(res):.2f}, "
+          f"ECC not converged {np.isnan(res).sum()}")
     print(f"\nreported success (truthy Registration): {ok:.0%} of {len(rows)} cases")
     print(f"median error ratio baseline/ours: PC {med_pc / med_ours:.1f}x, MI-from-centre {med_mi / med_ours:.1f}x")
     print(f"time ratio ours/baseline: PC {t_ours / t_pc:.1f}x, MI-from-centre {t_ours / t_mi:.1f}x")
