@@ -10,7 +10,12 @@ from mlcore import api as mlcore_api
 
 from . import api_views
 
-router = DefaultRouter()
+class Router(DefaultRouter):
+    include_format_suffixes = False  # "0_0.jpeg" is a tile name, not a request for a JPEG rendering
+
+
+router = Router()
+router.trailing_slash = "/?"  # tiles are asked for as .../0_0.jpeg, without a slash
 router.register("projects", api_views.ProjectViewSet, basename="project")
 router.register("samples", imaging_api.SampleViewSet, basename="sample")
 router.register("scans", imaging_api.ScanViewSet, basename="scan")
