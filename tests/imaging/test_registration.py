@@ -1,0 +1,101 @@
+"""imaging.registration: known synthetic transforms recovered; failures reported, never accepted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from imaging.registration import Registration, fit_landmarks, register, register_landmarks
+from tests.imaging.synthetic_ic import make_pair, registration_error_px
+
+# (seed, ratio, rotation °, inverted contrast, metadata scale error): spans the issue's table
+CASES = [
+    (11, 1.0, 0.0, False, +0.03),
+    (12, 2.0, 2.5, True, -0.03),
+    (13, 3.0, 4.0, False, +0.03),
+    (14, 1.5, 1.0, True, 0.0),
+]
+
+
+def test_recovers_known_transforms():
+    """Issue 5 §4: success on every case, median error ≤ 0.5 mosaic px (each case ≤ 0.8 px)."""
+    errors = []
+    for seed, ratio, rotation, inverted, scale_error in CASES:
+        pair = make_pair(seed=seed, mosaic_size=256, ratio=ratio, rotation_deg=rotation, inverted=inverted,
+                         shift_mosaic_px=(9.0, -6.0))
+        result = register(pair.mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm,
+                          sem_px_nm=pair.sem_px_nm * (1 + scale_error))
+        assert result, (seed, result.reason)
+        assert 0 < result.confidence <= 1 and result.method == "auto"
+        assert result.residual_px < 2.5
+        errors.append(registration_error_px(pair.sem_to_mosaic, result.mosaic_to_sem, pair.sem.shape))
+    assert max(errors) <= 0.8, errors
+    assert np.median(errors) <= 0.5, errors
+
+
+def test_sem_outside_the_mosaic_is_reported_as_failed():
+    pair = make_pair(seed=21, mosaic_size=200, ratio=2.0, rotation_deg=1.0)
+    other = make_pair(seed=22, mosaic_size=200, ratio=2.0, rotation_deg=1.0)  # a different chip area
+    result = register(pair.mosaic, other.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=other.sem_px_nm)
+    assert not result
+    assert result.reason
+    assert result.mosaic_to_sem.shape == (3, 3)
+
+
+def test_landmarks_exact_and_with_refinement():
+    pair = make_pair(seed=31, mosaic_size=200, ratio=2.0, rotation_deg=3.0, inverted=True)
+    sem_pts = np.array([[20.0, 30.0], [200.0, 40.0], [60.0, 210.0], [220.0, 200.0]])
+    h = np.column_stack([sem_pts, np.ones(4)]) @ pair.sem_to_mosaic.T
+    mosaic_pts = h[:, :2] / h[:, 2:]
+    exact = register_landmarks(mosaic_pts, sem_pts)
+    assert exact and exact.residual_px < 1e-6
+    assert np.allclose(exact.mosaic_to_sem, pair.mosaic_to_sem, atol=1e-6)
+    # clicks off by ~1.5 mosaic px: MI refinement brings the error back under 0.5 px
+    clicked = mosaic_pts + np.random.default_rng(0).normal(0, 1.5, mosaic_pts.shape)
+    refined = register(pair.mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=pair.sem_px_nm,
+                       landmarks=(clicked, sem_pts))
+    assert refined and refined.method == "landmarks+mi", refined.reason
+    assert registration_error_px(pair.sem_to_mosaic, refined.mosaic_to_sem, pair.sem.shape) <= 0.5
+
+
+def test_landmark_affine_fit_and_inconsistent_clicks():
+    src = np.array([[0, 0], [100, 0], [0, 80], [100, 80], [50, 40]], float)
+    true = np.array([[1.1, 0.2, 5.0], [-0.1, 0.9, -3.0], [0, 0, 1]])
+    dst = (np.column_stack([src, np.ones(5)]) @ true.T)[:, :2]
+    matrix, residuals = fit_landmarks(src, dst, model="affine")
+    assert np.allclose(matrix, true) and residuals.max() < 1e-9
+    bad = dst.copy()
+    bad[4] += (30, -25)  # one mis-click
+    result = register_landmarks(src, bad)
+    assert not result and "residual" in result.reason
+
+
+@pytest.mark.parametrize("mosaic_xy, sem_xy, match", [
+    ([[0, 0], [10, 10], [20, 20]], [[0, 0], [5, 1], [3, 9]], "collinear"),
+    ([[0, 0], [10, 0], [0, 10]], [[1, 1], [1, 1], [1, 1]], "collinear"),
+    ([[0, 0], [10, 0]], [[0, 0], [5, 0]], "at least 3"),
+    ([[0, 0], [10, 0], [0, 10]], [[0, 0], [5, 0]], "landmarks"),
+])
+def test_degenerate_landmarks_raise(mosaic_xy, sem_xy, match):
+    with pytest.raises(ValueError, match=match):
+        register_landmarks(mosaic_xy, sem_xy)
+
+
+def test_bad_arguments():
+    pair = make_pair(seed=41, mosaic_size=64, ratio=1.0, sem_fraction=0.5)
+    with pytest.raises(ValueError, match="sem_px_nm"):
+        register(pair.mosaic, pair.sem, mosaic_px_nm=100.0, sem_px_nm=None)
+    with pytest.raises(ValueError, match="model"):
+        register(pair.mosaic, pair.sem, mosaic_px_nm=100.0, sem_px_nm=100.0, model="rigid")
+    with pytest.raises(ValueError, match="2-D"):
+        register(np.zeros((64, 64, 3)), pair.sem, mosaic_px_nm=100.0, sem_px_nm=100.0)
+
+
+def test_registration_round_trips_through_json_and_is_frozen():
+    reg = Registration(mosaic_to_sem=np.diag([2.0, 2.0, 1.0]), ok=False, reason="x", method="auto",
+                       residual_px=float("nan"), confidence=0.0, details={"a": 1})
+    again = Registration.from_dict(json.loads(json.dumps(reg.to_dict())))
+    assert not again and again.reason == "x" and np.array_equal(again.mosaic_to_sem, reg.mosaic_to_sem)
+    assert np.allclose(reg.sem_to_mosaic, np.diag([0.5, 0.5, 1.0]))
+    with pytest.raises(ValueError):
+        reg.mosaic_to_sem[0, 0] = 3.0
