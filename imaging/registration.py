@@ -15,8 +15,8 @@ check fails — a caller never gets a silently wrong transform.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -30,7 +30,7 @@ from imaging.coarse_registration import (
 )
 from imaging.imageio import to_float32
 
-__all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "footprint_overlap"]
+__all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "check_landmarks", "footprint_overlap"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Registration:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Registration":
+    def from_dict(cls, data: dict) -> Registration:
         return cls(
             mosaic_to_sem=np.asarray(data["mosaic_to_sem"], dtype=np.float64),
             ok=bool(data["ok"]),
@@ -143,6 +143,14 @@ def fit_landmarks(
         raise ValueError("landmarks give a degenerate (zero-area) transform")
     mapped = (matrix @ np.column_stack([src, np.ones(n)]).T)[:2].T
     return matrix, np.hypot(*(mapped - dst).T)
+
+
+def check_landmarks(points: Sequence[Sequence[float]], *, model: str = "similarity") -> None:
+    """Validate landmark rows ``[mosaic_x, mosaic_y, sem_x, sem_y]``; raises ValueError saying what is wrong."""
+    rows = np.asarray(points, dtype=np.float64) if len(points) else np.zeros((0, 4))
+    if rows.ndim != 2 or rows.shape[1] != 4:
+        raise ValueError("each landmark must be [mosaic_x, mosaic_y, sem_x, sem_y]")
+    fit_landmarks(rows[:, :2], rows[:, 2:], model=model)
 
 
 def register_landmarks(

@@ -22,7 +22,7 @@ import numpy as np
 
 from imaging.imageio import ImageFileError, ImageTooLargeError, to_float32
 
-__all__ = ["SemImage", "import_sem", "detect_data_bar", "DEFAULT_MAX_PIXELS"]
+__all__ = ["SemImage", "import_sem", "read_sem", "detect_data_bar", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 Mpx: far above any SEM frame, far below a bomb
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -367,3 +367,8 @@ def _jsonable(value):
         return value
     except TypeError:
         return str(value)
+
+
+def read_sem(source: str | os.PathLike | bytes, **options) -> SemImage:
+    """Alias of ``import_sem`` (the name the Django service calls)."""
+    return import_sem(source, **options)

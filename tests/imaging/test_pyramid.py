@@ -40,3 +40,34 @@ def test_an_existing_folder_is_never_overwritten(tmp_path):
                                   "mosaic_files/1/a_b.jpeg"])
 def test_tile_names_outside_the_pyramid_are_refused(name):
     assert not TILE_NAME.match(name)
+
+
+def test_tile_path_validation_and_display_window(tmp_path):
+    from imaging.imageio import DisplayWindow as Window
+    from imaging.pyramid import TilePathError, read_dzi, tile_path
+
+    image = np.linspace(0, 1, 300 * 520, dtype=np.float32).reshape(300, 520)
+    folder = write_dzi(image, tmp_path / "f", window=Window(0.1, 0.9), pixel_size_nm=10.0)
+    info = read_dzi(folder)
+    assert (info.width, info.height, info.levels) == (520, 300, 11)
+    assert info.window == Window(0.1, 0.9) and info.pixel_size_nm == 10.0
+    top = info.levels - 1
+    assert info.tile_count(top) == (3, 2)
+    good = tile_path(info, f"mosaic_files/{top}/2_1.jpeg")
+    assert good.exists() and good == (folder / "mosaic_files" / str(top) / "2_1.jpeg").resolve()
+    assert tile_path(info, "0/0_0.jpeg").exists()
+    for bad in ["../mosaic.dzi", f"{top}/../../x.jpeg", f"/{top}/0_0.jpeg", f"{top}/0_0.png", f"{top}/3_0.jpeg",
+                "11/0_0.jpeg", f"{top}\\0_0.jpeg", f"mosaic_files/{top}/0_0.jpeg/..", "0/0_0.jpeg\x00"]:
+        with pytest.raises(TilePathError):
+            tile_path(info, bad)
+
+
+def test_master_tiff_pixel_size_is_read_back_by_sem_import(tmp_path):
+    from imaging.pyramid import write_pyramidal_tiff
+    from imaging.sem_import import import_sem
+
+    image = np.random.default_rng(1).integers(0, 65535, size=(300, 400), dtype=np.uint16)
+    path = write_pyramidal_tiff(image, tmp_path / "m.tif", pixel_size_nm=42.0)
+    result = import_sem(path, data_bar=False)
+    assert result.pixel_size_nm == pytest.approx(42.0, rel=1e-4)
+    assert np.array_equal(np.round(result.image * 65535).astype(np.uint16), image)
