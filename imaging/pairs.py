@@ -1,0 +1,213 @@
+"""LR/HR training pairs cut from a registered mosaic (LR, SSUM) and SEM image (HR).
+
+Both images are brought onto one grid with one physical pixel size (default the mosaic's):
+the mosaic is rescaled, the SEM image is warped through the registration in a single
+interpolation step (after an anti-alias blur when it is downsampled). Square tiles are cut
+over the region both cover; tiles with too little structure are skipped. The train/test split
+is by spatial blocks, and a tile that would straddle blocks of different splits is dropped, so
+no test tile overlaps a training tile. ``export_zip`` writes 16-bit PNG pairs and a JSON
+manifest that ``mlcore.data.load_pair_folder`` reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from imaging.imageio import atomic_path, to_float32, to_uint16
+
+__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "export_zip"]
+
+
+@dataclass(frozen=True)
+class TilePair:
+    """One LR/HR pair.
+
+    lr, hr : (T, T) float32 [0, 1]; LR from the mosaic, HR from the SEM image, same grid.
+    box_px : (x0, y0, x1, y1) on the common grid (end-exclusive), pixel size ``PairSet.pixel_size_nm``.
+    box_mosaic_px : the same box in original mosaic pixels (floats when the grid was rescaled).
+    split : "train" or "test". block : (bx, by) index of the spatial block that decided the split.
+    """
+
+    lr: np.ndarray
+    hr: np.ndarray
+    box_px: tuple[int, int, int, int]
+    box_mosaic_px: tuple[float, float, float, float]
+    split: str
+    block: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """Pairs with their provenance and the counts of skipped tiles (by reason)."""
+
+    pairs: tuple[TilePair, ...]
+    pixel_size_nm: float
+    tile_px: int
+    stride_px: int
+    skipped: dict = field(default_factory=dict)
+    registration: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> tuple[TilePair, ...]:
+        return tuple(p for p in self.pairs if p.split == name)
+
+
+def resample_to_common_grid(
+    mosaic: np.ndarray,
+    sem: np.ndarray,
+    mosaic_to_sem: np.ndarray,
+    *,
+    mosaic_px_nm: float,
+    pixel_size_nm: float | None = None,
+    mosaic_valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Mosaic and SEM on one grid of ``pixel_size_nm`` (default ``mosaic_px_nm``).
+
+    Returns (lr (H, W) float32, hr (H, W) float32, valid (H, W) bool, grid_to_mosaic scale),
+    where valid marks pixels covered by the SEM image (and by ``mosaic_valid`` when given).
+    """
+    if not mosaic_px_nm > 0:
+        raise ValueError(f"mosaic_px_nm must be > 0, got {mosaic_px_nm}")
+    pixel_size_nm = float(pixel_size_nm or mosaic_px_nm)
+    if not pixel_size_nm > 0:
+        raise ValueError(f"pixel_size_nm must be > 0, got {pixel_size_nm}")
+    mosaic = to_float32(mosaic)
+    sem = to_float32(sem)
+    f = pixel_size_nm / mosaic_px_nm  # mosaic px per grid px
+    h, w = int(np.floor(mosaic.shape[0] / f)), int(np.floor(mosaic.shape[1] / f))
+    if h < 1 or w < 1:
+        raise ValueError(f"pixel_size_nm {pixel_size_nm} leaves no pixels of the mosaic")
+    grid_to_mosaic = np.array([[f, 0, 0.5 * f - 0.5], [0, f, 0.5 * f - 0.5], [0, 0, 1.0]])
+    if abs(f - 1) < 1e-9:
+        lr = mosaic[:h, :w].copy()
+    else:
+        lr = cv2.resize(mosaic, (w, h), interpolation=cv2.INTER_AREA if f > 1 else cv2.INTER_CUBIC)
+    grid_to_sem = np.asarray(mosaic_to_sem, np.float64) @ grid_to_mosaic
+    sem_px_per_grid_px = float(np.sqrt(abs(np.linalg.det(grid_to_sem[:2, :2]))))
+    if sem_px_per_grid_px > 1.2:  # anti-alias before decimating the finer SEM image
+        sem = cv2.GaussianBlur(sem, (0, 0), 0.45 * sem_px_per_grid_px)
+    def warp(image: np.ndarray) -> np.ndarray:
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP  # grid_to_sem maps destination → source
+        if np.allclose(grid_to_sem[2], [0, 0, 1]):
+            return cv2.warpAffine(image, grid_to_sem[:2], (w, h), flags=flags)
+        return cv2.warpPerspective(image, grid_to_sem, (w, h), flags=flags)
+
+    hr = warp(sem)
+    valid = warp(np.ones(sem.shape, np.float32)) > 0.999
+    if mosaic_valid is not None:
+        mv = np.asarray(mosaic_valid, bool)
+        mv = cv2.resize(mv.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0 if abs(f - 1) > 1e-9 \
+            else mv[:h, :w]
+        valid &= mv
+    return lr, np.clip(hr, 0, 1), valid, f
+
+
+def cut_pairs(
+    mosaic: np.ndarray,
+    sem: np.ndarray,
+    mosaic_to_sem: np.ndarray,
+    *,
+    mosaic_px_nm: float,
+    pixel_size_nm: float | None = None,
+    tile_px: int = 512,
+    stride_px: int | None = None,
+    min_std: float = 0.01,
+    test_fraction: float = 0.2,
+    block_tiles: int = 2,
+    seed: int = 0,
+    mosaic_valid: np.ndarray | None = None,
+    registration: dict | None = None,
+) -> PairSet:
+    """Cut ``tile_px``² LR/HR pairs every ``stride_px`` (default ``tile_px``) over the overlap.
+
+    A tile is kept only if it lies fully inside the overlap and both members have an intensity
+    standard deviation ≥ ``min_std`` (in [0, 1] units). The grid is divided into square blocks of
+    ``block_tiles × tile_px``; a seeded ``test_fraction`` of blocks is test. A tile belongs to the
+    block holding its top-left corner and is dropped when it reaches into a block of the other
+    split, so train and test tiles never overlap.
+    """
+    if tile_px < 8:
+        raise ValueError(f"tile_px must be >= 8, got {tile_px}")
+    stride_px = int(stride_px or tile_px)
+    if not 1 <= stride_px <= 4 * tile_px:
+        raise ValueError(f"stride_px must be in [1, {4 * tile_px}], got {stride_px}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if block_tiles < 1:
+        raise ValueError(f"block_tiles must be >= 1, got {block_tiles}")
+    lr, hr, valid, f = resample_to_common_grid(mosaic, sem, mosaic_to_sem, mosaic_px_nm=mosaic_px_nm,
+                                               pixel_size_nm=pixel_size_nm, mosaic_valid=mosaic_valid)
+    h, w = lr.shape
+    block_px = block_tiles * tile_px
+    n_bx, n_by = -(-w // block_px), -(-h // block_px)
+    rng = np.random.default_rng(seed)
+    is_test = rng.random((n_by, n_bx)) < test_fraction
+    if test_fraction > 0 and not is_test.any() and is_test.size > 1:
+        is_test[rng.integers(n_by), rng.integers(n_bx)] = True  # at least one test block when asked
+    # summed-area table: count of valid pixels in any box in O(1)
+    integral = cv2.integral(valid.astype(np.uint8))
+    skipped = {"outside_overlap": 0, "low_structure": 0, "straddles_split": 0}
+    pairs = []
+    for y0 in range(0, h - tile_px + 1, stride_px):
+        for x0 in range(0, w - tile_px + 1, stride_px):
+            x1, y1 = x0 + tile_px, y0 + tile_px
+            inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+            if inside < tile_px * tile_px:
+                skipped["outside_overlap"] += 1
+                continue
+            bx, by = x0 // block_px, y0 // block_px
+            split_test = is_test[by, bx]
+            covered = is_test[by : (y1 - 1) // block_px + 1, bx : (x1 - 1) // block_px + 1]
+            if (covered != split_test).any():
+                skipped["straddles_split"] += 1
+                continue
+            lr_tile, hr_tile = lr[y0:y1, x0:x1], hr[y0:y1, x0:x1]
+            if lr_tile.std() < min_std or hr_tile.std() < min_std:
+                skipped["low_structure"] += 1
+                continue
+            box_mosaic = ((x0 + 0.5) * f - 0.5, (y0 + 0.5) * f - 0.5, (x1 + 0.5) * f - 0.5, (y1 + 0.5) * f - 0.5)
+            pairs.append(TilePair(lr=lr_tile.copy(), hr=hr_tile.copy(), box_px=(x0, y0, x1, y1),
+                                  box_mosaic_px=tuple(float(v) for v in box_mosaic),
+                                  split="test" if split_test else "train", block=(int(bx), int(by))))
+    return PairSet(pairs=tuple(pairs), pixel_size_nm=float(pixel_size_nm or mosaic_px_nm), tile_px=tile_px,
+                   stride_px=stride_px, skipped=skipped, registration=dict(registration or {}))
+
+
+def _png16(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", to_uint16(image))
+    if not ok:
+        raise ValueError("could not encode a PNG")
+    return data.tobytes()
+
+
+def export_zip(pair_set: PairSet, path: str | os.PathLike) -> str:
+    """Write ``pair_set`` as a zip: ``<split>/lr/NNNNN.png``, ``<split>/hr/NNNNN.png`` (16-bit) + manifest.json.
+
+    The manifest lists ``pairs`` with ``lr_path``, ``hr_path``, ``split``, boxes and blocks,
+    plus ``pair_pixel_size_nm``, tile size, stride, skipped counts and the registration.
+    """
+    if not pair_set.pairs:
+        raise ValueError("the pair set is empty; nothing to export")
+    records = []
+    with atomic_path(path, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
+            for i, pair in enumerate(pair_set.pairs):
+                lr_path, hr_path = f"{pair.split}/lr/{i:05d}.png", f"{pair.split}/hr/{i:05d}.png"
+                zf.writestr(lr_path, _png16(pair.lr))
+                zf.writestr(hr_path, _png16(pair.hr))
+                records.append({"lr_path": lr_path, "hr_path": hr_path, "split": pair.split,
+                                "box_px": list(pair.box_px), "box_mosaic_px": list(pair.box_mosaic_px),
+                                "block": list(pair.block)})
+            manifest = {"pair_pixel_size_nm": pair_set.pixel_size_nm, "tile_px": pair_set.tile_px,
+                        "stride_px": pair_set.stride_px, "skipped": pair_set.skipped,
+                        "registration": pair_set.registration, "pairs": records}
+            buf = io.StringIO()
+            json.dump(manifest, buf, indent=1)
+            zf.writestr("manifest.json", buf.getvalue())
+    return str(path)

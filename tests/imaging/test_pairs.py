@@ -1,0 +1,89 @@
+"""imaging.pairs: common grid, tiles inside the overlap, disjoint train/test, zip export."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from imaging.pairs import cut_pairs, export_zip, resample_to_common_grid
+from tests.imaging.synthetic_ic import ic_layout
+
+
+def scene(shape=(300, 360), seed=0):
+    rng = np.random.default_rng(seed)
+    return (ic_layout(shape, feature_px=1.0, rng=rng) / 2.0).astype(np.float32)
+
+
+def test_sem_resampled_onto_the_mosaic_grid_matches_the_truth():
+    mosaic = scene()
+    # SEM: 2× finer pixels of the region x ∈ [40, 240), y ∈ [30, 230) of the mosaic
+    sem = np.kron(mosaic[30:230, 40:240], np.ones((2, 2), np.float32))
+    mosaic_to_sem = np.array([[2.0, 0, 0.5 - 80], [0, 2.0, 0.5 - 60], [0, 0, 1]])
+    lr, hr, valid, f = resample_to_common_grid(mosaic, sem, mosaic_to_sem, mosaic_px_nm=50.0)
+    assert f == 1 and lr.shape == mosaic.shape
+    assert valid[30:230, 40:240][1:-1, 1:-1].all() and not valid[:25].any()
+    # away from edges (the anti-alias blur softens them) the warped SEM equals the mosaic
+    flat = np.abs(hr - lr)[35:225, 45:235]
+    assert np.median(flat) < 1e-3
+
+
+def test_tiles_inside_overlap_structure_and_disjoint_splits():
+    mosaic = scene((400, 400), seed=1)
+    mosaic[:, 300:] = 0.25  # featureless strip: its tiles must be skipped for low structure
+    sem = mosaic.copy()
+    identity = np.eye(3)
+    result = cut_pairs(mosaic, sem, identity, mosaic_px_nm=50.0, tile_px=64, stride_px=32, test_fraction=0.3,
+                       block_tiles=2, seed=3)
+    assert result.split("train") and result.split("test")
+    assert result.skipped["low_structure"] > 0 and result.skipped["straddles_split"] > 0
+    for pair in result.pairs:
+        x0, y0, x1, y1 = pair.box_px
+        assert (x1 - x0, y1 - y0) == (64, 64) and pair.lr.shape == (64, 64)
+        assert np.allclose(pair.lr, mosaic[y0:y1, x0:x1]) and np.allclose(pair.hr, pair.lr, atol=1e-5)
+    for a in result.split("train"):
+        for b in result.split("test"):
+            ax0, ay0, ax1, ay1 = a.box_px
+            bx0, by0, bx1, by1 = b.box_px
+            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, "a test tile overlaps a training tile"
+
+
+def test_outside_overlap_and_pixel_size_change():
+    mosaic = scene((256, 256), seed=2)
+    sem = mosaic[:128, :128].copy()  # covers only the top-left quarter
+    result = cut_pairs(mosaic, sem, np.eye(3), mosaic_px_nm=50.0, tile_px=32, test_fraction=0.0)
+    assert result.pairs and all(p.box_px[2] <= 128 and p.box_px[3] <= 128 for p in result.pairs)
+    assert result.skipped["outside_overlap"] == 64 - 16
+    coarse = cut_pairs(mosaic, sem, np.eye(3), mosaic_px_nm=50.0, pixel_size_nm=100.0, tile_px=16, test_fraction=0)
+    assert coarse.pixel_size_nm == 100.0
+    # grid px i ↔ mosaic px (i + 0.5)·2 − 0.5: the first 16-px tile spans mosaic 0.5 … 32.5
+    assert coarse.pairs[0].box_mosaic_px == pytest.approx((0.5, 0.5, 32.5, 32.5))
+
+
+def test_export_zip_manifest(tmp_path):
+    mosaic = scene((256, 256), seed=4)
+    result = cut_pairs(mosaic, mosaic, np.eye(3), mosaic_px_nm=50.0, tile_px=64, test_fraction=0.5, block_tiles=1,
+                       registration={"method": "auto"})
+    path = export_zip(result, tmp_path / "pairs.zip")
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        assert manifest["pair_pixel_size_nm"] == 50.0 and len(manifest["pairs"]) == len(result.pairs)
+        first = manifest["pairs"][0]
+        import cv2
+
+        lr = cv2.imdecode(np.frombuffer(zf.read(first["lr_path"]), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert lr.dtype == np.uint16 and lr.shape == (64, 64)
+        assert {p["split"] for p in manifest["pairs"]} <= {"train", "test"}
+    with pytest.raises(ValueError, match="empty"):
+        export_zip(cut_pairs(np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32), np.eye(3),
+                             mosaic_px_nm=1.0, tile_px=32), tmp_path / "empty.zip")
+
+
+def test_bad_arguments():
+    m = scene((64, 64))
+    with pytest.raises(ValueError, match="tile_px"):
+        cut_pairs(m, m, np.eye(3), mosaic_px_nm=1.0, tile_px=4)
+    with pytest.raises(ValueError, match="test_fraction"):
+        cut_pairs(m, m, np.eye(3), mosaic_px_nm=1.0, tile_px=16, test_fraction=1.0)
+    with pytest.raises(ValueError, match="mosaic_px_nm"):
+        cut_pairs(m, m, np.eye(3), mosaic_px_nm=0.0, tile_px=16)
