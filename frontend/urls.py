@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import viewer_views, views
 
 app_name = "frontend"
 
@@ -12,4 +12,5 @@ urlpatterns = [
     path("scans/", views.scan_list, name="scans"),
     path("scans/<int:pk>/", views.scan_detail, name="scan"),
     path("sem/", views.sem_list, name="sem-images"),
+    path("viewer/", viewer_views.viewer, name="viewer"),
 ]

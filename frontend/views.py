@@ -1,15 +1,16 @@
 """Server-rendered pages: each reads through the same project scoping as the API."""
 from django.core.paginator import Paginator
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Max, Min, Q
 from django.http import Http404
 from django.shortcuts import render
 
 from imaging.models import Sample, Scan, ScanStatus, SEMImage
 from instruments.models import Instrument
-from mlcore.models import TrainingRun, Translation
+from mlcore.models import TrainedModel, TrainingRun, Translation
+from ssumweb import events
 from ssumweb.access import for_user, role_in, visible_projects
 from ssumweb.api import project_id_of
-from ssumweb.models import JobStatus, Role, ROLE_RANK
+from ssumweb.models import Event, JobStatus, Role, ROLE_RANK
 
 
 def _scoped(model, user):
@@ -79,6 +80,7 @@ def sample_detail(request, pk):
     scans = sample.scans.annotate(frames_done=Count("frames"), first_frame_id=Min("frames__id"))
     return render(request, "frontend/sample_detail.html", {
         "sample": sample, "scans": scans, "sem_images": sample.sem_images.all(),
+        "instruments": sample.project.instruments.all(), "models": TrainedModel.objects.filter(project=sample.project),
         "can_operate": _can_operate(request.user, sample)})
 
 
@@ -96,11 +98,18 @@ def scan_list(request):
 
 
 def scan_detail(request, pk):
+    """The scan and its live monitor: the page renders what exists, the script follows events after `after_seq`."""
     scan = _get(Scan, request.user, pk)
-    frames = scan.frames.order_by("index")
+    # Read the seq first: an event published between the two reads is then replayed, never lost.
+    after_seq = Event.objects.filter(topic=events.topic_for("scan", scan.pk)).aggregate(m=Max("seq"))["m"] or 0
+    frames = list(scan.frames.order_by("index"))
+    can_operate = _can_operate(request.user, scan)
     return render(request, "frontend/scan_detail.html", {
-        "scan": scan, "frames": frames, "frames_done": frames.count(), "mosaics": scan.mosaics.all(),
-        "can_operate": _can_operate(request.user, scan)})
+        "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
+        "can_operate": can_operate,
+        "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
+                           "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
+                           "can_operate": can_operate, "translate_with": scan.translate_with_id}})
 
 
 def sem_list(request):

@@ -1,0 +1,254 @@
+// Scan monitor: live camera, progress with ETA, frames filling in, the mosaic growing, readouts, controls, faults.
+import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, formatLength } from "./common.js";
+
+const cfg = jsonScript("monitor-config");
+const $ = (id) => document.getElementById(id);
+const TERMINAL = ["completed", "failed", "aborted"];
+let status = cfg.status;
+
+// ---- connection state -----------------------------------------------------------------------------------------
+function connection(name) {
+  return (state, delay) => {
+    const node = $("conn-status");
+    node.dataset[name] = state;
+    const states = Object.values(node.dataset);
+    node.textContent = states.includes("retrying") ? `Reconnecting… (next try in ${Math.round((delay || 0) / 100) / 10} s)`
+      : states.every((s) => s === "open") ? "Live" : "Connecting…";
+    node.className = `conn conn-${states.includes("retrying") ? "retrying" : "open"}`;
+  };
+}
+
+// ---- progress, status, controls --------------------------------------------------------------------------------
+function setProgress(done, total, etaS) {
+  const bar = $("scan-progress");
+  bar.max = total; bar.value = done;
+  $("progress-text").textContent = `${done} / ${total} frames (${total ? Math.round((100 * done) / total) : 0}%)`;
+  if (etaS !== undefined) $("eta").textContent = etaS > 0 && done < total ? `about ${formatDuration(etaS)} left` : "";
+}
+
+function formatDuration(s) {
+  s = Math.round(s);
+  return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`
+    : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
+}
+
+function setStatus(next, reason) {
+  status = next;
+  const badge = $("scan-status");
+  badge.textContent = next; badge.className = `status status-${next}`;
+  $("status-reason").textContent = reason || "";
+  updateControls();
+  if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
+}
+
+function updateControls() {
+  const allowed = { start: ["planned"], pause: ["running"], resume: ["paused"], abort: ["planned", "running", "paused"] };
+  for (const button of document.querySelectorAll("[data-scan-action]")) {
+    const action = button.dataset.scanAction;
+    button.disabled = !cfg.can_operate || !allowed[action].includes(status);
+    if (!cfg.can_operate) button.title = "Only operators of this project can control scans.";
+    else button.title = button.disabled ? `Cannot ${action} a ${status} scan.` : "";
+  }
+}
+
+for (const button of document.querySelectorAll("[data-scan-action]")) {
+  button.addEventListener("click", async () => {
+    const action = button.dataset.scanAction;
+    if (action === "abort" && !confirm("Abort this scan? Frames already saved are kept.")) return;
+    const out = $("action-error");
+    out.textContent = "";
+    button.disabled = true;
+    try {
+      const scan = await api(`/api/scans/${cfg.scan_id}/${action}/`, { method: "POST" });
+      $("requested").textContent = scan.requested_action ? `Requested: ${scan.requested_action}…` : "";
+    } catch (err) {
+      out.textContent = err.message;
+    } finally { updateControls(); }
+  });
+}
+
+// ---- frames --------------------------------------------------------------------------------------------------
+function addFrame(ev) {
+  const grid = $("frame-grid");
+  let cell = grid.querySelector(`[data-index="${ev.index}"]`);
+  if (!cell) {
+    cell = el("a", { "data-index": ev.index });
+    cell.style.gridRow = ev.row + 1; cell.style.gridColumn = ev.col + 1;
+    grid.append(cell);
+  }
+  cell.href = `/api/frames/${ev.frame_id}/image/`;
+  cell.title = `Frame ${ev.index} (row ${ev.row}, col ${ev.col})`;
+  cell.classList.remove("pending");
+  cell.replaceChildren(el("img", { src: ev.thumbnail_url || `/api/frames/${ev.frame_id}/thumbnail/`, alt: `Frame ${ev.index}` }));
+  grid.querySelector(".muted")?.remove();
+  if (ev.deflection_nm !== undefined && ev.deflection_nm !== null) $("deflection").textContent = `${ev.deflection_nm.toFixed(1)} nm`;
+  if (ev.measured_xyz_nm) showStage(...ev.measured_xyz_nm);
+  if (ev.focus_nm !== undefined && ev.focus_nm !== null) $("focus").textContent = formatLength(ev.focus_nm);
+  if (ev.done !== undefined) setProgress(ev.done, ev.total);
+  scheduleMosaic();
+}
+
+function showStage(x, y, z) {
+  const f = (v) => (v === null || v === undefined ? "—" : (v / 1000).toFixed(3));
+  $("stage").textContent = `x ${f(x)}  y ${f(y)}  z ${f(z)} µm`;
+}
+
+function addFault(reason, kind = "fault") {
+  const item = el("li", { class: "error" }, el("time", { text: new Date().toLocaleTimeString() }), ` ${kind}: ${reason}`);
+  $("faults").prepend(item);
+  $("faults-empty")?.remove();
+}
+
+// ---- scan events ---------------------------------------------------------------------------------------------
+function onScanEvent(ev) {
+  switch (ev.type) {
+    case "frame.saved": addFrame(ev); break;
+    case "scan.progress": setProgress(ev.done, ev.total, ev.eta_s); break;
+    case "scan.state":
+      setStatus(ev.status, ev.reason);
+      if (["failed", "paused"].includes(ev.status) && ev.reason) addFault(ev.reason, ev.status);
+      $("requested").textContent = "";
+      break;
+    case "scan.fault": addFault(ev.reason || "unknown fault"); break;
+    case "scan.requested": $("requested").textContent = `Requested: ${ev.action}…`; break;
+    default:
+      if (ev.type.startsWith("mosaic") || ev.type.startsWith("translation")) scheduleMosaic(0);
+  }
+}
+
+new EventStream(`/ws/scans/${cfg.scan_id}/`, { onEvent: onScanEvent, onState: connection("scan"), after: cfg.after_seq });
+
+if (cfg.instrument_id) {
+  new EventStream(`/ws/instruments/${cfg.instrument_id}/`, {
+    onState: connection("instrument"),
+    onEvent: (ev) => {
+      if (ev.type !== "instrument.state") return;
+      if ("x_nm" in ev) showStage(ev.x_nm, ev.y_nm, ev.z_nm);
+      if (typeof ev.deflection_nm === "number") $("deflection").textContent = `${ev.deflection_nm.toFixed(1)} nm`;
+      if (typeof ev.focus_nm === "number") $("focus").textContent = formatLength(ev.focus_nm);
+      if (ev.error) $("instrument-error").textContent = ev.error;
+    },
+  });
+  startLive();
+}
+
+// ---- live camera: newest frame only, ack after drawing ------------------------------------------------------------
+function startLive() {
+  const canvas = $("live-canvas");
+  const ctx = canvas.getContext("2d");
+  const info = $("live-info");
+  let delay = 500;
+  let count = 0;
+  const open = () => {
+    const ws = new WebSocket(wsUrl(`/ws/instruments/${cfg.instrument_id}/live/`));
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { delay = 500; info.textContent = "Waiting for the camera…"; };
+    ws.onmessage = async (msg) => {
+      if (!(msg.data instanceof ArrayBuffer) || msg.data.byteLength < 16) return;
+      const view = new DataView(msg.data);
+      const seq = Number(view.getBigUint64(0));
+      const t = view.getFloat64(8);
+      try {
+        const bitmap = await createImageBitmap(new Blob([new Uint8Array(msg.data, 16)], { type: "image/jpeg" }));
+        if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+          canvas.width = bitmap.width; canvas.height = bitmap.height;
+        }
+        ctx.drawImage(bitmap, 0, 0);
+        bitmap.close();
+        count += 1;
+        canvas.dataset.seq = String(seq);
+        canvas.dataset.frames = String(count);
+        info.textContent = `Frame ${seq} · ${new Date(t * 1000).toLocaleTimeString()}`;
+      } catch (err) {
+        info.textContent = `Could not decode a frame: ${err.message}`;
+      }
+      if (ws.readyState === WebSocket.OPEN) ws.send("ack");
+    };
+    ws.onclose = (e) => {
+      if (e.code === 4401 || e.code === 4404) { info.textContent = "The live view is not available to you."; return; }
+      info.textContent = `Live view disconnected; retrying in ${Math.round(delay / 1000)} s…`;
+      setTimeout(open, delay);
+      delay = Math.min(delay * 2, 15000);
+    };
+  };
+  open();
+}
+
+// ---- the mosaic (and its translation) growing ---------------------------------------------------------------------
+const viewers = {};
+let mosaicTimer = null;
+let watchedJob = null;
+
+function scheduleMosaic(wait = 3000) {
+  if (mosaicTimer) return;
+  mosaicTimer = setTimeout(() => { mosaicTimer = null; refreshMosaic(); }, wait);
+}
+
+async function showLayer(key, containerId, dziUrl, version, pixelSizeNm) {
+  const container = $(containerId);
+  if (!window.OpenSeadragon || !container) return;
+  const source = await dziTileSource(dziUrl, null, version);
+  let viewer = viewers[key];
+  if (!viewer) {
+    container.replaceChildren();
+    viewer = viewers[key] = OpenSeadragon({
+      element: container, prefixUrl: "/static/openseadragon/images/", showNavigator: false,
+      crossOriginPolicy: false, gestureSettingsMouse: { clickToZoom: false }, maxZoomPixelRatio: 4,
+    });
+    container.closest(".viewer-box")?.querySelector(".scalebar") &&
+      (viewer.scaleUpdate = attachScaleBar(viewer, container.closest(".viewer-box").querySelector(".scalebar"), pixelSizeNm));
+  }
+  viewer.open(source);
+  container.dataset.version = version;
+}
+
+async function refreshMosaic() {
+  let list;
+  try { list = await api(`/api/mosaics/?scan=${cfg.scan_id}&ordering=-created_at`); } catch { return; }
+  const mosaics = list.results || list;
+  const ready = mosaics.find((m) => m.dzi_url);
+  const pending = mosaics.find((m) => ["queued", "running"].includes(m.status));
+  const note = $("mosaic-status");
+  if (pending) note.textContent = `Stitching… ${Math.round((pending.progress || 0) * 100)}% ${pending.message || ""}`;
+  else if (!ready) note.textContent = TERMINAL.includes(status) ? "No mosaic yet." : "The mosaic appears after the first frames are stitched.";
+  else note.textContent = "";
+  if (pending && watchedJob !== pending.id) {
+    watchedJob = pending.id;
+    const stream = new EventStream(`/ws/mosaics/${pending.id}/`, {
+      onEvent: (ev) => {
+        if (ev.type === "job.progress") note.textContent = `Stitching… ${Math.round((ev.progress || 0) * 100)}% ${ev.message || ""}`;
+        if (ev.type === "job.status" && !["queued", "running"].includes(ev.status)) { stream.close(); scheduleMosaic(0); }
+      },
+    });
+  }
+  if (ready) {
+    const version = `${ready.id}-${ready.finished_at || ready.progress}`;
+    if ($("mosaic-view").dataset.version !== version) {
+      await showLayer("mosaic", "mosaic-view", ready.dzi_url, version, ready.pixel_size_nm).catch((e) => { note.textContent = e.message; });
+      const link = $("open-viewer");
+      link.href = `/viewer/?mosaic=${ready.id}`;
+      link.hidden = false;
+      $("mosaic-view").dataset.mosaicId = String(ready.id);
+    }
+    if (cfg.translate_with) refreshTranslation(ready.id);
+  }
+  if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
+}
+
+async function refreshTranslation(mosaicId) {
+  let list;
+  try { list = await api(`/api/translations/?mosaic=${mosaicId}&ordering=-created_at`); } catch { return; }
+  const t = (list.results || list).find((x) => x.dzi_url);
+  const box = $("translation-box");
+  if (!t || !box) return;
+  box.hidden = false;
+  const version = `${t.id}-${t.finished_at || t.progress}`;
+  if ($("translation-view").dataset.version !== version) {
+    await showLayer("translation", "translation-view", t.dzi_url, version, null).catch(() => {});
+    $("open-viewer").href = `/viewer/?mosaic=${mosaicId}&translation=${t.id}`;
+  }
+}
+
+setProgress(cfg.frames_done, cfg.frames_total);
+updateControls();
+refreshMosaic();

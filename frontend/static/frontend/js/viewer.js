@@ -1,0 +1,268 @@
+// Synchronised deep-zoom viewers. Every layer maps to the mosaic's pixel frame ("master" coordinates) through a
+// 3×3 matrix (mosaic px → layer px); panning or zooming one viewer moves the others to the same place.
+import { dziTileSource, attachScaleBar, jsonScript, formatLength, el } from "./common.js";
+
+const cfg = jsonScript("viewer-config");
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const viewers = {};
+window.ssumViewers = viewers;  // for tests and the console
+let syncing = false;
+
+// ---- 2-D affine helpers (matrices as [[a,b,c],[d,e,f],[0,0,1]]) ------------------------------------------------
+const apply = (m, x, y) => [m[0][0] * x + m[0][1] * y + m[0][2], m[1][0] * x + m[1][1] * y + m[1][2]];
+function invert(m) {
+  const [a, b, c] = m[0], [d, e, f] = m[1];
+  const det = a * e - b * d;
+  return [[e / det, -b / det, (b * f - c * e) / det], [-d / det, a / det, (c * d - a * f) / det], [0, 0, 1]];
+}
+const scaleOf = (m) => Math.sqrt(Math.abs(m[0][0] * m[1][1] - m[0][1] * m[1][0]));
+
+// ---- viewers ---------------------------------------------------------------------------------------------------
+function makeViewer(layer, index) {
+  const box = el("figure", { class: "viewer-box", "data-layer": layer.key },
+    el("figcaption", { text: layer.label }),
+    el("div", { class: "osd", id: `osd-${layer.key}`, role: "img", "aria-label": `${layer.label} (deep zoom)` }),
+    el("div", { class: "scalebar", hidden: true }, el("div", { class: "bar" }), el("span", { class: "label" })));
+  $("viewers").append(box);
+  const viewer = OpenSeadragon({
+    element: box.querySelector(".osd"), prefixUrl: "/static/openseadragon/images/", drawer: "canvas",
+    showNavigator: index === 0, navigatorPosition: "BOTTOM_RIGHT", crossOriginPolicy: false,
+    gestureSettingsMouse: { clickToZoom: false }, maxZoomPixelRatio: 8, visibilityRatio: 0.2,
+  });
+  viewer.layer = layer;
+  viewer.toLayer = layer.transform || [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
+  viewer.toMaster = invert(viewer.toLayer);
+  attachScaleBar(viewer, box.querySelector(".scalebar"), layer.pixel_size_nm);
+  viewer.addHandler("zoom", () => sync(viewer));
+  viewer.addHandler("pan", () => sync(viewer));
+  viewer.addHandler("animation-finish", saveState);
+  viewers[layer.key] = viewer;
+  return dziTileSource(layer.dzi_url).then((source) => new Promise((resolve) => {
+    viewer.addOnceHandler("open", () => resolve(viewer));
+    viewer.addOnceHandler("open-failed", (e) => { box.append(el("p", { class: "error", text: `Could not open: ${e.message}` })); resolve(viewer); });
+    viewer.open(source);
+  })).catch((err) => { box.append(el("p", { class: "error", text: err.message })); return viewer; });
+}
+
+/** Where a viewer looks, in master (mosaic px) coordinates: centre and screen px per master px. */
+function viewOf(viewer) {
+  const item = viewer.world.getItemAt(0);
+  if (!item) return null;
+  const centre = item.viewportToImageCoordinates(viewer.viewport.getCenter(true));
+  const zoomLayer = item.viewportToImageZoom(viewer.viewport.getZoom(true));
+  const [x, y] = apply(viewer.toMaster, centre.x, centre.y);
+  return { x, y, zoom: zoomLayer * scaleOf(viewer.toLayer) };
+}
+
+function showView(viewer, view, immediately = true) {
+  const item = viewer.world.getItemAt(0);
+  if (!item || !view) return;
+  const [lx, ly] = apply(viewer.toLayer, view.x, view.y);
+  const zoomLayer = view.zoom / scaleOf(viewer.toLayer);
+  viewer.viewport.zoomTo(item.imageToViewportZoom(zoomLayer), null, immediately);
+  viewer.viewport.panTo(item.imageToViewportCoordinates(lx, ly), immediately);
+}
+
+function sync(source) {
+  if (syncing) return;
+  syncing = true;
+  try {
+    const view = viewOf(source);
+    for (const v of Object.values(viewers)) if (v !== source) showView(v, view);
+    updateSwipe();
+  } finally { syncing = false; }
+}
+
+// ---- shareable URL -----------------------------------------------------------------------------------------------
+let saveTimer = null;
+function saveState() {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => {
+    const master = Object.values(viewers)[0];
+    const view = master && viewOf(master);
+    if (!view) return;
+    const p = new URLSearchParams(location.search);
+    p.set("x", view.x.toFixed(1)); p.set("y", view.y.toFixed(1)); p.set("z", view.zoom.toPrecision(4));
+    p.set("layers", [...document.querySelectorAll("[name=layer]:checked")].map((c) => c.value).join(","));
+    p.set("lo", $("win-lo").value); p.set("hi", $("win-hi").value);
+    const overlay = $("overlay-layer").value;
+    if (overlay) { p.set("overlay", overlay); p.set("mode", $("overlay-mode").value); p.set("mix", $("overlay-mix").value); }
+    else { p.delete("overlay"); p.delete("mode"); p.delete("mix"); }
+    history.replaceState(null, "", `${location.pathname}?${p}`);
+    $("share-link").value = location.href;
+  }, 150);
+}
+
+// ---- layers on/off --------------------------------------------------------------------------------------------------
+function applyLayerVisibility() {
+  for (const box of document.querySelectorAll("#viewers .viewer-box")) {
+    const on = document.querySelector(`[name=layer][value="${box.dataset.layer}"]`)?.checked ?? true;
+    box.hidden = !on;
+  }
+  Object.values(viewers).forEach((v) => v.forceResize && v.forceResize());
+  saveState();
+}
+
+// ---- contrast / window: an exact linear map v → (v − lo) / (hi − lo) as an SVG filter on every viewer ----------------
+function applyWindow() {
+  let lo = Number($("win-lo").value) / 255, hi = Number($("win-hi").value) / 255;
+  if (hi <= lo) hi = Math.min(1, lo + 1 / 255);
+  const slope = 1 / (hi - lo), intercept = -lo * slope;
+  for (const f of document.querySelectorAll("#window-filter feFuncR, #window-filter feFuncG, #window-filter feFuncB")) {
+    f.setAttribute("slope", String(slope)); f.setAttribute("intercept", String(intercept));
+  }
+  $("win-out").textContent = `${$("win-lo").value}–${$("win-hi").value}`;
+  saveState();
+}
+
+// ---- overlay / swipe on the first viewer -------------------------------------------------------------------------
+let overlayItem = null;
+async function setOverlay() {
+  const master = Object.values(viewers)[0];
+  if (!master) return;
+  if (overlayItem) { master.world.removeItem(overlayItem); overlayItem = null; }
+  const key = $("overlay-layer").value;
+  $("overlay-controls").hidden = !key;
+  const layer = cfg.layers.find((l) => l.key === key);
+  if (!layer) { saveState(); return; }
+  const base = master.world.getItemAt(0);
+  const source = await dziTileSource(layer.dzi_url);
+  // Place the layer in the mosaic's viewport: its origin and scale from the inverse transform (rotation ignored).
+  const toMaster = invert(layer.transform || [[1, 0, 0], [0, 1, 0], [0, 0, 1]]);
+  const [ox, oy] = apply(toMaster, 0, 0);
+  const widthMaster = layer.width * scaleOf(toMaster);
+  const origin = base.imageToViewportCoordinates(ox, oy);
+  master.addTiledImage({
+    tileSource: source, x: origin.x, y: origin.y, width: base.imageToViewportCoordinates(widthMaster, 0).x - base.imageToViewportCoordinates(0, 0).x,
+    opacity: 1, success: (e) => { overlayItem = e.item; updateSwipe(); },
+  });
+  saveState();
+}
+
+function updateSwipe() {
+  if (!overlayItem) return;
+  const master = Object.values(viewers)[0];
+  const mix = Number($("overlay-mix").value) / 100;
+  if ($("overlay-mode").value === "blend") {
+    overlayItem.setClip(null);
+    overlayItem.setOpacity(mix);
+  } else {
+    overlayItem.setOpacity(1);
+    // Swipe: the overlay shows left of a vertical line at `mix` of the viewer's width.
+    const size = master.viewport.getContainerSize();
+    const edge = master.viewport.viewerElementToViewportCoordinates(new OpenSeadragon.Point(size.x * mix, 0));
+    const right = overlayItem.viewportToImageCoordinates(edge);
+    const full = overlayItem.getContentSize();
+    overlayItem.setClip(new OpenSeadragon.Rect(0, 0, Math.max(0, Math.min(full.x, right.x)), full.y));
+    $("swipe-line").style.left = `${mix * 100}%`;
+  }
+  $("swipe-line").hidden = $("overlay-mode").value !== "swipe";
+}
+
+// ---- line tool: intensity profile along a line drawn on the first viewer -----------------------------------------------
+let measuring = false;
+function setupLineTool() {
+  const master = Object.values(viewers)[0];
+  const box = master.element.closest(".viewer-box");
+  const overlay = el("canvas", { class: "line-overlay", "aria-hidden": "true" });
+  master.element.append(overlay);
+  let start = null;
+  const toggle = $("line-tool");
+  toggle.addEventListener("click", () => {
+    measuring = !measuring;
+    toggle.setAttribute("aria-pressed", String(measuring));
+    master.setMouseNavEnabled(!measuring);
+    overlay.style.pointerEvents = measuring ? "auto" : "none";
+    box.classList.toggle("measuring", measuring);
+  });
+  const local = (e) => { const r = overlay.getBoundingClientRect(); return { x: e.clientX - r.left, y: e.clientY - r.top }; };
+  const draw = (a, b) => {
+    overlay.width = overlay.clientWidth; overlay.height = overlay.clientHeight;
+    const g = overlay.getContext("2d");
+    g.strokeStyle = "#facc15"; g.lineWidth = 2; g.beginPath(); g.moveTo(a.x, a.y); g.lineTo(b.x, b.y); g.stroke();
+  };
+  overlay.addEventListener("pointerdown", (e) => { start = local(e); overlay.setPointerCapture(e.pointerId); });
+  overlay.addEventListener("pointermove", (e) => { if (start) draw(start, local(e)); });
+  overlay.addEventListener("pointerup", (e) => { if (!start) return; const end = local(e); draw(start, end); measure(master, start, end); start = null; });
+}
+
+/** Length in nm and intensity profile between two points given in viewer-element pixels. */
+function measure(viewer, a, b) {
+  const item = viewer.world.getItemAt(0);
+  const ia = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(a.x, a.y));
+  const ib = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(b.x, b.y));
+  const lengthPx = Math.hypot(ib.x - ia.x, ib.y - ia.y);
+  const lengthNm = lengthPx * (viewer.layer.pixel_size_nm || NaN);
+  const canvas = viewer.drawer.canvas;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const ratio = canvas.width / viewer.element.clientWidth;
+  const n = Math.max(2, Math.round(Math.hypot(b.x - a.x, b.y - a.y)));
+  const values = [];
+  for (let i = 0; i < n; i++) {
+    const t = i / (n - 1);
+    const x = Math.round((a.x + (b.x - a.x) * t) * ratio), y = Math.round((a.y + (b.y - a.y) * t) * ratio);
+    const [r, g, bl] = ctx.getImageData(Math.min(canvas.width - 1, Math.max(0, x)), Math.min(canvas.height - 1, Math.max(0, y)), 1, 1).data;
+    values.push((r + g + bl) / 3);
+  }
+  $("line-length").textContent = `Length ${formatLength(lengthNm)} (${lengthPx.toFixed(1)} image px)`;
+  $("line-length").dataset.nm = String(lengthNm);
+  plotProfile(values, lengthNm);
+}
+
+function plotProfile(values, lengthNm) {
+  const c = $("profile");
+  c.hidden = false;
+  const w = (c.width = c.clientWidth || 600), h = (c.height = 160);
+  const g = c.getContext("2d");
+  const pad = { l: 36, r: 8, t: 8, b: 22 };
+  g.clearRect(0, 0, w, h);
+  g.strokeStyle = "#dde2ea"; g.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
+  g.fillStyle = "#647084"; g.font = "11px system-ui";
+  g.fillText("255", 4, pad.t + 8); g.fillText("0", 20, h - pad.b);
+  g.fillText("0", pad.l, h - 6); g.fillText(formatLength(lengthNm), w - pad.r - 60, h - 6);
+  g.strokeStyle = "#1f6feb"; g.lineWidth = 1.5; g.beginPath();
+  values.forEach((v, i) => {
+    const x = pad.l + (i / (values.length - 1)) * (w - pad.l - pad.r);
+    const y = pad.t + (1 - v / 255) * (h - pad.t - pad.b);
+    i ? g.lineTo(x, y) : g.moveTo(x, y);
+  });
+  g.stroke();
+}
+
+// ---- start ---------------------------------------------------------------------------------------------------------
+async function main() {
+  if (!cfg.layers.length) { $("viewers").append(el("p", { class: "muted", text: "Nothing to show: choose a mosaic with a pyramid." })); return; }
+  const wanted = (params.get("layers") || "").split(",").filter(Boolean);
+  for (const box of document.querySelectorAll("[name=layer]")) {
+    if (wanted.length) box.checked = wanted.includes(box.value);
+    box.addEventListener("change", applyLayerVisibility);
+  }
+  if (params.get("lo")) $("win-lo").value = params.get("lo");
+  if (params.get("hi")) $("win-hi").value = params.get("hi");
+  ["win-lo", "win-hi"].forEach((id) => $(id).addEventListener("input", applyWindow));
+  applyWindow();
+  const opened = await Promise.all(cfg.layers.map(makeViewer));
+  applyLayerVisibility();
+  if (params.get("x")) showView(opened[0], { x: Number(params.get("x")), y: Number(params.get("y")), zoom: Number(params.get("z")) });
+  sync(opened[0]);
+  setupLineTool();
+  opened[0].element.append($("swipe-line"));
+  if (params.get("overlay")) {
+    $("overlay-layer").value = params.get("overlay");
+    $("overlay-mode").value = params.get("mode") || "swipe";
+    $("overlay-mix").value = params.get("mix") || "50";
+  }
+  $("overlay-layer").addEventListener("change", setOverlay);
+  $("overlay-mode").addEventListener("change", () => { updateSwipe(); saveState(); });
+  $("overlay-mix").addEventListener("input", () => { updateSwipe(); saveState(); });
+  if ($("overlay-layer").value) await setOverlay();
+  $("copy-link").addEventListener("click", async () => {
+    $("share-link").select();
+    try { await navigator.clipboard.writeText($("share-link").value); $("copy-link").textContent = "Copied"; } catch { /* selected for manual copy */ }
+  });
+  document.body.dataset.viewerReady = "true";
+  saveState();
+}
+
+main();

@@ -1,0 +1,92 @@
+"""The deep-zoom viewer page: which layers exist for the objects named in the query, and how each maps to the mosaic."""
+from __future__ import annotations
+
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import reverse
+
+from imaging.models import Mosaic, Registration, SEMImage
+from mlcore.models import Translation
+from ssumweb.access import for_user
+
+IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+def _get_param(request, model, name):
+    value = request.GET.get(name, "")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise Http404(f"{name} must be a whole number.")
+    obj = for_user(model.objects.all(), request.user, model.PROJECT_PATH).filter(pk=int(value)).first()
+    if obj is None:
+        raise Http404(f"No such {model._meta.verbose_name}.")
+    return obj
+
+
+def _matrix(value) -> list[list[float]] | None:
+    """A 3×3 (or 2×3) JSON matrix as 3×3 floats, or None when it is missing or degenerate."""
+    try:
+        rows = [[float(v) for v in row] for row in value][:3]
+    except (TypeError, ValueError):
+        return None
+    if len(rows) == 2:
+        rows.append([0.0, 0.0, 1.0])
+    if len(rows) != 3 or any(len(r) != 3 for r in rows) or rows[0][0] * rows[1][1] - rows[0][1] * rows[1][0] == 0:
+        return None
+    return rows
+
+
+def viewer_layers(*, mosaic, translation, registration, sem) -> list[dict]:
+    """Layers in display order; `transform` maps mosaic pixel (x, y) to the layer's pixel (x, y)."""
+    layers = []
+    if mosaic is not None and mosaic.pyramid:
+        layers.append({"key": "mosaic", "label": f"SSUM mosaic {mosaic.pk}", "dzi_url": reverse("api:mosaic-dzi", args=[mosaic.pk]),
+                       "pixel_size_nm": mosaic.pixel_size_nm, "width": mosaic.width, "height": mosaic.height,
+                       "transform": IDENTITY})
+    px = mosaic.pixel_size_nm if mosaic is not None else None
+    if translation is not None and translation.pyramid:
+        # The translation is computed on the mosaic's own pixel grid.
+        layers.append({"key": "translation", "label": f"SEM-like ({translation.model.name})",
+                       "dzi_url": reverse("api:translation-dzi", args=[translation.pk, "output"]),
+                       "pixel_size_nm": px, "width": mosaic.width if mosaic else None, "transform": IDENTITY})
+    if registration is not None and registration.sem_image.pyramid:
+        sem_image = registration.sem_image
+        transform = _matrix(registration.mosaic_to_sem)
+        if transform is None and px and sem_image.pixel_size_nm:
+            ratio = px / sem_image.pixel_size_nm
+            transform = [[ratio, 0.0, 0.0], [0.0, ratio, 0.0], [0.0, 0.0, 1.0]]
+        layers.append({"key": "sem", "label": f"Registered SEM {sem_image.name}",
+                       "dzi_url": reverse("api:semimage-dzi", args=[sem_image.pk]),
+                       "pixel_size_nm": sem_image.pixel_size_nm, "width": sem_image.width, "height": sem_image.height,
+                       "transform": transform or IDENTITY})
+    elif sem is not None and sem.pyramid:
+        layers.append({"key": "sem", "label": f"SEM {sem.name}", "dzi_url": reverse("api:semimage-dzi", args=[sem.pk]),
+                       "pixel_size_nm": sem.pixel_size_nm, "width": sem.width, "height": sem.height,
+                       "transform": IDENTITY})
+    if translation is not None and translation.risk_pyramid:
+        layers.append({"key": "risk", "label": "Hallucination risk",
+                       "dzi_url": reverse("api:translation-dzi", args=[translation.pk, "risk"]),
+                       "pixel_size_nm": px, "width": mosaic.width if mosaic else None, "transform": IDENTITY})
+    return layers
+
+
+def viewer(request):
+    mosaic = _get_param(request, Mosaic, "mosaic")
+    translation = _get_param(request, Translation, "translation")
+    registration = _get_param(request, Registration, "sem")
+    sem = _get_param(request, SEMImage, "sem_image")
+    if mosaic is None:
+        mosaic = (translation.mosaic if translation else registration.mosaic if registration else None)
+    if translation is not None and translation.mosaic_id != mosaic.pk:
+        raise Http404("That translation is of another mosaic.")
+    if registration is not None and registration.mosaic_id != mosaic.pk:
+        raise Http404("That registration is of another mosaic.")
+    layers = viewer_layers(mosaic=mosaic, translation=translation, registration=registration, sem=sem)
+    others = {}
+    if mosaic is not None:
+        others = {"translations": mosaic.translations.exclude(pyramid="").select_related("model"),
+                  "registrations": mosaic.registrations.select_related("sem_image")}
+    return render(request, "frontend/viewer.html", {
+        "mosaic": mosaic, "translation": translation, "registration": registration, "layers": layers,
+        "viewer_config": {"layers": layers}, **others})

@@ -1,0 +1,98 @@
+"""Pages through Django's test client: login required, other projects' objects are 404, pages render their parts."""
+import json
+
+import pytest
+from django.test import Client
+
+from imaging.models import Mosaic, Sample, Scan
+from instruments.models import Instrument
+from ssumweb import events
+from ssumweb.models import JobStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def login(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def config(response, name):
+    html = response.content.decode()
+    start = html.index(f'id="{name}"')
+    start = html.index(">", start) + 1
+    return json.loads(html[start:html.index("</script>", start)])
+
+
+@pytest.fixture
+def scan(project, operator):
+    instrument = Instrument.objects.create(project=project, name="sim")
+    sample = Sample.objects.create(project=project, name="chip")
+    return Scan.objects.create(project=project, sample=sample, instrument=instrument, name="s1", origin_x_nm=0,
+                               origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
+                               contact_setpoint_nm=20, rows=2, cols=2)
+
+
+@pytest.fixture
+def mosaic(scan):
+    return Mosaic.objects.create(scan=scan, pixel_size_nm=32.5, width=1000, height=800, pyramid="p/mosaic.dzi",
+                                 status=JobStatus.SUCCEEDED)
+
+
+def test_pages_need_login(scan, mosaic):
+    for url in [f"/scans/{scan.pk}/", f"/samples/{scan.sample_id}/", f"/viewer/?mosaic={mosaic.pk}"]:
+        response = Client().get(url)
+        assert response.status_code == 302 and "/login/" in response["Location"], url
+
+
+def test_other_projects_objects_are_404(scan, mosaic, other_project, django_user_model):
+    from ssumweb.models import Membership, Role
+
+    stranger = django_user_model.objects.create_user("sid", password="x")
+    Membership.objects.create(project=other_project, user=stranger, role=Role.ADMIN)
+    client = login(stranger)
+    for url in [f"/scans/{scan.pk}/", f"/samples/{scan.sample_id}/", f"/viewer/?mosaic={mosaic.pk}",
+                f"/viewer/?sem=999", "/viewer/?mosaic=abc"]:
+        assert client.get(url).status_code == 404, url
+
+
+def test_scan_monitor_carries_the_seq_to_resume_from_and_the_operator_flag(scan, operator, viewer):
+    events.publish(events.topic_for("scan", scan.pk), "scan.state", status="planned", reason="")
+    events.publish(events.topic_for("scan", scan.pk), "scan.state", status="running", reason="")
+    response = login(operator).get(f"/scans/{scan.pk}/")
+    assert response.status_code == 200
+    cfg = config(response, "monitor-config")
+    assert cfg["after_seq"] == 2 and cfg["can_operate"] is True and cfg["instrument_id"] == scan.instrument_id
+    assert cfg["frames_total"] == 4
+    assert b'id="live-canvas"' in response.content and b'data-scan-action="pause"' in response.content
+    as_viewer = login(viewer).get(f"/scans/{scan.pk}/")
+    assert config(as_viewer, "monitor-config")["can_operate"] is False
+    assert b'disabled title="Only operators' in as_viewer.content
+
+
+def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):
+    assert b'id="plan-form"' in login(operator).get(f"/samples/{scan.sample_id}/").content
+    page = login(viewer).get(f"/samples/{scan.sample_id}/").content
+    assert b'id="plan-form"' not in page and b"Only operators" in page
+
+
+def test_viewer_lists_the_mosaic_layer_with_its_pixel_size(mosaic, viewer):
+    response = login(viewer).get(f"/viewer/?mosaic={mosaic.pk}")
+    assert response.status_code == 200
+    layers = config(response, "viewer-config")["layers"]
+    assert [layer["key"] for layer in layers] == ["mosaic"]
+    assert layers[0]["pixel_size_nm"] == 32.5 and layers[0]["dzi_url"] == f"/api/mosaics/{mosaic.pk}/dzi"
+
+
+def test_viewer_maps_a_registered_sem_through_the_registration(mosaic, project, viewer):
+    from imaging.models import Registration, SEMImage
+
+    sem = SEMImage.objects.create(project=project, name="sem", width=2000, height=1600, pixel_size_nm=5,
+                                  pixel_size_source="file", pyramid="s/sem.dzi")
+    matrix = [[6.5, 0, 10], [0, 6.5, -4], [0, 0, 1]]
+    reg = Registration.objects.create(mosaic=mosaic, sem_image=sem, method="automatic", mosaic_to_sem=matrix,
+                                      status=JobStatus.SUCCEEDED)
+    layers = config(login(viewer).get(f"/viewer/?sem={reg.pk}"), "viewer-config")["layers"]
+    assert [layer["key"] for layer in layers] == ["mosaic", "sem"]
+    assert layers[1]["transform"] == matrix and layers[1]["pixel_size_nm"] == 5
