@@ -195,6 +195,14 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
         mosaic = self.get_object()
         return serve_pyramid(request, mosaic.pyramid, "mosaic_files/" + tile)
 
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        """The downscaled mosaic as it grows during a scan (changes with every frame: not cached)."""
+        from instruments.live_mosaic import preview_name
+
+        return send_file(request, preview_name(self.get_object()), content_type="image/jpeg", max_age=0)
+
     @extend_schema(responses={(200, "image/tiff"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
     def image(self, request, pk=None):

@@ -113,7 +113,8 @@ def encode_preview(frame: np.ndarray) -> bytes:
 class HardwareWorker:
     """Runs one instrument. `start()` returns at once; `stop()` retracts and closes the devices."""
 
-    def __init__(self, instrument_id: int, *, poll_s: float = 0.5, devices=None, rig=None, on_frame_saved=None):
+    def __init__(self, instrument_id: int, *, poll_s: float = 0.5, devices=None, rig=None, on_frame_saved=None,
+                 live_mosaics: bool = True):
         self.instrument_id = instrument_id
         self.poll_s = poll_s
         self.devices, self.rig = devices, rig
@@ -127,6 +128,8 @@ class HardwareWorker:
         self.threads: list[threading.Thread] = []
         self.last_readout: dict = {}
         self.shutting_down = False
+        self.live_mosaics = live_mosaics
+        self.live_mosaic = None
 
     # --- life cycle -------------------------------------------------------------------------
     def start(self) -> HardwareWorker:
@@ -264,13 +267,27 @@ class HardwareWorker:
         spec = spec_for(scan, instrument, self.rig)
         store = DjangoFrameStore(scan, pixel_size_nm=instrument.pixel_size_nm, on_saved=self._frame_saved)
         self.scan_id = scan.pk
+        self.live_mosaic = self._live_mosaic_for(scan, instrument)
         self.engine = ScanEngine(self.devices, store, on_event=self._on_engine_event, on_live_frame=self.preview.offer)
         transition(scan, ScanStatus.RUNNING, reason="")
         self.scan_thread = threading.Thread(target=self._run_scan, args=(scan.pk, spec),
                                             name=f"hw{self.instrument_id}-scan{scan.pk}", daemon=True)
         self.scan_thread.start()
 
+    def _live_mosaic_for(self, scan, instrument):
+        if not self.live_mosaics:
+            return None
+        from .live_mosaic import LiveMosaic
+
+        try:
+            return LiveMosaic(scan, instrument)
+        except Exception:  # the live view is a convenience: never let it stop a scan
+            log.warning("no live mosaic for scan %s", scan.pk, exc_info=True)
+            return None
+
     def _frame_saved(self, record, captured) -> None:
+        if self.live_mosaic is not None:
+            self.live_mosaic.offer(record, captured)
         x, y, z = captured.measured_xyz_nm
         self.last_readout = {"x_nm": x, "y_nm": y, "z_nm": z, "focus_nm": captured.focus_nm,
                              "deflection_nm": captured.deflection_nm}
@@ -288,13 +305,18 @@ class HardwareWorker:
             final = {ScanState.COMPLETED: ScanStatus.COMPLETED, ScanState.ABORTED: ScanStatus.ABORTED}.get(
                 result.state, ScanStatus.FAILED)
             transition(scan, final, reason=result.reason)
+            if self.live_mosaic is not None:  # the final stitch of what was captured
+                self.live_mosaic.finish(final=result.saved > 0)
+                self.live_mosaic = None
         except Exception as exc:
             log.exception("scan %s failed", scan_id)
             scan = Scan.objects.get(pk=scan_id)
             if ScanStatus.FAILED in _next_states(scan):
                 transition(scan, ScanStatus.FAILED, reason=f"The scan stopped: {exc}")
         finally:
-            self.engine, self.scan_id = None, None
+            if self.live_mosaic is not None:
+                self.live_mosaic.finish(final=False)
+            self.engine, self.scan_id, self.live_mosaic = None, None, None
             close_old_connections()
 
     def _on_engine_event(self, event: dict) -> None:

@@ -4,7 +4,10 @@ import time
 
 import pytest
 
-from imaging.models import Frame, Sample, Scan, ScanStatus
+from imaging.models import Frame, Mosaic, Sample, Scan, ScanStatus
+from instruments.live_mosaic import preview_name
+from ssumweb.media import absolute
+from ssumweb.models import Event, JobStatus
 from imaging.services import plan_scan, request_action
 from instruments.models import Instrument
 from instruments.worker import HardwareWorker
@@ -48,6 +51,13 @@ def test_a_small_scan_completes_with_every_planned_frame(bench, operator):
     wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.COMPLETED, what="scan to complete")
     frames = Frame.objects.filter(scan=scan).order_by("index")
     assert [f.index for f in frames] == [0, 1, 2, 3]
+    # The mosaic grew with the scan and was queued for its final stitch when the scan completed.
+    wait_for(lambda: Mosaic.objects.filter(scan=scan, live=True, status=JobStatus.QUEUED).exists(),
+             what="the live mosaic to be queued for its final stitch")
+    live = Mosaic.objects.get(scan=scan, live=True)
+    assert live.width > frames[0].width
+    assert absolute(preview_name(live)).exists()
+    assert Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").exists()
     assert {(f.row, f.col) for f in frames} == {(0, 0), (0, 1), (1, 0), (1, 1)}
     for frame in frames:
         assert abs(frame.measured_x_nm - frame.commanded_x_nm) < 200

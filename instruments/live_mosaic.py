@@ -1,0 +1,104 @@
+"""The mosaic growing while a scan runs, so everyone watching sees the sample appear.
+
+Frames are handed over as they are saved; a thread of its own places them with the incremental
+stitcher and publishes a small preview at most once a second, so acquisition never waits for it.
+When the scan ends, the same Mosaic record is queued for the final job (global solve, flat field,
+pyramid), which rebuilds it from the saved frames.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+import cv2
+import numpy as np
+from django.db import close_old_connections, transaction
+from django.urls import reverse
+
+from imaging.imageio import apply_display_window, atomic_write_bytes, display_window
+from imaging.jobs import fov_mask_for
+from imaging.models import Mosaic, Scan
+from imaging.services import scan_topic
+from ssumweb import events
+from ssumweb.media import absolute
+from ssumweb.models import JobStatus
+from ssumweb.tasking import enqueue_after_commit
+
+log = logging.getLogger(__name__)
+
+PREVIEW_MAX_PX = 1600
+PUBLISH_EVERY_S = 1.0
+
+
+def preview_name(mosaic: Mosaic) -> str:
+    return f"scans/{mosaic.scan_id}/mosaics/{mosaic.pk}/live.jpg"
+
+
+class LiveMosaic:
+    def __init__(self, scan: Scan, instrument, *, translator=None):
+        self.scan_id = scan.pk
+        self.instrument = instrument
+        self.mosaic = (Mosaic.objects.filter(scan=scan, live=True, status=JobStatus.RUNNING).first()
+                       or Mosaic.objects.create(scan=scan, live=True, status=JobStatus.RUNNING,
+                                                pixel_size_nm=instrument.pixel_size_nm, message="Growing with the scan."))
+        self.translator = translator
+        self.frames: queue.Queue = queue.Queue()
+        self.stitcher = None
+        self.last_published = 0.0
+        self.thread = threading.Thread(target=self._run, name=f"live-mosaic-{scan.pk}", daemon=True)
+        self.thread.start()
+
+    def offer(self, frame_record, captured) -> None:
+        self.frames.put((captured.image, captured.commanded_xy_nm))
+
+    def _run(self) -> None:
+        from imaging.stitching import IncrementalStitcher
+
+        while True:
+            item = self.frames.get()
+            if item is None:
+                break
+            image, xy = item
+            try:
+                if self.stitcher is None:
+                    self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
+                                                        fov_mask=fov_mask_for(self.instrument, image.shape))
+                self.stitcher.add_frame(image, xy, anchor="center")
+                if self.frames.empty() or time.monotonic() - self.last_published > PUBLISH_EVERY_S:
+                    self._publish()
+            except Exception:
+                log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
+        close_old_connections()
+
+    def _publish(self) -> None:
+        mosaic_image = self.stitcher.mosaic()
+        scale = min(1.0, PREVIEW_MAX_PX / max(mosaic_image.shape))
+        small = cv2.resize(mosaic_image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else mosaic_image
+        covered = small > 0
+        window = display_window(small, mask=covered) if covered.any() else display_window(small)
+        ok, jpeg = cv2.imencode(".jpg", apply_display_window(small, window), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return
+        atomic_write_bytes(absolute(preview_name(self.mosaic)), jpeg.tobytes())
+        count = len(self.stitcher._frames) if hasattr(self.stitcher, "_frames") else None
+        Mosaic.objects.filter(pk=self.mosaic.pk).update(width=mosaic_image.shape[1], height=mosaic_image.shape[0])
+        events.publish(scan_topic(self.scan_id), "mosaic.live", mosaic_id=self.mosaic.pk, frames=count,
+                       width=int(mosaic_image.shape[1]), height=int(mosaic_image.shape[0]),
+                       url=reverse("api:mosaic-preview", args=[self.mosaic.pk]) + f"?v={time.time_ns()}")
+        self.last_published = time.monotonic()
+        close_old_connections()
+
+    def finish(self, *, final: bool) -> None:
+        """Stop placing frames; when the scan is over, queue the final stitch of the same record."""
+        self.frames.put(None)
+        self.thread.join(timeout=120)
+        if not final:
+            return
+        from imaging import tasks
+
+        with transaction.atomic():
+            Mosaic.objects.filter(pk=self.mosaic.pk).update(status=JobStatus.QUEUED, message="Final stitch queued.")
+            self.mosaic.refresh_from_db()
+            enqueue_after_commit(tasks.stitch_mosaic, self.mosaic)
