@@ -105,7 +105,15 @@ def import_sem(
         px, source_kind = None, None
 
     image = to_float32(pixels)
-    rows_cut = (detect_data_bar(image) if data_bar is True else 0) if isinstance(data_bar, bool) else int(data_bar)
+    if isinstance(data_bar, bool):
+        # the instrument's own record of the bar height beats any detector
+        declared = metadata.get("fei", {}).get("PrivateFei", {}).get("DatabarHeight")
+        if data_bar and isinstance(declared, int) and 0 < declared < image.shape[0] - 8:
+            rows_cut = declared
+        else:
+            rows_cut = detect_data_bar(image) if data_bar else 0
+    else:
+        rows_cut = int(data_bar)
     if not 0 <= rows_cut < image.shape[0] - 8:
         raise ValueError(f"data_bar rows must be in [0, {image.shape[0] - 8}), got {rows_cut}")
     kept = image[: image.shape[0] - rows_cut] if rows_cut else image
@@ -326,7 +334,7 @@ def detect_data_bar(image: np.ndarray, *, max_fraction: float = 0.3, min_rows: i
     background = np.bincount(levels, minlength=256).argmax() / 255.0
     near = np.abs(image[rows - limit:] - background) <= 3 / 255.0
     dominant = near.mean(axis=1) >= 0.6  # per row, bottom `limit` rows
-    # allow a few non-dominant rows inside the bar (a frame line, a row of text)
+    # allow a few non-dominant rows inside the bar (a frame line, a line of text)
     height = 0
     gap = 0
     for is_bar in dominant[::-1]:
@@ -335,7 +343,7 @@ def detect_data_bar(image: np.ndarray, *, max_fraction: float = 0.3, min_rows: i
             gap = 0
         else:
             gap += 1
-            if gap > 3:
+            if gap > 6:
                 break
     if height < min_rows or height >= limit:
         return 0

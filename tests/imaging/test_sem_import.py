@@ -145,3 +145,18 @@ def test_data_bar_detector_ignores_plain_images_and_finds_bright_bars():
     dark_bottom[-20:] = 0.0  # a featureless region is not a data bar (no marks)
     assert detect_data_bar(dark_bottom) == 0
     assert detect_data_bar(add_data_bar(image, rows=30, bright=True)) == 30
+
+
+def test_simulator_fei_tiff(tmp_path):
+    """The physics simulator's FEI-style TIFF: pixel size from [Scan] PixelWidth, its data bar cut."""
+    sim = pytest.importorskip("instruments.sim.dataset")
+    from instruments.sim.sem import write_sem_tiff
+
+    sem = sim.simulate_sem(seed=3, shape=(160, 200), pixel_size_nm=12.5)
+    path = write_sem_tiff(tmp_path / "sim.tif", sem)
+    result = import_sem(path)
+    assert result.pixel_size_nm == pytest.approx(12.5, rel=1e-6) and result.pixel_size_source == "metadata"
+    assert result.data_bar_rows == sem.data_bar_rows
+    assert result.image.shape == sem.image_area.shape
+    # the detector alone (no DatabarHeight in the metadata) finds the same bar
+    assert detect_data_bar(np.asarray(sem.image, np.float32) / 255.0) == sem.data_bar_rows
