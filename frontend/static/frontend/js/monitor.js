@@ -21,7 +21,7 @@ function connection(name) {
 // ---- progress, status, controls --------------------------------------------------------------------------------
 function setProgress(done, total, etaS) {
   const bar = $("scan-progress");
-  bar.max = total; bar.value = done;
+  bar.max = total; bar.value = done; bar.textContent = `${done}/${total}`;
   $("progress-text").textContent = `${done} / ${total} frames (${total ? Math.round((100 * done) / total) : 0}%)`;
   if (etaS !== undefined) $("eta").textContent = etaS > 0 && done < total ? `about ${formatDuration(etaS)} left` : "";
 }
@@ -111,6 +111,7 @@ function onScanEvent(ev) {
       break;
     case "scan.fault": addFault(ev.reason || "unknown fault"); break;
     case "scan.requested": $("requested").textContent = `Requested: ${ev.action}…`; break;
+    case "mosaic.live": showLivePreview(ev); break;
     default:
       if (ev.type.startsWith("mosaic") || ev.type.startsWith("translation")) scheduleMosaic(0);
   }
@@ -202,6 +203,24 @@ async function showLayer(key, containerId, dziUrl, version, pixelSizeNm) {
   container.dataset.version = version;
 }
 
+// The growing mosaic during a scan arrives as a small preview image; the tiled pyramid replaces it when stitched.
+function showLivePreview(ev) {
+  const img = $("mosaic-live");
+  if (!img || $("mosaic-view").dataset.version) return;
+  img.src = ev.url; img.hidden = false;
+  img.alt = `Live mosaic from ${ev.frames} frames`;
+  img.dataset.frames = String(ev.frames);
+  $("mosaic-status").textContent = `Live mosaic: ${ev.frames} frame${ev.frames === 1 ? "" : "s"} placed (${ev.width}×${ev.height} px).`;
+  scheduleMosaic();
+}
+
+$("stitch")?.addEventListener("click", async () => {
+  const button = $("stitch");
+  button.disabled = true;
+  try { await api("/api/mosaics/", { method: "POST", body: { scan: cfg.scan_id } }); scheduleMosaic(0); }
+  catch (err) { $("mosaic-status").textContent = err.message; button.disabled = false; }
+});
+
 async function refreshMosaic() {
   let list;
   try { list = await api(`/api/mosaics/?scan=${cfg.scan_id}&ordering=-created_at`); } catch { return; }
@@ -221,7 +240,10 @@ async function refreshMosaic() {
       },
     });
   }
+  const stitch = $("stitch");
+  if (stitch) stitch.hidden = !(cfg.can_operate && TERMINAL.includes(status) && !ready && !pending);
   if (ready) {
+    $("mosaic-live").hidden = true;
     const version = `${ready.id}-${ready.finished_at || ready.progress}`;
     if ($("mosaic-view").dataset.version !== version) {
       await showLayer("mosaic", "mosaic-view", ready.dzi_url, version, ready.pixel_size_nm).catch((e) => { note.textContent = e.message; });
