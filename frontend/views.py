@@ -30,7 +30,11 @@ def _page(request, queryset, per_page=24):
 
 
 def _can_operate(user, obj) -> bool:
-    role = role_in(user, project_id_of(obj))
+    return _can_operate_project(user, project_id_of(obj))
+
+
+def _can_operate_project(user, project_id) -> bool:
+    role = role_in(user, project_id)
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.OPERATOR]
 
 
@@ -60,6 +64,9 @@ def project_detail(request, pk):
         "members": project.memberships.select_related("user"),
         "samples": project.samples.annotate(scan_count=Count("scans"))[:50],
         "instruments": project.instruments.all(),
+        # The demo project is the one created for the embedded default, with simulated instruments.
+        "is_demo": "demo" in project.name.lower() and project.instruments.filter(piezo_address="sim").exists(),
+        "can_operate": _can_operate_project(request.user, project.pk),
     })
 
 

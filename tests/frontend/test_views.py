@@ -96,3 +96,13 @@ def test_viewer_maps_a_registered_sem_through_the_registration(mosaic, project, 
     layers = config(login(viewer).get(f"/viewer/?sem={reg.pk}"), "viewer-config")["layers"]
     assert [layer["key"] for layer in layers] == ["mosaic", "sem"]
     assert layers[1]["transform"] == matrix and layers[1]["pixel_size_nm"] == 5
+
+
+def test_demo_button_only_on_a_demo_project_and_disabled_for_viewers(project, operator, viewer):
+    Instrument.objects.create(project=project, name="sim")
+    assert b'id="run-demo"' not in login(operator).get(f"/projects/{project.pk}/").content
+    project.name = "Demo project"
+    project.save()
+    assert b'id="run-demo"' in login(operator).get(f"/projects/{project.pk}/").content
+    page = login(viewer).get(f"/projects/{project.pk}/").content
+    assert b'id="run-demo"' not in page and b"Only operators of this project can run the demo." in page
