@@ -191,3 +191,66 @@ def _finite_or_none(value):
     import math
 
     return float(value) if value is not None and math.isfinite(value) else None
+
+
+def pairs_work(pair_set: PairSet, progress) -> dict:
+    """Cut LR/HR pairs over a registration's overlap and store each with its provenance."""
+    import numpy as np
+
+    from ssumweb.media import absolute
+
+    from .imageio import read_image16, write_image16
+    from .models import ImagePair
+    from .pairs import cut_pairs
+
+    registration = pair_set.registration
+    mosaic, sem = registration.mosaic, registration.sem_image
+    progress(0.1, "Resampling the mosaic and the SEM image to one pixel size…")
+    mosaic_image = read_image16(absolute(mosaic.image.name))
+    result = cut_pairs(mosaic_image, read_image16(absolute(sem.image.name)), np.asarray(registration.mosaic_to_sem),
+                       mosaic_px_nm=mosaic.pixel_size_nm, pixel_size_nm=pair_set.pixel_size_nm,
+                       tile_px=pair_set.tile_px, stride_px=pair_set.stride_px, test_fraction=pair_set.test_fraction,
+                       mosaic_valid=mosaic_image > 0, registration={"id": registration.pk})
+    if not result.pairs:
+        raise DomainError(f"No tile of {pair_set.tile_px} px fits the registered overlap with enough structure "
+                          f"(skipped: {result.skipped}). Try smaller tiles.")
+    folder = f"pairs/{pair_set.pk}"
+    records = []
+    for number, pair in enumerate(result.pairs):
+        lr_rel, hr_rel = f"{folder}/{number:05d}_lr.png", f"{folder}/{number:05d}_hr.png"
+        write_image16(absolute(lr_rel), pair.lr, pixel_size_nm=result.pixel_size_nm)
+        write_image16(absolute(hr_rel), pair.hr, pixel_size_nm=result.pixel_size_nm)
+        x, y, x_end, _ = pair.box_px
+        size = x_end - x
+        records.append(ImagePair(registration=registration, pair_set=pair_set, lr_image=lr_rel, hr_image=hr_rel,
+                                 box_x=x, box_y=y, box_size=size, pixel_size_nm=result.pixel_size_nm,
+                                 split=pair.split))
+        progress(0.2 + 0.75 * (number + 1) / len(result.pairs), f"Pair {number + 1} of {len(result.pairs)}")
+    with transaction.atomic():
+        ImagePair.objects.bulk_create(records)
+        PairSet.objects.filter(pk=pair_set.pk).update(pixel_size_nm=result.pixel_size_nm)
+    return {"pairs": len(records), "skipped": result.skipped}
+
+
+def export_pairs_zip(pair_set: PairSet) -> str:
+    """The pairs as imaging.pairs.export_zip writes them (made once, kept beside the pairs)."""
+    from ssumweb.media import absolute
+
+    from . import pairs as core
+    from .imageio import read_image16, to_float32
+
+    if pair_set.status != JobStatus.SUCCEEDED:
+        raise DomainError("The pairs are not ready yet.", field="pair_set", code="invalid_state")
+    rel = f"pairs/{pair_set.pk}/pairs.zip"
+    if not absolute(rel).exists():
+        tiles = tuple(
+            core.TilePair(lr=to_float32(read_image16(absolute(p.lr_image.name))),
+                          hr=to_float32(read_image16(absolute(p.hr_image.name))),
+                          box_px=(p.box_x, p.box_y, p.box_x + p.box_size, p.box_y + p.box_size),
+                          box_mosaic_px=(p.box_x, p.box_y, p.box_x + p.box_size, p.box_y + p.box_size),
+                          split=p.split, block=(0, 0))
+            for p in pair_set.pairs.order_by("pk"))
+        core.export_zip(core.PairSet(pairs=tiles, pixel_size_nm=pair_set.pixel_size_nm, tile_px=pair_set.tile_px,
+                                     stride_px=pair_set.stride_px, registration={"id": pair_set.registration_id}),
+                        absolute(rel))
+    return rel

@@ -127,7 +127,8 @@ def cut_pairs(
     """Cut ``tile_px``² LR/HR pairs every ``stride_px`` (default ``tile_px``) over the overlap.
 
     A tile is kept only if it lies fully inside the overlap and both members have an intensity
-    standard deviation ≥ ``min_std`` (in [0, 1] units). The grid is divided into square blocks of
+    standard deviation ≥ ``min_std`` of their image's range (0.5–99.5 percentiles over the
+    overlap), so a dim but well-exposed SSUM mosaic is judged like a bright SEM image. The grid is divided into square blocks of
     ``block_tiles × tile_px``; a seeded ``test_fraction`` of blocks is test. A tile belongs to the
     block holding its top-left corner and is dropped when it reaches into a block of the other
     split, so train and test tiles never overlap.
@@ -150,6 +151,7 @@ def cut_pairs(
     is_test = rng.random((n_by, n_bx)) < test_fraction
     if test_fraction > 0 and not is_test.any() and is_test.size > 1:
         is_test[rng.integers(n_by), rng.integers(n_bx)] = True  # at least one test block when asked
+    lr_range, hr_range = (_robust_range(image, valid) for image in (lr, hr))
     # summed-area table: count of valid pixels in any box in O(1)
     integral = cv2.integral(valid.astype(np.uint8))
     skipped = {"outside_overlap": 0, "low_structure": 0, "straddles_split": 0}
@@ -168,7 +170,7 @@ def cut_pairs(
                 skipped["straddles_split"] += 1
                 continue
             lr_tile, hr_tile = lr[y0:y1, x0:x1], hr[y0:y1, x0:x1]
-            if lr_tile.std() < min_std or hr_tile.std() < min_std:
+            if lr_tile.std() < min_std * lr_range or hr_tile.std() < min_std * hr_range:
                 skipped["low_structure"] += 1
                 continue
             box_mosaic = ((x0 + 0.5) * f - 0.5, (y0 + 0.5) * f - 0.5, (x1 + 0.5) * f - 0.5, (y1 + 0.5) * f - 0.5)
@@ -177,6 +179,13 @@ def cut_pairs(
                                   split="test" if split_test else "train", block=(int(bx), int(by))))
     return PairSet(pairs=tuple(pairs), pixel_size_nm=float(pixel_size_nm or mosaic_px_nm), tile_px=tile_px,
                    stride_px=stride_px, skipped=skipped, registration=dict(registration or {}))
+
+
+def _robust_range(image: np.ndarray, valid: np.ndarray) -> float:
+    values = image[valid] if valid.any() else image.reshape(-1)
+    values = values[:: max(1, values.size // 1_000_000)]
+    low, high = np.percentile(values, [0.5, 99.5])
+    return float(high - low) if high > low else 1.0
 
 
 def _png16(image: np.ndarray) -> bytes:

@@ -127,8 +127,10 @@ def evaluate_run(run: TrainingRun, model_path: Path) -> dict:
     for pair in test_pairs:
         _link_or_copy(absolute(pair.lr_image.name), folder / "lr" / f"{pair.pk:07d}{Path(pair.lr_image.name).suffix}")
         _link_or_copy(absolute(pair.hr_image.name), folder / "hr" / f"{pair.pk:07d}{Path(pair.hr_image.name).suffix}")
-    report = evaluate(load_model(model_path), load_pair_folder(folder))
-    return report.to_dict()
+    scores = evaluate(load_model(model_path), load_pair_folder(folder)).to_dict()
+    # Keyed by method ("model", "input", "unsharp", "richardson_lucy") for pages and scripts.
+    return {"pairs": scores["pairs"], "max_shift_px": scores["max_shift"],
+            **{row.pop("method"): row for row in scores["rows"]}}
 
 
 def _write_sample_strip(samples: dict, rel: str) -> None:

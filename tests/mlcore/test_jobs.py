@@ -1,0 +1,105 @@
+"""The learning half through the Django shell: registration by landmarks → pairs → training run →
+trained model with metrics → translation with pyramids, each as the job a user starts from the API."""
+import numpy as np
+import pytest
+
+from imaging.imageio import DisplayWindow, write_image16
+from imaging.jobs import pairs_work, registration_work
+from imaging.models import ImagePair, Mosaic, PairSet, Registration, Sample, SEMImage
+from imaging.services import plan_scan
+from instruments.sim.chip import Chip
+from instruments.sim.dataset import simulate_pair
+from mlcore.jobs import training_work, translation_work
+from mlcore.models import TrainedModel, TrainingRun, Translation
+from ssumweb.jobs import run_job
+from ssumweb.media import absolute
+from ssumweb.models import JobStatus
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return simulate_pair(Chip(seed=4), centre_xy_nm=(100_000, 100_000), size_px=SIZE, pixel_size_nm=32.5, seed=4)
+
+
+@pytest.fixture
+def registered(project, operator, pair):
+    sample = Sample.objects.create(project=project, name="chip")
+    scan = plan_scan(sample=sample, name="s", user=operator, plan=dict(
+        origin_x_nm=0, origin_y_nm=0, size_x_nm=1000, size_y_nm=1000, overlap=0.3, exposure_ms=10,
+        contact_setpoint_nm=20))
+    write_image16(absolute("m/mosaic.tif"), pair.lr, pixel_size_nm=pair.pixel_size_nm)
+    mosaic = Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED, image="m/mosaic.tif", width=SIZE,
+                                   height=SIZE, pixel_size_nm=pair.pixel_size_nm)
+    write_image16(absolute("s/sem.tif"), pair.hr.astype(np.uint16) * 257, pixel_size_nm=pair.pixel_size_nm)
+    sem = SEMImage.objects.create(project=project, name="sem", image="s/sem.tif", width=SIZE, height=SIZE,
+                                  pixel_size_nm=pair.pixel_size_nm, pixel_size_source="metadata")
+    corners = [[0, 0], [SIZE - 1, 0], [0, SIZE - 1], [SIZE - 1, SIZE - 1]]
+    registration = Registration.objects.create(mosaic=mosaic, sem_image=sem, method="landmarks",
+                                               landmarks=[[x, y, x, y] for x, y in corners])
+    run_job("imaging.Registration", registration.pk, registration_work)
+    registration.refresh_from_db()
+    return registration
+
+
+@pytest.mark.django_db
+def test_landmark_registration_pairs_training_and_translation(api, registered, project, operator,
+                                                              django_capture_on_commit_callbacks):
+    assert registered.status == JobStatus.SUCCEEDED, registered.failure_reason
+    assert np.allclose(registered.mosaic_to_sem, np.eye(3), atol=1e-6)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 64,
+                                                          "stride_px": 64, "test_fraction": 0.5}, format="json")
+    assert response.status_code == 201, response.json()
+    pair_set_id = response.json()["id"]
+    run_job("imaging.PairSet", pair_set_id, pairs_work)
+    pair_set = PairSet.objects.get(pk=pair_set_id)
+    assert pair_set.status == JobStatus.SUCCEEDED, pair_set.failure_reason
+    splits = set(ImagePair.objects.filter(pair_set=pair_set).values_list("split", flat=True))
+    assert splits == {"train", "test"}
+    assert api(operator).get(f"/api/pair-sets/{pair_set_id}/export/").status_code == 200
+
+    settings = {"steps": 4, "crop_px": 32, "batch_size": 2, "blocks": 1, "features": 4, "seed": 1}
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/training-runs/", {"project": project.pk, "name": "tiny",
+                                                              "registrations": [registered.pk], "config": settings},
+                                      format="json")
+    assert response.status_code == 201, response.json()
+    run_id = response.json()["id"]
+    run_job("mlcore.TrainingRun", run_id, training_work)
+    run = TrainingRun.objects.get(pk=run_id)
+    assert run.status == JobStatus.SUCCEEDED, run.failure_reason
+    assert run.step == 4 and [e["step"] for e in run.loss_history] == [1, 2, 3, 4]
+    assert {"g_total", "d_a", "d_b", "cycle", "contextual"} <= set(run.loss_history[-1])
+    model = TrainedModel.objects.get(training_run=run)
+    assert {"model", "input", "unsharp", "richardson_lucy"} <= set(model.metrics)  # beside its baselines
+    assert model.metrics["pairs"] == ImagePair.objects.filter(pair_set=pair_set, split="test").count()
+    assert api(operator).get(f"/api/models/{model.pk}/weights/").status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/translations/", {"mosaic": registered.mosaic_id, "model": model.pk},
+                                      format="json")
+    assert response.status_code == 201, response.json()
+    run_job("mlcore.Translation", response.json()["id"], translation_work)
+    translation = Translation.objects.get(pk=response.json()["id"])
+    assert translation.status == JobStatus.SUCCEEDED, translation.failure_reason
+    assert translation.pyramid and translation.risk_pyramid
+    dzi = api(operator).get(f"/api/translations/{translation.pk}/output/dzi/")
+    assert dzi.status_code == 200
+
+
+@pytest.mark.django_db
+def test_training_needs_pairs(api, registered, project, operator):
+    response = api(operator).post("/api/training-runs/", {"project": project.pk, "name": "x",
+                                                          "registrations": [registered.pk]}, format="json")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "registrations"
+
+
+@pytest.mark.django_db
+def test_collinear_landmarks_are_refused(api, registered, operator):
+    response = api(operator).post("/api/registrations/", {
+        "mosaic": registered.mosaic_id, "sem_image": registered.sem_image_id, "method": "landmarks",
+        "landmarks": [[0, 0, 0, 0], [10, 10, 10, 10], [20, 20, 20, 20]]}, format="json")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "landmarks"
