@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft, ndimage
 
-__all__ = ["PairOffset", "register_pair", "mask_overlap_px"]
+__all__ = ["PairOffset", "register_pair", "mask_overlap_px", "bandpass"]
 
 
 
@@ -52,6 +52,30 @@ class PairOffset:
 
     def __bool__(self) -> bool:
         return not self.reason
+
+
+def bandpass(frame: np.ndarray, mask: np.ndarray, *, low_sigma_px: float = 1.0,
+             high_sigma_px: float = 8.0) -> np.ndarray:
+    """Difference of two Gaussians taken inside ``mask`` only (normalised convolution).
+
+    frame : (H, W) float, flat-field corrected; mask : (H, W) bool field of view.
+    Returns (H, W) float32, 0 outside the mask. Why: the NCC of raw SSUM frames is dominated by
+    large areas (a bright pad, left-over shading), whose broad peak any residual vignetting
+    drags by several px; keeping only edges makes the peak as sharp as the structures. Sharing
+    the low cut-off also brings a sharp centre and a blurrier edge of the field closer. The
+    normalisation keeps the mask's own border from becoming an edge.
+    """
+    if not 0 <= low_sigma_px < high_sigma_px:
+        raise ValueError(f"need 0 ≤ low_sigma_px < high_sigma_px, got {low_sigma_px}, {high_sigma_px}")
+    m = mask.astype(np.float32)
+    x = np.where(mask, frame, 0).astype(np.float32)
+
+    def smooth(sigma):
+        if sigma == 0:
+            return x
+        return ndimage.gaussian_filter(x, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-3)
+
+    return np.where(mask, smooth(low_sigma_px) - smooth(high_sigma_px), 0).astype(np.float32)
 
 
 def _overlap_boxes(shape: tuple[int, int], shift: tuple[int, int]):
@@ -147,6 +171,19 @@ def _candidates(surface, count, centre, radius, n_peaks, min_count) -> list[tupl
     n = count[y0:y1, x0:x1]
     window = np.where(n >= min_count, _significance(surface[y0:y1, x0:x1], n), -np.inf)
     peaks = (window == ndimage.maximum_filter(window, size=3, mode="nearest")) & np.isfinite(window)
+    # A maximum on the window's border is a slope, not a peak (a big pad's broad NCC dragged by
+    # left-over shading); ignore such maxima unless nothing else peaks (a ridge: aperture problem).
+    interior = peaks.copy()
+    if y0 == cy - ry:
+        interior[0] = False
+    if y1 == cy + ry + 1:
+        interior[-1] = False
+    if x0 == cx - rx:
+        interior[:, 0] = False
+    if x1 == cx + rx + 1:
+        interior[:, -1] = False
+    if interior.any():
+        peaks = interior
     idx = np.argwhere(peaks)
     order = np.argsort(window[peaks])[::-1][:n_peaks]
     return [(int(x0 + c - cx), int(y0 + r - cy)) for r, c in idx[order]]
@@ -221,6 +258,8 @@ def register_pair(
     max_shift_px: float | tuple[float, float],
     n_peaks: int = 4,
     min_overlap_px: int = 200,
+    refine_frames: tuple[np.ndarray, np.ndarray] | None = None,
+    precise_frames: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PairOffset:
     """Measure ``position_j − position_i`` for two overlapping frames.
 
@@ -230,6 +269,9 @@ def register_pair(
     max_shift_px : how far (px) the true offset may lie from the nominal one, per axis.
     n_peaks : correlation peaks re-scored by exact NCC.
     min_overlap_px : a pair whose masks share fewer pixels is not measured.
+    refine_frames : optional (frame_i, frame_j) the sub-pixel refinement runs on instead.
+    precise_frames : optional less filtered (frame_i, frame_j); the refinement is run on them too
+        and kept (with their score) where it agrees within 0.25 px with the first one.
 
     Returns a :class:`PairOffset`; a falsy one (``reason`` set) when the overlap is too small or
     the frames hold no structure — the placement then leans on the stage and other links.
@@ -263,12 +305,22 @@ def register_pair(
     if best_overlap < min_overlap_px:
         return PairOffset(tuple(nominal), 0.0, lens_px, reason="no_overlap")
     eroded = ndimage.binary_erosion(mask, iterations=2)
+    if refine_frames is not None:
+        frame_i, frame_j = refine_frames
     refined, information = _refine(frame_i, frame_j, eroded, best)
-    if np.any(np.abs(refined - best) > 1.5):  # Gauss–Newton wandered off: keep the integer peak
+    if precise_frames is not None:
+        # The less filtered frames are more precise where they agree with the searched ones;
+        # where they do not (a big pad's broad edge dragged by shading) the filtered result stands.
+        wide, wide_information = _refine(precise_frames[0], precise_frames[1], eroded, best)
+        if np.all(np.abs(wide - refined) <= 0.25):
+            refined, information = wide, wide_information
+            frame_i, frame_j = precise_frames
+    wandered = bool(np.any(np.abs(refined - best) > 1.5))
+    if wandered:  # Gauss–Newton left the peak: the integer peak was not a match of these frames
         refined = np.array(best, float)
-        information = np.eye(2) / 0.5**2  # integer peak: ± half a pixel
+        information = np.eye(2) / 0.5**2
     score, overlap = _ncc_subpixel(frame_i, frame_j, eroded, refined)
-    reason = "" if np.isfinite(score) else "blank"
+    reason = "blank" if not np.isfinite(score) else ("unrefined" if wandered else "")
     return PairOffset((float(refined[0]), float(refined[1])), float(np.nan_to_num(score)), overlap,
                       reason, tuple(map(tuple, information.tolist())))
 

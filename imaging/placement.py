@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
-__all__ = ["Link", "Placement", "solve_positions"]
+__all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,68 @@ def _fit_stage(links: list[Link], keep: list[int]) -> np.ndarray:
         return np.eye(2) * scale
     solution, *_ = np.linalg.lstsq(nominal, measured, rcond=None)
     return solution.T
+
+
+@dataclass(frozen=True)
+class StageModel:
+    """offset ≈ matrix · nominal_offset, fitted by consensus.
+
+    matrix : 2×2 map from nominal to true offsets (scale, rotation, shear of the stage).
+    spread_px : (x, y) robust standard deviation (1.4826 × MAD) of all usable links about the
+        model, px: the stage's repeatability as seen by pairs of frames.
+    inliers : indices of the links that agree with the model within the tolerance.
+    """
+
+    matrix: np.ndarray
+    spread_px: tuple[float, float]
+    inliers: tuple[int, ...]
+
+    def predict(self, nominal_offset_px) -> np.ndarray:
+        return self.matrix @ np.asarray(nominal_offset_px, float)
+
+
+def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: float = 3.0,
+                    min_inliers: int = 3) -> StageModel | None:
+    """Consensus (exhaustive RANSAC over pairs of links) fit of the stage model.
+
+    A least-squares fit cannot be trusted here: on periodic structures (gratings, dot arrays)
+    half the links may lock onto an alias one period away, which drags a mean or even a median.
+    Wrong links scatter by whole periods while right ones agree within the stage's repeatability,
+    so the largest set of links that one 2×2 matrix explains within ``tolerance_px`` is taken.
+    Returns None when fewer than ``min_inliers`` usable links agree.
+    """
+    usable = [k for k, link in enumerate(links)
+              if not link.reason and np.isfinite(link.score) and link.score >= min_score]
+    if len(usable) < min_inliers:
+        return None
+    nominal = np.array([links[k].nominal_offset_px for k in usable], float)
+    measured = np.array([links[k].offset_px for k in usable], float)
+    best, best_err = None, np.inf
+    samples = [(a, b) for a in range(len(usable)) for b in range(a + 1, len(usable))]
+    for a, b in samples:
+        pair = nominal[[a, b]]
+        if abs(np.linalg.det(pair)) < 1e-6 * max(np.abs(pair).max() ** 2, 1e-12):
+            continue
+        matrix = np.linalg.solve(pair, measured[[a, b]]).T
+        miss = np.hypot(*(measured - nominal @ matrix.T).T)
+        inside = miss <= tolerance_px
+        err = float(np.sum(np.minimum(miss, tolerance_px)))  # MSAC: fewest misses, then tightest
+        if best is None or inside.sum() > best.sum() or (inside.sum() == best.sum() and err < best_err):
+            best, best_err = inside, err
+    if best is None:  # every link along one direction (a single row or column)
+        scale = np.sum(nominal * measured, axis=1) / np.maximum(np.sum(nominal * nominal, axis=1), 1e-12)
+        miss = np.array([[np.hypot(*(measured[m] - s * nominal[m])) for m in range(len(usable))] for s in scale])
+        votes = (miss <= tolerance_px).sum(1)
+        best = miss[int(np.argmax(votes))] <= tolerance_px
+    if best.sum() < min_inliers:
+        return None
+    keep = [usable[m] for m in np.flatnonzero(best)]
+    matrix = _fit_stage(links, keep)
+    # Spread over *all* usable links: a stage with large random errors (no link predicts
+    # another) must get a wide window, not the tight one of a lucky consensus.
+    dev = measured - nominal @ matrix.T
+    spread = 1.4826 * np.median(np.abs(dev - np.median(dev[best], axis=0)), axis=0)
+    return StageModel(matrix, (float(spread[0]), float(spread[1])), tuple(keep))
 
 
 def _weight(link: Link, floor_px: float) -> np.ndarray:

@@ -26,14 +26,47 @@ import numpy as np
 from imaging.blending import Canvas, feather_weight
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
-from imaging.pairwise import mask_overlap_px, register_pair
-from imaging.placement import Link, solve_positions
+from imaging.pairwise import bandpass, mask_overlap_px, register_pair
+from imaging.placement import Link, StageModel, fit_stage_model, solve_positions
 
-__all__ = ["StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
+__all__ = ["USEFUL_FOV_FRACTION", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
+
+
+#: Fraction of the sphere's FOV radius worth registering and blending. The SSUM virtual image
+#: darkens by up to 85 % from 0.85 R outwards (total internal reflection at the sphere's rim) and
+#: its resolution there is ~2.5× worse; in an overlap that rim sits opposite the other frame's
+#: sharp centre and drives the NCC negative (measured −0.1 at the true offset on simulated scans
+#: with the full circle, ≥ 0.9 with 0.8 R). The Django shell builds its mask with this radius.
+USEFUL_FOV_FRACTION = 0.8
+
+
+#: Band-passes (low σ, high σ) in px: the integer search; the sub-pixel refinement; a wider one
+#: whose refinement is kept where it agrees within 0.25 px (more precise on plain texture, but
+#: on simulated SSUM scans big pads drag it). Chosen on tests/imaging scans and simulate_scan.
+SEARCH_BAND_PX = (1.0, 8.0)
+REFINE_BAND_PX = (0.5, 8.0)
+PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on tests/imaging scans, 2.2 px on simulate_scan
 
 
 class StitchingError(ValueError, ImagingError):
     """Frames, positions or options that cannot be stitched (the message says which argument)."""
+
+
+def useful_fov_mask(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """Shrink a circular field-of-view mask to ``fraction`` of its radius, about its centroid.
+
+    mask : (rows, cols) bool, the sphere's full circle (or any roughly circular region).
+    fraction : in (0, 1]; 1 returns a copy. The circle's radius is taken from its area.
+    """
+    mask = np.asarray(mask, bool)
+    if not 0 < fraction <= 1:
+        raise StitchingError(f"useful_fov_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1 or not mask.any():
+        return mask.copy()
+    rows, cols = np.nonzero(mask)
+    radius = np.sqrt(len(rows) / np.pi) * fraction
+    yy, xx = np.ogrid[: mask.shape[0], : mask.shape[1]]
+    return mask & ((yy - rows.mean()) ** 2 + (xx - cols.mean()) ** 2 <= radius**2)
 
 
 @dataclass(frozen=True)
@@ -128,6 +161,11 @@ class IncrementalStitcher:
         axis; default 20 % of each link's nominal length + 2 px (stage errors ≤ 10 % of the step).
     min_score : NCC below which a link is ignored (0.6: wrong matches on IC-like texture were
         measured to reach ~0.5 by chance; true ones score > 0.9 after flat-field correction).
+    useful_fov_fraction : keep only this fraction of ``fov_mask``'s radius (see
+        :data:`USEFUL_FOV_FRACTION` for SSUM frames whose mask is the sphere's full circle).
+
+    ``finish()`` fits the stage model by consensus over the links and measures again, inside the
+    stage's repeatability, every link that strayed from it (aliases on periodic structures).
     """
 
     def __init__(
@@ -141,6 +179,7 @@ class IncrementalStitcher:
         min_score: float = 0.6,
         min_overlap_px: int = 200,
         max_residual_px: float = 1.0,
+        useful_fov_fraction: float = 1.0,
     ):
         if len(tuple(frame_shape)) != 2 or min(frame_shape) < 8:
             raise StitchingError(f"frame_shape must be (rows, cols) with both ≥ 8, got {frame_shape}")
@@ -151,6 +190,7 @@ class IncrementalStitcher:
         mask = np.ones(self.frame_shape, bool) if fov_mask is None else np.asarray(fov_mask, bool)
         if mask.shape != self.frame_shape:
             raise StitchingError(f"fov_mask shape {mask.shape} does not match frame_shape {self.frame_shape}")
+        mask = useful_fov_mask(mask, useful_fov_fraction)
         if mask.sum() < min_overlap_px:
             raise StitchingError("fov_mask keeps almost no pixels; it must mark the useful field of view")
         if not (isinstance(flatfield, FlatField) or flatfield is None or flatfield == "estimate"):
@@ -170,6 +210,7 @@ class IncrementalStitcher:
         self._weight = feather_weight(mask)
         self._raw: list[np.ndarray] = []
         self._frames: list[np.ndarray] = []
+        self._features: list[np.ndarray] = []  # band-passed frames the links are measured on
         self._nominal_px: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._links: list[Link] = []
@@ -182,15 +223,41 @@ class IncrementalStitcher:
             return apply_flatfield(frame, self.flatfield).astype(np.float32)
         return to_float32(frame)
 
+    def _filtered(self, frame: np.ndarray):
+        """(search, refine) versions of a corrected frame; see :func:`imaging.pairwise.bandpass`."""
+        bands = (SEARCH_BAND_PX, REFINE_BAND_PX, PRECISE_BAND_PX)
+        return tuple(None if band is None else bandpass(frame, self.mask, low_sigma_px=band[0], high_sigma_px=band[1])
+                     for band in bands)
+
+    def _register(self, i: int, j: int, nominal, radius):
+        (search_i, refine_i, precise_i), (search_j, refine_j, precise_j) = self._features[i], self._features[j]
+        return register_pair(search_i, search_j, nominal, mask=self.mask, max_shift_px=radius,
+                             min_overlap_px=self.min_overlap_px, refine_frames=(refine_i, refine_j),
+                             precise_frames=None if precise_i is None else (precise_i, precise_j))
+
     def _measure(self, i: int, j: int) -> Link:
         nominal = self._nominal_px[j] - self._nominal_px[i]
         if self.max_shift_nm is None:
             radius = 0.2 * float(np.hypot(*nominal)) + 2.0
         else:
             radius = self.max_shift_nm / self.pixel_size_nm
-        pair = register_pair(self._frames[i], self._frames[j], nominal, mask=self.mask,
-                             max_shift_px=radius, min_overlap_px=self.min_overlap_px)
+        pair = self._register(i, j, nominal, radius)
         return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason)
+
+    def _constrain(self, link: Link, model: StageModel) -> Link:
+        """Measure a link again inside the window the stage model allows (MIST's second pass).
+
+        On periodic structures the first, wide search may lock onto an alias one period away;
+        the stage's own repeatability (the spread of the links that agree with the model) bounds
+        where the true offset can be, so the search is repeated there when the link strays.
+        """
+        predicted = model.predict(link.nominal_offset_px)
+        radius = np.clip(3.0 * np.asarray(model.spread_px) + 2.0, 2.0, None)
+        if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - predicted) <= radius):
+            return link
+        pair = self._register(link.i, link.j, predicted, radius)
+        return Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
+                    pair.reason)
 
     def _neighbours(self, j: int) -> list[int]:
         return [i for i in range(j) if mask_overlap_px(self.mask, self._nominal_px[j] - self._nominal_px[i])
@@ -216,6 +283,7 @@ class IncrementalStitcher:
             nominal_px = nominal_px - np.array([self.frame_shape[1], self.frame_shape[0]]) / 2.0
         self._raw.append(frame)
         self._frames.append(self._corrected(frame))
+        self._features.append(self._filtered(self._frames[-1]))
         self._nominal_px.append(nominal_px)
         new_links = [self._measure(i, index) for i in self._neighbours(index)]
         self._links.extend(new_links)
@@ -264,12 +332,16 @@ class IncrementalStitcher:
             if len(self._raw) >= 2:
                 self.flatfield = estimate_flatfield(self._raw, mask=self.mask)
                 self._frames = [self._corrected(f) for f in self._raw]
+                self._features = [self._filtered(f) for f in self._frames]
                 self._links = [self._measure(link.i, link.j) for link in self._links]
                 method = "estimated"
             else:
                 self.flatfield = None
         elif isinstance(self.flatfield, FlatField):
             method = self.flatfield.method
+        model = fit_stage_model(self._links, min_score=self.min_score)
+        if model is not None:
+            self._links = [self._constrain(link, model) for link in self._links]
         nominal = np.array(self._nominal_px)
         threshold = self.min_score
         placement = solve_positions(nominal, self._links, min_score=threshold,
@@ -315,6 +387,7 @@ def stitch(
     anchor: str = "top_left",
     max_shift_nm: float | None = None,
     min_score: float = 0.6,
+    useful_fov_fraction: float = 1.0,
 ) -> Mosaic:
     """Stitch a finished scan.
 
@@ -322,6 +395,8 @@ def stitch(
     nominal_xy_nm : (N, 2) float, (x, y) stage positions in nm (see ``anchor``).
     pixel_size_nm : camera pixel on the sample, nm.
     fov_mask : (rows, cols) bool useful field of view; None = whole frame.
+    useful_fov_fraction : shrink ``fov_mask`` to this fraction of its radius first
+        (:data:`USEFUL_FOV_FRACTION` for a mask that is the sphere's full circle).
     flatfield : ``"estimate"`` (from these frames, BaSiC-style), a :class:`FlatField`
         (e.g. from a bare-silicon calibration) or None.
     Other options as for :class:`IncrementalStitcher`.
@@ -339,6 +414,8 @@ def stitch(
     if fov_mask is not None and np.shape(fov_mask) != first.shape:
         raise StitchingError(f"fov_mask shape {np.shape(fov_mask)} does not match frames {first.shape}")
     started = time.perf_counter()
+    if fov_mask is not None:
+        fov_mask = useful_fov_mask(fov_mask, useful_fov_fraction)
     if isinstance(flatfield, str) and flatfield == "estimate":
         flatfield = estimate_flatfield(checked, mask=fov_mask) if len(checked) >= 2 else None
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
