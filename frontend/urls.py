@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import viewer_views, views
+from . import learning_views, viewer_views, views
 
 app_name = "frontend"
 
@@ -12,5 +12,11 @@ urlpatterns = [
     path("scans/", views.scan_list, name="scans"),
     path("scans/<int:pk>/", views.scan_detail, name="scan"),
     path("sem/", views.sem_list, name="sem-images"),
+    path("sem/upload/", learning_views.sem_upload, name="sem-upload"),
+    path("sem/<int:pk>/", learning_views.sem_pair, name="sem-pair"),
+    path("registrations/<int:pk>/", learning_views.registration_detail, name="registration"),
+    path("training/", learning_views.training_list, name="training"),
+    path("training/<int:pk>/", learning_views.training_detail, name="training-run"),
+    path("models/", learning_views.model_list, name="models"),
     path("viewer/", viewer_views.viewer, name="viewer"),
 ]

@@ -111,17 +111,24 @@ def scan_detail(request, pk):
     after_seq = Event.objects.filter(topic=events.topic_for("scan", scan.pk)).aggregate(m=Max("seq"))["m"] or 0
     frames = list(scan.frames.order_by("index"))
     can_operate = _can_operate(request.user, scan)
+    from .learning_views import translate_context
+
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
-        "can_operate": can_operate,
+        "can_operate": can_operate, **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
                            "can_operate": can_operate, "translate_with": scan.translate_with_id}})
 
 
 def sem_list(request):
-    sems = _scoped(SEMImage, request.user).select_related("project", "sample")
+    sems = _scoped(SEMImage, request.user).select_related("project", "sample").annotate(
+        registration_count=Count("registrations", distinct=True))
     query = request.GET.get("q", "").strip()
     if query:
         sems = sems.filter(Q(name__icontains=query) | Q(original_name__icontains=query))
-    return render(request, "frontend/sem_list.html", {"page": _page(request, sems), "q": query})
+    project = request.GET.get("project", "")
+    if project.isdigit():
+        sems = sems.filter(project_id=int(project))
+    return render(request, "frontend/sem_list.html", {"page": _page(request, sems), "q": query, "project": project,
+                                                      "projects": visible_projects(request.user)})

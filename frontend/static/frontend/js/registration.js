@@ -1,0 +1,140 @@
+// A registration: follow its job, show residual and confidence, a checkerboard / blend of the SEM mapped through
+// mosaic_to_sem onto the mosaic (drawn from one small pyramid level of each, never the whole image), accept or
+// redo; then cut training pairs and preview them coloured by split.
+import { api, dziTileSource, el, formValues, jsonScript, showErrors } from "./common.js";
+import { FINAL, progressText, watchJob } from "./jobs.js";
+
+const cfg = jsonScript("registration-config");
+const $ = (id) => document.getElementById(id);
+
+// ---- the job and its result ----------------------------------------------------------------------------------------
+function showStatus(obj) {
+  $("reg-status").textContent = obj.status;
+  $("reg-status").className = `status status-${obj.status}`;
+  $("reg-progress").value = obj.progress || 0;
+  $("reg-progress-text").textContent = progressText(obj);
+  $("reg-progress-box").hidden = FINAL.includes(obj.status);
+  $("reg-failure").textContent = obj.status === "failed" ? `Registration failed: ${obj.failure_reason || "no reason given"}` : "";
+  $("reg-accepted").hidden = !obj.accepted;
+  if (obj.status === "succeeded") showResult(obj);
+}
+
+let shown = false;
+function showResult(obj) {
+  $("reg-result").hidden = false;
+  $("pairs-section").hidden = false;
+  $("reg-residual").textContent = obj.residual_px == null ? "—" : `${Number(obj.residual_px).toFixed(2)} px`;
+  $("reg-confidence").textContent = obj.confidence == null ? "—" : `${(100 * obj.confidence).toFixed(0)} %`;
+  $("reg-matrix").textContent = (obj.mosaic_to_sem || []).map((r) => `[${r.map((v) => Number(v).toPrecision(4)).join(", ")}]`).join(" ");
+  $("open-viewer").href = cfg.viewer_url;
+  $("accept").hidden = obj.accepted;
+  if (!shown && obj.mosaic_to_sem) { shown = true; drawOverlay(obj.mosaic_to_sem).catch((err) => { $("accept-error").textContent = err.message; }); }
+}
+
+// ---- overlay: one pyramid level small enough to be a single tile -----------------------------------------------------
+async function overview(dziUrl) {
+  const source = await dziTileSource(dziUrl);
+  const maxLevel = Math.ceil(Math.log2(Math.max(source.width, source.height)));
+  let level = maxLevel;
+  while (level > 0 && Math.max(source.width, source.height) / 2 ** (maxLevel - level) > source.tileSize) level--;
+  const img = new Image();
+  img.src = source.getTileUrl(level, 0, 0);
+  await img.decode();
+  return { img, scale: source.width / Math.ceil(source.width / 2 ** (maxLevel - level)) };  // image px per tile px
+}
+
+let layers = null, matrix = null;
+async function drawOverlay(mosaicToSem) {
+  matrix = mosaicToSem;
+  layers = await Promise.all([overview(cfg.mosaic.dzi_url), overview(cfg.sem.dzi_url)]);
+  paint();
+  document.body.dataset.overlayReady = "true";
+}
+
+function paint() {
+  if (!layers) return;
+  const [mos, sem] = layers;
+  const canvas = $("overlay-canvas");
+  const w = Math.min(640, canvas.clientWidth || 640);
+  const s = w / cfg.mosaic.width;  // canvas px per mosaic px
+  canvas.width = w; canvas.height = Math.round(cfg.mosaic.height * s);
+  const g = canvas.getContext("2d");
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.drawImage(mos.img, 0, 0, canvas.width, canvas.height);
+  // SEM tile px → SEM px (× sem.scale) → mosaic px (inverse of mosaic_to_sem) → canvas px (× s).
+  const [a, b, c] = matrix[0], [d, e, f] = matrix[1];
+  const det = a * e - b * d;
+  const inv = [[e / det, -b / det, (b * f - c * e) / det], [-d / det, a / det, (c * d - a * f) / det]];
+  const k = sem.scale;
+  const mix = Number($("overlay-mix").value) / 100;
+  g.save();
+  if ($("overlay-mode").value === "checker") {
+    const size = Math.max(4, Math.round(mix * canvas.width / 4));
+    g.beginPath();
+    for (let y = 0; y < canvas.height; y += size) for (let x = ((y / size) % 2) * size; x < canvas.width; x += 2 * size) g.rect(x, y, size, size);
+    g.clip();
+  } else {
+    g.globalAlpha = mix;
+  }
+  g.setTransform(s * inv[0][0] * k, s * inv[1][0] * k, s * inv[0][1] * k, s * inv[1][1] * k, s * inv[0][2], s * inv[1][2]);
+  g.drawImage(sem.img, 0, 0);
+  g.restore();
+}
+
+// ---- accept ------------------------------------------------------------------------------------------------------------
+$("accept").addEventListener("click", async () => {
+  $("accept-error").textContent = "";
+  try { showStatus(await api(`/api/registrations/${cfg.id}/accept/`, { method: "POST" })); }
+  catch (err) { $("accept-error").textContent = err.message; }
+});
+$("overlay-mode").addEventListener("change", paint);
+$("overlay-mix").addEventListener("input", paint);
+window.addEventListener("resize", paint);
+
+// ---- pairs ---------------------------------------------------------------------------------------------------------------
+function followPairSet(id) {
+  $("pairs-status").textContent = "Queued…";
+  watchJob("pair-sets", id, `/api/pair-sets/${id}/`, {
+    onEvent: (e) => { if (e.type === "job.progress") $("pairs-status").textContent = progressText(e); },
+    onUpdate: (obj) => {
+      $("pairs-status").textContent = obj.status === "failed" ? `Pair extraction failed: ${obj.failure_reason}` : progressText(obj);
+      if (obj.status === "succeeded") showPairs(obj);
+      if (FINAL.includes(obj.status)) $("extract").disabled = false;
+    },
+  });
+}
+
+async function showPairs(pairSet) {
+  const data = await api(`/api/pairs/?pair_set=${pairSet.id}&page_size=500`);
+  const pairs = data.results || data;
+  const counts = { train: 0, test: 0 };
+  for (const p of pairs) counts[p.split] = (counts[p.split] || 0) + 1;
+  const total = data.count ?? pairs.length;
+  $("pairs-status").textContent = `Pair set ${pairSet.id}: ${pairSet.tile_px} px tiles.`;
+  $("pairs-counts").textContent = `${total} pairs: ${counts.train} train, ${counts.test} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}`;
+  $("pairs-counts").dataset.total = String(total);
+  $("pair-grid").replaceChildren(...pairs.slice(0, 120).map((p) => el("figure", { class: `split-${p.split}`, title: `${p.split} · box (${p.box_x}, ${p.box_y}) ${p.box_size} px` },
+    el("div", { class: "pair-imgs" },
+      el("img", { src: p.lr_url, alt: `SSUM tile ${p.id} (${p.split})`, loading: "lazy" }),
+      el("img", { src: p.hr_url, alt: `SEM tile ${p.id} (${p.split})`, loading: "lazy" })))));
+  $("pairs-export").href = `/api/pair-sets/${pairSet.id}/export/`;
+  $("pairs-export").hidden = false;
+  $("train-link").hidden = !total;
+}
+
+$("pairs-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const body = { registration: cfg.id, ...formValues($("pairs-form")) };
+  $("extract").disabled = true;
+  try {
+    const pairSet = await api("/api/pair-sets/", { method: "POST", body });
+    followPairSet(pairSet.id);
+  } catch (err) { showErrors($("pairs-form"), err); $("extract").disabled = false; }
+});
+
+watchJob("registrations", cfg.id, `/api/registrations/${cfg.id}/`, {
+  onEvent: (e) => { if (e.type === "job.progress") { $("reg-progress").value = e.progress || 0; $("reg-progress-text").textContent = progressText(e); } },
+  onUpdate: showStatus,
+});
+if (cfg.pair_set) followPairSet(cfg.pair_set);
