@@ -79,11 +79,16 @@ def scan_finished(scan: Scan) -> bool:
 # --- the work, run by imaging.tasks in a task worker --------------------------------------------
 
 def fov_mask_for(instrument, shape_rc) -> "np.ndarray":
-    """The sphere's useful circular field of view, centred on the frame, as a boolean mask."""
+    """The sphere's useful circular field of view, centred on the frame, as a boolean mask.
+
+    Only the inner USEFUL_FOV_FRACTION of the radius: the sphere's image darkens steeply toward
+    its rim, which would make overlapping frames anti-correlated there."""
     import numpy as np
 
+    from .stitching import USEFUL_FOV_FRACTION
+
     rows, cols = shape_rc
-    radius_px = instrument.fov_diameter_nm / 2.0 / instrument.pixel_size_nm
+    radius_px = USEFUL_FOV_FRACTION * instrument.fov_diameter_nm / 2.0 / instrument.pixel_size_nm
     yy, xx = np.mgrid[0:rows, 0:cols]
     return (xx - (cols - 1) / 2.0) ** 2 + (yy - (rows - 1) / 2.0) ** 2 <= radius_px**2
 

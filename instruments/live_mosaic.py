@@ -45,6 +45,7 @@ class LiveMosaic:
                                                 pixel_size_nm=instrument.pixel_size_nm, message="Growing with the scan."))
         self.translator = translator
         self.frames: queue.Queue = queue.Queue()
+        self.closing = threading.Event()
         self.stitcher = None
         self.last_published = 0.0
         self.thread = threading.Thread(target=self._run, name=f"live-mosaic-{scan.pk}", daemon=True)
@@ -58,7 +59,7 @@ class LiveMosaic:
 
         while True:
             item = self.frames.get()
-            if item is None:
+            if item is None or self.closing.is_set():
                 break
             image, xy = item
             try:
@@ -91,9 +92,12 @@ class LiveMosaic:
         close_old_connections()
 
     def finish(self, *, final: bool) -> None:
-        """Stop placing frames; when the scan is over, queue the final stitch of the same record."""
+        """Stop placing frames; when the scan is over, queue the final stitch of the same record.
+
+        Frames still waiting are dropped: the final stitch rebuilds everything from the saved frames."""
+        self.closing.set()
         self.frames.put(None)
-        self.thread.join(timeout=120)
+        self.thread.join(timeout=30)
         if not final:
             return
         from imaging import tasks

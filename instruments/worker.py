@@ -136,11 +136,12 @@ class HardwareWorker:
         instrument = Instrument.objects.get(pk=self.instrument_id)
         if self.devices is None:
             self.devices, self.rig = connect_devices(instrument)
-        if self.rig is not None:  # the simulator knows its own calibration: record it
+        if self.rig is not None:  # the simulator knows its own calibration: record it, as at contact
             world = self.rig.world
             _x0, _y0, width, height = world.default_roi
+            pitch = world.camera.pixel_pitch_nm
             Instrument.objects.filter(pk=instrument.pk).update(
-                pixel_size_nm=world.pixel_size_nm, fov_diameter_nm=2 * world.fov_radius_nm,
+                pixel_size_nm=world.optics.sample_pixel_nm(pitch, 0.0), fov_diameter_nm=2 * world.optics.fov_radius_nm(0.0),
                 frame_width_px=width, frame_height_px=height)
         self._orphaned_scans_pause()
         for target, name in ((self._control_loop, "control"), (self._listen, "listen"),

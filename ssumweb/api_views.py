@@ -1,5 +1,6 @@
 """Projects and their members. Anyone may create a project (and becomes its admin); admins manage members."""
 from django.db import transaction
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
@@ -8,7 +9,7 @@ from rest_framework.response import Response
 
 from .access import require, visible_projects
 from .errors import DomainError
-from .models import Membership, Project, Role
+from .models import DemoRun, Membership, Project, Role
 from .serializers import MemberRoleSerializer, MembershipSerializer, ProjectSerializer
 
 
@@ -95,3 +96,56 @@ def me(request):
     roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
     return Response({"username": request.user.username, "is_superuser": request.user.is_superuser,
                      "projects": {str(k): v for k, v in roles.items()}})
+
+
+class DemoStepSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    status = serializers.CharField()
+    message = serializers.CharField(allow_blank=True)
+    url = serializers.CharField(allow_blank=True)
+
+
+class DemoRunSerializer(serializers.ModelSerializer):
+    steps = DemoStepSerializer(many=True, read_only=True)
+    status_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DemoRun
+        fields = ["id", "project", "status", "progress", "message", "failure_reason", "steps", "status_url",
+                  "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_status_url(self, demo) -> str:
+        return reverse("api:demorun-detail", args=[demo.pk])
+
+
+class DemoStartSerializer(serializers.Serializer):
+    project = serializers.IntegerField()
+
+
+class DemoRunViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Runs of the first-run demo: start one with POST /api/demo/run/ {project}."""
+
+    serializer_class = DemoRunSerializer
+    filterset_fields = ["project", "status"]
+
+    def get_queryset(self):
+        from .access import for_user
+
+        return for_user(DemoRun.objects.all(), self.request.user).order_by("-pk")
+
+    @extend_schema(request=DemoStartSerializer, responses={201: DemoRunSerializer})
+    @action(detail=False, methods=["post"])
+    def run(self, request):
+        from .demo import start_demo
+
+        data = DemoStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = visible_projects(request.user).filter(pk=data.validated_data["project"]).first()
+        if project is None:
+            raise DomainError(f"No project with id {data.validated_data['project']} among yours.", field="project",
+                              code="does_not_exist")
+        require(request.user, project.pk, Role.OPERATOR)
+        demo = start_demo(project, request.user)
+        return Response(DemoRunSerializer(demo).data, status=status.HTTP_201_CREATED)

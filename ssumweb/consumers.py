@@ -23,6 +23,7 @@ EVENT_SOURCES = {
     "training-runs": ("mlcore.TrainingRun", "trainingrun"),
     "translations": ("mlcore.Translation", "translation"),
     "instruments": ("instruments.Instrument", "instrument"),
+    "demo-runs": ("ssumweb.DemoRun", "demorun"),
 }
 
 CLOSE_UNAUTHENTICATED = 4401

@@ -17,6 +17,7 @@ class Project(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    is_demo = models.BooleanField(default=False)  # the first-run project on the simulated instrument
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -94,3 +95,17 @@ class Job(models.Model):
 
     class Meta:
         abstract = True
+
+
+class DemoRun(Job):
+    """One press of "Run the demo": scan → mosaic → SEM → registration → pairs → training → translation."""
+
+    PROJECT_PATH = "project"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="demo_runs")
+    steps = models.JSONField(default=list)  # [{"name", "label", "status", "message", "url"}]
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -9,8 +9,8 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "name", "description", "created_at", "my_role"]
-        read_only_fields = ["id", "created_at", "my_role"]
+        fields = ["id", "name", "description", "is_demo", "created_at", "my_role"]
+        read_only_fields = ["id", "is_demo", "created_at", "my_role"]
 
     def get_my_role(self, project) -> str | None:
         from .access import role_in

@@ -140,7 +140,7 @@ else:
 TASKS = {
     "default": {
         "BACKEND": os.environ.get("TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
-        "QUEUES": ["default", "processing", "training"],
+        "QUEUES": ["default", "processing", "training", "demo"],
     }
 }
 # In the embedded default the server process runs the task workers itself.

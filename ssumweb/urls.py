@@ -29,6 +29,7 @@ router.register("instruments", instruments_api.InstrumentViewSet, basename="inst
 router.register("training-runs", mlcore_api.TrainingRunViewSet, basename="trainingrun")
 router.register("models", mlcore_api.TrainedModelViewSet, basename="trainedmodel")
 router.register("translations", mlcore_api.TranslationViewSet, basename="translation")
+router.register("demo", api_views.DemoRunViewSet, basename="demorun")
 
 api_patterns = [
     path("", include(router.urls)),

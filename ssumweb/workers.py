@@ -19,6 +19,7 @@ def start_task_worker(queues: list[str], name: str) -> threading.Thread:
     worker = Worker(queue_names=queues, interval=0.5, batch=False, backend_name="default", startup_delay=False,
                     max_tasks=None, worker_id=name, excluded_queue_names=[])
     thread = threading.Thread(target=worker.run, name=name, daemon=True)
+    thread.worker = worker  # worker.running = False stops it after its current task (tests)
     thread.start()
     return thread
 

@@ -30,7 +30,8 @@ class Command(BaseCommand):
                 admin = User.objects.create_superuser(username=username, email="", password=password)
             if not no_demo:
                 project, _ = Project.objects.get_or_create(
-                    name=DEMO_PROJECT, defaults={"description": "A simulated SSUM on a synthetic IC chip: try every step here."})
+                    name=DEMO_PROJECT, defaults={"is_demo": True,
+                                                 "description": "A simulated SSUM on a synthetic IC chip: try every step here."})
                 Membership.objects.get_or_create(project=project, user=admin, defaults={"role": Role.ADMIN})
                 Instrument.objects.get_or_create(project=project, name="Simulated SSUM",
                                                  defaults={"sim_seed": DEMO_SEED})

@@ -19,6 +19,7 @@ class Command(BaseCommand):
         if settings.EMBEDDED_WORKERS:
             start_task_worker(["default", "processing"], "embedded-processing")
             start_task_worker(["training"], "embedded-training")
+            start_task_worker(["demo"], "embedded-demo")
             start_reaper()
         if settings.EMBEDDED_HARDWARE_WORKER:
             from instruments.worker import start_embedded_workers
