@@ -1,0 +1,227 @@
+"""The learning half in real Chromium: upload a simulated SEM TIFF, register it by clicking landmarks, cut pairs,
+train a tiny model and watch its loss curve, translate the mosaic and compare the layers in synchronised viewers.
+
+The mosaic is made directly (the same chip region the SEM shows, with a pyramid) instead of through a live scan,
+so that this stays fast; test_flow.py covers the scan itself."""
+import re
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect
+
+from imaging.imageio import DisplayWindow, write_image16
+from imaging.jobs import build_pyramid_for
+from imaging.models import Mosaic, Registration, Sample
+from imaging.services import plan_scan
+from instruments.sim.chip import Chip
+from instruments.sim.dataset import simulate_pair
+from instruments.sim.sem import SEMSettings, simulate_sem_image, write_sem_tiff
+from mlcore.models import TrainedModel, TrainingRun, Translation
+from ssumweb.media import absolute
+from ssumweb.models import JobStatus, Membership, Role
+
+from .conftest import screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SIZE = 256
+CENTRE = (100_000, 100_000)
+PIXEL_NM = 32.5
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return simulate_pair(Chip(seed=4), centre_xy_nm=CENTRE, size_px=SIZE, pixel_size_nm=PIXEL_NM, seed=4)
+
+
+@pytest.fixture
+def bench(live_url, django_user_model, truth):
+    """A project with an operator, a sample, a scan and its finished mosaic (with a deep-zoom pyramid)."""
+    from ssumweb.models import Project
+
+    project = Project.objects.create(name="Learning lab")
+    user = django_user_model.objects.create_user(username="ada", password="pw-ada")
+    Membership.objects.create(project=project, user=user, role=Role.OPERATOR)
+    sample = Sample.objects.create(project=project, name="chip 4", sim_seed=4)
+    scan = plan_scan(sample=sample, name="region A", user=user, plan=dict(
+        origin_x_nm=0, origin_y_nm=0, size_x_nm=1000, size_y_nm=1000, overlap=0.3, exposure_ms=10,
+        contact_setpoint_nm=20))
+    mosaic = Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED, width=SIZE, height=SIZE,
+                                   pixel_size_nm=PIXEL_NM, image=f"m/{scan.pk}/mosaic.tif")
+    write_image16(absolute(mosaic.image.name), truth.lr, pixel_size_nm=PIXEL_NM)
+    window = DisplayWindow(float(np.percentile(truth.lr, 0.5)), float(np.percentile(truth.lr, 99.5)))
+    mosaic.pyramid = build_pyramid_for(truth.lr, window, f"m/{scan.pk}", pixel_size_nm=PIXEL_NM)
+    mosaic.save(update_fields=["pyramid"])
+    return {"url": live_url, "project": project, "sample": sample, "scan": scan, "mosaic": mosaic}
+
+
+def log_in(page, url):
+    page.goto(f"{url}/login/")
+    page.get_by_label("Username").fill("ada")
+    page.get_by_label("Password").fill("pw-ada")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+
+def click_at(page, selector, fx, fy):
+    box = page.locator(selector).bounding_box()
+    page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+
+
+def assert_no_horizontal_scroll(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(100)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 391
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_upload_register_pairs_train_translate(page, bench, tmp_path):
+    url = bench["url"]
+    log_in(page, url)
+
+    # Upload the SEM of the same chip region (FEI TIFF with a data bar) from the sample page's link.
+    sem = simulate_sem_image(Chip(seed=4), centre_xy_nm=CENTRE, shape=(SIZE, SIZE), pixel_size_nm=PIXEL_NM,
+                             settings=SEMSettings(), seed=4)
+    assert sem.data_bar_rows > 0
+    tiff = write_sem_tiff(tmp_path / "chip4.tif", sem)
+    page.goto(f"{url}/samples/{bench['sample'].pk}/")
+    page.get_by_role("link", name="Upload and pair").click()
+    page.wait_for_url(re.compile(r"/sem/upload/"))
+    page.get_by_label("SEM image file").set_input_files(str(tiff))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#sem-pixel-size")).to_contain_text("32.50 nm/px (read from the file)")
+    expect(page.locator("#sem-data-bar")).to_have_text(f"data bar cropped: {sem.data_bar_rows} rows")
+    expect(page.locator("#upload-progress")).to_have_attribute("value", "100")
+    expect(page.get_by_role("link", name="Pair with a mosaic")).to_be_visible(timeout=60_000)
+    screenshot(page, "sem-upload")
+    assert_no_horizontal_scroll(page)
+
+    # Landmarks: the same three places in each viewer (both show the same region at the same size).
+    page.get_by_role("link", name="Pair with a mosaic").click()
+    page.get_by_label("Landmarks (click ≥ 3 matching points)").check()
+    page.wait_for_selector("body[data-pair-ready=true]")
+    page.wait_for_timeout(600)
+    spots = [(0.3, 0.3), (0.7, 0.35), (0.45, 0.72)]
+    page.get_by_role("button", name="Register").click()  # too few landmarks: the API's message shows
+    expect(page.locator(".field-error, .form-error").first).to_contain_text("3 landmark")
+    for fx, fy in spots:
+        click_at(page, "#osd-mosaic", fx, fy)
+        click_at(page, "#osd-sem", fx, fy)
+    click_at(page, "#osd-mosaic", 0.5, 0.5)
+    page.get_by_role("button", name="Undo last point").click()
+    expect(page.locator("#landmark-help")).to_have_attribute("data-pairs", "3")
+    expect(page.locator(".landmark-mosaic")).to_have_count(3)
+    expect(page.locator(".landmark-sem")).to_have_count(3)
+    screenshot(page, "sem-pair-landmarks")
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_url(re.compile(r"/registrations/\d+/$"))
+    registration = Registration.objects.latest("created_at")
+    assert len(registration.landmarks) == 3
+    expect(page.locator("#reg-status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#reg-residual")).to_have_text(re.compile(r"\d+\.\d\d px"))
+    page.wait_for_selector("body[data-overlay-ready=true]")
+    registration.refresh_from_db()
+    # The same spots on the same grid: close to the identity (a click lands within a screen pixel or two).
+    assert np.allclose(np.asarray(registration.mosaic_to_sem)[:2, :2], np.eye(2), atol=0.03)
+    page.get_by_role("button", name="Accept").click()
+    expect(page.locator("#reg-accepted")).to_be_visible()
+
+    # Pairs of small tiles, half held out.
+    page.get_by_label("Tile size (px)").fill("64")
+    page.get_by_label("Stride (px)").fill("64")
+    page.get_by_label("Test fraction").fill("0.5")
+    page.get_by_role("button", name="Extract pairs").click()
+    expect(page.locator("#pairs-counts")).to_contain_text("train", timeout=60_000)
+    assert page.locator("#pair-grid figure.split-train").count() > 0 and page.locator("#pair-grid figure.split-test").count() > 0
+    expect(page.get_by_role("link", name="Download the pairs (zip)")).to_have_attribute("href", re.compile(r"/export/$"))
+    screenshot(page, "registration")
+
+    # A tiny training run: a bad crop first shows its message beside the field.
+    page.get_by_role("link", name="Train a model").click()
+    expect(page.locator(f"[name=registration][value='{registration.pk}']")).to_be_checked()
+    page.get_by_label("Name").fill("tiny")
+    for label, value in [("Steps", "4"), ("Crop (px)", "16"), ("Batch size", "2"), ("Residual blocks", "1"), ("Features", "4")]:
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Start training").click()
+    expect(page.locator("#crop_px-error")).to_be_visible()
+    screenshot(page, "training-form-error")
+    page.get_by_label("Crop (px)").fill("32")
+    page.get_by_role("button", name="Start training").click()
+    page.wait_for_url(re.compile(r"/training/\d+/$"))
+    expect(page.locator("#loss-canvas")).to_have_attribute("data-points", re.compile(r"[1-9]"), timeout=90_000)
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
+    expect(page.locator("#loss-canvas")).to_have_attribute("data-points", "4")
+    expect(page.locator("#loss-canvas")).to_have_attribute("data-last-step", "4")
+    screenshot(page, "training-run")
+    run = TrainingRun.objects.get(name="tiny")
+    assert [e["step"] for e in run.loss_history] == [1, 2, 3, 4]
+
+    # The model beside its baselines, best values bold.
+    page.goto(f"{url}/models/")
+    model = TrainedModel.objects.get(training_run=run)
+    expect(page.locator(f"#model-{model.pk} table.metrics tbody tr")).to_have_count(4)
+    assert page.locator(f"#model-{model.pk} table.metrics strong").count() >= 3
+    screenshot(page, "models")
+    assert_no_horizontal_scroll(page)
+
+    # Translate the mosaic from the scan page, then open both layers in the synchronised viewer.
+    page.goto(f"{url}/scans/{bench['scan'].pk}/")
+    page.get_by_label("Model").select_option(str(model.pk))
+    page.get_by_role("button", name="Translate", exact=True).click()
+    viewer_link = page.get_by_role("link", name="Open the translation in the viewer")
+    expect(viewer_link).to_be_visible(timeout=90_000)
+    translation = Translation.objects.get(model=model)
+    assert translation.status == JobStatus.SUCCEEDED and translation.pyramid
+    viewer_link.click()
+    page.wait_for_selector("body[data-viewer-ready=true]")
+    assert set(page.evaluate("Object.keys(ssumViewers)")) >= {"mosaic", "translation", "risk"}
+    zooms = page.evaluate("[ssumViewers.mosaic.viewport.getZoom(true), ssumViewers.translation.viewport.getZoom(true)]")
+    page.locator("#osd-mosaic").hover()
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(800)
+    after = page.evaluate("[ssumViewers.mosaic.viewport.getZoom(true), ssumViewers.translation.viewport.getZoom(true)]")
+    assert after[0] > zooms[0] * 1.1
+    assert after[1] == pytest.approx(after[0] * zooms[1] / zooms[0], rel=0.02)  # same grid: zoom follows
+    screenshot(page, "viewer-translation")
+    assert not page.console_errors, page.console_errors
+
+
+@pytest.fixture
+def translated(bench, truth):
+    """A finished translation of the bench's mosaic (its pyramid made from the simulated SEM of the same region)."""
+    mosaic = bench["mosaic"]
+    model = TrainedModel.objects.create(project=bench["project"], name="fixture model", weights="w/model.pt",
+                                        pixel_size_nm=PIXEL_NM)
+    hr16 = truth.hr.astype(np.uint16) * 257
+    translation = Translation.objects.create(mosaic=mosaic, model=model, status=JobStatus.SUCCEEDED,
+                                             pyramid=build_pyramid_for(hr16, DisplayWindow(0, 65535), f"t/{mosaic.pk}",
+                                                                       pixel_size_nm=PIXEL_NM))
+    return translation
+
+
+def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
+    """Two layers on one mosaic grid: zooming the second zooms the first, and the URL brings the view back."""
+    url, mosaic = bench["url"], bench["mosaic"]
+    log_in(page, url)
+    page.goto(f"{url}/viewer/?mosaic={mosaic.pk}&translation={translated.pk}")
+    page.wait_for_selector("body[data-viewer-ready=true]")
+    zoom = "[ssumViewers.mosaic.viewport.getZoom(true), ssumViewers.translation.viewport.getZoom(true)]"
+    before = page.evaluate(zoom)
+    page.locator("#osd-translation").hover()
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(800)
+    after = page.evaluate(zoom)
+    assert after[1] > before[1] * 1.1
+    assert after[0] == pytest.approx(after[1] * before[0] / before[1], rel=0.02)
+    page.wait_for_function("location.search.includes('z=')")
+    shared = page.url
+    centre = page.evaluate("(() => { const v = ssumViewers.mosaic; const c = v.world.getItemAt(0).viewportToImageCoordinates(v.viewport.getCenter(true)); return [c.x, c.y]; })()")
+
+    other = page.context.new_page()
+    other.goto(shared)
+    other.wait_for_selector("body[data-viewer-ready=true]")
+    other.wait_for_timeout(300)
+    restored = other.evaluate("(() => { const v = ssumViewers.mosaic; const c = v.world.getItemAt(0).viewportToImageCoordinates(v.viewport.getCenter(true)); return [c.x, c.y, v.viewport.getZoom(true)]; })()")
+    assert restored[0] == pytest.approx(centre[0], abs=2) and restored[1] == pytest.approx(centre[1], abs=2)
+    assert restored[2] == pytest.approx(after[0], rel=0.02)
+    assert not page.console_errors, page.console_errors

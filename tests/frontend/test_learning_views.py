@@ -1,0 +1,99 @@
+"""The learning pages through Django's test client: scoping (other projects' objects are 404), what each page
+renders for operators and viewers, and the models table's best-of-column marking."""
+import pytest
+from django.test import Client
+
+from frontend.learning_views import model_rows
+from imaging.models import Mosaic, Registration, Sample, Scan, SEMImage
+from mlcore.models import TrainedModel, TrainingRun
+from ssumweb.models import JobStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def login(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def registration(project):
+    sample = Sample.objects.create(project=project, name="chip")
+    scan = Scan.objects.create(project=project, sample=sample, name="s1", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
+                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=2, cols=2)
+    mosaic = Mosaic.objects.create(scan=scan, pixel_size_nm=32.5, width=300, height=200, pyramid="p/m",
+                                   status=JobStatus.SUCCEEDED)
+    sem = SEMImage.objects.create(project=project, sample=sample, name="sem-a", image="s/a.tif", width=256, height=256,
+                                  pixel_size_nm=20, pixel_size_source="metadata", data_bar_rows=40, pyramid="p/s")
+    return Registration.objects.create(mosaic=mosaic, sem_image=sem, method="landmarks", status=JobStatus.SUCCEEDED,
+                                       mosaic_to_sem=[[1.6, 0, 0], [0, 1.6, 0], [0, 0, 1]], residual_px=0.4,
+                                       confidence=0.9)
+
+
+def test_model_rows_mark_the_best_of_each_column():
+    metrics = {"pairs": 3, "model": {"psnr": 20.0, "ssim": 0.5, "cx": 0.3}, "input": {"psnr": 18.0, "ssim": 0.6, "cx": 0.4},
+               "unsharp": {"psnr": 17.0, "ssim": 0.4, "cx": 0.2}, "richardson_lucy": {"psnr": 16.0, "ssim": 0.1, "cx": None}}
+    rows = {r["key"]: r for r in model_rows(metrics)}
+    assert [r["key"] for r in model_rows(metrics)] == ["model", "input", "unsharp", "richardson_lucy"]
+    assert rows["model"]["best"] == [True, False, False]  # highest PSNR
+    assert rows["input"]["best"] == [False, True, False]  # highest SSIM
+    assert rows["unsharp"]["best"] == [False, False, True]  # lowest CX
+    assert rows["richardson_lucy"]["cells"][2] == (None, False)
+    assert model_rows({}) == []
+
+
+def test_sem_upload_page_offers_only_operable_projects(project, other_project, operator, viewer):
+    page = login(operator).get("/sem/upload/").content.decode()
+    assert 'id="dropzone"' in page and project.name in page and other_project.name not in page
+    assert "Only operators" in login(viewer).get("/sem/upload/").content.decode()
+
+
+def test_pairing_page_lists_mosaics_and_shows_the_data_bar(registration, operator, outsider):
+    sem = registration.sem_image
+    page = login(operator).get(f"/sem/{sem.pk}/").content.decode()
+    assert "data bar cropped: 40 rows" in page and 'id="pair-form"' in page
+    assert f'<option value="{registration.mosaic_id}">' in page
+    assert login(outsider).get(f"/sem/{sem.pk}/").status_code == 404
+
+
+def test_registration_page_and_its_scoping(registration, operator, viewer, outsider):
+    page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
+    assert 'id="overlay-canvas"' in page and "sem=%d" % registration.pk in page
+    assert 'id="accept" class="primary" >' in page or 'id="accept" class="primary" disabled' not in page
+    assert 'id="accept" class="primary" disabled' in login(viewer).get(f"/registrations/{registration.pk}/").content.decode()
+    assert login(outsider).get(f"/registrations/{registration.pk}/").status_code == 404
+
+
+def test_training_pages(registration, project, operator, outsider):
+    from imaging.models import ImagePair, PairSet
+
+    pair_set = PairSet.objects.create(registration=registration, pixel_size_nm=20, tile_px=64, status=JobStatus.SUCCEEDED)
+    ImagePair.objects.create(registration=registration, pair_set=pair_set, lr_image="a.png", hr_image="b.png", box_x=0,
+                             box_y=0, box_size=64, pixel_size_nm=20, split="train")
+    page = login(operator).get(f"/training/?registration={registration.pk}").content.decode()
+    assert f'value="{registration.pk}" data-project="{project.pk}" checked' in page
+    assert 'name="steps" type="number" min="1" value="2000"' in page and 'id="crop_px" name="crop_px" type="number" min="32" max="1024" value="256"' in page
+    run = TrainingRun.objects.create(project=project, name="run-a", total_steps=4, step=2,
+                                     loss_history=[{"step": 1, "g_total": 2.0}, {"step": 2, "g_total": 1.5}])
+    detail = login(operator).get(f"/training/{run.pk}/").content.decode()
+    assert 'id="loss-canvas"' in detail and '"loss_history": [{"step": 1, "g_total": 2.0}' in detail
+    assert "run-a" in login(operator).get("/training/?q=run").content.decode()
+    assert "run-a" not in login(operator).get("/training/?q=zzz").content.decode()
+    assert login(outsider).get(f"/training/{run.pk}/").status_code == 404
+
+
+def test_models_page_and_translate_form(registration, project, operator, outsider):
+    model = TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20, metrics={
+        "pairs": 2, "model": {"psnr": 21.5, "ssim": 0.7, "cx": 0.2}, "input": {"psnr": 19.0, "ssim": 0.5, "cx": 0.3}})
+    page = login(operator).get("/models/").content.decode()
+    assert "cyclegan-a" in page and "<strong>21.500</strong>" in page and "19.000" in page
+    assert "cyclegan-a" not in login(outsider).get("/models/").content.decode()
+    scan = login(operator).get(f"/scans/{registration.mosaic.scan_id}/").content.decode()
+    assert 'id="translate-form"' in scan and f'<option value="{model.pk}">cyclegan-a</option>' in scan
+
+
+def test_sem_list_filters_by_project(registration, project, other_project, operator):
+    page = login(operator).get(f"/sem/?project={project.pk}").content.decode()
+    assert "sem-a" in page and f"/sem/{registration.sem_image_id}/" in page
+    assert "sem-a" not in login(operator).get("/sem/?q=nothing").content.decode()
