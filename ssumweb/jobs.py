@@ -109,6 +109,7 @@ def run_job(model_label: str, pk: int, work: Callable[[object, Progress], dict |
         _save(obj, "status", "started_at", "heartbeat_at", "failure_reason", "message")
         _publish_status(obj)
     progress = Progress(obj)
+    beating = _Heartbeat(model, pk)
     try:
         result = work(obj, progress) or {}
     except JobCancelled:
@@ -121,11 +122,43 @@ def run_job(model_label: str, pk: int, work: Callable[[object, Progress], dict |
         result = {"failed": obj.failure_reason}
     else:
         obj.status, obj.progress, obj.message = JobStatus.SUCCEEDED, 1.0, "Done."
+    finally:
+        beating.stop()
     obj.finished_at = timezone.now()
     with transaction.atomic():
         _save(obj, "status", "progress", "message", "failure_reason", "finished_at")
         _publish_status(obj)
     return result
+
+
+class _Heartbeat:
+    """Beats for a running job while its worker lives, even inside one long call without progress.
+
+    A stale heartbeat then means exactly that the worker died, which is what the reaper looks for."""
+
+    interval_s = 10.0
+
+    def __init__(self, model, pk):
+        import threading
+
+        self.model, self.pk = model, pk
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{model._meta.model_name}-{pk}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from django.db import close_old_connections
+
+        while not self.stopped.wait(self.interval_s):
+            try:
+                self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+            except Exception:
+                log.warning("heartbeat of %s %s failed", self.model.__name__, self.pk, exc_info=True)
+        close_old_connections()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
 
 
 def _reason(exc: Exception) -> str:
