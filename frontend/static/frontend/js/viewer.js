@@ -8,6 +8,7 @@ const $ = (id) => document.getElementById(id);
 const viewers = {};
 window.ssumViewers = viewers;  // for tests and the console
 let syncing = false;
+let leader = null;  // the viewer under the user's pointer or focus
 
 // ---- 2-D affine helpers (matrices as [[a,b,c],[d,e,f],[0,0,1]]) ------------------------------------------------
 const apply = (m, x, y) => [m[0][0] * x + m[0][1] * y + m[0][2], m[1][0] * x + m[1][1] * y + m[1][2]];
@@ -34,8 +35,13 @@ function makeViewer(layer, index) {
   viewer.toLayer = layer.transform || [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
   viewer.toMaster = invert(viewer.toLayer);
   attachScaleBar(viewer, box.querySelector(".scalebar"), layer.pixel_size_nm);
-  viewer.addHandler("zoom", () => sync(viewer));
-  viewer.addHandler("pan", () => sync(viewer));
+  // Follow the viewer the user is working in, on every animation frame (a "zoom" event only gives the start of
+  // an animated zoom); followers are moved immediately, so their own events never drive the others.
+  const lead = () => { leader = viewer; };
+  box.addEventListener("pointerenter", lead);
+  box.addEventListener("pointerdown", lead);
+  box.addEventListener("focusin", lead);
+  for (const name of ["zoom", "pan", "animation", "animation-finish"]) viewer.addHandler(name, () => { if (!leader || leader === viewer) sync(viewer); });
   viewer.addHandler("animation-finish", saveState);
   viewers[layer.key] = viewer;
   return dziTileSource(layer.dzi_url).then((source) => new Promise((resolve) => {
