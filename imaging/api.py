@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, parsers, status
@@ -12,15 +12,15 @@ from rest_framework.response import Response
 
 from instruments.models import Instrument
 from ssumweb import jobs
-from ssumweb.access import for_user, require
+from ssumweb.access import for_user, require, visible_projects
 from ssumweb.api import ProjectScopedViewSet, project_id_of
 from ssumweb.errors import DomainError
 from ssumweb.events import events_after
 from ssumweb.media import send_file
-from ssumweb.models import Project, Role
+from ssumweb.models import Role
 
+from . import sem_service, services
 from . import serializers as s
-from . import services, sem_service
 from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, Scan, SEMImage
 from .tiles import serve_pyramid
 
@@ -226,8 +226,8 @@ class SEMImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
         upload = s.SEMUploadSerializer(data=request.data)
         upload.is_valid(raise_exception=True)
         data = upload.validated_data
-        project = Project.objects.filter(pk=data["project"]).first()
-        if project is None or not for_user(Project.objects.filter(pk=project.pk), request.user, "").exists():
+        project = visible_projects(request.user).filter(pk=data["project"]).first()
+        if project is None:
             raise DomainError(f"No project with id {data['project']} among yours.", field="project", code="does_not_exist")
         require(request.user, project.pk, Role.OPERATOR)
         sample = _get_visible(Sample, data.get("sample"), request.user, "sample")

@@ -40,7 +40,8 @@ def for_user(queryset: QuerySet, user, project_path: str = "project") -> QuerySe
     """Narrow a queryset to the objects in projects the user belongs to."""
     if user.is_superuser:
         return queryset
-    return queryset.filter(**{f"{project_path}__memberships__user": user}).distinct()
+    prefix = f"{project_path}__" if project_path else ""  # "" when the queryset holds projects themselves
+    return queryset.filter(**{f"{prefix}memberships__user": user}).distinct()
 
 
 def require(user, project_id: int, needed: str = Role.VIEWER) -> None:

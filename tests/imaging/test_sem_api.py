@@ -1,0 +1,76 @@
+"""SEM upload through the API: pixel size from the file or the user, data bar cut, bad files refused."""
+import io
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from imaging.models import SEMImage
+from instruments.sim.dataset import simulate_sem
+from instruments.sim.sem import write_sem_tiff
+
+
+@pytest.fixture(scope="module")
+def fei_tiff(tmp_path_factory):
+    sem = simulate_sem(seed=3, shape=(160, 200), pixel_size_nm=20.0, rotation_deg=0.5)
+    path = write_sem_tiff(tmp_path_factory.mktemp("sem") / "quanta.tif", sem)
+    return path.read_bytes(), sem
+
+
+def png_bytes():
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 80)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(api, user, project, content, name, **extra):
+    return api(user).post("/api/sem-images/", {"project": project.pk, "file": SimpleUploadedFile(name, content),
+                                               **extra}, format="multipart")
+
+
+@pytest.mark.django_db
+def test_fei_tiff_gives_its_pixel_size_and_loses_its_data_bar(api, project, operator, fei_tiff,
+                                                              django_capture_on_commit_callbacks):
+    content, sem = fei_tiff
+    with django_capture_on_commit_callbacks(execute=False):
+        response = upload(api, operator, project, content, "../../etc/quanta.tif")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["pixel_size_nm"] == pytest.approx(20.0, rel=1e-3) and body["pixel_size_source"] == "metadata"
+    assert body["data_bar_rows"] == sem.data_bar_rows and body["height"] == 160 and body["width"] == 200
+    record = SEMImage.objects.get(pk=body["id"])
+    assert record.original_name == "quanta.tif" and ".." not in record.image.name
+
+
+@pytest.mark.django_db
+def test_a_file_without_pixel_size_asks_for_it(api, project, operator, django_capture_on_commit_callbacks):
+    response = upload(api, operator, project, png_bytes(), "sem.png")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "pixel_size_nm"
+    assert not SEMImage.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = upload(api, operator, project, png_bytes(), "sem.png", pixel_size_nm=12.5)
+    assert response.status_code == 201 and response.json()["pixel_size_source"] == "user"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_not_an_image_or_truncated_is_400_on_file(api, project, operator, content):
+    response = upload(api, operator, project, content, "x.png", pixel_size_nm=10)
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "file"
+    assert not SEMImage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_oversized_upload_is_413(api, project, operator, settings):
+    settings.UPLOAD_MAX_BYTES = 1000
+    response = upload(api, operator, project, png_bytes() + b"\x00" * 5000, "big.png", pixel_size_nm=10)
+    assert response.status_code == 413 and response.json()["errors"][0]["field"] == "file"
+    assert not SEMImage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_viewers_and_outsiders_cannot_upload(api, project, viewer, outsider):
+    assert upload(api, viewer, project, png_bytes(), "a.png", pixel_size_nm=10).status_code == 403
+    response = upload(api, outsider, project, png_bytes(), "a.png", pixel_size_nm=10)
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "project"
