@@ -31,3 +31,13 @@ def test_other_projects_pages_are_404(client, outsider, project):
 def test_admin_and_media_are_not_public(client):
     assert client.get("/admin/").status_code == 302
     assert client.get("/media/scans/1/frames/000000.tif").status_code in (302, 404)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", ["project", "sample", "scan", "frame", "mosaic", "semimage", "registration",
+                                   "pairset", "imagepair", "instrument", "trainingrun", "trainedmodel", "translation"])
+def test_admin_lists_every_catalogue_model(admin_client, model):
+    from django.apps import apps
+
+    label = next(m._meta.app_label for m in apps.get_models() if m._meta.model_name == model)
+    assert admin_client.get(f"/admin/{label}/{model}/").status_code == 200
