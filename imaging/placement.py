@@ -73,25 +73,31 @@ class StageModel:
     spread_px : (x, y) robust standard deviation (1.4826 × MAD) of all usable links about the
         model, px: the stage's repeatability as seen by pairs of frames.
     inliers : indices of the links that agree with the model within the tolerance.
+    inlier_spread_px : (x, y) the same spread over the inliers only: the stage's repeatability
+        if the other links matched aliases, a window too tight if the stage is merely imprecise
+        (the caller tries both, see :meth:`imaging.stitching.IncrementalStitcher.finish`).
     """
 
     matrix: np.ndarray
     spread_px: tuple[float, float]
     inliers: tuple[int, ...]
+    inlier_spread_px: tuple[float, float] = (0.0, 0.0)
 
     def predict(self, nominal_offset_px) -> np.ndarray:
         return self.matrix @ np.asarray(nominal_offset_px, float)
 
 
 def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: float = 3.0,
-                    min_inliers: int = 3) -> StageModel | None:
+                    min_inliers: int = 3, max_distortion: float = 0.1) -> StageModel | None:
     """Consensus (exhaustive RANSAC over pairs of links) fit of the stage model.
 
     A least-squares fit cannot be trusted here: on periodic structures (gratings, dot arrays)
     half the links may lock onto an alias one period away, which drags a mean or even a median.
     Wrong links scatter by whole periods while right ones agree within the stage's repeatability,
     so the largest set of links that one 2×2 matrix explains within ``tolerance_px`` is taken.
-    Returns None when fewer than ``min_inliers`` usable links agree.
+    Only matrices within ``max_distortion`` of the identity (per entry: scale, rotation, shear
+    of the stage against its calibration) are considered. Returns None when fewer than
+    ``min_inliers`` usable links agree.
     """
     usable = [k for k, link in enumerate(links)
               if not link.reason and np.isfinite(link.score) and link.score >= min_score]
@@ -106,6 +112,8 @@ def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: 
         if abs(np.linalg.det(pair)) < 1e-6 * max(np.abs(pair).max() ** 2, 1e-12):
             continue
         matrix = np.linalg.solve(pair, measured[[a, b]]).T
+        if np.abs(matrix - np.eye(2)).max() > max_distortion:
+            continue  # two aliases can agree on a stage no real one is (a 17 % short step)
         miss = np.hypot(*(measured - nominal @ matrix.T).T)
         inside = miss <= tolerance_px
         err = float(np.sum(np.minimum(miss, tolerance_px)))  # MSAC: fewest misses, then tightest
@@ -120,11 +128,13 @@ def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: 
         return None
     keep = [usable[m] for m in np.flatnonzero(best)]
     matrix = _fit_stage(links, keep)
+    dev = measured - nominal @ matrix.T
+    centre = np.median(dev[best], axis=0)
     # Spread over *all* usable links: a stage with large random errors (no link predicts
     # another) must get a wide window, not the tight one of a lucky consensus.
-    dev = measured - nominal @ matrix.T
-    spread = 1.4826 * np.median(np.abs(dev - np.median(dev[best], axis=0)), axis=0)
-    return StageModel(matrix, (float(spread[0]), float(spread[1])), tuple(keep))
+    spread = 1.4826 * np.median(np.abs(dev - centre), axis=0)
+    tight = 1.4826 * np.median(np.abs(dev[best] - centre), axis=0)
+    return StageModel(matrix, (float(spread[0]), float(spread[1])), tuple(keep), (float(tight[0]), float(tight[1])))
 
 
 def _weight(link: Link, floor_px: float) -> np.ndarray:

@@ -44,7 +44,7 @@ USEFUL_FOV_FRACTION = 0.8
 #: whose refinement is kept where it agrees within 0.25 px (more precise on plain texture, but
 #: on simulated SSUM scans big pads drag it). Chosen on tests/imaging scans and simulate_scan.
 SEARCH_BAND_PX = (1.0, 8.0)
-REFINE_BAND_PX = (0.5, 8.0)
+REFINE_BAND_PX: tuple[float, float] | None = None  # None: the corrected frame itself
 PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on tests/imaging scans, 2.2 px on simulate_scan
 
 
@@ -225,9 +225,13 @@ class IncrementalStitcher:
 
     def _filtered(self, frame: np.ndarray):
         """(search, refine) versions of a corrected frame; see :func:`imaging.pairwise.bandpass`."""
-        bands = (SEARCH_BAND_PX, REFINE_BAND_PX, PRECISE_BAND_PX)
-        return tuple(None if band is None else bandpass(frame, self.mask, low_sigma_px=band[0], high_sigma_px=band[1])
-                     for band in bands)
+        def filtered(band):
+            if band is None:  # the corrected frame itself, zeroed outside the field of view
+                return np.where(self.mask, frame, 0).astype(np.float32)
+            return bandpass(frame, self.mask, low_sigma_px=band[0], high_sigma_px=band[1])
+
+        return filtered(SEARCH_BAND_PX), filtered(REFINE_BAND_PX), (None if PRECISE_BAND_PX is None
+                                                                   else filtered(PRECISE_BAND_PX))
 
     def _register(self, i: int, j: int, nominal, radius):
         (search_i, refine_i, precise_i), (search_j, refine_j, precise_j) = self._features[i], self._features[j]
@@ -244,7 +248,7 @@ class IncrementalStitcher:
         pair = self._register(i, j, nominal, radius)
         return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason)
 
-    def _constrain(self, link: Link, model: StageModel) -> Link:
+    def _constrain(self, link: Link, model: StageModel, spread_px) -> Link:
         """Measure a link again inside the window the stage model allows (MIST's second pass).
 
         On periodic structures the first, wide search may lock onto an alias one period away;
@@ -252,12 +256,37 @@ class IncrementalStitcher:
         where the true offset can be, so the search is repeated there when the link strays.
         """
         predicted = model.predict(link.nominal_offset_px)
-        radius = np.clip(3.0 * np.asarray(model.spread_px) + 2.0, 2.0, None)
+        radius = np.clip(3.0 * np.asarray(spread_px) + 2.0, 2.0, None)
         if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - predicted) <= radius):
             return link
         pair = self._register(link.i, link.j, predicted, radius)
         return Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
                     pair.reason)
+
+    def _consensus_placement(self, nominal: np.ndarray):
+        """Links and placement from the hypothesis that keeps the most links, best scored.
+
+        Hypotheses: the links as measured; those straying from the consensus stage model
+        measured again within the spread of all links; and within the spread of the model's
+        inliers only. The last is right when the stage is repeatable and the stragglers locked
+        onto aliases of periodic patterns (simulated SSUM chips: half the links), and wrong when
+        the stage is merely imprecise (then the re-measured links land off their peaks, score
+        low and are dropped, so that hypothesis keeps fewer links and loses).
+        """
+        hypotheses = [self._links]
+        model = fit_stage_model(self._links, min_score=self.min_score)
+        if model is not None:
+            for spread in dict.fromkeys((model.spread_px, model.inlier_spread_px)):
+                hypotheses.append([self._constrain(link, model, spread) for link in self._links])
+        best = None
+        for links in hypotheses:
+            placement = solve_positions(nominal, links, min_score=self.min_score,
+                                        max_residual_px=self.max_residual_px)
+            kept = [k for k in range(len(links)) if k not in placement.dropped]
+            key = (len(kept), float(np.mean([links[k].score for k in kept])) if kept else 0.0)
+            if best is None or key > best[0]:
+                best = (key, links, placement)
+        return best[1], best[2]
 
     def _neighbours(self, j: int) -> list[int]:
         return [i for i in range(j) if mask_overlap_px(self.mask, self._nominal_px[j] - self._nominal_px[i])
@@ -339,13 +368,9 @@ class IncrementalStitcher:
                 self.flatfield = None
         elif isinstance(self.flatfield, FlatField):
             method = self.flatfield.method
-        model = fit_stage_model(self._links, min_score=self.min_score)
-        if model is not None:
-            self._links = [self._constrain(link, model) for link in self._links]
         nominal = np.array(self._nominal_px)
         threshold = self.min_score
-        placement = solve_positions(nominal, self._links, min_score=threshold,
-                                    max_residual_px=self.max_residual_px)
+        self._links, placement = self._consensus_placement(nominal)
         positions = placement.positions_px
         corner = np.floor(positions.min(axis=0)).astype(int)
         extent = np.ceil(positions.max(axis=0)).astype(int) - corner
