@@ -88,7 +88,7 @@ class StageModel:
 
 
 def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: float = 3.0,
-                    min_inliers: int = 3, max_distortion: float = 0.1) -> StageModel | None:
+                    min_inliers: int = 3, max_distortion: float = 0.05) -> StageModel | None:
     """Consensus (exhaustive RANSAC over pairs of links) fit of the stage model.
 
     A least-squares fit cannot be trusted here: on periodic structures (gratings, dot arrays)
@@ -113,7 +113,7 @@ def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: 
             continue
         matrix = np.linalg.solve(pair, measured[[a, b]]).T
         if np.abs(matrix - np.eye(2)).max() > max_distortion:
-            continue  # two aliases can agree on a stage no real one is (a 17 % short step)
+            continue  # aliases agree on stages no real one is (a step 8–17 % short)
         miss = np.hypot(*(measured - nominal @ matrix.T).T)
         inside = miss <= tolerance_px
         err = float(np.sum(np.minimum(miss, tolerance_px)))  # MSAC: fewest misses, then tightest

@@ -28,14 +28,24 @@ def flat_scan():
     return simulate_scan(world=world, grid=(3, 3))
 
 
-@pytest.mark.xfail(reason="not reached yet: 0.18/0.31 px (mean/max) with a 175.2 px mask, 2.2/4.1 px with the "
-                          "area-derived 175.4 px one; pad-edge links flip between windows (see the report)",
-                   strict=False)
-def test_low_topography_chip_stitches_to_a_fraction_of_a_pixel(flat_scan):
+@pytest.fixture(scope="module")
+def flat_errors(flat_scan):
     mosaic = stitch(list(flat_scan.frames), flat_scan.nominal_xy_nm, pixel_size_nm=flat_scan.pixel_size_nm,
                     fov_mask=flat_scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, anchor="center")
-    err = _errors(flat_scan, mosaic)
-    assert err.mean() <= 0.25 and err.max() <= 0.5, err
+    return _errors(flat_scan, mosaic)
+
+
+def test_low_topography_chip_has_no_alias_placements(flat_errors):
+    # Periodic test patterns (17–45 px periods) once put frames 10–20 px off; the stage
+    # consensus now keeps every frame within a few px (measured 0.86 mean / 3.2 max px).
+    assert flat_errors.mean() <= 1.5 and flat_errors.max() <= 5.0, flat_errors
+
+
+@pytest.mark.xfail(reason="target not reached: measured 0.86/3.2 px mean/max on this scan (0.25/0.68 on "
+                          "seed 1, 0.80/1.7 on seed 3); links on big pads and fine gratings still land "
+                          "1–4 px off", strict=False)
+def test_low_topography_chip_stitches_to_a_fraction_of_a_pixel(flat_errors):
+    assert flat_errors.mean() <= 0.25 and flat_errors.max() <= 0.5, flat_errors
 
 
 def test_full_circle_mask_without_the_useful_fraction_is_worse(flat_scan):
