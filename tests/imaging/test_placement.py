@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from imaging.placement import Link, solve_positions
+from imaging.placement import Link, fit_stage_model, solve_positions
 
 
 def _grid_links(truth, nominal, *, score=0.95):
@@ -59,3 +59,18 @@ def test_low_score_links_are_ignored_and_lonely_frames_follow_the_stage():
     d = placement.positions_px - truth
     d -= d[keep].mean(0)
     assert np.hypot(*d[4]) < 15
+
+
+def test_stage_consensus_ignores_aliases_that_agree_on_an_implausible_stage():
+    # 4 true vertical links (stage = identity + 1 px noise) vs 6 aliases one 18 px period short,
+    # which agree with each other on a 0.92 step: the consensus must keep the real stage.
+    rng = np.random.default_rng(3)
+    links = [Link(0, 1, (217.0, 0.0), (217.2, -1.3), 0.95), Link(1, 2, (217.0, 0.0), (217.5, -1.4), 0.95)]
+    links += [Link(k, k + 3, (0.0, 217.0), tuple(np.array([1.4, 216.8]) + rng.normal(0, 0.2, 2)), 0.9)
+              for k in range(4)]
+    links += [Link(k, k + 3, (0.0, 217.0), tuple(np.array([1.4, 198.8]) + rng.normal(0, 0.2, 2)), 0.9)
+              for k in range(4, 10)]
+    model = fit_stage_model(links)
+    assert model is not None and abs(model.matrix[1, 1] - 1.0) < 0.01
+    assert set(model.inliers) == set(range(6))
+    assert max(model.inlier_spread_px) < 0.5
