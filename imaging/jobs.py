@@ -131,6 +131,11 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     pyramid = build_pyramid_for(result.image, window, f"scans/{scan.pk}/mosaics/{mosaic.pk}",
                                 pixel_size_nm=result.pixel_size_nm)
     Mosaic.objects.filter(pk=mosaic.pk).update(pyramid=pyramid)
+    if scan.translate_with_id and mosaic.live:  # the scan was started with a model: translate what it saw
+        from mlcore.services import queue_translation
+
+        mosaic.status = JobStatus.SUCCEEDED  # the translation job only starts after this job has committed
+        queue_translation(mosaic, scan.translate_with)
     return {"frames": len(frames), "size": list(result.image.shape)}
 
 

@@ -6,6 +6,7 @@ so a browser that reconnects with ?after=<seq> gets exactly what it missed.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -51,8 +52,16 @@ def send_to_group(topic: str, message: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    envelope = {"type": "event.message", "event": message}
     try:
-        async_to_sync(layer.group_send)(group_for(topic), {"type": "event.message", "event": message})
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:  # called from code running inside an event loop: schedule, don't block it
+        loop.create_task(layer.group_send(group_for(topic), envelope))
+        return
+    try:
+        async_to_sync(layer.group_send)(group_for(topic), envelope)
     except Exception:  # a full or unreachable layer must not undo a committed domain change
         log.warning("could not send %s event for %s", message.get("type"), topic, exc_info=True)
 

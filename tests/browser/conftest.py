@@ -84,6 +84,8 @@ def page(browser):
     page.console_errors = []
     page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
     page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    # Name the resource behind a "Failed to load resource" console error.
+    page.on("response", lambda r: r.status >= 400 and page.console_errors.append(f"{r.status} {r.url}"))
     yield page
     context.close()
 

@@ -30,6 +30,8 @@ function makeViewer(layer, index) {
     element: box.querySelector(".osd"), prefixUrl: "/static/openseadragon/images/", drawer: "canvas",
     showNavigator: index === 0, navigatorPosition: "BOTTOM_RIGHT", crossOriginPolicy: false,
     gestureSettingsMouse: { clickToZoom: false }, maxZoomPixelRatio: 8, visibilityRatio: 0.2,
+    // Keep the image scale when the layout reflows (a layer added, a phone rotated), so a shared view stays put.
+    preserveImageSizeOnResize: true,
   });
   viewer.layer = layer;
   viewer.toLayer = layer.transform || [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
@@ -250,7 +252,12 @@ async function main() {
   applyWindow();
   const opened = await Promise.all(cfg.layers.map(makeViewer));
   applyLayerVisibility();
-  if (params.get("x")) showView(opened[0], { x: Number(params.get("x")), y: Number(params.get("y")), zoom: Number(params.get("z")) });
+  if (params.get("x")) {
+    // Restore a shared view once the layout has settled: showing the layers resizes the viewers first.
+    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+    for (const v of opened) v.viewport.resize(new OpenSeadragon.Point(v.container.clientWidth, v.container.clientHeight), true);
+    showView(opened[0], { x: Number(params.get("x")), y: Number(params.get("y")), zoom: Number(params.get("z")) });
+  }
   sync(opened[0]);
   setupLineTool();
   opened[0].element.append($("swipe-line"));
