@@ -7,6 +7,7 @@ Each binary message is an 8-byte big-endian seq, an 8-byte float64 capture time,
 """
 from __future__ import annotations
 
+import asyncio
 import struct
 
 from channels.db import database_sync_to_async
@@ -17,6 +18,18 @@ from ssumweb.access import role_in
 from .control import live_group, worker_group
 
 HEADER = struct.Struct(">Qd")
+
+_serving_loop: asyncio.AbstractEventLoop | None = None
+
+
+def serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop live viewers last connected on in this process (daphne's), if any.
+
+    A plain thread that sends into the in-memory channel layer must send on this loop: the layer's
+    queues are asyncio objects of this loop, and a put from another loop (async_to_sync) neither
+    is thread-safe nor wakes this loop, so the frame waits for unrelated I/O (hundreds of ms)."""
+    loop = _serving_loop
+    return loop if loop is not None and loop.is_running() and not loop.is_closed() else None
 
 
 @database_sync_to_async
@@ -29,6 +42,8 @@ def instrument_role(user, pk: int):
 
 class LiveViewConsumer(AsyncWebsocketConsumer):
     async def connect(self):
+        global _serving_loop
+        _serving_loop = asyncio.get_running_loop()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)

@@ -16,7 +16,7 @@ import time
 import cv2
 import numpy as np
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -91,11 +91,33 @@ class LivePreview:
             started = time.monotonic()
             try:
                 self.seq += 1
-                async_to_sync(layer.group_send)(self.group, {"type": "live.frame", "jpeg": encode_preview(frame),
-                                                             "seq": self.seq, "t": time.time()})
+                jpeg = encode_preview(frame)
+                send_from_thread(layer, self.group, {"type": "live.frame", "jpeg": jpeg, "seq": self.seq,
+                                                     "t": time.time()})
             except Exception:
                 log.warning("live preview failed", exc_info=True)
             time.sleep(max(0.0, PREVIEW_MIN_PERIOD_S - (time.monotonic() - started)))
+
+
+def send_from_thread(layer, group: str, message: dict, *, timeout_s: float = 2.0) -> None:
+    """group_send from a plain thread, on the serving loop when the layer lives in this process.
+
+    The in-memory layer's queues belong to the loop the consumers run on; async_to_sync would run
+    the send on a fresh loop in another thread, which does not wake the consumers' loop (the frame
+    then waits for unrelated I/O: ~0.4 s median in bench/bench_live.py). Redis layers talk over
+    sockets, so async_to_sync is right for them."""
+    from .consumers import serving_loop
+
+    loop = serving_loop() if isinstance(layer, InMemoryChannelLayer) else None
+    if loop is None:
+        async_to_sync(layer.group_send)(group, message)
+        return
+    future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+    try:
+        future.result(timeout_s)  # back-pressure: at most one preview in flight towards the loop
+    except TimeoutError:
+        future.cancel()
+        raise
 
 
 def encode_preview(frame: np.ndarray) -> bytes:
