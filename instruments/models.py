@@ -24,6 +24,9 @@ class Instrument(models.Model):
     fov_diameter_nm = models.FloatField(default=14_000.0)
     frame_width_px = models.PositiveIntegerField(default=512)
     frame_height_px = models.PositiveIntegerField(default=512)
+    # Camera region of interest around the sphere's image, [x0, y0, x1, y1] sensor px (end-exclusive);
+    # empty: a frame_width × frame_height window centred on the sensor.
+    camera_roi = models.JSONField(default=list, blank=True)
     travel_x_nm = models.FloatField(default=100_000.0)
     travel_y_nm = models.FloatField(default=100_000.0)
     sim_seed = models.IntegerField(default=0)

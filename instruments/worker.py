@@ -56,9 +56,22 @@ def connect_devices(instrument: Instrument):
     return devices, None
 
 
+SENSOR_PX = (2560, 2160)  # PCO.edge 5.5, (width, height)
+
+
+def camera_roi(instrument: Instrument) -> tuple[int, int, int, int]:
+    """The camera window around the sphere's image: frames are this, never the whole sensor."""
+    if instrument.camera_roi:
+        return tuple(int(v) for v in instrument.camera_roi)
+    width, height = instrument.frame_width_px, instrument.frame_height_px
+    x0, y0 = (SENSOR_PX[0] - width) // 2, (SENSOR_PX[1] - height) // 2
+    return (x0, y0, x0 + width, y0 + height)
+
+
 def spec_for(scan: Scan, instrument: Instrument, rig=None) -> ScanSpec:
     focus_start = rig.world.virtual_image_focus_nm() if rig is not None else 0.0  # focus stage nm = world focus
     return ScanSpec(origin_nm=(scan.origin_x_nm, scan.origin_y_nm), area_nm=(scan.size_x_nm, scan.size_y_nm),
+                    roi=camera_roi(instrument),
                     fov_diameter_nm=instrument.fov_diameter_nm, overlap=scan.overlap,
                     exposure_s=scan.exposure_ms / 1000.0, contact_setpoint_nm=scan.contact_setpoint_nm,
                     focus_mode="auto" if scan.autofocus else "last", focus_start_nm=focus_start,
@@ -160,11 +173,11 @@ class HardwareWorker:
             self.devices, self.rig = connect_devices(instrument)
         if self.rig is not None:  # the simulator knows its own calibration: record it, as at contact
             world = self.rig.world
-            _x0, _y0, width, height = world.default_roi
+            x0, y0, width, height = world.default_roi
             pitch = world.camera.pixel_pitch_nm
             Instrument.objects.filter(pk=instrument.pk).update(
                 pixel_size_nm=world.optics.sample_pixel_nm(pitch, 0.0), fov_diameter_nm=2 * world.optics.fov_radius_nm(0.0),
-                frame_width_px=width, frame_height_px=height)
+                frame_width_px=width, frame_height_px=height, camera_roi=[x0, y0, x0 + width, y0 + height])
         self._orphaned_scans_pause()
         for target, name in ((self._control_loop, "control"), (self._listen, "listen"),
                              (lambda: self.preview.run_forever(self.stop_event), "preview")):

@@ -60,6 +60,7 @@ def test_a_small_scan_completes_with_every_planned_frame(bench, operator):
     assert Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").exists()
     assert {(f.row, f.col) for f in frames} == {(0, 0), (0, 1), (1, 0), (1, 1)}
     for frame in frames:
+        assert (frame.width, frame.height) == (512, 512)  # the camera window around the sphere, not the sensor
         assert abs(frame.measured_x_nm - frame.commanded_x_nm) < 200
         assert frame.deflection_nm >= 0.5 * scan.contact_setpoint_nm
 
