@@ -11,6 +11,7 @@ caller's ``wait_for_first_image(timeout=…)`` raises ``TimeoutError`` as the re
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -57,6 +58,9 @@ class SimCamera:
         self._closed = False
         self.frames_rendered = 0
         self.busy_s = 0.0  # simulated exposure + readout time of delivered frames
+        # Wall time this process spent rendering frames with the physics simulator: a cost of the
+        # simulator (a real camera renders nothing), reported apart from the pipeline's overhead.
+        self.render_s = 0.0
 
     # --- fault knob ----------------------------------------------------------------------
     def fail_next_recordings(self, n: int = 1) -> None:
@@ -217,8 +221,10 @@ class SimCamera:
         binning = self._config["binning"][0]
         exposure = self._config["exposure time"]
         # SimWorld takes (x, y, width, height) in 0-based unbinned sensor pixels
+        started = time.perf_counter()
         frame = self.world.render_frame(exposure_s=exposure, roi=(x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1),
                                         binning=binning)
+        self.render_s += time.perf_counter() - started
         self.frames_rendered += 1
         self.busy_s += self._period()
         return np.asarray(frame, dtype=np.uint16)

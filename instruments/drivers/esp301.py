@@ -75,9 +75,16 @@ class ESP301FocusStage:
         return reply[:-2].decode("ascii", "replace")
 
     def command(self, text: str) -> None:
-        """Send a set command, then read the error buffer (``TB?``) and raise on an error."""
-        self._write(text)
-        code, _, message = self.query("TB?").partition(",")
+        """Send a set command and the error-buffer read (``TB?``) in one write; raise on an error.
+
+        One write, not two: on a ``socket://`` port (a serial-to-Ethernet server, or the fake) two
+        small back-to-back writes meet Nagle's algorithm and the peer's delayed ACK, which cost
+        ~40 ms per command (bench/bench_engine.py). The bytes on the wire are the same."""
+        self.port.write(text.encode("ascii") + b"\rTB?\r")
+        reply = self.port.read_until(b"\r\n")
+        if not reply.endswith(b"\r\n"):
+            raise DeviceTimeout(f"focus: ESP301 did not answer TB? after {text!r} in time")
+        code, _, message = reply[:-2].decode("ascii", "replace").partition(",")
         code = int(code.strip() or 0)
         if code == 0:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -109,10 +110,26 @@ class E727Piezo:
             _gcs_call(lambda: self.device.MOV(list(targets), list(targets.values())), "move (MOV)")
 
     def wait_on_target(self, *, timeout_s: float) -> None:
-        from pipython import pitools
+        """Poll ``ONT?`` alone every ``poll_s`` until all axes are on target; one ``ERR?`` at the end.
 
-        _gcs_call(lambda: pitools.waitontarget(self.device, axes=list(self.axes), timeout=timeout_s,
-                                               polldelay=self.poll_s), "wait on target")
+        Not ``pitools.waitontarget``: that sends #7, SVO? and ONT? (each followed by pipython's
+        ``ERR?``) per poll, and pipython reads a reply by spinning on a non-blocking socket, so
+        every round trip costs CPU as well as time. The servos were switched on at connect."""
+        deadline = time.monotonic() + timeout_s
+        axes = list(self.axes)
+        errcheck = self.device.errcheck
+        self.device.errcheck = False  # ONT? cannot fail on a connected E-727; errors are read once below
+        try:
+            while True:
+                state = _gcs_call(lambda: self.device.qONT(axes), "ONT?")
+                if all(bool(state[a]) for a in axes):
+                    break
+                if time.monotonic() > deadline:
+                    raise DeviceTimeout(f"piezo: not on target after {timeout_s:.2f} s")
+                time.sleep(self.poll_s)
+        finally:
+            self.device.errcheck = errcheck
+        _gcs_call(self.device.checkerror, "wait on target (ERR?)")
 
     def on_target(self) -> bool:
         state = _gcs_call(lambda: self.device.qONT(list(self.axes)), "ONT?")
