@@ -27,6 +27,8 @@ class Instrument(models.Model):
     # Camera region of interest around the sphere's image, [x0, y0, x1, y1] sensor px (end-exclusive);
     # empty: a frame_width × frame_height window centred on the sensor.
     camera_roi = models.JSONField(default=list, blank=True)
+    # Focus-stage position that is sharp for a surface in contact with the sphere (autofocus starts there).
+    focus_reference_nm = models.FloatField(null=True, blank=True)
     travel_x_nm = models.FloatField(default=100_000.0)
     travel_y_nm = models.FloatField(default=100_000.0)
     sim_seed = models.IntegerField(default=0)

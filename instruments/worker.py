@@ -69,7 +69,8 @@ def camera_roi(instrument: Instrument) -> tuple[int, int, int, int]:
 
 
 def spec_for(scan: Scan, instrument: Instrument, rig=None) -> ScanSpec:
-    focus_start = rig.world.virtual_image_focus_nm() if rig is not None else 0.0  # focus stage nm = world focus
+    # Autofocus searches around the focus that is sharp for a surface in contact with the sphere.
+    focus_start = instrument.focus_reference_nm if instrument.focus_reference_nm is not None else 0.0
     return ScanSpec(origin_nm=(scan.origin_x_nm, scan.origin_y_nm), area_nm=(scan.size_x_nm, scan.size_y_nm),
                     roi=camera_roi(instrument),
                     fov_diameter_nm=instrument.fov_diameter_nm, overlap=scan.overlap,
@@ -172,12 +173,15 @@ class HardwareWorker:
         if self.devices is None:
             self.devices, self.rig = connect_devices(instrument)
         if self.rig is not None:  # the simulator knows its own calibration: record it, as at contact
+            from .sim.world import FOCUS_REFERENCE_NM
+
             world = self.rig.world
             x0, y0, width, height = world.default_roi
             pitch = world.camera.pixel_pitch_nm
             Instrument.objects.filter(pk=instrument.pk).update(
                 pixel_size_nm=world.optics.sample_pixel_nm(pitch, 0.0), fov_diameter_nm=2 * world.optics.fov_radius_nm(0.0),
-                frame_width_px=width, frame_height_px=height, camera_roi=[x0, y0, x0 + width, y0 + height])
+                frame_width_px=width, frame_height_px=height, camera_roi=[x0, y0, x0 + width, y0 + height],
+                focus_reference_nm=FOCUS_REFERENCE_NM)
         self._orphaned_scans_pause()
         for target, name in ((self._control_loop, "control"), (self._listen, "listen"),
                              (lambda: self.preview.run_forever(self.stop_event), "preview")):

@@ -61,6 +61,9 @@ def test_a_small_scan_completes_with_every_planned_frame(bench, operator):
     assert {(f.row, f.col) for f in frames} == {(0, 0), (0, 1), (1, 0), (1, 1)}
     for frame in frames:
         assert (frame.width, frame.height) == (512, 512)  # the camera window around the sphere, not the sensor
+        # Autofocus found the virtual image: within a few µm of the contact reference (the depth of field
+        # through the sphere is a few hundred nm of sample depth, ~16× that in stage travel).
+        assert abs(frame.focus_nm - instrument.focus_reference_nm) < 5_000
         assert abs(frame.measured_x_nm - frame.commanded_x_nm) < 200
         assert frame.deflection_nm >= 0.5 * scan.contact_setpoint_nm
 
