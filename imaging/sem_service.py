@@ -12,7 +12,7 @@ from django.db import transaction
 from ssumweb.errors import DomainError
 from ssumweb.media import absolute, media_root
 
-from .imageio import ImageFileError, atomic_path, display_window, read_image16, write_image16
+from .imageio import ImageFileError, atomic_path, display_window, read_image16, to_uint16, write_image16
 from .models import PixelSizeSource, SEMImage
 
 THUMB_PX = 160
@@ -61,13 +61,14 @@ def import_sem_upload(*, project, sample, upload, name: str, pixel_size_nm: floa
     # A pixel size the user typed wins over the file's: the user is correcting a wrong calibration.
     size, source = (pixel_size_nm, PixelSizeSource.USER) if pixel_size_nm else (sem.pixel_size_nm, PixelSizeSource.METADATA)
     image_rel = f"{folder}/sem.tif"
-    window = display_window(sem.image)
+    image16 = to_uint16(sem.image)  # stored 16-bit: the display window is in those units
+    window = display_window(image16)
     try:
-        write_image16(absolute(image_rel), sem.image, pixel_size_nm=size)
+        write_image16(absolute(image_rel), image16, pixel_size_nm=size)
         with transaction.atomic():
             record = SEMImage.objects.create(
                 project=project, sample=sample, name=(name.strip() or original_name)[:255], original_name=original_name,
-                image=image_rel, original=original_rel, width=sem.image.shape[1], height=sem.image.shape[0],
+                image=image_rel, original=original_rel, width=image16.shape[1], height=image16.shape[0],
                 pixel_size_nm=size, pixel_size_source=source, page=sem.page, data_bar_rows=sem.data_bar_rows,
                 metadata=sem.metadata, display_low=window.low, display_high=window.high, uploaded_by=user)
             from .jobs import queue_sem_pyramid

@@ -31,6 +31,7 @@ def experiment_config(settings: dict, *, source_crop: int):
         generator__blocks=int(settings.get("blocks", 9)), generator__features=int(settings.get("features", 64)),
         loss__cycle=float(settings.get("lambda_cycle", 10.0)),
         loss__contextual=float(settings.get("lambda_contextual", 1.0)),
+        loss__paired_l1=float(settings.get("lambda_paired", 0.0)),
         data__crop=crop, data__source_crop=source_crop,
         train__lr=float(settings.get("learning_rate", 2e-4)), train__batch_size=int(settings.get("batch_size", 4)),
         train__seed=int(settings.get("seed", 0)), train__constant_steps=steps // 2,

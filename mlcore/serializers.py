@@ -24,6 +24,8 @@ class TrainingSettingsSerializer(serializers.Serializer):
     features = serializers.IntegerField(default=64, min_value=4, max_value=512)
     lambda_cycle = serializers.FloatField(default=10.0, min_value=0, max_value=1000)
     lambda_contextual = serializers.FloatField(default=1.0, min_value=0, max_value=1000)
+    # The paired L1 term: only for well-registered pairs (0 keeps the paper's unpaired CycleGAN).
+    lambda_paired = serializers.FloatField(default=0.0, min_value=0, max_value=1000)
     learning_rate = serializers.FloatField(default=2e-4, min_value=1e-7, max_value=1.0)
     seed = serializers.IntegerField(default=0, min_value=0, max_value=2**31 - 1)
 

@@ -40,6 +40,7 @@ def test_fei_tiff_gives_its_pixel_size_and_loses_its_data_bar(api, project, oper
     assert body["pixel_size_nm"] == pytest.approx(20.0, rel=1e-3) and body["pixel_size_source"] == "metadata"
     assert body["data_bar_rows"] == sem.data_bar_rows and body["height"] == 160 and body["width"] == 200
     record = SEMImage.objects.get(pk=body["id"])
+    assert 0 <= record.display_low < record.display_high <= 65535 and record.display_high > 1000  # 16-bit units
     assert record.original_name == "quanta.tif" and ".." not in record.image.name
 
 
