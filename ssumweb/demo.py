@@ -36,7 +36,7 @@ STEPS = [
 ]
 # Sized for a laptop CPU: a few minutes in all. The demo's pairs are registered, so the paired L1 term
 # is on: it lets so short a run learn the mapping at all.
-DEMO_TRAINING = {"steps": 200, "crop_px": 64, "batch_size": 2, "blocks": 3, "features": 16, "lambda_cycle": 10.0,
+DEMO_TRAINING = {"steps": 600, "crop_px": 64, "batch_size": 2, "blocks": 3, "features": 16, "lambda_cycle": 10.0,
                  "lambda_contextual": 1.0, "lambda_paired": 10.0, "learning_rate": 1e-3, "seed": 0}
 STEP_TIMEOUT_S = 900
 

@@ -252,12 +252,11 @@ async function main() {
   applyWindow();
   const opened = await Promise.all(cfg.layers.map(makeViewer));
   applyLayerVisibility();
-  if (params.get("x")) {
-    // Restore a shared view once the layout has settled: showing the layers resizes the viewers first.
-    await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
-    for (const v of opened) v.viewport.resize(new OpenSeadragon.Point(v.container.clientWidth, v.container.clientHeight), true);
-    showView(opened[0], { x: Number(params.get("x")), y: Number(params.get("y")), zoom: Number(params.get("z")) });
-  }
+  // Once the layout has settled (showing the layers resizes the viewers), restore a shared view or fit the image.
+  await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+  for (const v of opened) v.viewport.resize(new OpenSeadragon.Point(v.container.clientWidth, v.container.clientHeight), true);
+  if (params.get("x")) showView(opened[0], { x: Number(params.get("x")), y: Number(params.get("y")), zoom: Number(params.get("z")) });
+  else opened[0].viewport.goHome(true);
   sync(opened[0]);
   setupLineTool();
   opened[0].element.append($("swipe-line"));
