@@ -202,7 +202,7 @@ async def run_clients(port: int, path: str, cookie: str, server: subprocess.Pope
     stop = asyncio.Event()
     stats = [{"lat": [], "seqs": [], "times": []} for _ in range(N_CLIENTS - 1)]
     readies = [asyncio.Event() for _ in stats]
-    tasks = [asyncio.create_task(fast_client(uri, headers, s, stop, r)) for s, r in zip(stats, readies)]
+    tasks = [asyncio.create_task(fast_client(uri, headers, s, stop, r)) for s, r in zip(stats, readies, strict=False)]
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), timeout=30)
     await asyncio.sleep(0.5)
     rss = [(0.0, rss_kib(server.pid))]

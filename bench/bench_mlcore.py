@@ -77,7 +77,6 @@ def quality(args) -> None:
     from mlcore.train import Trainer
 
     source = "synthetic IC-like pairs (mlcore.data.synthetic_pairs, blur σ 2 px)"
-    pairs = None
     try:  # the physics simulator's pairs, once instruments.sim.write_dataset exists
         from instruments.sim.dataset import write_dataset
         from mlcore.data import load_pair_folder

@@ -62,8 +62,8 @@ def main() -> None:
     side = 2048 if args.quick else 6144
     rng = np.random.default_rng(0)
     labels = ic_layout((side, side), feature_px=3.0, rng=rng)
-    image = to_uint16((np.array([0.25, 0.75, 0.5], np.float32)[labels]
-                       + rng.normal(0, 0.02, labels.shape).astype(np.float32)))
+    image = to_uint16(np.array([0.25, 0.75, 0.5], np.float32)[labels]
+                       + rng.normal(0, 0.02, labels.shape).astype(np.float32))
     window = display_window(image)
     mpx = image.size / 1e6
     print(f"image {side}×{side} uint16 = {mpx:.1f} Mpx, cpus={os.cpu_count()}")

@@ -19,9 +19,8 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
 from imaging.models import Mosaic, Registration, Sample, SEMImage
 from mlcore.models import TrainedModel, TrainingRun
-from ssumweb.access import for_user, visible_projects
+from ssumweb.access import visible_projects
 from ssumweb.api import project_id_of
 from ssumweb.models import JobStatus
 
@@ -124,7 +123,7 @@ def model_rows(metrics: dict) -> list[dict]:
         for r in rows:
             r.setdefault("best", []).append(best is not None and r["values"][col] == best)
     for r in rows:
-        r["cells"] = list(zip(r["values"], r["best"]))
+        r["cells"] = list(zip(r["values"], r["best"], strict=False))
     return rows
 
 

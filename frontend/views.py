@@ -10,7 +10,7 @@ from mlcore.models import TrainedModel, TrainingRun, Translation
 from ssumweb import events
 from ssumweb.access import for_user, role_in, visible_projects
 from ssumweb.api import project_id_of
-from ssumweb.models import Event, JobStatus, Role, ROLE_RANK
+from ssumweb.models import ROLE_RANK, Event, JobStatus, Role
 
 
 def _scoped(model, user):

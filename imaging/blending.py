@@ -44,7 +44,7 @@ class Canvas:
     denominator: np.ndarray
 
     @classmethod
-    def empty(cls, origin_px, shape: tuple[int, int]) -> "Canvas":
+    def empty(cls, origin_px, shape: tuple[int, int]) -> Canvas:
         return cls(np.asarray(origin_px, int), np.zeros(shape, np.float32), np.zeros(shape, np.float32))
 
     @property

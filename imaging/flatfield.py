@@ -16,8 +16,8 @@ reference (bare silicon) instead. Pixels outside the circular field of view are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -109,7 +109,7 @@ def _evaluate(coeffs: np.ndarray, shape: tuple[int, int], degree: int) -> np.nda
     v = np.polynomial.legendre.legvander(2 * (np.arange(h) + 0.5) / h - 1, degree)  # (H, d+1)
     u = np.polynomial.legendre.legvander(2 * (np.arange(w) + 0.5) / w - 1, degree)  # (W, d+1)
     table = np.zeros((degree + 1, degree + 1))
-    for (i, j), c in zip(_exponents(degree), coeffs):
+    for (i, j), c in zip(_exponents(degree), coeffs, strict=False):
         table[i, j] = c
     return (v @ table @ u.T).astype(np.float32)
 

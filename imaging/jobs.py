@@ -78,7 +78,7 @@ def scan_finished(scan: Scan) -> bool:
 
 # --- the work, run by imaging.tasks in a task worker --------------------------------------------
 
-def fov_mask_for(instrument, shape_rc) -> "np.ndarray":
+def fov_mask_for(instrument, shape_rc):
     """The sphere's useful circular field of view, centred on the frame, as a boolean mask.
 
     Only the inner USEFUL_FOV_FRACTION of the radius: the sphere's image darkens steeply toward

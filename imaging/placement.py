@@ -212,7 +212,7 @@ def solve_positions(
         spread = 1.4826 * np.median(np.abs(dev - centre), axis=0) + 0.5
         z = np.max(np.abs(dev - centre) / spread, axis=1)
         far = np.hypot(*(dev - centre).T) > max_residual_px
-        for k, bad in zip(list(active), (z > stage_z) & far):
+        for k, bad in zip(list(active), (z > stage_z) & far, strict=False):
             if bad:
                 dropped[k] = "stage_model"
         active = [k for k in active if k not in dropped]

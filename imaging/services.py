@@ -7,12 +7,12 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from instruments.scan_plan import InstrumentLimits, validate_plan
 from ssumweb import events
 from ssumweb.errors import DomainError, InvalidTransition
 from ssumweb.models import Project
 
 from .models import Sample, Scan, ScanStatus
-from instruments.scan_plan import InstrumentLimits, validate_plan
 
 # The scan's life: planned → running ⇄ paused → completed | failed | aborted.
 SCAN_TRANSITIONS: dict[str, set[str]] = {

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -375,13 +375,13 @@ class IncrementalStitcher:
         corner = np.floor(positions.min(axis=0)).astype(int)
         extent = np.ceil(positions.max(axis=0)).astype(int) - corner
         canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
-        for frame, position in zip(self._frames, positions):
+        for frame, position in zip(self._frames, positions, strict=False):
             canvas.add(frame, self._weight, position)
         image = to_uint16(np.clip(canvas.image(), 0.0, 1.0))
         link_reports = tuple(
             LinkReport(link.i, link.j, link.nominal_offset_px, tuple(map(float, link.offset_px)), float(link.score),
                        None if not np.isfinite(res) else float(res), placement.dropped.get(k, ""))
-            for k, (link, res) in enumerate(zip(self._links, placement.residual_px)))
+            for k, (link, res) in enumerate(zip(self._links, placement.residual_px, strict=False)))
         used = [r.residual_px for r in link_reports if not r.dropped and r.residual_px is not None]
         self._seconds += time.perf_counter() - started
         local = positions - corner
@@ -446,6 +446,6 @@ def stitch(
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
                                    flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
     stitcher._seconds = time.perf_counter() - started
-    for frame, position in zip(checked, nominal):
+    for frame, position in zip(checked, nominal, strict=False):
         stitcher.add_frame(frame, position, anchor=anchor)
     return stitcher.finish()

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -279,7 +279,7 @@ class ScanEngine:
             index=point.index, row=point.row, col=point.col, commanded_xy_nm=(point.x_nm, point.y_nm),
             measured_xyz_nm=ctx.measured_xyz_nm, focus_nm=ctx.focus_nm, focus_score=sharpness(image),
             deflection_nm=ctx.deflection_nm, contact_z_nm=ctx.contact_z_nm, exposure_s=self._exposure_s,
-            captured_at=datetime.now(timezone.utc), image=image,
+            captured_at=datetime.now(UTC), image=image,
             z_stack=tuple(ctx.planes) if stack else None, z_positions_nm=tuple(ctx.z_positions))
         self.store.save(frame)
         done = len(self.store.saved_indices())

@@ -13,7 +13,6 @@ import threading
 import time
 
 import cv2
-import numpy as np
 from django.db import close_old_connections, transaction
 from django.urls import reverse
 

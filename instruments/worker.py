@@ -390,7 +390,7 @@ class HardwareWorker:
             while not self.stop_event.is_set():
                 try:
                     message = await asyncio.wait_for(layer.receive(channel), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 self.commands.put(message)
         finally:

@@ -110,7 +110,7 @@ class PairSet:
             raise InputImageError("lr, hr and names must have the same length")
         if not self.lr:
             raise InputImageError("the pair set is empty")
-        for name, a, b in zip(self.names, self.lr, self.hr):
+        for name, a, b in zip(self.names, self.lr, self.hr, strict=False):
             if _channels(a) != _channels(b):
                 raise InputImageError(f"pair {name}: LR has {_channels(a)} channel(s), HR "
                                       f"{_channels(b)}")
@@ -308,7 +308,7 @@ class PairDataset:
         scale = data.crop / data.source_crop
         self.lr: list[np.ndarray] = []
         self.hr: list[np.ndarray] = []
-        for name, a, b in zip(pairs.names, pairs.lr, pairs.hr):
+        for name, a, b in zip(pairs.names, pairs.lr, pairs.hr, strict=False):
             for raw in (a, b):
                 if np.issubdtype(raw.dtype, np.floating) and not np.all(np.isfinite(raw)):
                     raise InputImageError(f"pair {name} contains NaN or infinite values")
@@ -377,4 +377,4 @@ class PairDataset:
 
     def eval_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The normalised, resized (LR, HR) float32 [0, 1] pairs, uncropped."""
-        return list(zip(self.lr, self.hr))
+        return list(zip(self.lr, self.hr, strict=False))

@@ -15,8 +15,16 @@ import numpy as np
 from mlcore.data import PairSet
 from mlcore.errors import Cancelled
 from mlcore.infer import TranslationModel, translate_mosaic
-from mlcore.metrics import (best_shift_scores, contextual_score, difference_map, gaussian_psf,
-                            psnr, richardson_lucy, ssim, unsharp_mask)
+from mlcore.metrics import (
+    best_shift_scores,
+    contextual_score,
+    difference_map,
+    gaussian_psf,
+    psnr,
+    richardson_lucy,
+    ssim,
+    unsharp_mask,
+)
 
 __all__ = ["MethodScores", "EvaluationReport", "evaluate", "METHODS"]
 
@@ -90,7 +98,7 @@ def evaluate(model: TranslationModel | None, pairs: PairSet, *, psf: np.ndarray 
     methods = METHODS if model is not None else METHODS[1:]
     scores: dict[str, list[list[float]]] = {m: [] for m in methods}
     maps: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    for i, (lr, hr) in enumerate(zip(pairs.lr, pairs.hr)):
+    for i, (lr, hr) in enumerate(zip(pairs.lr, pairs.hr, strict=False)):
         if should_cancel and should_cancel():
             raise Cancelled(f"evaluation cancelled after {i} of {len(pairs.lr)} pairs")
         target_shape = (round(hr.shape[0] * scale), round(hr.shape[1] * scale))

@@ -103,7 +103,7 @@ class ContextualLoss(nn.Module):
         terms = []
         if output is not None and target is not None:
             terms.append(self._term(self.patches(output), self.patches(target), generator))
-        for fx, fy in zip(output_feats or [], target_feats or []):
+        for fx, fy in zip(output_feats or [], target_feats or [], strict=False):
             terms.append(self._term(fx.flatten(2), fy.flatten(2), generator))
         if not terms:
             raise ValueError("ContextualLoss needs images or feature lists")

@@ -23,8 +23,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mlcore.checkpoint import (ImagePool, checkpoint_path, latest_checkpoint, load_checkpoint,
-                               prune_checkpoints, save_checkpoint)
+from mlcore.checkpoint import (
+    ImagePool,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from mlcore.config import ExperimentConfig, GeneratorConfig
 from mlcore.data import PairDataset, from_network
 from mlcore.errors import CheckpointError, ConfigError

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from .access import require, visible_projects
 from .errors import DomainError
-from .models import DemoRun, Membership, Project, Role
+from .models import DemoRun, Membership, Role
 from .serializers import MemberRoleSerializer, MembershipSerializer, ProjectSerializer
 
 

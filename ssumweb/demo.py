@@ -16,7 +16,6 @@ from django.urls import reverse
 
 from imaging.models import Mosaic, Registration, Sample, Scan, ScanStatus
 from imaging.services import plan_scan, request_action
-from instruments.models import Instrument
 
 from . import events
 from .errors import DomainError

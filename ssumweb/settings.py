@@ -5,10 +5,9 @@ channel layer, task workers and the simulated hardware worker inside the one ser
 media under ./var/media. Setting DATABASE_URL, REDIS_URL, MEDIA_ROOT, SECRET_KEY,
 ALLOWED_HOSTS and DEBUG scales the same code out.
 """
-from pathlib import Path
-
 import os
 import secrets
+from pathlib import Path
 
 import dj_database_url
 

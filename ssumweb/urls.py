@@ -10,6 +10,7 @@ from mlcore import api as mlcore_api
 
 from . import api_views
 
+
 class Router(DefaultRouter):
     include_format_suffixes = False  # "0_0.jpeg" is a tile name, not a request for a JPEG rendering
 

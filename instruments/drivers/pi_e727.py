@@ -9,7 +9,6 @@ anything else → ``DeviceError`` carrying the GCS code.
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -79,7 +78,7 @@ class E727Piezo:
             else:
                 from pipython.pidevice.interfaces.piserial import PISerial
                 gateway = PISerial(port=address.path, baudrate=address.baud)
-        except (OSError, socket.error) as exc:
+        except OSError as exc:
             raise DeviceUnavailable(f"cannot reach the PI E-727 at {address.text}: {exc}") from None
         except Exception as exc:  # pyserial's SerialException is not an OSError
             raise DeviceUnavailable(f"cannot open the PI E-727 at {address.text}: {exc}") from None
@@ -100,7 +99,7 @@ class E727Piezo:
 
     def move_nm(self, *, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
         targets = {}
-        for name, axis, value, (lo, hi) in zip(_AXIS_NAMES, self.axes, (x, y, z), self._travel_nm):
+        for name, axis, value, (lo, hi) in zip(_AXIS_NAMES, self.axes, (x, y, z), self._travel_nm, strict=False):
             if value is None:
                 continue
             if not lo - 1e-6 <= value <= hi + 1e-6:

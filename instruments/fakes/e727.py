@@ -61,7 +61,7 @@ class E727State:
         self.world = world
         self.clock = clock
         self.lock = threading.RLock()
-        self.limits = dict(zip(AXES, limits_um))
+        self.limits = dict(zip(AXES, limits_um, strict=False))
         self.svo = dict.fromkeys(AXES, False)
         self.pos = dict.fromkeys(AXES, 0.0)          # true position, µm
         self.start = dict.fromkeys(AXES, 0.0)
@@ -175,7 +175,7 @@ class E727State:
             self._seterr(ERR_SYNTAX)
             return None
         try:
-            pairs = {a: float(v) for a, v in zip(args[::2], args[1::2])}
+            pairs = {a: float(v) for a, v in zip(args[::2], args[1::2], strict=False)}
         except ValueError:
             self._seterr(ERR_SYNTAX)
             return None

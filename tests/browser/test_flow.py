@@ -4,7 +4,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from imaging.models import Mosaic, Sample, Scan, ScanStatus
+from imaging.models import Mosaic, Sample, Scan
 from instruments.models import Instrument
 from ssumweb.models import JobStatus, Membership, Role
 

@@ -53,7 +53,7 @@ def test_other_projects_objects_are_404(scan, mosaic, other_project, django_user
     Membership.objects.create(project=other_project, user=stranger, role=Role.ADMIN)
     client = login(stranger)
     for url in [f"/scans/{scan.pk}/", f"/samples/{scan.sample_id}/", f"/viewer/?mosaic={mosaic.pk}",
-                f"/viewer/?sem=999", "/viewer/?mosaic=abc"]:
+                "/viewer/?sem=999", "/viewer/?mosaic=abc"]:
         assert client.get(url).status_code == 404, url
 
 

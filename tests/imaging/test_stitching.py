@@ -74,7 +74,7 @@ def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
     stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm,
                                    fov_mask=scan.fov_mask, flatfield=ff)
     sizes = []
-    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm):
+    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=False):
         region = stitcher.add_frame(frame, nominal)
         live = stitcher.mosaic()
         assert region.width_px == 129 and region.height_px == 129

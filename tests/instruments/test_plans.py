@@ -1,7 +1,23 @@
 import pytest
 
-from instruments.plans import (Approach, BackOff, BeginPoint, Checkpoint, Configure, Focus, FocusOffset, Fuse,
-                               MoveXY, Read, Save, ScanSpec, Settle, Trigger, grid_points, raster_plan)
+from instruments.plans import (
+    Approach,
+    BackOff,
+    BeginPoint,
+    Checkpoint,
+    Configure,
+    Focus,
+    FocusOffset,
+    Fuse,
+    MoveXY,
+    Read,
+    Save,
+    ScanSpec,
+    Settle,
+    Trigger,
+    grid_points,
+    raster_plan,
+)
 
 SPEC = ScanSpec(origin_nm=(0, 0), area_nm=(10_000, 0), fov_diameter_nm=10_000, overlap=0.2,
                 contact_setpoint_nm=15, imaging_gap_nm=30, settle_s=0.002)

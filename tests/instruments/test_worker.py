@@ -5,12 +5,12 @@ import time
 import pytest
 
 from imaging.models import Frame, Mosaic, Sample, Scan, ScanStatus
-from instruments.live_mosaic import preview_name
-from ssumweb.media import absolute
-from ssumweb.models import Event, JobStatus
 from imaging.services import plan_scan, request_action
+from instruments.live_mosaic import preview_name
 from instruments.models import Instrument
 from instruments.worker import HardwareWorker
+from ssumweb.media import absolute
+from ssumweb.models import Event, JobStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

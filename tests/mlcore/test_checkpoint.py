@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from mlcore.checkpoint import (ImagePool, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                               save_checkpoint)
+from mlcore.checkpoint import ImagePool, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from mlcore.errors import CheckpointError
 
 

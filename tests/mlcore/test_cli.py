@@ -10,7 +10,7 @@ def test_train_translate_evaluate_on_files(tmp_path, capsys):
     data = tmp_path / "pairs"
     (data / "lr").mkdir(parents=True)
     (data / "hr").mkdir()
-    for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr):
+    for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr, strict=False):
         tifffile.imwrite(data / "lr" / f"{name}.tif", lr)
         tifffile.imwrite(data / "hr" / f"{name}.tif", hr)
     run = tmp_path / "run"

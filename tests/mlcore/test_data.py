@@ -4,8 +4,7 @@ import tifffile
 import torch
 
 from mlcore.config import DataConfig
-from mlcore.data import (Normalization, PairDataset, PairSet, fit_normalization,
-                         load_pair_folder, synthetic_pairs)
+from mlcore.data import Normalization, PairDataset, PairSet, fit_normalization, load_pair_folder, synthetic_pairs
 from mlcore.errors import InputImageError
 
 
@@ -25,7 +24,7 @@ def test_pair_folder_layouts(tmp_path):
     pairs = synthetic_pairs(2, size=16, seed=0)
     (tmp_path / "a" / "lr").mkdir(parents=True)
     (tmp_path / "a" / "hr").mkdir()
-    for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr):
+    for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr, strict=False):
         tifffile.imwrite(tmp_path / "a" / "lr" / f"{name}.tif", lr)
         tifffile.imwrite(tmp_path / "a" / "hr" / f"{name}.tif", hr)
     (tmp_path / "b").mkdir()

@@ -4,8 +4,15 @@ import torch
 
 from mlcore.data import Normalization
 from mlcore.errors import CheckpointError, InputImageError
-from mlcore.infer import (LiveTranslator, TranslationModel, load_model, reflect_index,
-                          translate_mosaic, translate_region, translate_whole)
+from mlcore.infer import (
+    LiveTranslator,
+    TranslationModel,
+    load_model,
+    reflect_index,
+    translate_mosaic,
+    translate_region,
+    translate_whole,
+)
 from mlcore.nets import build_generator
 from mlcore.train import _mirror
 

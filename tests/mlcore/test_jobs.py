@@ -3,7 +3,7 @@ trained model with metrics → translation with pyramids, each as the job a user
 import numpy as np
 import pytest
 
-from imaging.imageio import DisplayWindow, write_image16
+from imaging.imageio import write_image16
 from imaging.jobs import pairs_work, registration_work
 from imaging.models import ImagePair, Mosaic, PairSet, Registration, Sample, SEMImage
 from imaging.services import plan_scan

@@ -2,8 +2,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mlcore.metrics import (best_shift_scores, contextual_score, difference_map, gaussian_psf,
-                            psnr, richardson_lucy, ssim, unsharp_mask)
+from mlcore.metrics import (
+    best_shift_scores,
+    contextual_score,
+    difference_map,
+    gaussian_psf,
+    psnr,
+    richardson_lucy,
+    ssim,
+    unsharp_mask,
+)
 
 
 @pytest.fixture

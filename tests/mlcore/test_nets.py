@@ -3,8 +3,7 @@ import torch
 
 from mlcore.config import DiscriminatorConfig, GeneratorConfig
 from mlcore.errors import ConfigError, InputImageError
-from mlcore.nets import (Discriminator, build_discriminator, build_generator, count_parameters,
-                         halo_for, receptive_field)
+from mlcore.nets import Discriminator, build_discriminator, build_generator, count_parameters, halo_for, receptive_field
 
 
 def test_generator_shapes_and_range():
