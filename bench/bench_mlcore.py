@@ -1,7 +1,8 @@
 """mlcore benchmark: generator throughput vs this machine's matmul peak, the junyanz peer, and
 (with --quality) a PSNR/SSIM table of the model vs three baselines after a stated budget.
 
-    .venv/bin/python bench/bench_mlcore.py [--quick] [--threads N] [--quality]
+    .venv/bin/python bench/bench_mlcore.py [--quick] [--threads N] [--quality [--data DIR]
+        [--steps N] [--minutes M] [--paired-l1 W]] [--skip-throughput]
 
 Every figure is measured in this run: the fp32 (and bf16, where the CPU has native support)
 matrix-multiply peak first, then each generator's Mpx/s and achieved GFLOP/s (FLOPs counted by
@@ -70,41 +71,85 @@ def bench_generator(name: str, cfg: GeneratorConfig, *, size: int, batch: int, r
     return rows
 
 
+def sim_psf_sigma_nm() -> float:
+    """The simulator's LR blur on the chip's top surface (in focus): diffraction PSF ⊕ chromatic
+    focus spread, as ``instruments.sim.dataset.simulate_pair`` applies it (nm, 1σ)."""
+    from instruments.sim.optics import SSUMOptics
+
+    o = SSUMOptics()
+    f, radius = o.focal_length_nm, o.radius_nm
+    mag = f / (f - radius)
+    chroma = o.defocus_slope * mag * o.chromatic_focus_rms_nm
+    return float(np.hypot(o.psf_sigma_nm(0.0), chroma))
+
+
 def quality(args) -> None:
-    from mlcore.data import PairDataset, synthetic_pairs
+    from mlcore.data import PairDataset, load_pair_folder, synthetic_pairs
     from mlcore.evaluate import evaluate
     from mlcore.infer import load_model
     from mlcore.train import Trainer
 
-    source = "synthetic IC-like pairs (mlcore.data.synthetic_pairs, blur σ 2 px)"
-    try:  # the physics simulator's pairs, once instruments.sim.write_dataset exists
+    preset_name = "tiny" if args.quick else "paper"
+    psf_nm = None
+    try:  # the physics simulator's pairs
         from instruments.sim.dataset import write_dataset
-        from mlcore.data import load_pair_folder
-        folder = Path(tempfile.mkdtemp()) / "sim"
-        write_dataset(folder, preset="paper" if not args.quick else "tiny")
+        if args.data and (Path(args.data) / "manifest.json").exists():
+            folder = Path(args.data)
+            print(f"\nusing the data set already written in {folder}")
+        else:  # never in the repository: the paper preset is ~0.5 GB
+            folder = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench_mlcore_")) / "sim"
+            t0 = time.perf_counter()
+            write_dataset(folder, preset=preset_name)
+            print(f"\nwrote write_dataset(preset={preset_name!r}) to {folder} in {time.perf_counter() - t0:.0f} s")
         train = load_pair_folder(folder, split="train")
         test = load_pair_folder(folder, split="test")
-        source = (f"instruments.sim.write_dataset(preset={'tiny' if args.quick else 'paper'}), "
-                  f"its test split")
+        source = f"instruments.sim.write_dataset(preset={preset_name!r}), its test split"
+        psf_nm = sim_psf_sigma_nm()
     except ImportError:
         train, test = synthetic_pairs(24, size=96, seed=0).split(0.25, seed=0)
-    steps = 150 if args.quick else 1500
+        source = "synthetic IC-like pairs (mlcore.data.synthetic_pairs, blur σ 2 px)"
     side = min(min(im.shape[:2]) for im in train.lr)
     source_crop = max(64, side // 4) if side >= 256 else 64  # large pairs: down-sample ×≤4
-    cfg = preset("tiny").replace(generator__features=16, generator__blocks=3,
-                                 data__crop=64, data__source_crop=source_crop, train__lr=1e-3,
-                                 train__constant_steps=steps // 2, train__decay_steps=steps // 2,
-                                 train__checkpoint_every=steps, loss__paired_l1=10.0)
-    ds = PairDataset(train, data=cfg.data, seed=0)
+    crop = 64
+
+    def config(steps: int):
+        return preset("tiny").replace(generator__features=16, generator__blocks=3,
+                                      data__crop=crop, data__source_crop=source_crop, train__lr=1e-3,
+                                      train__constant_steps=steps // 2,
+                                      train__decay_steps=steps - steps // 2,
+                                      train__checkpoint_every=steps, loss__paired_l1=args.paired_l1)
+
+    ds = PairDataset(train, data=config(2).data, seed=0)
+    steps = args.steps or (150 if args.quick else 1500)
+    if args.minutes:  # fit the step count to the budget, timed on this machine now
+        probe = 10
+        t0 = time.perf_counter()
+        Trainer(config(probe), ds, out_dir=tempfile.mkdtemp()).fit()
+        per_step = (time.perf_counter() - t0) / probe
+        steps = max(2, min(steps, int(args.minutes * 60 / per_step)))
+        print(f"timed {probe} steps: {per_step:.2f} s/step -> {steps} steps fit {args.minutes:g} min")
+    cfg = config(steps)
     t0 = time.perf_counter()
     result = Trainer(cfg, ds, out_dir=tempfile.mkdtemp()).fit()
     seconds = time.perf_counter() - t0
-    print(f"\nQuality on {len(test.lr)} held-out pairs of {source}")
-    print(f"training budget: {steps} steps, batch {cfg.train.batch_size}, crop "
-          f"{cfg.data.crop} px, G {cfg.generator.features} features × {cfg.generator.blocks} "
-          f"blocks, paired L1 weight {cfg.loss.paired_l1}, {seconds:.0f} s on "
+    lc = cfg.loss
+    terms = {"adversarial (LSGAN)": lc.adversarial, "cycle L1": lc.cycle, "identity": lc.identity * lc.cycle,
+             f"contextual ({lc.contextual_on})": lc.contextual, "paired L1": lc.paired_l1,
+             "paired SSIM": lc.paired_ssim}
+    psf_px = psf_nm / (train.pixel_size_nm * source_crop / crop) if psf_nm and train.pixel_size_nm else 2.0
+    print(f"Quality on {len(test.lr)} held-out pairs of {source} ({len(train.lr)} training pairs)")
+    print(f"training budget: {result.step} steps ({result.status}), batch {cfg.train.batch_size}, crop "
+          f"{cfg.data.crop} px from {source_crop} px, G {cfg.generator.features} features × "
+          f"{cfg.generator.blocks} blocks, lr {cfg.train.lr:g}, {seconds:.0f} s ({seconds / 60:.1f} min) on "
           f"{torch.get_num_threads()} CPU thread(s)")
-    print(evaluate(load_model(result.checkpoint), test, psf_sigma_px=2.0).table())
+    print("loss terms on: " + ", ".join(f"{k} ×{v:g}" for k, v in terms.items() if v > 0)
+          + "; off: " + (", ".join(k for k, v in terms.items() if v <= 0) or "none"))
+    print(f"Richardson–Lucy PSF: Gaussian σ {psf_px:.2f} px at the evaluation grid"
+          + (f" (simulator's in-focus blur {psf_nm:.0f} nm)" if psf_nm else ""))
+    t0 = time.perf_counter()
+    report = evaluate(load_model(result.checkpoint), test, psf_sigma_px=psf_px)
+    print(report.table())
+    print(f"(evaluation {time.perf_counter() - t0:.0f} s)")
 
 
 def main() -> int:
@@ -112,9 +157,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer repeats")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quality", action="store_true", help="also train + quality table")
+    parser.add_argument("--data", help="simulator data set folder (written there if it has no manifest.json; "
+                                       "default: a new folder under the temp dir)")
+    parser.add_argument("--steps", type=int, default=0, help="training steps (default 1500, --quick 150)")
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="cap training at this many minutes (steps fitted to a timed probe)")
+    parser.add_argument("--paired-l1", type=float, default=10.0, help="paired L1 weight (0 = off)")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the quality table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.skip_throughput:
+        if args.quality:
+            quality(args)
+        return 0
     size, repeats, n = (128, 2, 1024) if args.quick else (256, 3, 2048)
     peaks = {"fp32": matmul_peak(torch.float32, n=n, repeats=repeats * 3)}
     if bf16_supported(torch.device("cpu")):

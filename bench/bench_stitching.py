@@ -1,11 +1,23 @@
 """Stitching accuracy and speed: ours vs ashlar and m2stitch on the same simulated frames.
 
-Scans: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
+Default (``--source sim``): the physics simulator's SSUM scans
+(``instruments.sim.dataset.simulate_scan``): a serpentine raster with 30 % overlap of the FOV's
+inscribed square, the sphere's circular field of view with its darkening rim, field-dependent blur,
+camera noise; a nearly flat chip (layer heights × 0.1, everything in focus) and the default chip
+(defocused lower layers). Stage errors: ``StageErrors(noise_nm = 10 % of the step / 3)`` (3σ = 10 %
+of the step per axis, plus the default scanner rotation, scale error and drift); the measured
+largest error is printed with each scan. Truth: the simulator's ``frame_to_chip`` maps, as frame
+top-left offsets in frame 0's pixels. Ours runs with the useful field of view
+(``USEFUL_FOV_FRACTION`` of the circle's radius) and ``anchor="center"``; the peers get the same
+frames and stage positions. Error = Euclidean distance of each frame's position (relative to
+frame 0) from the truth after removing the best common translation (px).
+
+``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
 vignetting and Poisson noise (tests/imaging/scan_factory.py). Error = Euclidean distance of each
 frame's position from its true one after removing the best common translation (px).
 
-    .venv/bin/python bench/bench_stitching.py [--quick]
+    .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic]
 
 Peers (bench-only extras, skipped with a line if missing): ashlar==1.20.0 (needs a JDK; set
 JAVA_HOME), m2stitch==0.7.2. ashlar gets the frames through an in-memory numpy Reader with the
@@ -20,19 +32,59 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imaging.stitching import stitch  # noqa: E402
+from imaging.stitching import USEFUL_FOV_FRACTION, stitch  # noqa: E402
 from tests.imaging.scan_factory import position_errors, synthetic_scan  # noqa: E402
+
+
+@dataclass(frozen=True)
+class BenchScan:
+    """What every stitcher gets: frames (N, rows, cols) uint16, nominal (x, y) stage positions in
+    nm, pixel size (nm), full-circle FOV mask, (rows, cols) grid, step (px) and the truth (N, 2)
+    (x, y) px; ``useful_fov`` is passed to ours (USEFUL_FOV_FRACTION on simulator frames)."""
+
+    frames: list
+    nominal_xy_nm: np.ndarray
+    pixel_size_nm: float
+    fov_mask: np.ndarray
+    grid: tuple[int, int]
+    step_px: float
+    true_xy_px: np.ndarray
+    useful_fov: float = 1.0
+
+
+def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool) -> tuple[BenchScan, float]:
+    """A simulator scan in raster order (row-major, as the peers expect) and its largest stage
+    error as a fraction of the step (relative to frame 0, per axis)."""
+    from instruments.sim.chip import Chip, scaled_layers
+    from instruments.sim.dataset import default_step_nm, simulate_scan
+    from instruments.sim.world import SimWorld, StageErrors
+
+    probe = SimWorld(seed=seed)
+    step_nm = default_step_nm(probe.optics, overlap=0.3)
+    errors = StageErrors(noise_nm=0.1 * step_nm / 3)  # 3σ = 10 % of the step, per axis
+    layout = Chip(seed=seed, layers=scaled_layers(0.1)) if flat else Chip(seed=seed)
+    scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=errors), grid=grid, step_nm=step_nm)
+    order = np.lexsort((scan.grid_index[:, 1], scan.grid_index[:, 0]))  # serpentine → row-major
+    t = scan.frame_to_chip[order]
+    true = np.array([np.linalg.solve(t[0][:2, :2], t[k][:2, 2] - t[0][:2, 2]) for k in range(len(t))])
+    nominal = scan.nominal_xy_nm[order]
+    stage_px = (nominal - nominal[0]) / scan.pixel_size_nm
+    worst = float(np.abs(stage_px - true).max() / (step_nm / scan.pixel_size_nm))
+    return BenchScan(list(scan.frames[order]), nominal, scan.pixel_size_nm, scan.fov_mask, grid,
+                     step_nm / scan.pixel_size_nm, true, USEFUL_FOV_FRACTION), worst
 
 
 def run_ours(scan):
     started = time.perf_counter()
-    mosaic = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+    mosaic = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
+                    useful_fov_fraction=scan.useful_fov, anchor="center")
     return mosaic.positions_px, time.perf_counter() - started
 
 
@@ -86,19 +138,48 @@ def run_m2stitch(scan):
     return positions, time.perf_counter() - started
 
 
+def synthetic_cases(quick: bool):
+    specs = [((3, 3), 256, 0)] if quick else [((3, 3), 256, 0), ((4, 5), 512, 1), ((6, 6), 512, 2)]
+    for grid, frame_px, seed in specs:
+        scan = synthetic_scan(grid=grid, frame_px=frame_px, overlap=0.3, stage_error=0.1, seed=seed)
+        yield f"{grid[0]}x{grid[1]} of {frame_px}px", BenchScan(
+            list(scan.frames), scan.nominal_xy_nm, scan.pixel_size_nm, scan.fov_mask, scan.grid, scan.step_px,
+            scan.true_xy_px)
+
+
+def sim_cases(quick: bool):
+    specs = [((3, 3), True, 1)] if quick else [((3, 3), True, 1), ((4, 4), True, 1), ((3, 3), False, 1),
+                                                ((4, 4), False, 1)]
+    for grid, flat, seed in specs:
+        started = time.perf_counter()
+        scan, worst = sim_scan(grid, seed=seed, flat=flat)
+        print(f"  [{grid[0]}x{grid[1]} {'flat' if flat else 'default'} chip seed {seed}: "
+              f"{len(scan.frames)} frames of {scan.frames[0].shape[1]}x{scan.frames[0].shape[0]} px, "
+              f"step {scan.step_px:.0f} px, largest stage error {100 * worst:.1f} % of the step, "
+              f"simulated in {time.perf_counter() - started:.0f} s]")
+        yield f"{grid[0]}x{grid[1]} {'flat' if flat else 'default'}", scan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one small scan (3×3 frames of 256 px)")
+    parser.add_argument("--quick", action="store_true", help="one small scan (3×3 frames)")
+    parser.add_argument("--source", choices=("sim", "synthetic"), default="sim",
+                        help="physics simulator scans (default) or the tests' synthetic IC-like scene")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # ashlar/skimage deprecation chatter would bury the table
     os.environ.setdefault("TQDM_DISABLE", "1")
-    cases = [((3, 3), 256, 0)] if args.quick else [((3, 3), 256, 0), ((4, 5), 512, 1), ((6, 6), 512, 2)]
     peers = {"ours": run_ours, "ashlar": run_ashlar, "m2stitch": run_m2stitch}
-    print("stitching: 30 % overlap, circular FOV, stage error ≤ 10 % of step, vignetting 35 %, Poisson noise")
-    print(f"{'scan':>16} {'method':>9} {'mean px':>8} {'max px':>8} {'time s':>8} {'time vs ours':>13}")
-    for grid, frame_px, seed in cases:
-        scan = synthetic_scan(grid=grid, frame_px=frame_px, overlap=0.3, stage_error=0.1, seed=seed)
-        label = f"{grid[0]}x{grid[1]} of {frame_px}px"
+    if args.source == "sim":
+        print("stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), stage noise 3σ = 10 % "
+              f"of step, camera noise; ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
+        cases = sim_cases(args.quick)
+    else:
+        print("stitching on synthetic scans: 30 % overlap, circular FOV, stage error ≤ 10 % of step, "
+              "vignetting 35 %, Poisson noise")
+        cases = synthetic_cases(args.quick)
+    header = f"{'scan':>16} {'method':>9} {'mean px':>8} {'max px':>8} {'time s':>8} {'time vs ours':>13}"
+    for label, scan in cases:
+        print(header)
         ours_time = None
         for name, run in peers.items():
             try:
@@ -109,11 +190,12 @@ def main() -> None:
             except Exception as exc:  # a peer failing on these frames is itself a result
                 print(f"{label:>16} {name:>9}  failed: {type(exc).__name__}: {str(exc)[:80]}")
                 continue
-            err = position_errors(positions, scan.true_xy_px)
+            positions = np.asarray(positions, float)
+            err = position_errors(positions - positions[0], scan.true_xy_px)
             if name == "ours":
                 ours_time = seconds
             ratio = f"{seconds / ours_time:12.1f}x" if ours_time else ""
-            print(f"{label:>16} {name:>9} {err.mean():8.3f} {err.max():8.3f} {seconds:8.2f} {ratio:>13}")
+            print(f"{label:>16} {name:>9} {err.mean():8.3f} {err.max():8.3f} {seconds:8.2f} {ratio:>13}", flush=True)
 
 
 if __name__ == "__main__":
