@@ -8,8 +8,7 @@ shadowing, line jitter; no data bar) covering ~60 % of the mosaic's width, centr
 mosaic's centre, rotated 0–4°, with its pixel 1–3× finer and its metadata pixel size off by
 −3…+3 %. Truth: ``inv(mosaic to_chip) @ sem.sem_to_chip``.
 
-Synthetic table (``--source synthetic``): rotation 0–4°, pixel-size ratio 1–3, metadata pixel size off by −3…+3 %, contrast
-normal or inverted rotation 0–4°, pixel-size ratio 1–3, metadata pixel size off by −3…+3 %, contrast
+Synthetic table (``--source synthetic``, tests/imaging/synthetic_ic.make_pair): rotation 0–4°, pixel-size ratio 1–3, metadata pixel size off by −3…+3 %, contrast
 normal or inverted. Error = mean distance (mosaic px) between true and estimated positions of a
 9×9 grid of SEM points. Compared, on the same pairs in the same run, with two baselines:
 plain phase correlation (translation only, nominal scale) and SimpleITK Mattes MI from a
