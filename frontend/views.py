@@ -13,6 +13,9 @@ from ssumweb.api import project_id_of
 from ssumweb.models import ROLE_RANK, Event, JobStatus, Role
 
 
+SAMPLES_ON_PROJECT = 12  # the rest are one link away, in the sample list filtered to the project
+
+
 def _scoped(model, user):
     return for_user(model.objects.all(), user, model.PROJECT_PATH)
 
@@ -38,13 +41,29 @@ def _can_operate_project(user, project_id) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.OPERATOR]
 
 
+def _filtered_scans(request, scans):
+    """Scans narrowed by the ?q= (scan or sample name) and ?status= filters of a list page."""
+    query = request.GET.get("q", "").strip()
+    if query:
+        scans = scans.filter(Q(name__icontains=query) | Q(sample__name__icontains=query))
+    status = request.GET.get("status", "")
+    if status in ScanStatus.values:
+        scans = scans.filter(status=status)
+    return scans, query, status
+
+
 def dashboard(request):
     user = request.user
     scans = _scoped(Scan, user).select_related("sample").annotate(frames_done=Count("frames"),
                                                                    first_frame_id=Min("frames__id")).order_by("-created_at")
     active = [JobStatus.QUEUED, JobStatus.RUNNING]
+    projects = visible_projects(user).annotate(sample_count=Count("samples", distinct=True),
+                                               scan_count=Count("scans", distinct=True))
+    project_query = request.GET.get("q", "").strip()
+    if project_query:
+        projects = projects.filter(Q(name__icontains=project_query) | Q(description__icontains=project_query))
     context = {
-        "projects": visible_projects(user).annotate(sample_count=Count("samples", distinct=True)),
+        "projects": _page(request, projects, per_page=12), "q": project_query,
         "recent_scans": scans[:8],
         "running_scans": scans.filter(status__in=[ScanStatus.RUNNING, ScanStatus.PAUSED]),
         "instruments": _scoped(Instrument, user),
@@ -58,14 +77,19 @@ def project_detail(request, pk):
     project = visible_projects(request.user).filter(pk=pk).first()
     if project is None:
         raise Http404("No such project.")
+    scans = project.scans.select_related("sample").annotate(frames_done=Count("frames"), first_frame_id=Min("frames__id"))
+    scans, query, status = _filtered_scans(request, scans)
     return render(request, "frontend/project.html", {
         "project": project,
         "role": role_in(request.user, project.pk),
         "members": project.memberships.select_related("user"),
-        "samples": project.samples.annotate(scan_count=Count("scans"))[:50],
+        "samples": project.samples.annotate(scan_count=Count("scans")).order_by("-created_at")[:SAMPLES_ON_PROJECT],
+        "sample_total": project.samples.count(), "samples_shown": SAMPLES_ON_PROJECT,
+        "page": _page(request, scans, per_page=12), "q": query, "status": status, "statuses": ScanStatus.choices,
+        "scan_total": project.scans.count(),
         "instruments": project.instruments.all(),
         # The demo project is the one created for the embedded default, with simulated instruments.
-        "is_demo": "demo" in project.name.lower() and project.instruments.filter(piezo_address="sim").exists(),
+        "is_demo": project.is_demo or "demo" in project.name.lower() and project.instruments.filter(piezo_address="sim").exists(),
         "can_operate": _can_operate_project(request.user, project.pk),
     })
 
@@ -94,12 +118,7 @@ def sample_detail(request, pk):
 def scan_list(request):
     scans = _scoped(Scan, request.user).select_related("sample").annotate(frames_done=Count("frames"),
                                                                           first_frame_id=Min("frames__id"))
-    query = request.GET.get("q", "").strip()
-    if query:
-        scans = scans.filter(Q(name__icontains=query) | Q(sample__name__icontains=query))
-    status = request.GET.get("status", "")
-    if status in ScanStatus.values:
-        scans = scans.filter(status=status)
+    scans, query, status = _filtered_scans(request, scans)
     return render(request, "frontend/scan_list.html", {
         "page": _page(request, scans), "q": query, "status": status, "statuses": ScanStatus.choices})
 

@@ -104,12 +104,24 @@ def page(browser):
     context.close()
 
 
+# Widest thing on the page: the document, the body and main (html/body hide x-overflow, so their scrollWidth
+# alone would not tell), and any element's right edge outside the deep-zoom viewers (which clip their own insides).
+WIDEST = """() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth,
+    document.querySelector("main").scrollWidth,
+    ...[...document.querySelectorAll("main *, header *")].filter((e) => !e.closest(".osd") && e.getClientRects().length)
+        .map((e) => Math.ceil(e.getBoundingClientRect().right)))"""
+
+
 def screenshot(page, name: str) -> None:
-    """Save the page at desktop and phone size into test-artifacts/screenshots/."""
+    """Save the page at desktop and phone size into test-artifacts/screenshots/; at phone size nothing may stick
+    out sideways (a lab member on a phone would have to scroll, or would not see it at all)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     original = page.viewport_size
     for label, size in SIZES.items():
         page.set_viewport_size(size)
         page.wait_for_timeout(150)
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        if label == "phone":
+            widest = page.evaluate(WIDEST)
+            assert widest <= size["width"] + 1, f"{name}: content {widest} px wide on a {size['width']} px phone"
     page.set_viewport_size(original)

@@ -104,6 +104,34 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
     spots = [(0.3, 0.3), (0.7, 0.35), (0.45, 0.72)]
     page.get_by_role("button", name="Register").click()  # too few landmarks: the API's message shows
     expect(page.locator(".field-error, .form-error").first).to_contain_text("3 landmark")
+
+    # Keyboard: Enter in a focused viewer places a point at its crosshair (the centre of the view).
+    page.locator("#osd-mosaic .openseadragon-canvas").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".landmark-mosaic")).to_have_count(1)
+    expect(page.locator(".form-error")).to_have_text("")  # the stale "3 landmarks" message went with the change
+    page.locator("#osd-sem .openseadragon-canvas").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#landmark-help")).to_have_attribute("data-pairs", "1")
+    centre = page.evaluate("(() => { const v = window.ssumPairViewers.mosaic.viewport;"
+                           " const c = v.viewportToImageCoordinates(v.getCenter(true)); return [c.x, c.y]; })()")
+    expect(page.locator("#landmark-rows td").nth(1)).to_have_text(f"({centre[0]:.1f}, {centre[1]:.1f})")
+    # Typed: a value off the image is refused beside its field, a good pair is added; then both undone.
+    page.get_by_label("Mosaic x (px)").fill("5")
+    page.get_by_label("Mosaic y (px)").fill("99999")
+    page.get_by_label("SEM x (px)").fill("6")
+    page.get_by_label("SEM y (px)").fill("7")
+    page.get_by_role("button", name="Add pair").click()
+    expect(page.locator("#lm-mosaic-y-error")).to_contain_text("Between 0 and")
+    expect(page.get_by_label("Mosaic y (px)")).to_be_focused()
+    page.get_by_label("Mosaic y (px)").fill("8")
+    page.get_by_label("Mosaic y (px)").press("Enter")  # Enter in a coordinate adds the pair, it does not register
+    expect(page.locator("#landmark-help")).to_have_attribute("data-pairs", "2")
+    expect(page.locator("#landmark-rows tr").nth(1)).to_contain_text("(5.0, 8.0)")
+    for _ in range(4):
+        page.get_by_role("button", name="Undo last point").click()
+    expect(page.locator("#landmark-help")).to_have_attribute("data-pairs", "0")
+    expect(page.locator(".landmark-mosaic")).to_have_count(0)
     for fx, fy in spots:
         click_at(page, "#osd-mosaic", fx, fy)
         click_at(page, "#osd-sem", fx, fy)

@@ -106,3 +106,45 @@ def test_demo_button_only_on_a_demo_project_and_disabled_for_viewers(project, op
     assert b'id="run-demo"' in login(operator).get(f"/projects/{project.pk}/").content
     page = login(viewer).get(f"/projects/{project.pk}/").content
     assert b'id="run-demo"' not in page and b"Only operators of this project can run the demo." in page
+
+
+def _scans(scan, n):
+    """n more scans of the same sample, named s-000..., one of them running."""
+    fields = {f: getattr(scan, f) for f in ["project", "sample", "instrument", "origin_x_nm", "origin_y_nm", "size_x_nm",
+                                             "size_y_nm", "step_nm", "overlap", "exposure_ms", "contact_setpoint_nm",
+                                             "rows", "cols"]}
+    for i in range(n):
+        Scan.objects.create(name=f"s-{i:03d}", status="running" if i == 7 else scan.status, **fields)
+
+
+def test_project_page_lists_its_scans_with_search_status_filter_and_pages(scan, project, viewer):
+    _scans(scan, 14)
+    client = login(viewer)
+    first = client.get(f"/projects/{project.pk}/").content.decode()
+    assert "Scans <span class=\"muted\">(15)</span>" in first and "Page 1 of 2" in first
+    assert first.count('class="card scan-card"') == 12
+    only = client.get(f"/projects/{project.pk}/?status=running").content.decode()
+    assert only.count('class="card scan-card"') == 1 and "s-007" in only
+    found = client.get(f"/projects/{project.pk}/?q=s-01").content.decode()
+    assert found.count('class="card scan-card"') == 4  # s-010 … s-013
+    second = client.get(f"/projects/{project.pk}/?q=s-&page=2").content.decode()
+    assert "Page 2 of 2" in second and "q=s-&amp;page=1" in second  # the filter survives paging
+
+
+def test_project_page_without_scans_says_what_to_do_next(project, viewer):
+    Sample.objects.create(project=project, name="chip")
+    page = login(viewer).get(f"/projects/{project.pk}/").content.decode()
+    assert "No scans yet. Open a sample below to plan a scan on it." in page
+
+
+def test_dashboard_searches_and_pages_projects(viewer, django_user_model):
+    from ssumweb.models import Membership, Project, Role
+
+    for i in range(13):
+        Membership.objects.create(project=Project.objects.create(name=f"Group {i:02d}"), user=viewer, role=Role.VIEWER)
+    client = login(viewer)
+    page = client.get("/").content.decode()
+    assert 'id="q"' in page and "Page 1 of 2" in page
+    found = client.get("/?q=group 1").content.decode()
+    assert "Group 10" in found and "Group 12" in found and "Group 09" not in found and "Nanofab lab" not in found
+    assert "No project matches" in client.get("/?q=zzz").content.decode()

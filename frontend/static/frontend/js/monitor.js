@@ -253,6 +253,12 @@ async function refreshMosaic() {
       $("mosaic-view").dataset.mosaicId = String(ready.id);
     }
     if (cfg.translate_with) refreshTranslation(ready.id);
+    const waiting = $("translate-needs-mosaic");  // rendered before the final stitch: say it is ready now
+    if (waiting && ready.status === "succeeded" && ready.live === false && !waiting.dataset.ready) {
+      waiting.dataset.ready = "true";
+      waiting.replaceChildren("The mosaic is stitched: ", el("a", { href: `${location.pathname}#translate-section`, text: "reload the page" }), " to translate it.");
+      waiting.querySelector("a").addEventListener("click", (e) => { e.preventDefault(); location.reload(); });
+    }
   }
   if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
 }

@@ -1,6 +1,6 @@
 // Register an SEM image to a mosaic: automatically, or from landmark pairs clicked in two deep-zoom viewers.
 // Points are kept in image pixels (x = column, y = row) of each image, as the API wants them.
-import { api, dziTileSource, el, jsonScript, showErrors } from "./common.js";
+import { api, clearErrors, dziTileSource, el, jsonScript, showErrors } from "./common.js";
 
 const cfg = jsonScript("pair-config");
 const $ = (id) => document.getElementById(id);
@@ -24,6 +24,23 @@ function makeViewer(key, id) {
     if (!size || p.x < 0 || p.y < 0 || p.x > size.x || p.y > size.y) return;  // outside the image
     addPoint(key, p.x, p.y);
   });
+  // Keyboard: OpenSeadragon pans with the arrow keys and zooms with + / −; Enter places a point at the crosshair.
+  const name = key === "mosaic" ? "Mosaic" : "SEM image";
+  viewer.canvas.setAttribute("role", "application");
+  viewer.canvas.setAttribute("aria-label", `${name} viewer: arrow keys pan, + and − zoom, Enter places a landmark at the crosshair`);
+  viewer.canvas.setAttribute("aria-describedby", "landmark-keys");
+  viewer.addHandler("canvas-key", (e) => {
+    if (e.originalEvent.key !== "Enter" || e.originalEvent.repeat) return;
+    e.preventDefaultAction = true;
+    e.originalEvent.preventDefault();
+    const c = viewer.viewport.viewportToImageCoordinates(viewer.viewport.getCenter(true));
+    const size = viewer.world.getItemAt(0)?.getContentSize();
+    if (!size || c.x < 0 || c.y < 0 || c.x > size.x || c.y > size.y) {
+      $("landmark-help").textContent = `The crosshair is outside the ${name.toLowerCase()}: move it onto the image first.`;
+      return;
+    }
+    addPoint(key, c.x, c.y);
+  });
   viewers[key] = viewer;
   return viewer;
 }
@@ -40,6 +57,7 @@ function addPoint(key, x, y) {
 }
 
 function render() {
+  clearErrors(form);  // an earlier "3 landmarks needed" no longer applies once the points change
   for (const key of ["mosaic", "sem"]) {
     const viewer = viewers[key];
     viewer.clearOverlays();
@@ -56,7 +74,7 @@ function render() {
     el("td", { "data-label": "SEM px", text: fmt(points.sem[i]) }))) : [el("tr", {}, el("td", { colspan: 3, class: "muted", text: "No landmarks yet." }))]));
   const pairs = Math.min(points.mosaic.length, points.sem.length);
   const next = points.mosaic.length <= points.sem.length ? "the mosaic" : "the SEM image";
-  $("landmark-help").textContent = `${pairs} complete pair${pairs === 1 ? "" : "s"}${pairs < 3 ? ` (at least 3 needed)` : ""}. Next: click in ${next}.`;
+  $("landmark-help").textContent = `${pairs} complete pair${pairs === 1 ? "" : "s"}${pairs < 3 ? ` (at least 3 needed)` : ""}. Next: a point in ${next}.`;
   $("landmark-help").dataset.pairs = String(pairs);
 }
 
@@ -68,12 +86,48 @@ async function showMethod() {
   await openMosaic();
 }
 
+/** Add the pair typed into the four coordinate fields; each bad field gets its message beside it. */
+function addTypedPair() {
+  const box = $("typed-landmark");
+  box.querySelectorAll(".field-error").forEach((e) => e.remove());
+  box.querySelectorAll("[aria-invalid]").forEach((c) => { c.removeAttribute("aria-invalid"); c.removeAttribute("aria-describedby"); });
+  const mosaic = cfg.mosaics.find((m) => String(m.id) === $("mosaic").value) || { width: 0, height: 0 };
+  const limits = { "lm-mosaic-x": mosaic.width, "lm-mosaic-y": mosaic.height, "lm-sem-x": cfg.sem.width, "lm-sem-y": cfg.sem.height };
+  const values = {};
+  let ok = true;
+  const fail = (control, message) => {
+    ok = false;
+    const msg = el("p", { class: "error field-error", id: `${control.id}-error`, text: message });
+    control.setAttribute("aria-invalid", "true");
+    control.setAttribute("aria-describedby", msg.id);
+    control.insertAdjacentElement("afterend", msg);
+  };
+  for (const [id, max] of Object.entries(limits)) {
+    const control = $(id);
+    const value = control.value.trim() === "" ? NaN : Number(control.value);
+    if (!Number.isFinite(value)) fail(control, "Enter a number of pixels.");
+    else if (value < 0 || value > max) fail(control, `Between 0 and ${max} px.`);
+    else values[id] = value;
+  }
+  if (ok && points.mosaic.length !== points.sem.length) {
+    fail($("add-typed-landmark"), "One clicked point has no partner yet: place it or undo it first.");
+  }
+  if (!ok) { box.querySelector("[aria-invalid]")?.focus(); return; }
+  points.mosaic.push([values["lm-mosaic-x"], values["lm-mosaic-y"]]);
+  points.sem.push([values["lm-sem-x"], values["lm-sem-y"]]);
+  order.push("mosaic", "sem");  // as if clicked: undo takes the SEM point, then the mosaic one
+  for (const id of Object.keys(limits)) $(id).value = "";
+  render();
+  $("lm-mosaic-x").focus();
+}
+
 let openedMosaic = null;
 async function openMosaic() {
   if (!viewers.mosaic) return;
   const chosen = cfg.mosaics.find((m) => String(m.id) === $("mosaic").value);
   if (!chosen || openedMosaic === chosen.id) return;
   openedMosaic = chosen.id;
+  $("lm-mosaic-x").max = String(chosen.width); $("lm-mosaic-y").max = String(chosen.height);
   points.mosaic = []; points.sem = []; order.length = 0;
   await open(viewers.mosaic, chosen.dzi_url);
   render();
@@ -85,6 +139,10 @@ if (form) {
   for (const radio of form.querySelectorAll("[name=method]")) radio.addEventListener("change", showMethod);
   $("mosaic").addEventListener("change", openMosaic);
   $("undo-landmark").addEventListener("click", () => { const key = order.pop(); if (key) { points[key].pop(); render(); } });
+  $("add-typed-landmark").addEventListener("click", addTypedPair);
+  for (const input of $("typed-landmark").querySelectorAll("input")) {
+    input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addTypedPair(); } });  // not the Register button
+  }
   $("clear-landmarks").addEventListener("click", () => { points.mosaic = []; points.sem = []; order.length = 0; render(); });
   form.addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -35,6 +35,7 @@ function setStatus(value, obj = {}) {
   $("resume-run").hidden = !["failed", "cancelled"].includes(value);
   if (value === "failed") $("run-failure").textContent = obj.failure_reason || obj.reason || $("run-failure").textContent;
   if (value === "succeeded") $("model-link").hidden = false;
+  if (FINAL.includes(value)) { $("run-eta").textContent = ""; $("run-message").textContent = ""; }  // no stale "Evaluating…"
 }
 
 function showProgress(step, total, progress) {
