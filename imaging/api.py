@@ -203,6 +203,14 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
 
         return send_file(request, preview_name(self.get_object()), content_type="image/jpeg", max_age=0)
 
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], url_path="translation-preview", url_name="translation-preview")
+    def translation_preview(self, request, pk=None):
+        """The SEM-like translation growing beside :meth:`preview` during a scan started with a model."""
+        from instruments.live_mosaic import translation_preview_name
+
+        return send_file(request, translation_preview_name(self.get_object()), content_type="image/jpeg", max_age=0)
+
     @extend_schema(responses={(200, "image/tiff"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
     def image(self, request, pk=None):

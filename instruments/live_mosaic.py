@@ -35,6 +35,11 @@ def preview_name(mosaic: Mosaic) -> str:
     return f"scans/{mosaic.scan_id}/mosaics/{mosaic.pk}/live.jpg"
 
 
+def translation_preview_name(mosaic: Mosaic) -> str:
+    """The SEM-like live preview, same size as :func:`preview_name`'s (see live_translation)."""
+    return f"scans/{mosaic.scan_id}/mosaics/{mosaic.pk}/live-translation.jpg"
+
+
 class LiveMosaic:
     def __init__(self, scan: Scan, instrument, *, translator=None):
         self.scan_id = scan.pk
@@ -42,13 +47,31 @@ class LiveMosaic:
         self.mosaic = (Mosaic.objects.filter(scan=scan, live=True, status=JobStatus.RUNNING).first()
                        or Mosaic.objects.create(scan=scan, live=True, status=JobStatus.RUNNING,
                                                 pixel_size_nm=instrument.pixel_size_nm, message="Growing with the scan."))
-        self.translator = translator
         self.frames: queue.Queue = queue.Queue()
+        self.changed: list[tuple[int, int, int, int]] = []  # mosaic px boxes placed since the last publish
+        self.translator = translator if translator is not None else self._translator_for(scan)
         self.closing = threading.Event()
         self.stitcher = None
         self.last_published = 0.0
         self.thread = threading.Thread(target=self._run, name=f"live-mosaic-{scan.pk}", daemon=True)
         self.thread.start()
+
+    def _translator_for(self, scan: Scan):
+        """A scan started with a model also grows its SEM-like translation (never stopping the scan)."""
+        if not scan.translate_with_id:
+            return None
+        from .live_translation import LiveTranslation
+
+        try:
+            mosaic = self.mosaic
+            return LiveTranslation(
+                scan_id=scan.pk, mosaic_id=mosaic.pk, model_path=str(absolute(scan.translate_with.weights.name)),
+                preview_path=absolute(translation_preview_name(mosaic)), preview_max_px=PREVIEW_MAX_PX,
+                preview_url=lambda: reverse("api:mosaic-translation-preview", args=[mosaic.pk]) + f"?v={time.time_ns()}",
+                busy=lambda: not self.frames.empty())
+        except Exception:
+            log.warning("no live translation for scan %s", scan.pk, exc_info=True)
+            return None
 
     def offer(self, frame_record, captured) -> None:
         self.frames.put((captured.image, captured.commanded_xy_nm))
@@ -65,15 +88,27 @@ class LiveMosaic:
                 if self.stitcher is None:
                     self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
                                                         fov_mask=fov_mask_for(self.instrument, image.shape))
-                self.stitcher.add_frame(image, xy, anchor="center")
+                region = self.stitcher.add_frame(image, xy, anchor="center")
+                ox, oy = self._origin()
+                x0, y0 = ox + region.x_px, oy + region.y_px
+                self.changed.append((x0, y0, x0 + region.width_px, y0 + region.height_px))
                 if self.frames.empty() or time.monotonic() - self.last_published > PUBLISH_EVERY_S:
                     self._publish()
             except Exception:
                 log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
         close_old_connections()
 
+    def _origin(self) -> tuple[int, int]:
+        # Region boxes are canvas-relative and the canvas origin moves as it grows; the translation
+        # keeps its work in mosaic coordinates. (IncrementalStitcher has no public origin yet.)
+        ox, oy = self.stitcher._canvas.origin_px
+        return int(ox), int(oy)
+
     def _publish(self) -> None:
         mosaic_image = self.stitcher.mosaic()
+        if self.translator is not None:  # a fresh array, never modified after this: safe to share
+            self.translator.offer(mosaic_image, self._origin(), self.changed)
+        self.changed = []
         scale = min(1.0, PREVIEW_MAX_PX / max(mosaic_image.shape))
         small = cv2.resize(mosaic_image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else mosaic_image
         covered = small > 0
@@ -97,6 +132,8 @@ class LiveMosaic:
         self.closing.set()
         self.frames.put(None)
         self.thread.join(timeout=30)
+        if self.translator is not None:  # the final whole-mosaic Translation replaces its preview
+            self.translator.close()
         if not final:
             return
         from imaging import tasks

@@ -109,3 +109,70 @@ def test_bad_arguments_say_what_is_allowed():
         live.update(np.zeros((40, 40), np.uint16), (4, 0), [])
     with pytest.raises(ValueError, match="max_tiles"):
         live.step(max_tiles=0)
+
+
+# --- on the simulated bench ---------------------------------------------------------------------------
+
+
+def save_tiny_model(project, media_root):
+    """A TrainedModel whose weights file is the lean inference format (what export_model writes)."""
+    from mlcore.checkpoint import save_checkpoint
+    from mlcore.models import TrainedModel
+    from mlcore.nets import halo_for
+
+    model = tiny_model()
+    state = {"config": model.config.to_json(), "step": 0, "pixel_size_nm": 20.0, "receptive_field": None,
+             "halo": halo_for(model.g_ab), "metrics": {},
+             "normalization": {"a": model.norm_a.to_dict(), "b": model.norm_b.to_dict()},
+             "nets": {"g_ab": model.g_ab.state_dict(), "g_ba": model.g_ba.state_dict()}}
+    save_checkpoint(state, media_root / "models" / "tiny" / "model.pt")
+    return TrainedModel.objects.create(project=project, name="tiny", weights="models/tiny/model.pt",
+                                       pixel_size_nm=20.0, config={})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scan_with_a_model_grows_its_translation_beside_the_mosaic(project, operator, media_root):
+    from imaging.models import Mosaic, Sample, Scan, ScanStatus
+    from imaging.services import plan_scan, request_action
+    from instruments.live_mosaic import translation_preview_name
+    from instruments.models import Instrument
+    from instruments.worker import HardwareWorker
+    from ssumweb.media import absolute
+    from ssumweb.models import Event
+    from tests.instruments.test_worker import wait_for
+
+    from ..conftest import client_for
+
+    instrument = Instrument.objects.create(project=project, name="sim", sim_seed=3)
+    saved_at = []
+    worker = HardwareWorker(instrument.pk, poll_s=0.05, on_frame_saved=lambda *_: saved_at.append(time.monotonic()))
+    worker.start()
+    try:
+        instrument.refresh_from_db()
+        sample = Sample.objects.create(project=project, name="chip")
+        side = instrument.fov_diameter_nm / 2**0.5  # the 2 × 2 grid of test_worker.small_scan
+        plan = dict(origin_x_nm=20000, origin_y_nm=20000, size_x_nm=1.6 * side, size_y_nm=1.6 * side, overlap=0.4,
+                    exposure_ms=5, contact_setpoint_nm=20)
+        scan = plan_scan(sample=sample, name="with a model", plan=plan, instrument=instrument, user=operator,
+                         translate_with=save_tiny_model(project, media_root))
+        assert scan.frames_total == 4
+        request_action(scan, "start")
+        wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.COMPLETED, what="scan to complete")
+    finally:
+        worker.stop()
+    events = list(Event.objects.filter(topic=f"scan.{scan.pk}", type="translation.live").order_by("pk"))
+    assert events, "no translation.live event"
+    live = Mosaic.objects.get(scan=scan, live=True)
+    first = events[0].payload
+    assert first["mosaic_id"] == live.pk
+    assert 0 < first["tiles_done"] <= first["tiles_total"]
+    assert first["url"].startswith(f"/api/mosaics/{live.pk}/translation-preview")
+    # The translation grew during the scan, not after it: events came before the scan ended.
+    finished_at = Scan.objects.get(pk=scan.pk).finished_at
+    during = [e for e in events if e.created_at < finished_at]
+    assert during, f"{len(events)} translation.live events, none before the scan ended"
+    assert len(saved_at) == 4
+    assert absolute(translation_preview_name(live)).exists()
+    # The preview route is permission-checked like the live mosaic's.
+    response = client_for(operator).get(f"/api/mosaics/{live.pk}/translation-preview/")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
