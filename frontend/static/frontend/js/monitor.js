@@ -112,6 +112,7 @@ function onScanEvent(ev) {
     case "scan.fault": addFault(ev.reason || "unknown fault"); break;
     case "scan.requested": $("requested").textContent = `Requested: ${ev.action}…`; break;
     case "mosaic.live": showLivePreview(ev); break;
+    case "translation.live": showLiveTranslation(ev); break;
     default:
       if (ev.type.startsWith("mosaic") || ev.type.startsWith("translation")) scheduleMosaic(0);
   }
@@ -214,6 +215,19 @@ function showLivePreview(ev) {
   scheduleMosaic();
 }
 
+// A scan started with a model: its SEM-like translation grows beside the live mosaic, tile by tile; the final
+// whole-mosaic translation (queued after the final stitch) replaces it with its deep-zoom pyramid.
+function showLiveTranslation(ev) {
+  const box = $("translation-live-box");
+  if (!box || $("translation-view").dataset.version) return;
+  const img = $("translation-live");
+  img.src = ev.url; box.hidden = false;
+  img.alt = `SEM-like translation: ${ev.tiles_done} of ${ev.tiles_total} tiles`;
+  $("translation-live-status").textContent = ev.tiles_done >= ev.tiles_total
+    ? `SEM-like translation: up to date (${ev.tiles_total} tiles).`
+    : `SEM-like translation: ${ev.tiles_done} of ${ev.tiles_total} tiles — catching up with the scan.`;
+}
+
 $("stitch")?.addEventListener("click", async () => {
   const button = $("stitch");
   button.disabled = true;
@@ -270,6 +284,8 @@ async function refreshTranslation(mosaicId) {
   const box = $("translation-box");
   if (!t || !box) return;
   box.hidden = false;
+  const liveBox = $("translation-live-box");  // the final translation replaces the live one
+  if (liveBox) liveBox.hidden = true;
   const version = `${t.id}-${t.finished_at || t.progress}`;
   if ($("translation-view").dataset.version !== version) {
     await showLayer("translation", "translation-view", t.dzi_url, version, null).catch(() => {});
