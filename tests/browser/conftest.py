@@ -112,10 +112,19 @@ WIDEST = """() => Math.max(document.documentElement.scrollWidth, document.body.s
         .map((e) => Math.ceil(e.getBoundingClientRect().right)))"""
 
 
+# Form controls without an accessible name (a <label>, aria-label/-labelledby, a title, or a button's own text).
+UNLABELLED = """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea, button")]
+    .filter((c) => c.getClientRects().length && !c.closest(".osd"))
+    .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute("aria-label") && !c.getAttribute("aria-labelledby")
+        && !c.title && !(c.tagName === "BUTTON" && c.textContent.trim()))
+    .map((c) => c.outerHTML.slice(0, 120))"""
+
+
 def screenshot(page, name: str) -> None:
-    """Save the page at desktop and phone size into test-artifacts/screenshots/; at phone size nothing may stick
-    out sideways (a lab member on a phone would have to scroll, or would not see it at all)."""
+    """Save the page at desktop and phone size into test-artifacts/screenshots/; every control must have a label,
+    and at phone size nothing may stick out sideways (a lab member would have to scroll, or would not see it)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert page.evaluate(UNLABELLED) == [], f"{name}: controls without a label"
     original = page.viewport_size
     for label, size in SIZES.items():
         page.set_viewport_size(size)
