@@ -10,7 +10,8 @@ largest error is printed with each scan. Truth: the simulator's ``frame_to_chip`
 top-left offsets in frame 0's pixels. Ours runs with the useful field of view
 (``USEFUL_FOV_FRACTION`` of the circle's radius) and ``anchor="center"``; the peers get the same
 frames and stage positions. Error = Euclidean distance of each frame's position (relative to
-frame 0) from the truth after removing the best common translation (px).
+frame 0) from the truth after removing the best common translation (px). The "stage" row is
+the nominal positions unstitched: the error a method has when it trusts the stage alone.
 
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
@@ -79,6 +80,13 @@ def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool) -> tuple[BenchScan
     worst = float(np.abs(stage_px - true).max() / (step_nm / scan.pixel_size_nm))
     return BenchScan(list(scan.frames[order]), nominal, scan.pixel_size_nm, scan.fov_mask, grid,
                      step_nm / scan.pixel_size_nm, true, USEFUL_FOV_FRACTION), worst
+
+
+def run_stage(scan):
+    """No stitching: the controller's nominal positions as they are (what a peer that rejects
+    every link falls back to)."""
+    started = time.perf_counter()
+    return np.asarray(scan.nominal_xy_nm, float) / scan.pixel_size_nm, time.perf_counter() - started
 
 
 def run_ours(scan):
@@ -168,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # ashlar/skimage deprecation chatter would bury the table
     os.environ.setdefault("TQDM_DISABLE", "1")
-    peers = {"ours": run_ours, "ashlar": run_ashlar, "m2stitch": run_m2stitch}
+    peers = {"ours": run_ours, "ashlar": run_ashlar, "m2stitch": run_m2stitch, "stage": run_stage}
     if args.source == "sim":
         print("stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), stage noise 3σ = 10 % "
               f"of step, camera noise; ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
@@ -194,7 +202,7 @@ def main() -> None:
             err = position_errors(positions - positions[0], scan.true_xy_px)
             if name == "ours":
                 ours_time = seconds
-            ratio = f"{seconds / ours_time:12.1f}x" if ours_time else ""
+            ratio = f"{seconds / ours_time:12.1f}x" if ours_time and name != "stage" else ""
             print(f"{label:>16} {name:>9} {err.mean():8.3f} {err.max():8.3f} {seconds:8.2f} {ratio:>13}", flush=True)
 
 
