@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["CoarseMatch", "coarse_register", "gradient_magnitude", "gradient_ncc", "sem_footprint"]
+__all__ = ["CoarseMatch", "SubregionCheck", "coarse_register", "gradient_magnitude", "gradient_ncc", "sem_footprint",
+           "subregion_agreement"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +236,87 @@ def _placement_ncc(grad_m: np.ndarray, canvas: np.ndarray, mask: np.ndarray, ox:
     # a placement that covers little of the SEM footprint must not win on a lucky patch
     coverage = sub_k.sum() / max(1, mask.sum())
     return gradient_ncc(sub_m, sub_c, sub_k) * min(1.0, coverage / 0.5)
+
+
+@dataclass(frozen=True)
+class SubregionCheck:
+    """Independent re-location of SEM sub-windows in the whole mosaic (see ``subregion_agreement``).
+
+    ``agree`` / ``disagree`` : windows whose best match lies within / beyond the tolerance of
+    where the registration puts them; ``skipped`` : windows too featureless to locate.
+    ``offsets_px`` : per located window, distance (mosaic px) of its best match from the claim.
+    """
+
+    agree: int
+    disagree: int
+    skipped: int
+    offsets_px: tuple[float, ...]
+
+
+def subregion_agreement(
+    fixed: np.ndarray,
+    mosaic: np.ndarray,
+    fixed_to_mosaic: np.ndarray,
+    *,
+    grid: int = 3,
+    tolerance_px: float = 3.0,
+    sigma: float = 1.5,
+    min_relative_energy: float = 0.25,
+    window_fraction: float = 0.6,
+) -> SubregionCheck:
+    """Locate each of ``grid``×``grid`` overlapping SEM windows (``window_fraction`` of each side) in the mosaic.
+
+    fixed : (h, w) float32, SEM resampled to the mosaic's pixel size.
+    mosaic : (H, W) float32, the mosaic.
+    fixed_to_mosaic : (3, 3) float64, the registration to verify (fixed px (x, y) → mosaic px).
+    The whole mosaic is warped into the fixed frame with the claimed transform (so rotation and
+    scale are taken as given), and each window's gradient image is matched by normalised
+    cross-correlation over all of it. A wrong placement that both refiners accepted because they
+    started from the same coarse peak shows up as windows whose best match lies elsewhere: the
+    check does not depend on where any optimiser started. Windows whose gradient energy is below
+    ``min_relative_energy`` × the median window's are skipped (nothing to locate).
+    """
+    if grid < 2:
+        raise ValueError(f"grid must be >= 2, got {grid}")
+    if not 0.2 <= window_fraction <= 0.8:
+        raise ValueError(f"window_fraction must be in [0.2, 0.8], got {window_fraction}")
+    h, w = fixed.shape
+    hm, wm = mosaic.shape
+    corners = np.array([[-0.5, -0.5, 1], [wm - 0.5, -0.5, 1], [wm - 0.5, hm - 0.5, 1], [-0.5, hm - 0.5, 1]]).T
+    mapped = np.linalg.inv(fixed_to_mosaic) @ corners
+    mapped = mapped[:2] / mapped[2]
+    x0 = int(np.floor(min(mapped[0].min(), 0))) - 2
+    y0 = int(np.floor(min(mapped[1].min(), 0))) - 2
+    x1 = int(np.ceil(max(mapped[0].max(), w))) + 2
+    y1 = int(np.ceil(max(mapped[1].max(), h))) + 2
+    if (x1 - x0) * (y1 - y0) > 64 * h * w:
+        raise ValueError("subregion_agreement: the mosaic is too large relative to the SEM footprint")
+    shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])  # canvas px → fixed px
+    canvas_to_mosaic = (fixed_to_mosaic @ shift)[:2]
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    size = (x1 - x0, y1 - y0)
+    canvas = cv2.warpAffine(gradient_magnitude(mosaic, sigma=sigma), canvas_to_mosaic, size, flags=flags)
+    grad_f = gradient_magnitude(fixed, sigma=sigma)
+    wh, ww = max(8, int(h * window_fraction)), max(8, int(w * window_fraction))
+    starts_r = np.linspace(0, h - wh, grid).round().astype(int)
+    starts_c = np.linspace(0, w - ww, grid).round().astype(int)
+    windows = [(r, c) for r in starts_r for c in starts_c]
+    energy = np.array([grad_f[r : r + wh, c : c + ww].std() for r, c in windows])
+    floor = min_relative_energy * float(np.median(energy))
+    agree = disagree = skipped = 0
+    offsets = []
+    for (r, c), e in zip(windows, energy):
+        if e <= floor or e <= 0:
+            skipped += 1
+            continue
+        result = cv2.matchTemplate(canvas, grad_f[r : r + wh, c : c + ww], cv2.TM_CCOEFF_NORMED)
+        _, _, _, (px, py) = cv2.minMaxLoc(result)
+        # claimed canvas position of the window's origin is (c − x0, r − y0); measure in mosaic px
+        d = (fixed_to_mosaic[:2, :2] @ np.array([px + x0 - c, py + y0 - r], float))
+        dist = float(np.hypot(*d))
+        offsets.append(round(dist, 2))
+        if dist <= tolerance_px:
+            agree += 1
+        else:
+            disagree += 1
+    return SubregionCheck(agree=agree, disagree=disagree, skipped=skipped, offsets_px=tuple(offsets))

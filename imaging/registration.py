@@ -27,6 +27,7 @@ from imaging.coarse_registration import (
     gradient_magnitude,
     gradient_ncc,
     sem_footprint,
+    subregion_agreement,
 )
 from imaging.imageio import to_float32
 
@@ -213,6 +214,7 @@ def register(
     min_overlap: float = 0.5,
     max_disagreement_px: float = 2.5,
     max_refine_shift_px: float = 8.0,
+    min_subregion_agreement: int = 2,
     seed: int = 0,
 ) -> Registration:
     """Register an SEM image to a mosaic; returns a ``Registration`` (falsy with a reason on failure).
@@ -225,8 +227,14 @@ def register(
     Checks, each making the result falsy: coarse gradient NCC ≥ ``min_score`` and at least
     ``min_distinctness`` × the best placement elsewhere; ≥ ``min_overlap`` of the SEM footprint
     inside the mosaic; MI moving ≤ ``max_refine_shift_px`` mosaic px from the coarse start;
-    MI and ECC agreeing within ``max_disagreement_px`` mosaic px (when ECC converges).
+    MI and ECC agreeing within ``max_disagreement_px`` mosaic px (when ECC converges); and (auto
+    only) at least ``min_subregion_agreement`` of 9 overlapping SEM windows (0.6 of each side), each searched over the
+    whole mosaic, found within 3 mosaic px of where the result puts them — a check independent of
+    the refiners' shared coarse start, which alone let matches 36–190 px off through on
+    simulator pairs (both refiners converge next to the same wrong peak).
     """
+    if min_subregion_agreement < 0:
+        raise ValueError(f"min_subregion_agreement must be >= 0, got {min_subregion_agreement}")
     if model not in ("similarity", "affine"):
         raise ValueError(f"model must be 'similarity' or 'affine', got {model!r}")
     for name, value in (("mosaic_px_nm", mosaic_px_nm), ("sem_px_nm", sem_px_nm)):
@@ -334,7 +342,16 @@ def register(
     elif np.isfinite(disagreement) and disagreement > max_disagreement_px:
         reason = (f"the two refiners disagree by {disagreement:.2f} mosaic px (limit {max_disagreement_px}); "
                   "check with landmarks")
+    if method == "auto":
+        check = subregion_agreement(fixed, mosaic, fixed_to_mosaic_mi)
+        details["verify_subregions"] = {"agree": check.agree, "disagree": check.disagree,
+                                        "skipped": check.skipped, "offsets_px": list(check.offsets_px)}
     final_overlap = footprint_overlap(sem_to_mosaic, sem.shape, mosaic.shape)
+    if not reason and method == "auto" and check.agree < min_subregion_agreement:
+        located = check.agree + check.disagree
+        reason = (f"independent check failed: {check.agree} of {located} SEM sub-windows searched across the "
+                  f"whole mosaic are found where the registration puts them (need {min_subregion_agreement}); "
+                  "the match is probably on a repeated or wrong structure; use landmarks")
     if not reason and final_overlap < min_overlap:
         reason = f"only {final_overlap:.0%} of the SEM image lies inside the mosaic (need {min_overlap:.0%})"
     return Registration(mosaic_to_sem=mosaic_to_sem, ok=not reason, reason=reason, method=method,

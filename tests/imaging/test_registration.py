@@ -99,3 +99,54 @@ def test_registration_round_trips_through_json_and_is_frozen():
     assert np.allclose(reg.sem_to_mosaic, np.diag([0.5, 0.5, 1.0]))
     with pytest.raises(ValueError):
         reg.mosaic_to_sem[0, 0] = 3.0
+
+
+def _simulator_case(index: int, rotation_deg: float, ratio: float, scale_error: float, *, seed: int = 3,
+                    mosaic_size: int = 320):
+    """One pair of bench/bench_registration.py's simulator table (same seeds, same geometry)."""
+    from instruments.sim.chip import Chip
+    from instruments.sim.dataset import simulate_pair, simulate_sem
+    from instruments.sim.sem import SEMSettings
+
+    layout = Chip(seed=seed)
+    bx0, by0, bx1, by1 = layout.bounds_nm
+    mosaic_px_nm = 32.5
+    span = mosaic_size * mosaic_px_nm
+    rng = np.random.default_rng([seed, index])
+    centre = (float(rng.uniform(bx0 + span, bx1 - span)), float(rng.uniform(by0 + span, by1 - span)))
+    pair = simulate_pair(layout, centre_xy_nm=centre, size_px=mosaic_size, pixel_size_nm=mosaic_px_nm,
+                         seed=seed * 1000 + index)
+    side = int(round(0.6 * mosaic_size * ratio))
+    off = rng.uniform(-0.12, 0.12, 2) * span
+    sem = simulate_sem(seed=seed * 1000 + index, centre_xy_nm=(centre[0] + off[0], centre[1] + off[1]),
+                       shape=(side, side), pixel_size_nm=mosaic_px_nm / ratio, rotation_deg=rotation_deg,
+                       layout=layout, settings=SEMSettings(data_bar=False))
+    truth = np.linalg.inv(pair.to_chip) @ sem.sem_to_chip  # SEM px → mosaic px
+    return pair.lr, sem.image, mosaic_px_nm, sem.pixel_size_nm * (1 + scale_error), truth
+
+
+def test_simulator_pair_once_silently_wrong_is_now_right_or_failed():
+    """Issue 5 §4: bench sim case 2 (SSUM mosaic vs SEM, +3 % metadata scale) used to come back
+    truthy but 38 px off — MI and ECC agreed because both started from the same wrong coarse peak.
+    It must now be right (< 1 mosaic px) or falsy with a reason."""
+    mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(2, 0.0, 1.0, +0.03)
+    result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
+    error = registration_error_px(truth, result.mosaic_to_sem, sem.shape)
+    if result:
+        assert error < 1.0, (error, result.details)
+    else:
+        assert result.reason, result.details
+
+
+def test_subregion_check_rejects_a_shifted_placement_and_accepts_the_true_one():
+    """The independent check alone: the true transform passes, the same one shifted 40 px fails."""
+    from imaging.coarse_registration import subregion_agreement
+
+    pair = make_pair(seed=51, mosaic_size=200, ratio=1.0, rotation_deg=2.0)
+    mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
+    sem = pair.sem.astype(np.float32) / (65535.0 if pair.sem.dtype == np.uint16 else 1.0)
+    right = subregion_agreement(sem, mosaic, pair.sem_to_mosaic)
+    assert right.agree >= 3 and right.agree > right.disagree - 2, right
+    shifted = np.array([[1.0, 0, 40.0], [0, 1.0, -25.0], [0, 0, 1]]) @ pair.sem_to_mosaic
+    wrong = subregion_agreement(sem, mosaic, shifted)
+    assert wrong.agree <= 1 and wrong.disagree >= 6, wrong
