@@ -42,6 +42,10 @@ class PairOffset:
     reason : why the estimate is unreliable, ``""`` when it looks sound.
     information : 2×2 inverse covariance of ``offset_px`` (px⁻², x/y order) from the refinement;
         weak along any direction the overlap does not pin down.
+    alternatives : ((x, y, ncc), ...) every peak of the search (integer offsets, the chosen one
+        included) with its exact NCC, best first. On periodic structures (gratings, dot arrays)
+        aliases one period away score as high as the true offset, so one pair cannot tell them
+        apart; the global placement picks among them by agreement with the other pairs.
     """
 
     offset_px: tuple[float, float]
@@ -49,6 +53,7 @@ class PairOffset:
     overlap_px: int
     reason: str = ""
     information: tuple = ((0.0, 0.0), (0.0, 0.0))
+    alternatives: tuple = ()
 
     def __bool__(self) -> bool:
         return not self.reason
@@ -162,8 +167,9 @@ def _significance(ncc, count):
     return np.arctanh(np.clip(ncc, -0.999, 0.999)) * np.sqrt(np.maximum(np.asarray(count, float) - 3, 1))
 
 
-def _candidates(surface, count, centre, radius, n_peaks, min_count) -> list[tuple[int, int]]:
-    """Up to ``n_peaks`` local NCC maxima, as (dx, dy) from ``centre`` (col, row), within ±radius."""
+def _candidates(surface, count, centre, radius, n_peaks, min_count, *, by_ncc=False) -> list[tuple[int, int]]:
+    """Up to ``n_peaks`` local NCC maxima, as (dx, dy) from ``centre`` (col, row), within ±radius,
+    strongest first by significance (or by NCC itself when ``by_ncc``)."""
     rx, ry = radius
     cx, cy = centre
     y0, y1 = max(0, cy - ry), min(surface.shape[0], cy + ry + 1)
@@ -185,7 +191,8 @@ def _candidates(surface, count, centre, radius, n_peaks, min_count) -> list[tupl
     if interior.any():
         peaks = interior
     idx = np.argwhere(peaks)
-    order = np.argsort(window[peaks])[::-1][:n_peaks]
+    strength = surface[y0:y1, x0:x1][peaks] if by_ncc else window[peaks]
+    order = np.argsort(strength)[::-1][:n_peaks]
     return [(int(x0 + c - cx), int(y0 + r - cy)) for r, c in idx[order]]
 
 
@@ -257,6 +264,7 @@ def register_pair(
     mask: np.ndarray,
     max_shift_px: float | tuple[float, float],
     n_peaks: int = 4,
+    n_alternatives: int = 30,
     min_overlap_px: int = 200,
     refine_frames: tuple[np.ndarray, np.ndarray] | None = None,
     precise_frames: tuple[np.ndarray, np.ndarray] | None = None,
@@ -267,7 +275,8 @@ def register_pair(
     nominal_offset_px : (x, y) offset expected from the stage, px.
     mask : (H, W) bool, the useful (circular) field of view shared by all frames.
     max_shift_px : how far (px) the true offset may lie from the nominal one, per axis.
-    n_peaks : correlation peaks re-scored by exact NCC.
+    n_peaks : correlation peaks re-scored by exact NCC to choose ``offset_px``.
+    n_alternatives : peaks reported in ``alternatives`` (≥ ``n_peaks`` are searched).
     min_overlap_px : a pair whose masks share fewer pixels is not measured.
     refine_frames : optional (frame_i, frame_j) the sub-pixel refinement runs on instead.
     precise_frames : optional less filtered (frame_i, frame_j); the refinement is run on them too
@@ -294,14 +303,23 @@ def register_pair(
     # Surface index (u, v) ↔ shift of j relative to the nominal one.
     cy = (bi[0].start - ri[0].start) - (bj[0].start - rj[0].start) + (rj[0].stop - rj[0].start) - 1
     cx = (bi[1].start - ri[1].start) - (bj[1].start - rj[1].start) + (rj[1].stop - rj[1].start) - 1
-    candidates = _candidates(surface, count, (cx, cy), (rx, ry), n_peaks, max(min_overlap_px, lens_px // 4))
+    min_count = max(min_overlap_px, lens_px // 4)
+    candidates = _candidates(surface, count, (cx, cy), (rx, ry), n_peaks, min_count)
+    # Aliases on periodic patterns tie in NCC but not in significance (which favours the larger
+    # overlap): collect the alternatives by NCC so the true offset is among them.
+    candidates += [c for c in _candidates(surface, count, (cx, cy), (rx, ry), n_alternatives, min_count,
+                                          by_ncc=True) if c not in candidates]
     best, best_rank, best_overlap = base, -np.inf, 0
-    for dx, dy in candidates:
+    alternatives = []
+    for rank_order, (dx, dy) in enumerate(candidates):
         shift = (base[0] + dx, base[1] + dy)
         score, overlap = _ncc(frame_i, frame_j, mask, shift)
         rank = _significance(score, overlap)
-        if overlap >= min_overlap_px and rank > best_rank:
-            best, best_rank, best_overlap = shift, rank, overlap
+        if overlap >= min_overlap_px:
+            alternatives.append((float(shift[0]), float(shift[1]), float(score)))
+            if rank_order < n_peaks and rank > best_rank:
+                best, best_rank, best_overlap = shift, rank, overlap
+    alternatives.sort(key=lambda a: -a[2])
     if best_overlap < min_overlap_px:
         return PairOffset(tuple(nominal), 0.0, lens_px, reason="no_overlap")
     eroded = ndimage.binary_erosion(mask, iterations=2)
@@ -322,7 +340,7 @@ def register_pair(
     score, overlap = _ncc_subpixel(frame_i, frame_j, eroded, refined)
     reason = "blank" if not np.isfinite(score) else ("unrefined" if wandered else "")
     return PairOffset((float(refined[0]), float(refined[1])), float(np.nan_to_num(score)), overlap,
-                      reason, tuple(map(tuple, information.tolist())))
+                      reason, tuple(map(tuple, information.tolist())), tuple(alternatives))
 
 
 def _ncc_subpixel(frame_i, frame_j, mask_eroded, offset) -> tuple[float, int]:

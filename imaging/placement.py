@@ -22,7 +22,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
-__all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions"]
+__all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Link:
     score: float
     information: tuple = ((1.0, 0.0), (0.0, 1.0))
     reason: str = ""  # set when the measurement itself failed (no overlap, blank)
+    alternatives: tuple = ()  # ((x, y, ncc), ...) other peaks of the search, see vote_offsets
 
 
 @dataclass(frozen=True)
@@ -240,3 +241,135 @@ def solve_positions(
     linked = {links[k].i for k in active} | {links[k].j for k in active}
     placed_by_stage = tuple(int(f) for f in range(n) if f not in linked) if n > 1 else ()
     return Placement(positions, residual, dropped, placed_by_stage, stage)
+
+
+#: NCC by which an alias may fall short of a link's best peak and still be a candidate: the true
+#: offset scored up to 0.012 below an alias on simulated SSUM chips (gratings, dot arrays).
+TIE_NCC = 0.03
+
+
+def _hypotheses(links, members, rel, a, b, ks, tolerance_px, min_score, stage):
+    """Best translation of group ``b`` relative to group ``a`` from the links ``ks`` joining them.
+
+    Each candidate peak of each link proposes a translation. A translation is scored by a
+    log-likelihood-like sum over the links that agree with it (within ``tolerance_px``): +1 per
+    link, plus how distinct its peak is (NCC minus that of its best peak elsewhere, in units of
+    :data:`TIE_NCC`, clipped to [−1, 3]: ~0 for an alias on a periodic pattern, large for a
+    unique match), minus the stage's verdict log(1 + ½ (d / σ)²) beyond that of the link's
+    peak nearest the nominal offset; d a peak's deviation from the nominal offset (less the
+    typical one) and σ the stage's spread (``stage`` = (centre, σ)). Heavy-tailed because σ is
+    estimated from a few links and real stage errors reach 3σ; relative so that a link's
+    agreement never counts against a translation just because the stage erred on that pair.
+    Returns (score, translation (2,), {link: chosen offset (2,)}).
+    """
+    centre, sigma = stage
+    proposals = []  # (link, translation, offset, gain)
+    for k in ks:
+        link = links[k]
+        cands = _candidates_of(link, min_score)
+        devs = [offset - np.asarray(link.nominal_offset_px) - centre for offset, _ in cands]
+        verdict = [float(np.log1p(0.5 * float(d @ d) / sigma**2)) for d in devs]
+        for (offset, score), stage_cost in zip(cands, verdict, strict=True):
+            others = [s for o, s in cands if np.hypot(*(o - offset)) > tolerance_px]
+            distinct = (score - max(others)) / TIE_NCC if others else 3.0
+            gain = 1.0 + float(np.clip(distinct, -1.0, 3.0)) - (stage_cost - min(verdict))
+            if link.i in members[a]:
+                t = rel[link.i] + offset - rel[link.j]
+            else:
+                t = rel[link.j] - offset - rel[link.i]
+            proposals.append((k, t, offset, gain))
+    best = None
+    for _, t, _, _ in proposals:
+        chosen = {}
+        for k, t2, offset, gain in proposals:
+            if np.hypot(*(t2 - t)) <= tolerance_px and (k not in chosen or gain > chosen[k][1]):
+                chosen[k] = (offset, gain)
+        total = sum(g for _, g in chosen.values())
+        if best is None or total > best[0]:
+            best = (total, t, {k: o for k, (o, _) in chosen.items()})
+    return best
+
+
+def _stage_spread(links: list[Link], usable: list[int], min_score: float) -> tuple[np.ndarray, float]:
+    """(centre (2,), σ) of the deviations from nominal of the links with one unambiguous peak:
+    the stage's own errors as the images measure them (σ ≥ 1 px). Fewer than 3 such links:
+    σ = 5 % of the typical link (the default search assumes stage errors ≤ 10 % of the step)."""
+    devs = [np.asarray(links[k].offset_px) - links[k].nominal_offset_px for k in usable
+            if len(_candidates_of(links[k], min_score)) == 1]
+    if len(devs) < 3:
+        length = np.median([np.hypot(*links[k].nominal_offset_px) for k in usable]) if usable else 1.0
+        return np.zeros(2), max(0.05 * float(length), 1.0)
+    devs = np.array(devs)
+    centre = np.median(devs, axis=0)
+    return centre, max(1.4826 * float(np.median(np.abs(devs - centre))), 1.0)
+
+
+def _candidates_of(link: Link, min_score: float) -> list[tuple[np.ndarray, float]]:
+    """The link's peaks that tie with its best one, as (offset (2,), ncc): its ``alternatives``
+    (or the measured offset alone for a link measured without them) scoring ≥ ``min_score`` and
+    within :data:`TIE_NCC` (more for weak matches, whose NCC is noisier) of the best. A peak
+    clearly below the best is a partial match, not an alias; keeping it would let unrelated
+    peaks of different links agree by chance."""
+    peaks = link.alternatives or ((*link.offset_px, link.score),)
+    best = max(score for *_, score in peaks)
+    floor = max(min_score, best - TIE_NCC - 0.25 * (1.0 - best))
+    return [(np.array([x, y], float), float(score)) for x, y, score in peaks if score >= floor]
+
+
+def vote_offsets(n: int, links: list[Link], *, min_score: float = 0.6,
+                 tolerance_px: float = 2.0) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+    """Choose each link's offset among its candidate peaks by agreement with the other links.
+
+    On periodic structures one pair of frames cannot tell the true offset from an alias one
+    period away (their NCCs differ by < 0.01 on simulated SSUM chips), and with stage errors
+    of 10 % of the step the stage cannot either; but the aliases of different pairs disagree
+    around a loop of frames while the true offsets agree. Frames are merged into rigid groups
+    greedily (Kruskal-like): at each step the two groups and the translation between them that
+    the most links support are merged, ties going to the most distinct peaks (a unique match
+    before an alias).
+
+    n : number of frames; links : measured pairs with their ``alternatives``.
+    Returns ``(chosen, positions, group)``: chosen maps link index → offset (2,) px picked
+    among its peaks, for links that agree with their group (others are absent);
+    positions (N, 2) px of each frame within its group; group (N,) int group label.
+    """
+    usable = [k for k, link in enumerate(links) if not link.reason and _candidates_of(link, min_score)]
+    stage = _stage_spread(links, usable, min_score)
+    group = np.arange(n)
+    members = {f: {f} for f in range(n)}
+    rel = np.zeros((n, 2))
+    chosen: dict[int, np.ndarray] = {}
+    cache: dict[tuple[int, int], tuple] = {}
+    while True:
+        between: dict[tuple[int, int], list[int]] = {}
+        for k in usable:
+            a, b = group[links[k].i], group[links[k].j]
+            if a != b:
+                between.setdefault((min(a, b), max(a, b)), []).append(k)
+        if not between:
+            break
+        best = None
+        for (a, b), ks in between.items():
+            key = (a, b, tuple(ks))
+            if key not in cache:
+                cache[key] = _hypotheses(links, members, rel, a, b, ks, tolerance_px, min_score, stage)
+            hyp = cache[key]
+            if best is None or hyp[0] > best[1][0]:
+                best = ((a, b), hyp)
+        (a, b), (_, t, picked) = best
+        for f in members[b]:
+            rel[f] += t
+            group[f] = a
+        members[a] |= members.pop(b)
+        chosen.update(picked)
+        cache = {key: hyp for key, hyp in cache.items() if not ({key[0], key[1]} & {a, b})}
+    # Links inside a group that no merge used: the peak nearest the group's prediction.
+    for k in usable:
+        if k in chosen or group[links[k].i] != group[links[k].j]:
+            continue
+        predicted = rel[links[k].j] - rel[links[k].i]
+        near = [(np.hypot(*(o - predicted)), o) for o, s in _candidates_of(links[k], min_score)]
+        miss, offset = min(near, key=lambda m: m[0])
+        if miss <= tolerance_px:
+            chosen[k] = offset
+    return chosen, rel, group

@@ -27,7 +27,7 @@ from imaging.blending import Canvas, feather_weight
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, register_pair
-from imaging.placement import Link, StageModel, fit_stage_model, solve_positions
+from imaging.placement import Link, StageModel, fit_stage_model, solve_positions, vote_offsets
 
 __all__ = ["USEFUL_FOV_FRACTION", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
 
@@ -246,7 +246,8 @@ class IncrementalStitcher:
         else:
             radius = self.max_shift_nm / self.pixel_size_nm
         pair = self._register(i, j, nominal, radius)
-        return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason)
+        return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason,
+                    pair.alternatives)
 
     def _constrain(self, link: Link, model: StageModel, spread_px) -> Link:
         """Measure a link again inside the window the stage model allows (MIST's second pass).
@@ -261,7 +262,29 @@ class IncrementalStitcher:
             return link
         pair = self._register(link.i, link.j, predicted, radius)
         return Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
-                    pair.reason)
+                    pair.reason, link.alternatives)
+
+    def _voted(self) -> list[Link]:
+        """The links with each offset chosen among its peaks by agreement around loops of frames
+        (:func:`imaging.placement.vote_offsets`), refined there; links whose peaks all disagree
+        with their group are measured again at the group's prediction."""
+        chosen, rel, group = vote_offsets(len(self._nominal_px), self._links, min_score=self.min_score)
+        links = []
+        for k, link in enumerate(self._links):
+            if k in chosen:
+                target = chosen[k]
+            elif not link.reason and group[link.i] == group[link.j]:
+                target = rel[link.j] - rel[link.i]
+            else:
+                links.append(link)
+                continue
+            if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - target) <= 1.0):
+                links.append(link)
+                continue
+            pair = self._register(link.i, link.j, target, 2.0)
+            links.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score,
+                              pair.information, pair.reason, link.alternatives))
+        return links
 
     def _consensus_placement(self, nominal: np.ndarray):
         """Links and placement from the hypothesis that keeps the most links, best scored.
@@ -273,7 +296,7 @@ class IncrementalStitcher:
         the stage is merely imprecise (then the re-measured links land off their peaks, score
         low and are dropped, so that hypothesis keeps fewer links and loses).
         """
-        hypotheses = [self._links]
+        hypotheses = [self._links, self._voted()]
         model = fit_stage_model(self._links, min_score=self.min_score)
         if model is not None:
             for spread in dict.fromkeys((model.spread_px, model.inlier_spread_px)):
