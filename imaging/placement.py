@@ -257,9 +257,10 @@ def _hypotheses(links, members, rel, a, b, ks, tolerance_px, min_score, stage):
     :data:`TIE_NCC`, clipped to [−1, 3]: ~0 for an alias on a periodic pattern, large for a
     unique match), minus the stage's verdict log(1 + ½ (d / σ)²) beyond that of the link's
     peak nearest the nominal offset; d a peak's deviation from the nominal offset (less the
-    typical one) and σ the stage's spread (``stage`` = (centre, σ)). Heavy-tailed because σ is
-    estimated from a few links and real stage errors reach 3σ; relative so that a link's
-    agreement never counts against a translation just because the stage erred on that pair.
+    typical one) and σ the stage's spread (``stage`` = (centre, σ)), at most 1. Heavy-tailed,
+    relative and capped because σ is estimated from a few links and real stage errors reach
+    3σ: the stage may make an agreeing link count for nothing, never against a translation
+    (two links agreeing around a loop are strong evidence; one alias near nominal is not).
     Returns (score, translation (2,), {link: chosen offset (2,)}).
     """
     centre, sigma = stage
@@ -272,7 +273,7 @@ def _hypotheses(links, members, rel, a, b, ks, tolerance_px, min_score, stage):
         for (offset, score), stage_cost in zip(cands, verdict, strict=True):
             others = [s for o, s in cands if np.hypot(*(o - offset)) > tolerance_px]
             distinct = (score - max(others)) / TIE_NCC if others else 3.0
-            gain = 1.0 + float(np.clip(distinct, -1.0, 3.0)) - (stage_cost - min(verdict))
+            gain = 1.0 + float(np.clip(distinct, -1.0, 3.0)) - min(stage_cost - min(verdict), 1.0)
             if link.i in members[a]:
                 t = rel[link.i] + offset - rel[link.j]
             else:
@@ -291,7 +292,8 @@ def _hypotheses(links, members, rel, a, b, ks, tolerance_px, min_score, stage):
 
 
 def _stage_spread(links: list[Link], usable: list[int], min_score: float) -> tuple[np.ndarray, float]:
-    """(centre (2,), σ) of the deviations from nominal of the links with one unambiguous peak:
+    """(centre (2,), σ) of the deviations from nominal of the links with one unambiguous peak
+    (σ their RMS per axis, pooled):
     the stage's own errors as the images measure them (σ ≥ 1 px). Fewer than 3 such links:
     σ = 5 % of the typical link (the default search assumes stage errors ≤ 10 % of the step)."""
     devs = [np.asarray(links[k].offset_px) - links[k].nominal_offset_px for k in usable
@@ -301,7 +303,9 @@ def _stage_spread(links: list[Link], usable: list[int], min_score: float) -> tup
         return np.zeros(2), max(0.05 * float(length), 1.0)
     devs = np.array(devs)
     centre = np.median(devs, axis=0)
-    return centre, max(1.4826 * float(np.median(np.abs(devs - centre))), 1.0)
+    # RMS, not a robust spread: these links are trustworthy, and a MAD over a handful of them
+    # read 5 px where the stage erred by 21 px on a neighbour pair (then the true peak lost).
+    return centre, max(float(np.sqrt(np.mean((devs - centre) ** 2))), 1.0)
 
 
 def _candidates_of(link: Link, min_score: float) -> list[tuple[np.ndarray, float]]:
@@ -317,7 +321,7 @@ def _candidates_of(link: Link, min_score: float) -> list[tuple[np.ndarray, float
 
 
 def vote_offsets(n: int, links: list[Link], *, min_score: float = 0.6,
-                 tolerance_px: float = 2.0) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+                 tolerance_px: float = 3.0) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
     """Choose each link's offset among its candidate peaks by agreement with the other links.
 
     On periodic structures one pair of frames cannot tell the true offset from an alias one
@@ -357,6 +361,10 @@ def vote_offsets(n: int, links: list[Link], *, min_score: float = 0.6,
             if best is None or hyp[0] > best[1][0]:
                 best = ((a, b), hyp)
         (a, b), (_, t, picked) = best
+        import os
+        if os.environ.get("DBG_VOTE"):
+            print("merge", sorted(members[a]), sorted(members[b]), round(best[1][0], 2), np.round(t, 1),
+                  {(links[k].i, links[k].j): tuple(o) for k, o in picked.items()})
         for f in members[b]:
             rel[f] += t
             group[f] = a

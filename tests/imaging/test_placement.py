@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from imaging.placement import Link, fit_stage_model, solve_positions
+from imaging.placement import Link, fit_stage_model, solve_positions, vote_offsets
 
 
 def _grid_links(truth, nominal, *, score=0.95):
@@ -74,3 +74,39 @@ def test_stage_consensus_ignores_aliases_that_agree_on_an_implausible_stage():
     assert model is not None and abs(model.matrix[1, 1] - 1.0) < 0.01
     assert set(model.inliers) == set(range(6))
     assert max(model.inlier_spread_px) < 0.5
+
+
+def test_vote_picks_true_peaks_over_aliases_when_the_stage_errs_by_more_than_a_period():
+    # 3×3 grid, step 200 px, stage errors up to 25 px per axis (more than the 15 px period of the
+    # pattern). Horizontal links see a grating: aliases every 15 px in x, one scoring *higher*
+    # than the truth; vertical and diagonal links see unique structure. Only agreement around
+    # loops can tell which horizontal peak is true.
+    rng = np.random.default_rng(4)
+    nominal = np.array([(200.0 * c, 200.0 * r) for r in range(3) for c in range(3)])
+    truth = np.round(nominal + rng.uniform(-25, 25, nominal.shape))
+    links = []
+    for a in range(9):
+        for b in range(a + 1, 9):
+            dr, dc = b // 3 - a // 3, b % 3 - a % 3
+            if max(abs(dr), abs(dc)) != 1:
+                continue
+            true = truth[b] - truth[a]
+            peaks = [(*true, 0.95)]
+            if dr == 0:  # grating: aliases one and two periods away, the first one scoring higher
+                peaks = [(true[0] + 15, true[1], 0.96), (*true, 0.95), (true[0] - 15, true[1], 0.95),
+                         (true[0] + 30, true[1], 0.94)]
+            best = max(peaks, key=lambda p: p[2])
+            links.append(Link(a, b, tuple(nominal[b] - nominal[a]), best[:2], best[2], alternatives=tuple(peaks)))
+    chosen, positions, group = vote_offsets(9, links)
+    assert len(set(group.tolist())) == 1
+    for k, link in enumerate(links):
+        np.testing.assert_allclose(chosen[k], truth[link.j] - truth[link.i], err_msg=f"link {link.i}-{link.j}")
+    np.testing.assert_allclose(positions - positions[0], truth - truth[0])
+
+
+def test_vote_leaves_frames_without_links_in_their_own_group():
+    links = [Link(0, 1, (100.0, 0.0), (97.0, 2.0), 0.9)]
+    chosen, positions, group = vote_offsets(3, links)
+    assert group[0] == group[1] != group[2]
+    np.testing.assert_allclose(chosen[0], (97.0, 2.0))
+    np.testing.assert_allclose(positions[1] - positions[0], (97.0, 2.0))
