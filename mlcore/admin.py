@@ -1,8 +1,8 @@
 from django.contrib import admin
 
-from .models import TrainedModel, TrainingRun, Translation
+from imaging.admin import JOB_FIELDS
 
-JOB_FIELDS = ["status", "progress", "message", "failure_reason", "heartbeat_at", "started_at", "finished_at"]
+from .models import TrainedModel, TrainingRun, Translation
 
 
 @admin.register(TrainingRun)

@@ -56,12 +56,17 @@ def stage_pairs(run: TrainingRun, folder: Path) -> tuple[int, float]:
     pixel_sizes = {round(p.pixel_size_nm, 3) for p in pairs}
     if len(sizes) > 1 or len(pixel_sizes) > 1:
         raise DomainError("The chosen pairs differ in tile size or pixel size; train on pairs cut alike.")
+    lay_out_pairs(pairs, folder)
+    return sizes.pop(), pairs[0].pixel_size_nm
+
+
+def lay_out_pairs(pairs, folder: Path) -> None:
+    """A fresh lr/ + hr/ folder of the pairs' files (hard links), the layout mlcore.data reads."""
     if folder.exists():
         shutil.rmtree(folder)
     for pair in pairs:
         _link_or_copy(absolute(pair.lr_image.name), folder / "lr" / f"{pair.pk:07d}{Path(pair.lr_image.name).suffix}")
         _link_or_copy(absolute(pair.hr_image.name), folder / "hr" / f"{pair.pk:07d}{Path(pair.hr_image.name).suffix}")
-    return sizes.pop(), pairs[0].pixel_size_nm
 
 
 def training_work(run: TrainingRun, progress) -> dict:
@@ -123,11 +128,7 @@ def evaluate_run(run: TrainingRun, model_path: Path) -> dict:
     if not test_pairs:
         return {}
     folder = absolute(f"training/{run.pk}/test")
-    if folder.exists():
-        shutil.rmtree(folder)
-    for pair in test_pairs:
-        _link_or_copy(absolute(pair.lr_image.name), folder / "lr" / f"{pair.pk:07d}{Path(pair.lr_image.name).suffix}")
-        _link_or_copy(absolute(pair.hr_image.name), folder / "hr" / f"{pair.pk:07d}{Path(pair.hr_image.name).suffix}")
+    lay_out_pairs(test_pairs, folder)
     scores = evaluate(load_model(model_path), load_pair_folder(folder)).to_dict()
     # Keyed by method ("model", "input", "unsharp", "richardson_lucy") for pages and scripts.
     return {"pairs": scores["pairs"], "max_shift_px": scores["max_shift"],
