@@ -3,11 +3,12 @@
 The bench rig runs at clock rate 1, so the fakes' moves, settling and the simulated camera's
 exposures take their real duration; the fakes add up that duration ("hardware time", the
 baseline: what the rig itself needs). The scan is then run by the real engine through the real
-drivers, twice in the same run: with the drivers as shipped, and with the drivers' previous wait
-and write paths patched back in (pitools.waitontarget; ESP301 commands written apart from TB?),
-so the improvement is measured against a baseline on the same machine at the same moment.
-Per frame: hardware (baseline), wall, render (the simulator's CPU rendering frames: not pipeline),
-pipeline = wall − hardware − render (goal < 5 %), store.save, the engine's own work.
+drivers, twice in the same run: with the drivers as shipped, and with pipython's stock wait helper
+and plain writes patched in (pitools.waitontarget; ESP301 commands written apart from TB?), so the
+drivers' own gain is measured against a baseline on the same machine at the same moment.
+Per frame: hardware (baseline), wall, simulator (this CPU rendering frames and working out contact
+and deflection for the fakes: not pipeline), pipeline = wall − hardware − simulator (goal < 5 %),
+store.save, the engine's own work.
 
     .venv/bin/python bench/bench_engine.py [--quick] [--stand-in]
 """
@@ -77,18 +78,18 @@ def main() -> None:
     frames = len(grid_points(spec))
 
     runs = {"as shipped": run_scan(world_factory, spec, legacy=False),
-            "before (pitools wait, 2 writes)": run_scan(world_factory, spec, legacy=True)}
+            "stock waits (pitools, 2 writes)": run_scan(world_factory, spec, legacy=True)}
     world_name = "stand-in world" if args.stand_in else "SimWorld"
     print(f"scan: {frames} frames, ROI {roi[2] - roi[0]}×{roi[3] - roi[1]}, {world_name}, clock rate 1; "
           f"per frame in ms, and / hardware")
-    print("hardware = the fakes' simulated moves + settling + the camera's exposure/readout (the baseline);\n"
-          "render   = wall time this CPU spent rendering frames with the physics simulator (a cost of the\n"
-          "           simulator, not of the pipeline: a real camera renders nothing);\n"
-          "pipeline = wall - hardware - render: engine + drivers + wire + polling + store (goal < 5 %).\n"
-          "The fakes run in this process: their own CPU (parsing, the world's contact/deflection maths)\n"
-          "stays inside 'pipeline', so the figure is an upper bound on what the drivers add.")
-    labels = ("hardware (baseline)", "wall", "render (simulator)", "pipeline", "  store.save", "  engine own",
-              "  device calls - hw - render")
+    print("hardware  = the fakes' simulated moves + settling + the camera's exposure/readout (the baseline);\n"
+          "simulator = wall time this CPU spent in the physics simulator: rendering frames, and the chip\n"
+          "            contact/deflection maths behind the E-727 fake's TSP? answers (a real rig does none);\n"
+          "pipeline  = wall - hardware - simulator: engine + drivers + wire + polling + store (goal < 5 %).\n"
+          "The fakes run in this process: their parsing and their threads' share of the GIL stay inside\n"
+          "'pipeline', so the figure is an upper bound on what the drivers add.")
+    labels = ("hardware (baseline)", "wall", "simulator", "pipeline", "  store.save", "  engine own",
+              "  device calls - hw - sim")
     print(f"{'':32}" + "".join(f"{name:>34}" for name in runs))
     for label in labels:
         cells = []
@@ -96,18 +97,18 @@ def main() -> None:
             value = r[label]
             cells.append(f"{1e3 * value / frames:12.2f} ms {value / r['hardware (baseline)']:8.3f}x hw    ")
         print(f"{label:32}" + "".join(f"{c:>34}" for c in cells))
-    now, before = runs["as shipped"], runs["before (pitools wait, 2 writes)"]
+    now, before = runs["as shipped"], runs["stock waits (pitools, 2 writes)"]
     share = now["pipeline"] / now["hardware (baseline)"]
     print(f"pipeline adds {100 * share:.1f}% of hardware time ({'meets' if share < 0.05 else 'misses'} the < 5% "
-          f"goal); before the driver changes, same run: "
+          f"goal); with pipython's stock waitontarget and separate ESP301 writes, same run: "
           f"{100 * before['pipeline'] / before['hardware (baseline)']:.1f}% "
           f"(wall/hardware {now['wall'] / now['hardware (baseline)']:.2f}x vs "
           f"{before['wall'] / before['hardware (baseline)']:.2f}x)")
 
 
 def _legacy_drivers(rig) -> None:
-    """The drivers as they were: pitools.waitontarget (#7, SVO?, ONT? + ERR? per poll) and ESP301
-    commands written apart from their TB? (Nagle + delayed ACK on socket://)."""
+    """The stock paths: pitools.waitontarget (#7, SVO?, ONT? + ERR? per poll) and ESP301 commands
+    written apart from their TB? (Nagle + delayed ACK on socket://)."""
     from pipython import pitools
 
     from instruments.drivers.pi_e727 import _gcs_call
@@ -135,18 +136,18 @@ def run_scan(world_factory, spec, *, legacy: bool) -> dict:
         devices = Devices(piezo=_Timed(rig.piezo, device_s), focus=_Timed(rig.focus, device_s),
                           camera=_Timed(rig.camera, device_s), feedback=_Timed(rig.feedback, device_s))
         store = _Timed(DirectoryFrameStore(tmp), store_s)
-        hw0, render0 = rig.hardware_busy_s(), rig.simcam.render_s
+        hw0, sim0 = rig.hardware_busy_s(), rig.simulator_s()
         t0 = time.perf_counter()
         result = ScanEngine(devices, store).run(spec)
         wall = time.perf_counter() - t0
         hardware = rig.hardware_busy_s() - hw0
-        render = rig.simcam.render_s - render0
+        simulated = rig.simulator_s() - sim0
     if result.state is not ScanState.COMPLETED:
         raise SystemExit(f"scan did not complete: {result}")
-    return {"hardware (baseline)": hardware, "wall": wall, "render (simulator)": render,
-            "pipeline": wall - hardware - render, "  store.save": store_s[0],
+    return {"hardware (baseline)": hardware, "wall": wall, "simulator": simulated,
+            "pipeline": wall - hardware - simulated, "  store.save": store_s[0],
             "  engine own": wall - device_s[0] - store_s[0],
-            "  device calls - hw - render": device_s[0] - hardware - render}
+            "  device calls - hw - sim": device_s[0] - hardware - simulated}
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ class BenchRig:
         """Simulated time the hardware itself spent: moves + settling + exposures."""
         return self.e727.state.busy_s + self.esp301.state.busy_s + self.simcam.busy_s
 
+    def simulator_s(self) -> float:
+        """Wall time this CPU spent simulating the world: rendering frames, and the contact and
+        deflection maths behind the E-727 fake's answers. A real rig spends none of it."""
+        return self.simcam.render_s + self.e727.state.world_s
+
     def close(self) -> None:
         for closer in (self.piezo.close, self.focus.close, self.camera.close, self.e727.stop, self.esp301.stop):
             with contextlib.suppress(Exception):
@@ -70,7 +75,7 @@ class BenchRig:
 
 def start_bench_rig(*, world=None, seed: int = 0, clock_rate: float = 1.0, piezo_settle_s: float = 0.005,
                     piezo_velocity_um_s: float = 1000.0, focus_settle_s: float = 0.01,
-                    focus_velocity_mm_s: float = 2.0, poll_s: float = 0.001) -> BenchRig:
+                    focus_velocity_mm_s: float = 2.0, poll_s: float = 0.0002) -> BenchRig:
     """Start the fakes on free loopback ports around ``world`` and connect the real drivers.
 
     ``world`` defaults to ``instruments.sim.world.SimWorld(seed=seed)``.

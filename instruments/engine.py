@@ -106,13 +106,16 @@ class ScanEngine:
         (done, total, eta_s), ``frame_saved`` and ``fault``; called in the engine's thread, keep it fast.
     on_live_frame : called with each frame read, ``(rows, cols) uint16``; keep it fast (hand off).
     retry, timeouts : fault policy.
-    approach_margin_nm : the fine approach starts this far below the last contact Z.
-    coarse_step_nm : Z step of the first, coarse approach when no contact is known yet.
+    approach_margin_nm : the approach starts this far below the last contact Z.
+    approach_lookahead_nm : how far ahead of the rising sample the approach's Z target may run:
+        the most it can overshoot contact if the host stalls.
+    setpoint_tolerance_nm : the deflection held is within [set-point, set-point + this].
     """
 
     def __init__(self, devices: Devices, store: FrameStore, *, on_event: Callable[[dict], None] | None = None,
                  on_live_frame: Callable[[np.ndarray], None] | None = None, retry: RetryPolicy = RetryPolicy(),
-                 timeouts: Timeouts = Timeouts(), approach_margin_nm: float = 200.0, coarse_step_nm: float = 250.0):
+                 timeouts: Timeouts = Timeouts(), approach_margin_nm: float = 200.0,
+                 approach_lookahead_nm: float = 100.0, setpoint_tolerance_nm: float = 5.0):
         self.devices = devices
         self.store = store
         self.on_event = on_event or (lambda event: None)
@@ -120,12 +123,15 @@ class ScanEngine:
         self.retry = retry
         self.timeouts = timeouts
         self.approach_margin_nm = approach_margin_nm
-        self.coarse_step_nm = coarse_step_nm
+        self.approach_lookahead_nm = approach_lookahead_nm
+        self.setpoint_tolerance_nm = setpoint_tolerance_nm
         self._ctl = _Control()
         self._state = ScanState.IDLE
         self._z_retract_nm = devices.piezo.travel_nm()[2][0]
         self._last_contact_z: float | None = None
         self._last_focus: float | None = None
+        self._lifting = False  # a retract was commanded and not yet waited for
+        self._focus_at: float | None = None  # where this engine last left the focus stage
         self._exposure_s = 0.01
 
     # --- control, from any thread --------------------------------------------------------
@@ -160,6 +166,7 @@ class ScanEngine:
         with self._ctl.lock:
             self._ctl.abort = False
         self._t_start, self._done_at_start = time.monotonic(), None
+        self._focus_at = None
         reason = ""
         try:
             self._preflight(spec, points)
@@ -224,48 +231,54 @@ class ScanEngine:
         elif isinstance(msg, P.BeginPoint):
             ctx.point = msg.point
         elif isinstance(msg, P.MoveXY):
-            self._retract()
+            self._retract(already_moving=self._lifting)
             d.piezo.move_nm(x=msg.x_nm, y=msg.y_nm)
             d.piezo.wait_on_target(timeout_s=t.piezo_s)
         elif isinstance(msg, P.Settle):
-            time.sleep(msg.seconds)
+            if msg.seconds > 0:
+                time.sleep(msg.seconds)
         elif isinstance(msg, P.Approach):
             ctx.contact_z_nm, ctx.deflection_nm = approach(
-                d.piezo, d.feedback, setpoint_nm=msg.setpoint_nm, step_nm=msg.step_nm,
+                d.piezo, d.feedback, setpoint_nm=msg.setpoint_nm, speed_nm_s=msg.speed_nm_s,
                 start_nm=self._last_contact_z, margin_nm=self.approach_margin_nm,
-                coarse_step_nm=self.coarse_step_nm, timeout_s=t.piezo_s, check=self._check_abort)
+                lookahead_nm=self.approach_lookahead_nm, tolerance_nm=self.setpoint_tolerance_nm,
+                timeout_s=t.piezo_s, check=self._check_abort)
             self._last_contact_z = ctx.contact_z_nm
         elif isinstance(msg, P.BackOff):
-            d.piezo.move_nm(z=max(self._z_retract_nm, ctx.contact_z_nm - msg.gap_nm))
-            d.piezo.wait_on_target(timeout_s=t.piezo_s)
+            if msg.gap_nm > 0:  # imaging in contact needs no move (and no settling)
+                d.piezo.move_nm(z=max(self._z_retract_nm, ctx.contact_z_nm - msg.gap_nm))
+                d.piezo.wait_on_target(timeout_s=t.piezo_s)
         elif isinstance(msg, P.Focus):
             if msg.mode == "last" and self._last_focus is not None:
                 ctx.focus_nm = self._last_focus
-                d.focus.move_to_nm(ctx.focus_nm)
-                d.focus.wait_done(timeout_s=t.focus_s)
+                self._focus_to(ctx.focus_nm)
             else:
                 centre = self._last_focus if self._last_focus is not None else msg.start_nm
+                self._focus_at = None
                 ctx.focus_nm = autofocus(d.focus, d.camera, centre_nm=centre, range_nm=msg.range_nm,
                                          steps=msg.steps, timeout_s=t.focus_s,
                                          frame_timeout_s=self._exposure_s + t.camera_extra_s,
                                          on_frame=self.on_live_frame, check=self._check_abort)
+                self._focus_at = ctx.focus_nm  # autofocus leaves the stage at its answer
             self._last_focus = ctx.focus_nm
         elif isinstance(msg, P.FocusOffset):
-            d.focus.move_to_nm(ctx.focus_nm + msg.offset_nm)
-            d.focus.wait_done(timeout_s=t.focus_s)
+            self._focus_to(ctx.focus_nm + msg.offset_nm)
             ctx.z_positions.append(ctx.focus_nm + msg.offset_nm)
         elif isinstance(msg, P.Trigger):
             d.camera.trigger()
+            ctx.measured_xyz_nm = d.piezo.position_nm()  # where the sample is during the exposure
         elif isinstance(msg, P.Read):
             frame = d.camera.read(timeout_s=self._exposure_s + t.camera_extra_s)
             ctx.planes.append(frame)
-            ctx.measured_xyz_nm = d.piezo.position_nm()
             self.on_live_frame(frame)
         elif isinstance(msg, P.Fuse):
             ctx.image = fuse_extended_depth(ctx.planes)
-            d.focus.move_to_nm(ctx.focus_nm)  # leave the stage at best focus for the next point
-            d.focus.wait_done(timeout_s=t.focus_s)
+            self._focus_to(ctx.focus_nm)  # leave the stage at best focus for the next point
         elif isinstance(msg, P.Save):
+            # Every plane is read: lift the sphere while the frame is written, so the disk's time
+            # hides under the retract's; the XY stage still moves only after the save returns.
+            d.piezo.move_nm(z=self._z_retract_nm)
+            self._lifting = True
             self._save(msg.point, ctx, total)
         elif isinstance(msg, P.Checkpoint):
             self._wait_if_paused()
@@ -287,11 +300,21 @@ class ScanEngine:
                    commanded_xy_nm=[point.x_nm, point.y_nm], focus_nm=ctx.focus_nm)
         self._progress(done, total)
 
+    def _focus_to(self, z_nm: float) -> None:
+        """Move the focus stage, unless this engine left it there (a move in place still settles)."""
+        if z_nm != self._focus_at:
+            self._focus_at = None  # unknown until the move is done
+            self.devices.focus.move_to_nm(z_nm)
+            self.devices.focus.wait_done(timeout_s=self.timeouts.focus_s)
+            self._focus_at = z_nm
+
     # --- safety, pause, events -------------------------------------------------------------
-    def _retract(self) -> None:
+    def _retract(self, *, already_moving: bool = False) -> None:
         piezo = self.devices.piezo
-        piezo.move_nm(z=self._z_retract_nm)
+        if not already_moving:
+            piezo.move_nm(z=self._z_retract_nm)
         piezo.wait_on_target(timeout_s=self.timeouts.piezo_s)
+        self._lifting = False
 
     class _SafetyWrapper:
         def __init__(self, engine: ScanEngine):
@@ -332,6 +355,7 @@ class ScanEngine:
         except InstrumentError as exc:
             self._emit("fault", reason=f"could not retract before pausing: {exc}", index=None)
         self._set_state(ScanState.PAUSED, reason)
+        self._focus_at = None  # a paused instrument can be jogged: trust the stage, not memory
         with self._ctl.lock:
             while self._ctl.pause_reason is not None and not self._ctl.abort:
                 self._ctl.lock.wait()

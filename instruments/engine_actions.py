@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from instruments.errors import ContactError
+from instruments.errors import ContactError, DeviceTimeout
 from instruments.focus import peak_focus_nm, sharpness
 
 __all__ = ["PointContext", "approach", "autofocus"]
@@ -26,54 +27,83 @@ class PointContext:
     image: np.ndarray | None = None
 
 
-def _z_step(piezo, feedback, z: float, timeout_s: float) -> float:
-    piezo.move_nm(z=z)
+def _z_step(piezo, feedback, z: float, timeout_s: float, velocity_nm_s: float | None = None) -> float:
+    piezo.move_nm(z=z, velocity_nm_s=velocity_nm_s)
     piezo.wait_on_target(timeout_s=timeout_s)
     return feedback.deflection_nm()
 
 
-def approach(piezo, feedback, *, setpoint_nm: float, step_nm: float, start_nm: float | None,
-             margin_nm: float, coarse_step_nm: float, timeout_s: float,
+def approach(piezo, feedback, *, setpoint_nm: float, speed_nm_s: float, start_nm: float | None,
+             margin_nm: float, lookahead_nm: float, tolerance_nm: float, timeout_s: float,
              check: Callable[[], None]) -> tuple[float, float]:
-    """Raise the sample in Z until the deflection reaches ``setpoint_nm``.
+    """Raise the sample in Z until the deflection reaches ``setpoint_nm``, and hold it there.
 
-    Starts ``margin_nm`` below the last contact (``start_nm``) with fine steps; with no contact
-    known, first climbs in coarse steps, stops at the first deflection, drops one coarse step and
-    continues fine — so the cantilever is never pushed more than one step past the set-point.
+    As an AFM controller approaches: Z rises at a constant ``speed_nm_s`` while the deflection is
+    read continuously, so the host's round trips overlap the motion instead of adding to it. The
+    commanded target runs at most ``lookahead_nm`` ahead of the sample and is extended as it
+    rises, so a host that stalls leaves the piezo stopped at most that far past contact. Once
+    the deflection crosses the set-point the sample is stopped; at rest, position minus
+    deflection is the contact Z (the sample is rigid), and one move sets the deflection to the
+    set-point within ``tolerance_nm``.
 
-    Returns ``(contact_z_nm, deflection_nm)``. Raises ``ContactError`` if the top of the Z travel
-    is reached without contact, or the cantilever is bent even fully retracted.
+    Starts ``margin_nm`` below the last contact (``start_nm``) or, with none known, at the bottom
+    of the travel. Returns ``(contact_z_nm, deflection_nm)``: the Z held and its deflection.
+    Raises ``ContactError`` if the top of the Z travel is reached without contact, or the
+    cantilever is bent even fully retracted.
     """
     z_lo, z_hi = piezo.travel_nm()[2]
-    if start_nm is None:
-        z = z_lo
-        while True:
-            check()
-            deflection = _z_step(piezo, feedback, z, timeout_s)
-            if deflection >= setpoint_nm:
+    z = z_lo if start_nm is None else max(z_lo, start_nm - margin_nm)
+    piezo.move_nm(z=z)
+    piezo.wait_on_target(timeout_s=timeout_s)
+    for _ in range(4):  # a settle that lost contact (the estimate fell short) sweeps again from there
+        z, deflection = _sweep_to_contact(piezo, feedback, z, setpoint_nm=setpoint_nm, speed_nm_s=speed_nm_s,
+                                          lookahead_nm=lookahead_nm, z_lo=z_lo, z_hi=z_hi, timeout_s=timeout_s,
+                                          check=check)
+        # at rest: z − deflection is where contact begins (the sample is rigid)
+        for _ in range(3):
+            if setpoint_nm <= deflection <= setpoint_nm + tolerance_nm or (z >= z_hi and deflection >= setpoint_nm):
+                return z, deflection
+            if deflection <= 0:
                 break
-            if z >= z_hi:
-                raise ContactError(f"no contact within the Z travel: at {z_hi:.0f} nm the deflection is "
-                                   f"{deflection:.1f} nm, below the set-point {setpoint_nm:.1f} nm")
-            z = min(z + coarse_step_nm, z_hi)
-        z = max(z_lo, z - coarse_step_nm)
-    else:
-        z = max(z_lo, start_nm - margin_nm)
-    # start below contact: if already bent (the sample rose), back off first
-    while (deflection := _z_step(piezo, feedback, z, timeout_s)) >= setpoint_nm:
-        check()
-        if z <= z_lo:
-            raise ContactError(f"the cantilever is deflected {deflection:.1f} nm even with Z fully retracted")
-        z = max(z_lo, z - 4 * margin_nm)
+            up = setpoint_nm + tolerance_nm / 2 - deflection
+            z = min(z_hi, z + up)
+            deflection = _z_step(piezo, feedback, z, timeout_s, speed_nm_s if up > 0 else None)
+    raise ContactError(f"could not hold the deflection at the set-point {setpoint_nm:.1f} nm "
+                       f"(last {deflection:.1f} nm at z {z:.0f} nm)")
+
+
+def _sweep_to_contact(piezo, feedback, z: float, *, setpoint_nm: float, speed_nm_s: float, lookahead_nm: float,
+                      z_lo: float, z_hi: float, timeout_s: float, check: Callable[[], None]) -> tuple[float, float]:
+    """Rise from ``z`` (where the sample rests) at ``speed_nm_s`` until the deflection reaches the
+    set-point; stop where it is just that, and return ``(z, deflection)`` read at rest. Already
+    past the set-point at ``z`` (the sample rose since the last point), it stops lower instead."""
+    deadline = time.monotonic() + (z_hi - z) / speed_nm_s + timeout_s
+    target = min(z_hi, z + lookahead_nm)
+    piezo.move_nm(z=target, velocity_nm_s=speed_nm_s)
     while True:
         check()
-        if z >= z_hi:
+        deflection = feedback.deflection_nm()
+        z_now = piezo.position_nm()[2]  # read after the deflection: z_now is at or past the crossing
+        if deflection >= setpoint_nm:
+            if z_now - deflection + setpoint_nm < z_lo:
+                raise ContactError(f"the cantilever is deflected {deflection:.1f} nm even with Z fully retracted")
+            break
+        if target >= z_hi and z_now >= z_hi - 1.0 and piezo.on_target():
+            deflection = feedback.deflection_nm()
+            if deflection >= setpoint_nm:
+                break
             raise ContactError(f"no contact within the Z travel: at {z_hi:.0f} nm the deflection is "
                                f"{deflection:.1f} nm, below the set-point {setpoint_nm:.1f} nm")
-        z = min(z + step_nm, z_hi)
-        deflection = _z_step(piezo, feedback, z, timeout_s)
-        if deflection >= setpoint_nm:
-            return z, deflection
+        if target < z_hi and target - z_now < lookahead_nm / 2:
+            target = min(z_hi, z_now + lookahead_nm)
+            piezo.move_nm(z=target, velocity_nm_s=speed_nm_s)
+        if time.monotonic() > deadline:
+            raise DeviceTimeout(f"piezo: approach did not reach contact in time (z {z_now:.0f} nm)")
+    # Z was read after the deflection, so z_now − deflection is at or above the contact Z, and
+    # stopping at that + set-point leaves the deflection at most speed × one round trip over it.
+    # The stop moves away from the sample, so it may go at the travel speed.
+    z = min(z_hi, z_now - deflection + setpoint_nm)
+    return z, _z_step(piezo, feedback, z, timeout_s)
 
 
 def autofocus(focus, camera, *, centre_nm: float, range_nm: float, steps: int, timeout_s: float,

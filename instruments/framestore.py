@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import tifffile
 
 __all__ = ["CapturedFrame", "FrameStore", "MemoryFrameStore", "DirectoryFrameStore"]
 
@@ -110,8 +111,6 @@ class DirectoryFrameStore:
         return {int(m.group(1)) for p in self.root.iterdir() if (m := _NAME.match(p.name))}
 
     def save(self, frame: CapturedFrame) -> None:
-        import tifffile
-
         meta = json.dumps(frame.metadata())
         if frame.z_stack is not None:
             stack_path = self.root / f"frame_{frame.index:06d}_zstack.tif"
@@ -121,8 +120,6 @@ class DirectoryFrameStore:
 
     def load(self, index: int) -> tuple[np.ndarray, dict]:
         """Return ``(image (rows, cols) uint16, metadata dict)`` of a saved frame."""
-        import tifffile
-
         with tifffile.TiffFile(self.path(index)) as tif:
             return tif.asarray(), json.loads(tif.pages[0].description)
 

@@ -35,7 +35,7 @@ class ScanSpec:
     exposure_s : camera exposure; roi : camera ROI ``(x0, y0, x1, y1)`` 0-based end-exclusive or None.
     contact_setpoint_nm : cantilever deflection that means "in contact".
     imaging_gap_nm : how far to back the sample off from the contact position before imaging.
-    approach_step_nm : Z step of the fine approach.
+    approach_speed_nm_s : Z speed of the contact approach (the deflection is read while Z rises).
     settle_s : wait after each XY move before measuring.
     focus_mode : ``"auto"`` autofocus at every point; ``"last"`` reuse the last good focus
         (autofocus only when there is none yet).
@@ -53,7 +53,7 @@ class ScanSpec:
     binning: int = 1
     contact_setpoint_nm: float = 20.0
     imaging_gap_nm: float = 0.0
-    approach_step_nm: float = 25.0
+    approach_speed_nm_s: float = 10_000.0
     settle_s: float = 0.005
     focus_mode: Literal["auto", "last"] = "auto"
     focus_start_nm: float = 0.0
@@ -66,7 +66,7 @@ class ScanSpec:
         _positive("fov_diameter_nm", self.fov_diameter_nm)
         _positive("exposure_s", self.exposure_s)
         _positive("contact_setpoint_nm", self.contact_setpoint_nm)
-        _positive("approach_step_nm", self.approach_step_nm)
+        _positive("approach_speed_nm_s", self.approach_speed_nm_s)
         if self.imaging_gap_nm < 0:
             raise ValueError(f"imaging_gap_nm must be >= 0, got {self.imaging_gap_nm}")
         if self.settle_s < 0:
@@ -125,9 +125,9 @@ class Settle:
 
 @dataclass(frozen=True)
 class Approach:
-    """Raise the sample in Z until the deflection reaches ``setpoint_nm`` (fine steps ``step_nm``)."""
+    """Raise the sample in Z at ``speed_nm_s`` until the deflection reaches ``setpoint_nm``."""
     setpoint_nm: float
-    step_nm: float
+    speed_nm_s: float
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def raster_plan(spec: ScanSpec, *, skip: Iterable[int] = ()) -> Iterator[Msg]:
         yield BeginPoint(point)
         yield MoveXY(point.x_nm, point.y_nm)
         yield Settle(spec.settle_s)
-        yield Approach(setpoint_nm=spec.contact_setpoint_nm, step_nm=spec.approach_step_nm)
+        yield Approach(setpoint_nm=spec.contact_setpoint_nm, speed_nm_s=spec.approach_speed_nm_s)
         yield BackOff(gap_nm=spec.imaging_gap_nm)
         yield Focus(mode=spec.focus_mode, range_nm=spec.focus_range_nm, steps=spec.focus_steps,
                     start_nm=spec.focus_start_nm)

@@ -25,8 +25,11 @@ class Piezo(Protocol):
         """Closed-loop travel ``((x_min, x_max), (y_min, y_max), (z_min, z_max))`` in nm."""
         ...
 
-    def move_nm(self, *, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
-        """Command an absolute move of the named axes; raises ``LimitError`` outside travel."""
+    def move_nm(self, *, x: float | None = None, y: float | None = None, z: float | None = None,
+                velocity_nm_s: float | None = None) -> None:
+        """Command an absolute move of the named axes; raises ``LimitError`` outside travel.
+
+        ``velocity_nm_s`` moves them at that speed (a contact approach); None at the travel speed."""
         ...
 
     def wait_on_target(self, *, timeout_s: float) -> None:

@@ -55,13 +55,28 @@ class E727Piezo:
     Use ``E727Piezo.connect(address)`` to open one from an address string.
     """
 
-    def __init__(self, device, *, axes: tuple[str, str, str] = ("1", "2", "3"), poll_s: float = 0.001):
+    def __init__(self, device, *, axes: tuple[str, str, str] = ("1", "2", "3"), poll_s: float = 0.0002):
         self.device = device
         self.axes = tuple(axes)
         self.poll_s = poll_s
         tmn = _gcs_call(lambda: device.qTMN(list(self.axes)), "read travel (TMN?)")
         tmx = _gcs_call(lambda: device.qTMX(list(self.axes)), "read travel (TMX?)")
         self._travel_nm = tuple((float(tmn[a]) * 1000.0, float(tmx[a]) * 1000.0) for a in self.axes)
+        vel = _gcs_call(lambda: device.qVEL(list(self.axes)), "read velocity (VEL?)")
+        #: the velocity moves use unless told otherwise (µm/s per axis), and what the controller has now
+        self.travel_velocity_um_s = {a: float(vel[a]) for a in self.axes}
+        self._velocity_um_s = dict(self.travel_velocity_um_s)
+
+    @contextlib.contextmanager
+    def _unchecked(self):
+        """Skip pipython's ``ERR?`` after each command: queries with valid arguments cannot fail on a
+        connected E-727, and every round trip saved is time the scan gets back. Callers read ``ERR?``
+        once where an error could have arisen."""
+        errcheck, self.device.errcheck = self.device.errcheck, False
+        try:
+            yield
+        finally:
+            self.device.errcheck = errcheck
 
     @classmethod
     def connect(cls, address: str | InstrumentAddress, *, velocity_um_s: float | None = None,
@@ -89,6 +104,8 @@ class E727Piezo:
             piezo = cls(device, **kwargs)
             if velocity_um_s is not None:
                 _gcs_call(lambda: device.VEL(list(piezo.axes), [velocity_um_s] * 3), "set velocity")
+                piezo.travel_velocity_um_s = dict.fromkeys(piezo.axes, float(velocity_um_s))
+                piezo._velocity_um_s = dict(piezo.travel_velocity_um_s)
         except Exception:
             _close_device(device)
             raise
@@ -97,7 +114,8 @@ class E727Piezo:
     def travel_nm(self):
         return self._travel_nm
 
-    def move_nm(self, *, x: float | None = None, y: float | None = None, z: float | None = None) -> None:
+    def move_nm(self, *, x: float | None = None, y: float | None = None, z: float | None = None,
+                velocity_nm_s: float | None = None) -> None:
         targets = {}
         for name, axis, value, (lo, hi) in zip(_AXIS_NAMES, self.axes, (x, y, z), self._travel_nm, strict=False):
             if value is None:
@@ -105,8 +123,18 @@ class E727Piezo:
             if not lo - 1e-6 <= value <= hi + 1e-6:
                 raise LimitError(f"piezo {name}={value:.1f} nm is outside travel [{lo:.0f}, {hi:.0f}] nm")
             targets[axis] = value / 1000.0
-        if targets:
-            _gcs_call(lambda: self.device.MOV(list(targets), list(targets.values())), "move (MOV)")
+        if not targets:
+            return
+        if velocity_nm_s is not None and not velocity_nm_s > 0:
+            raise ValueError(f"velocity_nm_s must be > 0, got {velocity_nm_s}")
+        want = {a: velocity_nm_s / 1000.0 if velocity_nm_s is not None else self.travel_velocity_um_s[a]
+                for a in targets}
+        change = {a: v for a, v in want.items() if v != self._velocity_um_s[a]}
+        if change:  # VEL persists on the controller: send it only when it differs
+            with self._unchecked():  # a VEL error is still the first error the MOV's ERR? reads
+                _gcs_call(lambda: self.device.VEL(list(change), list(change.values())), "set velocity (VEL)")
+            self._velocity_um_s.update(change)
+        _gcs_call(lambda: self.device.MOV(list(targets), list(targets.values())), "move (MOV)")
 
     def wait_on_target(self, *, timeout_s: float) -> None:
         """Poll ``ONT?`` alone every ``poll_s`` until all axes are on target; one ``ERR?`` at the end.
@@ -116,9 +144,7 @@ class E727Piezo:
         every round trip costs CPU as well as time. The servos were switched on at connect."""
         deadline = time.monotonic() + timeout_s
         axes = list(self.axes)
-        errcheck = self.device.errcheck
-        self.device.errcheck = False  # ONT? cannot fail on a connected E-727; errors are read once below
-        try:
+        with self._unchecked():
             while True:
                 state = _gcs_call(lambda: self.device.qONT(axes), "ONT?")
                 if all(bool(state[a]) for a in axes):
@@ -126,16 +152,16 @@ class E727Piezo:
                 if time.monotonic() > deadline:
                     raise DeviceTimeout(f"piezo: not on target after {timeout_s:.2f} s")
                 time.sleep(self.poll_s)
-        finally:
-            self.device.errcheck = errcheck
         _gcs_call(self.device.checkerror, "wait on target (ERR?)")
 
     def on_target(self) -> bool:
-        state = _gcs_call(lambda: self.device.qONT(list(self.axes)), "ONT?")
+        with self._unchecked():
+            state = _gcs_call(lambda: self.device.qONT(list(self.axes)), "ONT?")
         return all(bool(state[a]) for a in self.axes)
 
     def position_nm(self) -> tuple[float, float, float]:
-        pos = _gcs_call(lambda: self.device.qPOS(list(self.axes)), "POS?")
+        with self._unchecked():
+            pos = _gcs_call(lambda: self.device.qPOS(list(self.axes)), "POS?")
         return tuple(float(pos[a]) * 1000.0 for a in self.axes)  # type: ignore[return-value]
 
     def stop(self) -> None:
@@ -172,7 +198,11 @@ class E727AnalogFeedback:
         self.piezo = piezo
         self.channel = channel
         self.nm_per_unit = nm_per_unit
+        # One checked read proves the channel exists (else GCS error 15 now, not mid-scan); later
+        # reads skip ERR?, as the approach reads the deflection continuously while Z moves.
+        _gcs_call(lambda: piezo.device.qTSP(channel), f"read input {channel} (TSP?)")
 
     def deflection_nm(self) -> float:
-        values = _gcs_call(lambda: self.piezo.device.qTSP(self.channel), f"read input {self.channel} (TSP?)")
+        with self.piezo._unchecked():
+            values = _gcs_call(lambda: self.piezo.device.qTSP(self.channel), f"read input {self.channel} (TSP?)")
         return float(values[self.channel]) * self.nm_per_unit

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -75,6 +76,8 @@ class E727State:
         self.rng = np.random.default_rng(seed)
         self.error = 0
         self.busy_s = 0.0                           # simulated time spent moving + settling
+        self.busy_until = 0.0                       # when the move in progress will have settled
+        self.world_s = 0.0                          # CPU at rest in the simulated world's maths (not a controller's)
         self.commands: list[str] = []               # every command received, for tests
         self._injected: list[tuple[int, tuple[str, ...]]] = []
         self._publish()
@@ -94,7 +97,9 @@ class E727State:
             else:
                 frac = (now - self.move_t0) / (self.arrive_t[a] - self.move_t0)
                 self.pos[a] = self.start[a] + (self.target[a] - self.start[a]) * frac
-        if all(self.pos[a] == self.target[a] for a in AXES):
+        # The world learns XY once per completed move (it draws that move's errors then), but
+        # follows Z while it moves, so the deflection rises during a constant-speed approach.
+        if all(self.pos[a] == self.target[a] for a in AXES[:2]):
             self._publish()
 
     def _publish(self) -> None:
@@ -102,13 +107,21 @@ class E727State:
         position = tuple(self.pos[a] * 1000.0 for a in AXES)
         if position != getattr(self, "_published", None):
             self._published = position
+            started = time.perf_counter()
             self.world.set_piezo_nm(*position)
+            self._count_world_time(started)
+
+    def _count_world_time(self, started: float) -> None:
+        # Only while the axes rest: during a move the maths overlaps motion already in busy_s.
+        if self.clock.now() >= self.busy_until:
+            self.world_s += time.perf_counter() - started
 
     def _on_target(self, a: str) -> bool:
         return self.clock.now() >= self.arrive_t[a] + self.settle_s
 
     def _set_targets(self, targets: dict[str, float]) -> None:
         now = self.clock.now()
+        self._cut_busy(now)  # a new target replaces what is left of the move in progress
         self.move_t0 = now
         longest = 0.0
         for a in AXES:
@@ -120,9 +133,17 @@ class E727State:
             if a in targets:
                 longest = max(longest, duration)
         self.busy_s += longest + self.settle_s
+        self.busy_until = now + longest + self.settle_s
+
+    def _cut_busy(self, now: float) -> None:
+        """Take back the unfinished part of the current move from ``busy_s``."""
+        if self.busy_until > now:
+            self.busy_s -= self.busy_until - now
+            self.busy_until = now
 
     def _stop(self) -> None:
         self._advance()
+        self._cut_busy(self.clock.now())
         for a in AXES:
             self.target[a] = self.pos[a]
             self.arrive_t[a] = self.clock.now()
@@ -288,7 +309,10 @@ class E727State:
 
     def _signal(self, channel: str) -> float:
         if channel == DEFLECTION_CHANNEL:
-            return float(self.world.deflection_nm()) / self.nm_per_volt
+            started = time.perf_counter()
+            deflection = float(self.world.deflection_nm())
+            self._count_world_time(started)
+            return deflection / self.nm_per_volt
         return self.pos[channel]
 
     def cmd_qtsp(self, args):

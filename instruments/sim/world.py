@@ -115,16 +115,18 @@ class SimWorld:
         for name, value, travel in zip("xyz", (x, y, z), PIEZO_TRAVEL_NM, strict=True):
             check_range(f"piezo {name}", value, low=0, high=travel, unit="nm")
         new = (float(x), float(y), float(z))
-        if new[:2] != self._s.piezo[:2]:
+        moved_xy = new[:2] != self._s.piezo[:2]
+        if moved_xy:
             self._s.moves += 1
         self._s.piezo = new
-        self._s.true = self._true_after_move(new)
+        self._s.true = self._true_after_move(new, moved_xy=moved_xy)
 
-    def _true_after_move(self, piezo) -> tuple[float, float, float]:
+    def _true_after_move(self, piezo, *, moved_xy: bool = False) -> tuple[float, float, float]:
         e = self.stage_errors
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self._s.moves, 0x57A9E])
         walk = rng.normal(0, e.random_walk_nm, 2) if e.random_walk_nm else np.zeros(2)
-        if self._s.moves and piezo[:2] != self._s.true[:2]:
+        # Drift is a per-XY-move error: a Z-only move (an approach step) leaves it where it was.
+        if moved_xy:
             self._s.drift = (self._s.drift[0] + e.drift_nm_per_move[0] + walk[0],
                              self._s.drift[1] + e.drift_nm_per_move[1] + walk[1])
         noise = rng.normal(0, 1, 3) * (e.noise_nm, e.noise_nm, e.z_noise_nm)

@@ -47,7 +47,8 @@ def _assert_complete_once(store, spec):
 def test_full_scan_frames_match_plan(bench_rig, stand_in_world):
     spec = small_spec()
     store, events, live = MemoryFrameStore(), [], []
-    result = ScanEngine(bench_rig.devices, store, on_event=events.append, on_live_frame=live.append).run(spec)
+    engine = ScanEngine(bench_rig.devices, store, on_event=events.append, on_live_frame=live.append)
+    result = engine.run(spec)
     assert result.state is ScanState.COMPLETED and result.saved == result.total == 4
     _assert_complete_once(store, spec)
     for point in grid_points(spec):
@@ -58,7 +59,7 @@ def test_full_scan_frames_match_plan(bench_rig, stand_in_world):
         assert frame.measured_xyz_nm[1] == pytest.approx(point.y_nm, abs=3)
         assert frame.image.shape == (128, 128) and frame.image.dtype == np.uint16
         assert frame.deflection_nm >= spec.contact_setpoint_nm                 # contact reached...
-        assert frame.deflection_nm < spec.contact_setpoint_nm + spec.approach_step_nm + 1  # ...gently
+        assert frame.deflection_nm <= spec.contact_setpoint_nm + engine.setpoint_tolerance_nm  # ...and held there
         assert frame.focus_nm == pytest.approx(stand_in_world.virtual_image_focus_nm(), abs=150)  # true focus
         assert frame.captured_at.tzinfo is not None
     kinds = [e["type"] for e in events]
@@ -126,7 +127,9 @@ def test_transient_fault_is_retried(bench_rig, fault):
     inject = {"camera_timeout": lambda n: bench_rig.simcam.fail_next_recordings(n),
               "stage_error": lambda n: bench_rig.esp301.state.inject_error(103, count=n),
               "gcs_error_7": lambda n: bench_rig.e727.state.inject_error(7, count=n)}[fault]
-    spec = small_spec(area_nm=(25_000, 14_000))   # 6 points
+    # 6 points; the focus stage must move at each one for its fault to hit: a 2-plane Z-stack
+    stack = {"z_planes": 2, "z_step_nm": 400} if fault == "stage_error" else {}
+    spec = small_spec(area_nm=(25_000, 14_000), **stack)
     store, events = MemoryFrameStore(), []
     engine = _engine(bench_rig, store, events)
     thread, result = _run_in_thread(engine, spec)

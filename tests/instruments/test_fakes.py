@@ -10,7 +10,7 @@ from pipython.pidevice.interfaces.pisocket import PISocket
 
 from instruments.drivers.pi_e727 import _close_device
 from instruments.fakes.clock import SimClock
-from instruments.fakes.e727 import FakeE727, split_commands
+from instruments.fakes.e727 import E727State, FakeE727, split_commands
 from instruments.fakes.esp301 import FakeESP301
 from tests.instruments.stand_in_world import StandInWorld
 
@@ -119,3 +119,31 @@ def test_esp301_fake_through_pyserial_socket_url():
         port.write(b"1PA150\r")
         assert ask("TB?").endswith("AXIS 1 POSITIVE SOFTWARE LIMIT DETECTED")
         port.close()
+
+
+def test_world_follows_z_while_it_moves_and_a_new_target_takes_back_the_rest_of_the_move():
+    world = StandInWorld()
+    clock = SimClock(rate=1.0)
+    state = E727State(world, clock=clock, velocity_um_s=10.0, settle_s=0.0)
+    state.handle("SVO 1 1 2 1 3 1")
+    state.handle("MOV 3 8")                   # 8 µm at 10 µm/s: 0.8 s of simulated time
+    t0 = clock.now()
+    clock.sleep(0.2)
+    state.handle("POS? 3")
+    z_mid = world.piezo[2]
+    assert 1_500 < z_mid < 7_000               # the world saw Z part-way, not only at the end
+    state.handle("MOV 3 0")                   # retarget: the unfinished 0.6 s is not hardware time
+    assert state.busy_s == pytest.approx((clock.now() - t0) + z_mid / 10_000.0, abs=0.05)
+
+
+def test_fake_counts_world_maths_only_while_the_axes_rest():
+    world = StandInWorld()
+    clock = SimClock(rate=1.0)
+    state = E727State(world, clock=clock, velocity_um_s=1.0, settle_s=0.0)
+    state.handle("SVO 1 1 2 1 3 1")
+    state.handle("TSP? 4")
+    at_rest = state.world_s
+    assert at_rest > 0
+    state.handle("MOV 3 5")                   # 5 s move: deflection maths now overlaps motion
+    state.handle("TSP? 4")
+    assert state.world_s == at_rest

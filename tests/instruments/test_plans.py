@@ -37,7 +37,7 @@ def test_single_plane_point_messages():
     assert names(msgs) == ["Configure"] + per_point * n
     point = grid_points(SPEC)[1]
     assert msgs[11:21] == [BeginPoint(point), MoveXY(point.x_nm, point.y_nm), Settle(0.002),
-                           Approach(setpoint_nm=15, step_nm=SPEC.approach_step_nm), BackOff(gap_nm=30),
+                           Approach(setpoint_nm=15, speed_nm_s=SPEC.approach_speed_nm_s), BackOff(gap_nm=30),
                            Focus(mode="auto", range_nm=SPEC.focus_range_nm, steps=SPEC.focus_steps, start_nm=0.0),
                            Trigger(), Read(plane=0), Save(point), Checkpoint(1)]
 
