@@ -23,7 +23,7 @@ Method (MIST/ashlar family, adapted to a circular field of view):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft, ndimage
@@ -46,6 +46,10 @@ class PairOffset:
         included) with its exact NCC, best first. On periodic structures (gratings, dot arrays)
         aliases one period away score as high as the true offset, so one pair cannot tell them
         apart; the global placement picks among them by agreement with the other pairs.
+    surface : (2·ry + 1, 2·rx + 1) float32 NCC of the searched frames at every integer offset
+        ``surface_base + (dx, dy)`` within the search radius (NaN where the overlap is too small),
+        or None; the global placement weighs whole surfaces against each other
+        (:func:`imaging.placement.mrf_displacements`) rather than single peaks.
     """
 
     offset_px: tuple[float, float]
@@ -54,6 +58,8 @@ class PairOffset:
     reason: str = ""
     information: tuple = ((0.0, 0.0), (0.0, 0.0))
     alternatives: tuple = ()
+    surface: np.ndarray | None = field(default=None, compare=False, repr=False)
+    surface_base: tuple[int, int] = (0, 0)
 
     def __bool__(self) -> bool:
         return not self.reason
@@ -304,6 +310,7 @@ def register_pair(
     cy = (bi[0].start - ri[0].start) - (bj[0].start - rj[0].start) + (rj[0].stop - rj[0].start) - 1
     cx = (bi[1].start - ri[1].start) - (bj[1].start - rj[1].start) + (rj[1].stop - rj[1].start) - 1
     min_count = max(min_overlap_px, lens_px // 4)
+    window = _window(surface, count, (cx, cy), (rx, ry), min_count)
     candidates = _candidates(surface, count, (cx, cy), (rx, ry), n_peaks, min_count)
     # Aliases on periodic patterns tie in NCC but not in significance (which favours the larger
     # overlap): collect the alternatives by NCC so the true offset is among them.
@@ -340,7 +347,20 @@ def register_pair(
     score, overlap = _ncc_subpixel(frame_i, frame_j, eroded, refined)
     reason = "blank" if not np.isfinite(score) else ("unrefined" if wandered else "")
     return PairOffset((float(refined[0]), float(refined[1])), float(np.nan_to_num(score)), overlap,
-                      reason, tuple(map(tuple, information.tolist())), tuple(alternatives))
+                      reason, tuple(map(tuple, information.tolist())), tuple(alternatives), window, base)
+
+
+def _window(surface, count, centre, radius, min_count) -> np.ndarray:
+    """The NCC surface at offsets within ±radius of ``centre`` (col, row), NaN where the overlap
+    is smaller than ``min_count`` or the shift falls outside the computed surface."""
+    rx, ry = radius
+    cx, cy = centre
+    out = np.full((2 * ry + 1, 2 * rx + 1), np.nan, np.float32)
+    y0, y1 = max(0, cy - ry), min(surface.shape[0], cy + ry + 1)
+    x0, x1 = max(0, cx - rx), min(surface.shape[1], cx + rx + 1)
+    part = np.where(count[y0:y1, x0:x1] >= min_count, surface[y0:y1, x0:x1], np.nan)
+    out[y0 - (cy - ry): y1 - (cy - ry), x0 - (cx - rx): x1 - (cx - rx)] = part
+    return out
 
 
 def _ncc_subpixel(frame_i, frame_j, mask_eroded, offset) -> tuple[float, int]:

@@ -27,7 +27,7 @@ from imaging.blending import Canvas, feather_weight
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, register_pair
-from imaging.placement import Link, StageModel, fit_stage_model, solve_positions, vote_offsets
+from imaging.placement import Link, StageModel, fit_stage_model, mrf_displacements, solve_positions, vote_offsets
 
 __all__ = ["USEFUL_FOV_FRACTION", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
 
@@ -46,6 +46,11 @@ USEFUL_FOV_FRACTION = 0.8
 SEARCH_BAND_PX = (1.0, 8.0)
 REFINE_BAND_PX: tuple[float, float] | None = None  # None: the corrected frame itself
 PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on tests/imaging scans, 2.2 px on simulate_scan
+
+
+#: Stage error (1σ per axis, per frame) assumed as a fraction of the step between frames: the
+#: scans this is built for keep 3σ within 10–15 % of the step.
+STAGE_SIGMA_FRACTION = 0.05
 
 
 class StitchingError(ValueError, ImagingError):
@@ -247,7 +252,7 @@ class IncrementalStitcher:
             radius = self.max_shift_nm / self.pixel_size_nm
         pair = self._register(i, j, nominal, radius)
         return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason,
-                    pair.alternatives)
+                    pair.alternatives, pair.surface, pair.surface_base)
 
     def _constrain(self, link: Link, model: StageModel, spread_px) -> Link:
         """Measure a link again inside the window the stage model allows (MIST's second pass).
@@ -286,8 +291,34 @@ class IncrementalStitcher:
                               pair.information, pair.reason, link.alternatives))
         return links
 
+    def _mrf_links(self, nominal: np.ndarray) -> list[Link] | None:
+        """The links measured again where the joint inference over all links' NCC surfaces
+        (:func:`imaging.placement.mrf_displacements`) puts their frames; None without surfaces."""
+        usable = [link for link in self._links if link.surface is not None and link.reason in ("", "unrefined")]
+        if not usable:
+            return None
+        step = float(np.median([np.hypot(*link.nominal_offset_px) for link in usable]))
+        sigma = max(STAGE_SIGMA_FRACTION * step, 1.0)
+        radius = int(np.ceil(3.0 * sigma))
+        displacement, _ = mrf_displacements(len(nominal), self._links, radius_px=radius, sigma_px=sigma)
+        links = []
+        for link in self._links:
+            if link.surface is None or link.reason not in ("", "unrefined"):
+                links.append(link)
+                continue
+            target = np.asarray(link.nominal_offset_px) + displacement[link.j] - displacement[link.i]
+            if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - target) <= 1.0):
+                links.append(link)  # already measured on the peak the inference chose
+                continue
+            pair = self._register(link.i, link.j, target, 2.0)
+            links.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
+                              pair.reason, link.alternatives, link.surface, link.surface_base))
+        return links
+
     def _consensus_placement(self, nominal: np.ndarray):
-        """Links and placement from the hypothesis that keeps the most links, best scored.
+        """Links and placement: from the joint inference over the links' NCC surfaces
+        (:meth:`_mrf_links`) when the links carry them; otherwise from the hypothesis that keeps
+        the most links, best scored.
 
         Hypotheses: the links as measured; those straying from the consensus stage model
         measured again within the spread of all links; and within the spread of the model's
@@ -296,6 +327,10 @@ class IncrementalStitcher:
         the stage is merely imprecise (then the re-measured links land off their peaks, score
         low and are dropped, so that hypothesis keeps fewer links and loses).
         """
+        links = self._mrf_links(nominal)
+        if links is not None:
+            return links, solve_positions(nominal, links, min_score=self.min_score,
+                                          max_residual_px=self.max_residual_px)
         hypotheses = [self._links, self._voted()]
         model = fit_stage_model(self._links, min_score=self.min_score)
         if model is not None:
