@@ -3,11 +3,21 @@
 
     .venv/bin/python bench/bench_mlcore.py [--quick] [--threads N] [--quality [--data DIR]
         [--steps N] [--minutes M] [--paired-l1 W]] [--skip-throughput]
+        [--mosaic N [--tile T] [--batch B] [--no-risk]]
 
 Every figure is measured in this run: the fp32 (and bf16, where the CPU has native support)
-matrix-multiply peak first, then each generator's Mpx/s and achieved GFLOP/s (FLOPs counted by
-torch.utils.flop_counter on one forward) as a fraction of that peak.  Times are the best of
-several repeats (wall clock; the machine is shared).
+matrix-multiply peak first, then each generator's Mpx/s and achieved GFLOP/s as a fraction of
+that peak.  FLOPs are those of the network as specified (torch.utils.flop_counter on one forward
+of it: convs only), also for its inference form (BN folded into the convs, zero padding, the
+7×7 head as a matmul), which runs the same convs and must match it on tile cores.  Times are
+the best of several rounds that time the peak and every network once each (the machine is
+shared): CPU time of the one compute thread with --threads 1 (what it was given, whatever else
+runs), wall clock otherwise.
+
+``--mosaic N`` also translates an N×N uint16 mosaic with the paper-size generators as the
+translation job does (tiled, with the hallucination-risk map unless --no-risk): seconds, Mpx/s,
+useful GFLOP/s (specified-network FLOPs per output pixel), and the peak RSS above the mosaic
+and model, beside the previous defaults (reference nets, tile 512, batch 4) on a crop.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,23 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from mlcore.config import GeneratorConfig, preset  # noqa: E402
 from mlcore.infer import bf16_supported  # noqa: E402
-from mlcore.nets import build_generator, count_parameters  # noqa: E402
-
-
-def best_time(fn, *, repeats: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def matmul_peak(dtype: torch.dtype, *, n: int, repeats: int) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    t = best_time(lambda: torch.mm(a, b), repeats=repeats)
-    return 2 * n ** 3 / t / 1e9
+from mlcore.nets import build_generator, count_parameters, fuse_for_inference, halo_for  # noqa: E402
 
 
 def forward_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
@@ -51,24 +46,125 @@ def forward_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_generator(name: str, cfg: GeneratorConfig, *, size: int, batch: int, repeats: int,
-                    peaks: dict[str, float]) -> list[str]:
-    net = build_generator(cfg).eval().to(memory_format=torch.channels_last)
+def calibrated(cfg: GeneratorConfig) -> torch.nn.Module:
+    """Eval-mode generator with non-trivial BatchNorm statistics (as after training)."""
+    torch.manual_seed(0)
+    net = build_generator(cfg)
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.randn(2, cfg.in_channels, 64, 64) * 0.7 + 0.3)
+    return net.eval().to(memory_format=torch.channels_last)
+
+
+def interleaved_best(cases: dict, *, rounds: int, clock=time.perf_counter) -> dict[str, float]:
+    """Best time of each case over rounds that run every case once, so a change of load on
+    the shared machine hits the matmul peak and the networks alike."""
+    for fn in cases.values():
+        fn()  # warm-up (oneDNN primitive creation)
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(rounds):
+        for key, fn in cases.items():
+            t0 = clock()
+            fn()
+            best[key] = min(best[key], clock() - t0)
+    return best
+
+
+def prepare_generator(name: str, cfg: GeneratorConfig, *, size: int, batch: int,
+                      inference_form: bool = False) -> dict:
+    net = calibrated(cfg)
     x = torch.randn(batch, cfg.in_channels, size, size).contiguous(
         memory_format=torch.channels_last)
-    flops = forward_flops(net, x)
-    rows = []
-    for precision, peak in peaks.items():
-        def run():
-            with torch.inference_mode(), torch.autocast(
-                    "cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                net(x)
-        t = best_time(run, repeats=repeats)
-        gflops = flops / t / 1e9
-        rows.append(f"{name:<28} {precision:<5} {count_parameters(net) / 1e6:7.2f} M "
-                    f"{flops / batch / 1e9:8.2f} {batch * size * size / t / 1e6:9.3f} "
-                    f"{gflops:9.1f} {peak:9.1f} {gflops / peak:7.1%}")
-    return rows
+    flops = forward_flops(net, x)  # the network as specified, also for its inference form
+    run_net = net
+    if inference_form:
+        run_net = fuse_for_inference(net)
+        halo = halo_for(net)
+        with torch.inference_mode():
+            diff = (run_net(x) - net(x))[..., halo:-halo, halo:-halo].abs().max().item()
+        name = f"{name} (|Δ| {diff:.0e})"
+
+    def run(precision: str) -> None:
+        with torch.inference_mode(), torch.autocast(
+                "cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            run_net(x)
+    return {"name": name, "params": count_parameters(net), "flops": flops, "px": batch * size ** 2,
+            "run": run}
+
+
+class PeakRSS:
+    """Samples this process's resident set every 20 ms (ru_maxrss cannot be reset)."""
+
+    def __init__(self) -> None:
+        self.peak, self._stop = 0, threading.Event()
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self.now()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.now())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+def bench_mosaic(args, peak: float) -> None:
+    from mlcore.config import ExperimentConfig
+    from mlcore.data import Normalization
+    from mlcore.infer import TranslationModel, translate_mosaic
+
+    cfg = ExperimentConfig()
+    g_ab, g_ba = calibrated(cfg.generator), calibrated(cfg.generator)
+    model = TranslationModel(g_ab, g_ba, config=cfg, norm_a=Normalization(0, 65535),
+                             norm_b=Normalization(0, 65535), halo=halo_for(g_ab))
+    n, risk = args.mosaic, not args.no_risk
+    mosaic = np.random.default_rng(0).integers(0, 65535, (n, n), dtype=np.uint16)
+    flops_px = forward_flops(g_ab, torch.zeros(1, 1, 256, 256)) / 256 ** 2 * (2 if risk else 1)
+
+    one_thread = torch.get_num_threads() == 1
+
+    def row(label: str, image: np.ndarray, **options) -> float:
+        with PeakRSS() as rss:
+            cpu = time.thread_time()
+            result = translate_mosaic(model, image, risk=risk, **options)
+            cpu = time.thread_time() - cpu
+        outputs = result.sem_like.nbytes + (result.risk.nbytes if result.risk is not None else 0)
+        mpx = image.size / (cpu if one_thread else result.seconds) / 1e6
+        print(f"{label:<44} {image.shape[0]:>5}² {result.tiles:>5} {result.seconds:8.1f} "
+              f"{cpu:8.1f} {mpx:7.3f} {mpx * flops_px / 1e3:8.1f} "
+              f"{mpx * flops_px / 1e3 / peak:7.1%} {(rss.peak - rss.start) / 2 ** 20:8.0f} "
+              f"{outputs / 2 ** 20:8.0f}", flush=True)
+        return mpx
+
+    print(f"\nmosaic translation, uint16, {'with' if risk else 'without'} the risk map (G_BA∘G_AB), "
+          f"halo {model.halo} px{' ×2' if risk else ''}; Mpx/s from "
+          f"{'CPU' if one_thread else 'wall'} s; RSS = peak growth during the call (MiB), "
+          f"outputs = its result arrays (MiB), within the RSS")
+    print(f"{'settings':<44} {'size':>6} {'tiles':>5} {'wall s':>8} {'CPU s':>8} {'Mpx/s':>7} "
+          f"{'GFLOP/s':>8} {'of peak':>7} {'RSS':>8} {'outputs':>8}")
+    crop = mosaic[:min(n, 1024), :min(n, 1024)]
+    new = row(f"inference form, tile {args.tile}, batch {args.batch}", crop,
+              tile=args.tile, batch_size=args.batch)
+    fused = model.tile_ab, model.tile_ba
+    model.tile_ab, model.tile_ba = model.g_ab, model.g_ba  # the reference nets, old defaults
+    old = row("reference nets, tile 512, batch 4 (before)", crop, tile=512, batch_size=4)
+    model.tile_ab, model.tile_ba = fused
+    print(f"{'':<44} speed-up on the crop: ×{new / old:.2f}")
+    if n > 1024:
+        row(f"inference form, tile {args.tile}, batch {args.batch}", mosaic,
+            tile=args.tile, batch_size=args.batch)
 
 
 def sim_psf_sigma_nm() -> float:
@@ -164,6 +260,11 @@ def main() -> int:
                         help="cap training at this many minutes (steps fitted to a timed probe)")
     parser.add_argument("--paired-l1", type=float, default=10.0, help="paired L1 weight (0 = off)")
     parser.add_argument("--skip-throughput", action="store_true", help="only the quality table")
+    parser.add_argument("--mosaic", type=int, default=0,
+                        help="also translate an N×N mosaic (paper-size generators)")
+    parser.add_argument("--tile", type=int, default=1024, help="--mosaic tile core (px)")
+    parser.add_argument("--batch", type=int, default=1, help="--mosaic tiles per forward")
+    parser.add_argument("--no-risk", action="store_true", help="--mosaic without the risk map")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -171,20 +272,41 @@ def main() -> int:
         if args.quality:
             quality(args)
         return 0
-    size, repeats, n = (128, 2, 1024) if args.quick else (256, 3, 2048)
-    peaks = {"fp32": matmul_peak(torch.float32, n=n, repeats=repeats * 3)}
+    size, rounds, n = (128, 2, 1024) if args.quick else (256, 5, 2048)
+    precisions = {"fp32": torch.float32}
     if bf16_supported(torch.device("cpu")):
-        peaks["bf16"] = matmul_peak(torch.bfloat16, n=n, repeats=repeats * 3)
+        precisions["bf16"] = torch.bfloat16
+    nets = [prepare_generator(name, cfg, size=size, batch=1, inference_form=fused)
+            for name, cfg, fused in (
+                ("ssum G (64 f, 9 blocks, BN)", GeneratorConfig(), False),
+                ("  its inference form", GeneratorConfig(), True),
+                ("junyanz ResNet-9 (peer, IN)",
+                 GeneratorConfig(arch="junyanz_resnet9", norm="instance"), False))]
+    cases = {}
+    for prec, dtype in precisions.items():
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        cases[("peak", prec)] = lambda a=a, b=b: torch.mm(a, b)
+        for i, net in enumerate(nets):
+            cases[(i, prec)] = lambda net=net, prec=prec: net["run"](prec)
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    best = interleaved_best(cases, rounds=rounds, clock=clock)
+    peaks = {prec: 2 * n ** 3 / best[("peak", prec)] / 1e9 for prec in precisions}
     print(f"torch {torch.__version__}, {args.threads} thread(s); matmul peak ({n}²): "
-          + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
+          + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items())
+          + f"; best of {rounds} interleaved rounds, "
+          + ("thread CPU time" if args.threads == 1 else "wall clock"))
     print(f"generator inference, batch 1, {size}² px, 1 channel, eval, channels_last")
-    print(f"{'model':<28} {'prec':<5} {'params':>9} {'GFLOP/im':>8} {'Mpx/s':>9} "
+    print(f"{'model':<40} {'prec':<5} {'params':>9} {'GFLOP/im':>8} {'Mpx/s':>9} "
           f"{'GFLOP/s':>9} {'peak':>9} {'of peak':>7}")
-    for name, cfg in (("ssum G (64 f, 9 blocks, BN)", GeneratorConfig()),
-                      ("junyanz ResNet-9 (peer, IN)",
-                       GeneratorConfig(arch="junyanz_resnet9", norm="instance"))):
-        for row in bench_generator(name, cfg, size=size, batch=1, repeats=repeats, peaks=peaks):
-            print(row)
+    for i, net in enumerate(nets):
+        for prec, peak in peaks.items():
+            t = best[(i, prec)]
+            gflops = net["flops"] / t / 1e9
+            print(f"{net['name']:<40} {prec:<5} {net['params'] / 1e6:7.2f} M "
+                  f"{net['flops'] / 1e9:8.2f} {net['px'] / t / 1e6:9.3f} "
+                  f"{gflops:9.1f} {peak:9.1f} {gflops / peak:7.1%}")
+    if args.mosaic:
+        bench_mosaic(args, peaks["fp32"])
     if args.quality:
         quality(args)
     return 0

@@ -104,7 +104,7 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
 
 
 def run_translation(model_path: str | Path, input_path: str | Path, output_path: str | Path, *,
-                    risk_path: str | Path | None = None, tile: int = 512, batch_size: int = 4,
+                    risk_path: str | Path | None = None, tile: int = 1024, batch_size: int = 1,
                     bf16: bool = False, device: str = "cpu",
                     progress: Callable[[int, int], None] | None = None,
                     should_cancel: Callable[[], bool] | None = None) -> Any:
@@ -136,8 +136,8 @@ def run_translation(model_path: str | Path, input_path: str | Path, output_path:
 class _Bar:
     """tqdm when available, otherwise a carriage-return counter on stderr."""
 
-    def __init__(self, desc: str) -> None:
-        self.desc, self.bar = desc, None
+    def __init__(self, desc: str, *, unit: str = "it") -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
 
     def __call__(self, done: int, total: int, **postfix: Any) -> None:
         try:
@@ -146,7 +146,7 @@ class _Bar:
             sys.stderr.write(f"\r{self.desc}: {done}/{total}")
             return
         if self.bar is None:
-            self.bar = tqdm(total=total, desc=self.desc, unit="it")
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit)
         self.bar.update(done - self.bar.n)
         if postfix:
             self.bar.set_postfix(postfix, refresh=False)
@@ -174,18 +174,23 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--psf-sigma-px", type=float, default=2.0)
     e.add_argument("--max-shift", type=int, default=2)
     e.add_argument("--json", help="also write the report here")
-    r = sub.add_parser("translate", help="translate a mosaic image into an SEM-like one")
-    r.add_argument("--model", required=True)
-    r.add_argument("--input", required=True)
-    r.add_argument("--output", required=True)
-    r.add_argument("--risk", help="write the hallucination-risk map here")
-    r.add_argument("--tile", type=int, default=512)
-    r.add_argument("--batch-size", type=int, default=4)
-    r.add_argument("--bf16", action="store_true")
-    r.add_argument("--device", default="cpu")
+    r = sub.add_parser("translate", help="translate a mosaic image into an SEM-like one",
+                       description="Translate a mosaic of any size tile by tile (memory bounded "
+                                   "by the tile; uncompressed TIFFs are memory-mapped).")
+    r.add_argument("--model", required=True,
+                   help="exported model.pt or a training checkpoint")
+    r.add_argument("--input", required=True, help="mosaic image: TIFF (uint16 or float) or PNG")
+    r.add_argument("--output", required=True, help="16-bit SEM-like TIFF to write")
+    r.add_argument("--risk", help="also write the float32 hallucination-risk map TIFF here")
+    r.add_argument("--tile", type=int, default=1024,
+                   help="tile core in px (default 1024: the halo costs less on larger tiles)")
+    r.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
+    r.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast (faster only with AVX512_BF16/AMX or a recent GPU)")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    bar = _Bar(args.command)
+    bar = _Bar(args.command, unit="tile" if args.command == "translate" else "it")
     try:
         if args.command == "train":
             overrides = {k: v for k, v in (("train__device", args.device),

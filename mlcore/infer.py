@@ -30,7 +30,7 @@ from mlcore.checkpoint import load_checkpoint
 from mlcore.config import ExperimentConfig
 from mlcore.data import Normalization
 from mlcore.errors import Cancelled, CheckpointError, InputImageError
-from mlcore.nets import build_generator, halo_for, total_stride
+from mlcore.nets import build_generator, fuse_for_inference, halo_for, total_stride
 
 __all__ = [
     "TranslationModel",
@@ -62,6 +62,10 @@ class TranslationModel:
         for g in (self.g_ab, self.g_ba):
             g.requires_grad_(False)
             g.to(memory_format=torch.channels_last)
+        # Tiles run the inference form (BN folded, zero padding): equal on every tile core,
+        # since padding reaches no further in than the halo.  g_ab/g_ba stay the reference.
+        self.tile_ab = fuse_for_inference(self.g_ab) or self.g_ab
+        self.tile_ba = fuse_for_inference(self.g_ba) or self.g_ba
         self.config, self.norm_a, self.norm_b = config, norm_a, norm_b
         self.stride = total_stride(g_ab)
         self.halo = int(math.ceil(halo / self.stride) * self.stride)
@@ -200,14 +204,19 @@ class _Runner:
             x = torch.from_numpy(np.stack([w if w.ndim == 3 else w[..., None] for w in windows]))
             x = (x.permute(0, 3, 1, 2) * 2 - 1).to(m.device).contiguous(
                 memory_format=torch.channels_last)  # (B, C, t + 2h, t + 2h)
-            with torch.autocast(m.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                fake = m.g_ab(x)
-                rec = m.g_ba(fake) if self.risk else None
             core = (slice(None), slice(None), slice(hl, hl + t), slice(hl, hl + t))
+            with torch.autocast(m.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                fake = m.tile_ab(x)
+                # G_BA's core needs only its own halo of fake around the core, not G_AB's too.
+                h1 = m.halo if self.risk else 0
+                rec = (m.tile_ba(fake[:, :, h1:hl + t + m.halo, h1:hl + t + m.halo])
+                       if self.risk else None)  # (B, C, t + 2h, t + 2h)
             sem = ((fake[core].float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
             risk = None
             if rec is not None:
-                risk = ((rec[core].float() - x[core]).abs() / 2).mean(1).cpu().numpy()
+                inner = (slice(None), slice(None), slice(m.halo, m.halo + t),
+                         slice(m.halo, m.halo + t))
+                risk = ((rec[inner].float() - x[core]).abs() / 2).mean(1).cpu().numpy()
             for i, (r, c) in enumerate(chunk):
                 write(r, c, sem[i], None if risk is None else risk[i])
             if progress:
@@ -242,7 +251,7 @@ def _alloc(model: TranslationModel, shape: tuple[int, int], as_uint16: bool) -> 
 
 
 def translate_region(model: TranslationModel, mosaic: np.ndarray, *, rows: tuple[int, int],
-                     cols: tuple[int, int], tile: int = 512, batch_size: int = 4,
+                     cols: tuple[int, int], tile: int = 1024, batch_size: int = 1,
                      risk: bool = True, bf16: bool = False, as_uint16: bool = True,
                      out: np.ndarray | None = None, risk_out: np.ndarray | None = None,
                      progress: Callable[[int, int], None] | None = None,
@@ -251,7 +260,9 @@ def translate_region(model: TranslationModel, mosaic: np.ndarray, *, rows: tuple
     mosaic around it); equals the same pixels of :func:`translate_mosaic` on the whole mosaic.
 
     ``mosaic`` : (H, W[, C]) raw intensities (uint16 or float, SSUM units).  ``out``/``risk_out``
-    (region-sized, uint16/float32) may be memmaps; they are allocated when None.
+    (region-sized, uint16/float32) may be memmaps; they are allocated when None.  Each tile
+    computes (1 + 2·halo/tile)² times its core, so large tiles pay: 1024 px (≈1–2 GB of
+    activations for the paper generator) rather than more tiles per batch.
     """
     _validate(model, mosaic)
     h, w = mosaic.shape[:2]
@@ -315,7 +326,7 @@ class LiveTranslator:
     """
 
     def __init__(self, model: TranslationModel, canvas_shape: tuple[int, int], *,
-                 tile: int = 256, batch_size: int = 4, risk: bool = True, bf16: bool = False,
+                 tile: int = 256, batch_size: int = 1, risk: bool = True, bf16: bool = False,
                  as_uint16: bool = True, out: np.ndarray | None = None,
                  risk_out: np.ndarray | None = None) -> None:
         h, w = canvas_shape

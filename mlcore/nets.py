@@ -11,6 +11,7 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mlcore.config import DiscriminatorConfig, GeneratorConfig
@@ -18,6 +19,8 @@ from mlcore.errors import ConfigError, InputImageError
 
 __all__ = [
     "Generator",
+    "InferenceGenerator",
+    "fuse_for_inference",
     "Discriminator",
     "ResnetGenerator9",
     "build_generator",
@@ -119,6 +122,139 @@ class Generator(nn.Module):
         shallow = self.shallow(self.down(x))  # (B, f, H/4, W/4)
         deep = self.fuse(self.blocks(shallow)) + shallow  # long skip over the blocks
         return self.head(self.up(deep))  # (B, C_out, H, W)
+
+
+def _fold_bn(conv: nn.Conv2d, norm: nn.Module, *, padding: str) -> nn.Conv2d:
+    """``conv`` followed by eval-mode ``norm`` (BatchNorm or Identity) as one conv."""
+    weight = conv.weight.detach().clone()
+    bias = (conv.bias.detach().clone() if conv.bias is not None
+            else torch.zeros(conv.out_channels, dtype=weight.dtype, device=weight.device))
+    if isinstance(norm, nn.BatchNorm2d):
+        scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+        weight = weight * scale.view(-1, 1, 1, 1)
+        bias = (bias - norm.running_mean) * scale + norm.bias.detach()
+    elif not isinstance(norm, nn.Identity):
+        raise ConfigError(f"cannot fold {type(norm).__name__} into a conv (not per-pixel)")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                      padding=conv.padding, padding_mode=padding, bias=True)
+    with torch.no_grad():
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+    return fused.to(conv.weight.device)
+
+
+def _phase_major(conv: nn.Conv2d, scale: int = 2) -> nn.Conv2d:
+    """Reorder the output channels of a conv feeding ``PixelShuffle`` from (c, i, j) to
+    (i, j, c), so that in channels_last memory the shuffle moves whole feature vectors."""
+    with torch.no_grad():
+        n = conv.out_channels // (scale * scale)
+        conv.weight.copy_(conv.weight.view(n, scale * scale, *conv.weight.shape[1:])
+                          .transpose(0, 1).reshape(conv.weight.shape))
+        conv.bias.copy_(conv.bias.view(n, scale * scale).t().reshape(-1))
+    return conv
+
+
+def _shuffle_phase_major(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    """``PixelShuffle`` of a (B, (i, j, c), H, W) tensor from :func:`_phase_major`, returned
+    channels_last: (B, c, H·s, W·s)."""
+    b, cs, h, w = x.shape
+    c = cs // (scale * scale)
+    y = x.permute(0, 2, 3, 1).reshape(b, h, w, scale, scale, c).permute(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, h * scale, w * scale, c).permute(0, 3, 1, 2)
+
+
+def _split(seq: nn.Sequential) -> list[tuple[nn.Conv2d, nn.Module]]:
+    """(conv, the norm right after it or Identity) pairs of a generator stage."""
+    mods, pairs = list(seq), []
+    for i, m in enumerate(mods):
+        if isinstance(m, nn.Conv2d):
+            nxt = mods[i + 1] if i + 1 < len(mods) else None
+            norm = nxt if isinstance(nxt, (nn.BatchNorm2d, nn.InstanceNorm2d)) else nn.Identity()
+            pairs.append((m, norm))
+    return pairs
+
+
+class InferenceGenerator(nn.Module):
+    """Eval-only form of :class:`Generator`: the same function with less memory traffic.
+
+    BatchNorm is folded into the convs, activations run in place (LeakyReLU before each
+    PixelShuffle, which it commutes with; the shuffle moves whole channels_last feature
+    vectors, its conv's channels reordered to suit), and the 7×7 one-channel head is a matmul to one
+    plane per tap plus a strided sum (a conv with 1 output channel uses a few % of the
+    CPU's FLOP rate).  ``padding="reflect"`` matches the network everywhere;
+    ``padding="zeros"`` lets the convs pad for free (the head leaves its rim at 0) and differs
+    only within the receptive field radius of the border, i.e. only in the halo that tiled
+    inference throws away.
+    """
+
+    stride = 4
+
+    def __init__(self, net: Generator, *, padding: str = "zeros") -> None:
+        super().__init__()
+        if padding not in ("zeros", "reflect"):
+            raise ConfigError(f"padding={padding!r} is unknown; allowed: 'zeros', 'reflect'")
+        self.config, self.padding, self.slope = net.config, padding, net.config.leaky_slope
+        fold = [_fold_bn(c, n, padding=padding) for c, n in
+                _split(net.down) + _split(net.shallow)]
+        self.down = nn.ModuleList(fold)  # two stride-2 convs and the shallow conv
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(_fold_bn(c, n, padding=padding) for c, n in _split(b.body))
+            for b in net.blocks)
+        self.fuse = _fold_bn(*_split(net.fuse)[0], padding=padding)
+        self.up = nn.ModuleList(_phase_major(_fold_bn(c, n, padding=padding))
+                                for c, n in _split(net.up))
+        head = _split(net.head)[0][0]
+        k = head.kernel_size[0]
+        self.head_k, self.out_channels = k, head.out_channels
+        # Narrow features make the per-tap planes memory-bound: keep the conv there.
+        self.head_conv = _fold_bn(head, nn.Identity(), padding=padding) if head.in_channels < 16 \
+            else None
+        # (C_out·k·k, f): row (o, dy, dx) is the kernel tap applied to every pixel's features.
+        self.register_buffer("head_taps", head.weight.detach().permute(0, 2, 3, 1).reshape(
+            -1, head.in_channels).clone())
+        self.register_buffer("head_bias", head.bias.detach().clone())
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head_conv is not None:
+            return self.head_conv(x)
+        k, r = self.head_k, self.head_k // 2
+        if self.padding == "reflect":
+            x = F.pad(x, (r, r, r, r), mode="reflect")
+        b, c, hp, wp = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # (B·Hp·Wp, f), a view when channels_last
+        planes = torch.mm(self.head_taps.to(rows.dtype), rows.t())  # (C_out·k², B·Hp·Wp)
+        o, h, w, s = self.out_channels, hp - 2 * r, wp - 2 * r, b * hp * wp
+        # Valid part only: out[o, b, y, x] = Σ_dy Σ_dx planes[(o, dy, dx), b, y + dy, x + dx],
+        # summed along dx then dy through strided views (a strided k²-sum is 10× slower).
+        rows_dx = planes.as_strided((o, k, k, b, hp, w), (k * k * s, k * s, s + 1, hp * wp, wp, 1)
+                                    ).sum(2)  # (C_out, k, B, Hp, W)
+        out = rows_dx.as_strided((o, k, b, h, w), (k * b * hp * w, b * hp * w + w, hp * w, w, 1)
+                                 ).sum(1) + self.head_bias.to(planes.dtype).view(-1, 1, 1, 1)
+        out = out.permute(1, 0, 2, 3)  # (B, C_out, H, W)
+        # Zero mode: the r-px rim (inside the halo) is left at 0 rather than padding k² planes.
+        return out if self.padding == "reflect" else F.pad(out, (r, r, r, r))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.config.in_channels, self.stride)
+        a = self.slope
+        for conv in self.down:
+            x = F.leaky_relu_(conv(x), a)
+        shallow = x  # (B, f, H/4, W/4)
+        for c1, c2 in self.blocks:
+            x = c2(F.leaky_relu_(c1(x), a)).add_(x)
+        x = self.fuse(x).add_(shallow)
+        for conv in self.up:
+            x = _shuffle_phase_major(F.leaky_relu_(conv(x), a))  # (B, f, 2H', 2W')
+        return torch.tanh_(self._head(x))
+
+
+def fuse_for_inference(net: nn.Module, *, padding: str = "zeros") -> nn.Module | None:
+    """:class:`InferenceGenerator` of an eval-mode :class:`Generator` with BatchNorm or no
+    norm; None for other networks (InstanceNorm is global, nothing to fold)."""
+    if not isinstance(net, Generator) or net.config.norm not in ("batch", "none"):
+        return None
+    return InferenceGenerator(net, padding=padding).eval().to(
+        memory_format=torch.channels_last)
 
 
 class Discriminator(nn.Module):
@@ -274,7 +410,7 @@ def _positive_probe_copy(net: nn.Module) -> nn.Module:
     # could cancel or hit dead ReLUs).  Norms are per-pixel-affine in eval or global (IN), and a
     # global one would make the support the whole image, so they are removed.
     probe = copy.deepcopy(net).double().eval()
-    for name, m in list(probe.named_modules()):
+    for m in probe.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             m.weight.fill_(1.0 / m.weight[0].numel())
             if m.bias is not None:

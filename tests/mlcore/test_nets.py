@@ -3,7 +3,15 @@ import torch
 
 from mlcore.config import DiscriminatorConfig, GeneratorConfig
 from mlcore.errors import ConfigError, InputImageError
-from mlcore.nets import Discriminator, build_discriminator, build_generator, count_parameters, halo_for, receptive_field
+from mlcore.nets import (
+    Discriminator,
+    build_discriminator,
+    build_generator,
+    count_parameters,
+    fuse_for_inference,
+    halo_for,
+    receptive_field,
+)
 
 
 def test_generator_shapes_and_range():
@@ -69,3 +77,40 @@ def test_factory_and_input_errors():
     with pytest.raises(InputImageError, match="multiples of 4"):
         g(torch.randn(1, 1, 30, 32))
     assert isinstance(build_discriminator(DiscriminatorConfig()), Discriminator)
+
+
+def _calibrated(cfg: GeneratorConfig) -> torch.nn.Module:
+    """A generator whose BatchNorms hold non-trivial running statistics (eval mode)."""
+    torch.manual_seed(0)
+    g = build_generator(cfg)
+    g.train()
+    with torch.no_grad():
+        for _ in range(3):
+            g(torch.randn(2, cfg.in_channels, 32, 32) * 0.7 + 0.3)
+    return g.eval()
+
+
+@pytest.mark.parametrize("cfg", [
+    GeneratorConfig(),  # the paper's 64 features × 9 blocks
+    GeneratorConfig(features=8, blocks=2, dropout=0.5, in_channels=3, out_channels=3),
+    GeneratorConfig(features=8, blocks=1, norm="none"),
+])
+def test_inference_form_equals_the_network(cfg):
+    g = _calibrated(cfg)
+    halo = halo_for(g)
+    x = torch.randn(2, cfg.in_channels, 2 * halo + 24, 2 * halo + 16)
+    with torch.inference_mode():
+        ref = g(x)
+        same = fuse_for_inference(g, padding="reflect")(x)
+        zeros = fuse_for_inference(g)(x.contiguous(memory_format=torch.channels_last))
+    assert same.shape == ref.shape and (same - ref).abs().max() < 1e-4
+    interior = (..., slice(halo, -halo), slice(halo, -halo))  # what tiled inference keeps
+    inside = (zeros[interior] - ref[interior]).abs().max()
+    assert inside < 1e-4
+    assert (zeros - ref).abs().max() > 10 * inside  # the border does differ: the padding is real
+
+
+def test_inference_form_needs_a_foldable_norm():
+    assert fuse_for_inference(build_generator(GeneratorConfig(features=8, norm="instance"))) is None
+    peer = build_generator(GeneratorConfig(arch="junyanz_resnet9", features=8, blocks=1))
+    assert fuse_for_inference(peer) is None
