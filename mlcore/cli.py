@@ -91,12 +91,24 @@ def _open_input(path: Path) -> np.ndarray:
     return read_image(path)
 
 
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def _write_tiff(path: Path, array: np.ndarray) -> None:
     import tifffile
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.tif", dir=path.parent)
     os.close(fd)
     try:
         tifffile.imwrite(tmp, array, bigtiff=array.nbytes > 2 ** 31, tile=(256, 256))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the web server
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -115,7 +127,11 @@ def run_translation(model_path: str | Path, input_path: str | Path, output_path:
     model = load_model(model_path, device=device)
     input_path, output_path = Path(input_path), Path(output_path)
     mosaic = _open_input(input_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the output folder {output_path.parent}: "
+                      f"{exc.strerror or exc}") from exc
     shape = mosaic.shape[:2] if model.out_channels == 1 else (*mosaic.shape[:2],
                                                                model.out_channels)
     with tempfile.TemporaryDirectory(dir=output_path.parent) as scratch:

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import tifffile
 
@@ -25,6 +27,15 @@ def test_train_translate_evaluate_on_files(tmp_path, capsys):
                  "--tile", "32"]) == 0
     sem = tifffile.imread(tmp_path / "sem.tif")
     assert sem.shape == (70, 90) and sem.dtype == np.uint16
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "sem.tif").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    capsys.readouterr()
+    assert main(["translate", "--model", str(run / "model.pt"), "--input", str(mosaic),
+                 "--output", str(blocker / "sem.tif")]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
     assert tifffile.imread(tmp_path / "risk.tif").dtype == np.float32
     assert main(["evaluate", "--model", str(run / "model.pt"), "--data", str(data)]) == 0
     assert "richardson_lucy" in capsys.readouterr().out
@@ -37,3 +48,4 @@ def test_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error:") and "not an mlcore checkpoint" in err
     assert "\n" not in err
+
