@@ -8,6 +8,12 @@ shadowing, line jitter; no data bar) covering ~60 % of the mosaic's width, centr
 mosaic's centre, rotated 0–4°, with its pixel 1–3× finer and its metadata pixel size off by
 −3…+3 %. Truth: ``inv(mosaic to_chip) @ sem.sem_to_chip``.
 
+"Ours" is ``imaging.registration.register``: two coarse sweeps (phase correlation of gradients,
+NCC of local-contrast features), each distinct candidate polished by a bounded gradient-correlation
+grid and verified independently (sub-windows + whole-footprint margins in gradients and contrast
+features), MI and ECC as cross-checks. A falsy result counts with its (unaccepted) transform's error;
+the summary line also gives how many accepted results were ≥ 1 px off.
+
 Synthetic table (``--source synthetic``, tests/imaging/synthetic_ic.make_pair): rotation 0–4°, pixel-size ratio 1–3, metadata pixel size off by −3…+3 %, contrast
 normal or inverted. Error = mean distance (mosaic px) between true and estimated positions of a
 9×9 grid of SEM points. Compared, on the same pairs in the same run, with two baselines:
@@ -143,11 +149,11 @@ def table(title: str, cases) -> None:
         return np.median(errs), np.max(errs), int(np.sum(errs < 1.0)), np.mean(times)
 
     print()
-    print(f"{'method':<36} {'median px':>9} {'max px':>9} {'<1 px':>7} {'s/pair':>7}")
-    for key, label in (("ours", "sweep(PC on gradients) + MI + ECC"), ("pc", "baseline: phase correlation"),
+    print(f"{'method':<37} {'median px':>9} {'max px':>9} {'<1 px':>7} {'s/pair':>7}")
+    for key, label in (("ours", "sweeps + polish + verify (MI/ECC chk)"), ("pc", "baseline: phase correlation"),
                        ("mi", "baseline: SimpleITK MI from centre")):
         med, mx, n_ok, tm = summary(key)
-        print(f"{label:<36} {med:>9.3f} {mx:>9.2f} {n_ok:>3}/{len(rows):<3} {tm:>7.2f}")
+        print(f"{label:<37} {med:>9.3f} {mx:>9.2f} {n_ok:>3}/{len(rows):<3} {tm:>7.2f}")
     ok = int(np.sum([r["ok"] for r in rows]))
     med_ours, _, _, t_ours = summary("ours")
     med_pc, _, _, t_pc = summary("pc")
@@ -156,7 +162,12 @@ def table(title: str, cases) -> None:
     if np.isfinite(res).any():
         print(f"MI vs ECC disagreement (mosaic px): median {np.nanmedian(res):.2f}, max {np.nanmax(res):.2f}, "
               f"ECC not converged {np.isnan(res).sum()}")
-    print(f"reported success (truthy Registration): {ok} of {len(rows)} cases")
+    errs = np.array([r["ours"][0] for r in rows])
+    oks = np.array([r["ok"] for r in rows], bool)
+    print(f"reported success (truthy Registration): {ok} of {len(rows)} cases; accepted with error ≥ 1 px: "
+          f"{int(np.sum(oks & (errs >= 1.0)))} (max accepted error "
+          f"{(errs[oks].max() if oks.any() else float('nan')):.2f} px, median accepted "
+          f"{(np.median(errs[oks]) if oks.any() else float('nan')):.3f} px)")
     print(f"median error ratio baseline/ours: PC {med_pc / max(med_ours, 1e-9):.1f}x, "
           f"MI-from-centre {med_mi / max(med_ours, 1e-9):.1f}x")
     print(f"time ratio ours/baseline: PC {t_ours / t_pc:.1f}x, MI-from-centre {t_ours / t_mi:.1f}x")

@@ -125,15 +125,19 @@ def _simulator_case(index: int, rotation_deg: float, ratio: float, scale_error: 
     return pair.lr, sem.image, mosaic_px_nm, sem.pixel_size_nm * (1 + scale_error), truth
 
 
-def test_simulator_pair_once_silently_wrong_is_now_right_or_failed():
-    """Issue 5 §4: bench sim case 2 (SSUM mosaic vs SEM, +3 % metadata scale) used to come back
-    truthy but 38 px off — MI and ECC agreed because both started from the same wrong coarse peak.
-    It must now be right (< 1 mosaic px) or falsy with a reason."""
-    mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(2, 0.0, 1.0, +0.03)
+@pytest.mark.parametrize("index, rotation, ratio, scale_error", [
+    (2, 0.0, 1.0, +0.03),  # dot array seen from inside: was accepted 38 px off, then 12 px off
+    (4, 0.0, 2.0, 0.00),  # pad array: was accepted 80 px off (coarse peak on the wrong pads)
+    (12, 1.5, 2.0, -0.03),  # large cross, −3 % metadata scale: was accepted 2.9 px off (MI drift)
+])
+def test_simulator_pairs_are_right_or_reported_failed(index, rotation, ratio, scale_error):
+    """Issue 5 §4 on bench sim cases (SSUM mosaic vs SEM): a truthy result is within 1.5 mosaic px,
+    a falsy one says why — no wrong result accepted."""
+    mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(index, rotation, ratio, scale_error)
     result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
     error = registration_error_px(truth, result.mosaic_to_sem, sem.shape)
     if result:
-        assert error < 1.0, (error, result.details)
+        assert error < 1.5, (error, result.details)
     else:
         assert result.reason, result.details
 
@@ -147,6 +151,58 @@ def test_subregion_check_rejects_a_shifted_placement_and_accepts_the_true_one():
     sem = pair.sem.astype(np.float32) / (65535.0 if pair.sem.dtype == np.uint16 else 1.0)
     right = subregion_agreement(sem, mosaic, pair.sem_to_mosaic)
     assert right.agree >= 3 and right.agree > right.disagree - 2, right
+    assert right.whole_margin >= 0.03, right
     shifted = np.array([[1.0, 0, 40.0], [0, 1.0, -25.0], [0, 0, 1]]) @ pair.sem_to_mosaic
     wrong = subregion_agreement(sem, mosaic, shifted)
     assert wrong.agree <= 1 and wrong.disagree >= 6, wrong
+    assert wrong.whole_margin < 0, wrong  # the true place correlates better than the claim
+
+
+def test_subregion_check_calls_a_grating_ambiguous():
+    """A placement one period off on a grating must not verify: windows match every period alike."""
+    from imaging.coarse_registration import subregion_agreement
+
+    rng = np.random.default_rng(7)
+    mosaic = np.full((160, 160), 0.2, np.float32)
+    mosaic[:, 20:140][:, (np.arange(120) % 12) < 6] = 0.8  # vertical lines, period 12 px
+    mosaic += rng.normal(0, 0.02, mosaic.shape).astype(np.float32)
+    sem = mosaic[40:120, 40:120].copy()  # inside the grating: x is undetermined modulo 12 px
+    truth = np.array([[1.0, 0, 40.0], [0, 1.0, 40.0], [0, 0, 1]])
+    for claim in (truth, np.array([[1.0, 0, 12.0], [0, 1, 0], [0, 0, 1]]) @ truth):
+        check = subregion_agreement(sem, mosaic, claim)
+        assert check.whole_margin < 0.03 and check.agree == 0, check
+
+
+def test_polish_recovers_a_perturbed_similarity():
+    """The bounded gradient-correlation polish brings a start 1 % and 3 px off back under 0.3 px."""
+    from imaging.coarse_registration import polish_similarity
+    from imaging.registration import _mean_displacement
+
+    pair = make_pair(seed=61, mosaic_size=200, ratio=1.0, rotation_deg=1.0)
+    mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
+    sem = pair.sem.astype(np.float32) / (65535.0 if pair.sem.dtype == np.uint16 else 1.0)
+    start = np.array([[1.01, 0, 3.0], [0, 1.01, -2.0], [0, 0, 1]]) @ pair.sem_to_mosaic
+    first = polish_similarity(sem, mosaic, start, max_shift_px=6)
+    fine = polish_similarity(sem, mosaic, first.fixed_to_mosaic, max_shift_px=2, max_scale_change=0.005,
+                             scale_step=0.001, max_angle_deg=0.15, angle_step_deg=0.03)
+    assert _mean_displacement(start, pair.sem_to_mosaic, sem.shape) > 3
+    assert _mean_displacement(fine.fixed_to_mosaic, pair.sem_to_mosaic, sem.shape) < 0.3
+    assert fine.score > first.score - 1e-3  # off-grid (interpolated) optimum: equal within noise
+
+
+@pytest.mark.parametrize("copied", [False, True])
+def test_small_footprint_with_a_better_gradient_match_elsewhere_is_not_accepted(copied):
+    """An 80 px SEM footprint on a synthetic layout where gradients correlate better 69 px away
+    (0.73 vs 0.57 at the truth): that place was once accepted; with the SEM's area also copied
+    elsewhere in the mosaic the match is ambiguous too. Either way: right, or falsy with a reason."""
+    pair = make_pair(seed=71, mosaic_size=200, sem_fraction=0.4, ratio=1.0, rotation_deg=0.0,
+                     shift_mosaic_px=(-45.0, -45.0))
+    mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
+    if copied:
+        noise = np.random.default_rng(1).normal(0, 0.01, (90, 90)).astype(np.float32)
+        mosaic[105:195, 105:195] = mosaic[10:100, 10:100] + noise
+    result = register(mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=pair.sem_px_nm)
+    if result and not copied:
+        assert registration_error_px(pair.sem_to_mosaic, result.mosaic_to_sem, pair.sem.shape) < 1.0
+    else:
+        assert not result and result.reason, result.details
