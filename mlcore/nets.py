@@ -242,10 +242,29 @@ class InferenceGenerator(nn.Module):
         shallow = x  # (B, f, H/4, W/4)
         for c1, c2 in self.blocks:
             x = c2(F.leaky_relu_(c1(x), a)).add_(x)
-        x = self.fuse(x).add_(shallow)
+        deep = self.fuse(x).add_(shallow)  # (B, f, H/4, W/4)
+        rows, m = deep.shape[-2], self.band_margin
+        if rows <= self.band_rows + 2 * m:
+            return torch.tanh_(self._up_and_head(deep))
+        # The full-resolution stages dominate memory (f channels at H × W): run them in bands
+        # of rows with m quarter-resolution rows of overlap, so large tiles stay affordable.
+        bands = []
+        for q0 in range(0, rows, self.band_rows):
+            q1 = min(q0 + self.band_rows, rows)
+            a0, a1 = max(q0 - m, 0), min(q1 + m, rows)
+            y = self._up_and_head(deep[:, :, a0:a1])
+            bands.append(y[:, :, 4 * (q0 - a0):4 * (q1 - a0)])
+        return torch.tanh_(torch.cat(bands, dim=2))
+
+    # Quarter-resolution rows per band of the up path, and their overlap: each up conv spoils
+    # one row at a band edge (2 full-res rows after the first shuffle, 6 after the second)
+    # and the 7×7 head three more, 9 full-res rows < 3 × 4.
+    band_rows, band_margin = 64, 3
+
+    def _up_and_head(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.up:
-            x = _shuffle_phase_major(F.leaky_relu_(conv(x), a))  # (B, f, 2H', 2W')
-        return torch.tanh_(self._head(x))
+            x = _shuffle_phase_major(F.leaky_relu_(conv(x), self.slope))  # (B, f, 2H', 2W')
+        return self._head(x)
 
 
 def fuse_for_inference(net: nn.Module, *, padding: str = "zeros") -> nn.Module | None:
