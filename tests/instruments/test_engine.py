@@ -70,6 +70,33 @@ def test_full_scan_frames_match_plan(bench_rig, stand_in_world):
     assert stand_in_world.piezo[2] == 0.0  # safety wrapper left the sphere retracted
 
 
+def test_stage_moves_on_only_after_the_save_returns_and_the_sphere_is_lifted_meanwhile(bench_rig, stand_in_world):
+    seen = []
+
+    class SlowStore(MemoryFrameStore):
+        def save(self, frame):
+            xy_before = stand_in_world.piezo[:2]
+            time.sleep(0.05)                                   # a slow disk
+            seen.append((frame.commanded_xy_nm, xy_before, stand_in_world.piezo[:2],
+                         bench_rig.e727.state.target["3"]))
+            super().save(frame)
+
+    spec = small_spec()
+    result = _engine(bench_rig, SlowStore()).run(spec)
+    assert result.state is ScanState.COMPLETED and len(seen) == 4
+    for commanded, xy_before, xy_after, z_target_um in seen:
+        assert xy_before == xy_after == pytest.approx(commanded)  # XY still where the frame was taken
+        assert z_target_um == 0.0                                # the retract was already under way
+
+
+def test_focus_stage_left_alone_when_already_in_focus(bench_rig):
+    spec = small_spec()                                        # focus_mode "last": one autofocus, then reuse
+    result = _engine(bench_rig, MemoryFrameStore()).run(spec)
+    assert result.state is ScanState.COMPLETED
+    moves = [c for c in bench_rig.esp301.state.commands if "PA" in c]
+    assert len(moves) == spec.focus_steps + 1                  # the sweep and the move to its best, nothing more
+
+
 def test_z_stack_saved_whole_and_fused(bench_rig, tmp_path):
     spec = small_spec(area_nm=(0, 0), z_planes=3, z_step_nm=800)
     store = DirectoryFrameStore(tmp_path)
