@@ -386,20 +386,24 @@ def vote_offsets(n: int, links: list[Link], *, min_score: float = 0.6,
 def _link_potential(link: Link, reach: int, sharpness: float, floor: float) -> np.ndarray | None:
     """ψ(δ) over δ = d_j − d_i ∈ [−reach, reach]², (2·reach + 1)² float64: how well the link's
     NCC surface supports frame j sitting δ px from where the stage puts it relative to frame i.
-    ``floor`` + exp(sharpness · (ncc − best ncc)): 1 at the link's best peak, decaying with NCC
-    lost, never below ``floor`` (a link whose true offset scores low, defocused layers or a
-    blank overlap, must weaken, not veto, the configuration the other links agree on)."""
+    ``floor`` + exp(sharpness · (z − best z)), z the Fisher z of the NCC: 1 at the link's best
+    peak, decaying as the match worsens, never below ``floor`` (a link whose true offset scores
+    low, defocused layers or a blank overlap, must weaken, not veto, the configuration the other
+    links agree on)."""
     if link.reason not in ("", "unrefined") or link.surface is None:
         return None
     surface = np.asarray(link.surface, float)
     if not np.isfinite(surface).any():
         return None
     ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
+    # Fisher z of the NCC: a drop from 0.98 to 0.95 is as telling as one from 0.6 to 0.0, so a
+    # sharp, unique match pins its frames harder than a weak one does.
+    surface = np.arctanh(np.clip(surface, -0.995, 0.995))
     best = float(np.nanmax(surface))
     psi = np.full((2 * reach + 1, 2 * reach + 1), floor)
     # Surface index (ry + dy, rx + dx) is offset surface_base + (dx, dy) ≈ nominal + δ (the
     # sub-pixel part of the nominal offset is below the state grid's resolution).
-    lift = np.where(np.isfinite(surface), np.exp(sharpness * (np.nan_to_num(surface, nan=-1.0) - best)), 0.0)
+    lift = np.where(np.isfinite(surface), np.exp(sharpness * (np.nan_to_num(surface, nan=-3.0) - best)), 0.0)
     sx = int(round(link.surface_base[0] - link.nominal_offset_px[0]))
     sy = int(round(link.surface_base[1] - link.nominal_offset_px[1]))
     # δ index = reach + (offset − nominal) = reach + s + (surface index − r)
@@ -417,7 +421,7 @@ def mrf_displacements(
     *,
     radius_px: int,
     sigma_px: float,
-    sharpness: float = 15.0,
+    sharpness: float = 5.0,
     floor: float = 1e-3,
     iterations: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -482,4 +486,5 @@ def mrf_displacements(
         displacement[f] = (c - radius_px, r - radius_px)
         confidence[f] = float(b[max(0, r - 2): r + 3, max(0, c - 2): c + 3].sum())
     return displacement, confidence
+
 

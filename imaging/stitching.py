@@ -27,7 +27,14 @@ from imaging.blending import Canvas, feather_weight
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, register_pair
-from imaging.placement import Link, StageModel, fit_stage_model, mrf_displacements, solve_positions, vote_offsets
+from imaging.placement import (
+    Link,
+    StageModel,
+    fit_stage_model,
+    mrf_displacements,
+    solve_positions,
+    vote_offsets,
+)
 
 __all__ = ["USEFUL_FOV_FRACTION", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
 
@@ -293,14 +300,26 @@ class IncrementalStitcher:
 
     def _mrf_links(self, nominal: np.ndarray) -> list[Link] | None:
         """The links measured again where the joint inference over all links' NCC surfaces
-        (:func:`imaging.placement.mrf_displacements`) puts their frames; None without surfaces."""
+        (:func:`imaging.placement.mrf_displacements`) puts their frames; None without surfaces.
+
+        Each link is refined (Gauss–Newton) from the inferred offset without a new search: a
+        search within even 2 px locked onto the slope of a neighbouring peak 2–3 px away on
+        simulated flat chips (4×4 scan: 1.12 px mean error with the search, 0.25 without)."""
         usable = [link for link in self._links if link.surface is not None and link.reason in ("", "unrefined")]
         if not usable:
             return None
         step = float(np.median([np.hypot(*link.nominal_offset_px) for link in usable]))
-        sigma = max(STAGE_SIGMA_FRACTION * step, 1.0)
-        radius = int(np.ceil(3.0 * sigma))
-        displacement, _ = mrf_displacements(len(nominal), self._links, radius_px=radius, sigma_px=sigma)
+        widest = max(STAGE_SIGMA_FRACTION * step, 1.0)
+        radius = int(np.ceil(4.0 * widest))
+        displacement, confidence = mrf_displacements(len(nominal), self._links, radius_px=radius, sigma_px=widest)
+        # Then again with the prior as tight as the stage proved to be on the frames the links pin
+        # down: with a repeatable stage, aliases a period away must not outvote it (3×3 flat chip,
+        # stage errors ~1.5 px: with σ at 5 % of the step one frame went 8 px off).
+        sure = displacement[confidence >= 0.9]
+        if len(sure) >= 3:
+            sigma = float(np.clip(np.sqrt(np.mean((sure - sure.mean(axis=0)) ** 2)), 1.0, widest))
+            if sigma < widest:
+                displacement, _ = mrf_displacements(len(nominal), self._links, radius_px=radius, sigma_px=sigma)
         links = []
         for link in self._links:
             if link.surface is None or link.reason not in ("", "unrefined"):
@@ -310,7 +329,7 @@ class IncrementalStitcher:
             if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - target) <= 1.0):
                 links.append(link)  # already measured on the peak the inference chose
                 continue
-            pair = self._register(link.i, link.j, target, 2.0)
+            pair = self._register(link.i, link.j, target, 0.0)  # refine from there; no search
             links.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
                               pair.reason, link.alternatives, link.surface, link.surface_base))
         return links

@@ -41,9 +41,9 @@ def test_low_topography_chip_has_no_alias_placements(flat_errors):
     assert flat_errors.mean() <= 1.5 and flat_errors.max() <= 5.0, flat_errors
 
 
-@pytest.mark.xfail(reason="target not reached: measured 0.86/3.2 px mean/max on this scan (0.25/0.68 on "
-                          "seed 1, 0.80/1.7 on seed 3); links on big pads and fine gratings still land "
-                          "1–4 px off", strict=False)
+@pytest.mark.xfail(reason="target not reached: measured 0.35/0.75 px mean/max on this scan (0.16/0.37 on "
+                          "seed 1, 0.25/0.45 on seed 3); the sub-pixel refinement of links across big pads "
+                          "and gratings still lands up to ~1 px off", strict=False)
 def test_low_topography_chip_stitches_to_a_fraction_of_a_pixel(flat_errors):
     assert flat_errors.mean() <= 0.25 and flat_errors.max() <= 0.5, flat_errors
 
@@ -72,3 +72,20 @@ def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
     stage_errors = np.hypot(*(miss - miss.mean(axis=0)).T)
     assert stage_errors.mean() > 3.0  # the stage alone is far off: the test is about large errors
     assert errors.mean() <= 0.3 and errors.max() <= 0.6, errors
+
+
+def test_defocused_layers_and_large_stage_errors_end_nearer_the_truth_than_the_stage():
+    # Default chip (lower layers defocused, differently per frame): a link's true offset is
+    # often not its best NCC peak, and picking peaks put frames 12–35 px off, worse than the
+    # stage (3x3 seed 1: 18.0 px mean vs 6.8). Inferring all displacements jointly from the
+    # whole NCC surfaces measured 3.9 / 5.7 px mean/max here against the stage's 8.6 / 16.1.
+    step_nm = default_step_nm(SimWorld(seed=3).optics, overlap=0.3)
+    world = SimWorld(seed=3, stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
+    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
+    mosaic = stitch(list(scan.frames), scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm,
+                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, anchor="center")
+    errors = _errors(scan, mosaic)
+    stage = scan.nominal_xy_nm / scan.pixel_size_nm
+    miss = (stage - stage[0]) - _true_offsets_px(scan)
+    stage_errors = np.hypot(*(miss - miss.mean(axis=0)).T)
+    assert errors.mean() < 0.75 * stage_errors.mean() and errors.max() < stage_errors.max(), (errors, stage_errors)
