@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal, sparse
+from scipy import fft, sparse
 from scipy.sparse import linalg as sparse_linalg
 
 __all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets", "mrf_displacements"]
@@ -445,16 +445,25 @@ def mrf_displacements(
     grid = np.arange(-radius_px, radius_px + 1, dtype=float)
     prior = np.exp(-0.5 * (grid[:, None] ** 2 + grid[None, :] ** 2) / sigma_px**2)
     prior /= prior.sum()
+    # Messages are 'valid' 2-D convolutions of a belief (side²) with ψ ((2·reach + 1)²); ψ's
+    # spectra (and those of ψ flipped, for messages against the link's direction) are reused.
+    shape = (4 * radius_px + 1 + side - 1,) * 2
+    fast = (fft.next_fast_len(shape[0], real=True),) * 2
     edges = []
     for link in links:
         psi = _link_potential(link, reach, sharpness, floor)
         if psi is not None:
-            edges.append((link.i, link.j, psi))
+            edges.append((link.i, link.j, fft.rfft2(psi, fast), fft.rfft2(psi[::-1, ::-1], fast)))
+
+    def convolve(spectrum, b):
+        full = fft.irfft2(spectrum * fft.rfft2(b, fast), fast)
+        return full[side - 1: 2 * side - 1, side - 1: 2 * side - 1]
+
     uniform = np.full((side, side), 1.0 / side**2)
     # messages[(e, direction)] : to frame j (direction 0) or to frame i (direction 1)
     messages = {(e, d): uniform.copy() for e in range(len(edges)) for d in (0, 1)}
     incoming: dict[int, list[tuple[int, int]]] = {f: [] for f in range(n)}
-    for e, (i, j, _) in enumerate(edges):
+    for e, (i, j, _, _) in enumerate(edges):
         incoming[j].append((e, 0))
         incoming[i].append((e, 1))
 
@@ -468,10 +477,10 @@ def mrf_displacements(
 
     for _ in range(iterations):
         change = 0.0
-        for e, (i, j, psi) in enumerate(edges):
+        for e, (i, j, psi_spectrum, flipped_spectrum) in enumerate(edges):
             # m_{i→j}(d_j) = Σ_{d_i} h_i(d_i) ψ(d_j − d_i);  m_{j→i}(d_i) = Σ_{d_j} h_j(d_j) ψ(d_j − d_i)
-            to_j = np.clip(signal.fftconvolve(psi, belief(i, skip=(e, 1)), mode="valid"), 1e-300, None)
-            to_i = np.clip(signal.fftconvolve(psi[::-1, ::-1], belief(j, skip=(e, 0)), mode="valid"), 1e-300, None)
+            to_j = np.clip(convolve(psi_spectrum, belief(i, skip=(e, 1))), 1e-300, None)
+            to_i = np.clip(convolve(flipped_spectrum, belief(j, skip=(e, 0))), 1e-300, None)
             for key, new in (((e, 0), to_j), ((e, 1), to_i)):
                 new = new / new.sum()
                 change = max(change, float(np.abs(new - messages[key]).max()))
