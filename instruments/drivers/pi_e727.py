@@ -88,8 +88,7 @@ class E727Piezo:
 
         try:
             if address.transport == "tcp":
-                from pipython.pidevice.interfaces.pisocket import PISocket
-                gateway = PISocket(host=address.host, port=address.port)
+                gateway = _socket_gateway(address.host, address.port)
             else:
                 from pipython.pidevice.interfaces.piserial import PISerial
                 gateway = PISerial(port=address.path, baudrate=address.baud)
@@ -170,6 +169,27 @@ class E727Piezo:
 
     def close(self) -> None:
         _close_device(self.device)
+
+
+def _socket_gateway(host: str, port: int):
+    """pipython's ``PISocket``, reading replies with a blocking ``recv``.
+
+    ``PISocket`` leaves its socket non-blocking and ``GCSMessages`` spins on it until a reply is
+    complete: a core busy for every round trip, which on a shared host (and with the fakes in the
+    same process, under one GIL) delays the very reply it waits for. A blocking ``recv`` with a short
+    timeout returns as soon as bytes arrive and sleeps until then; on the timeout it reads as empty,
+    exactly as before, so pipython's own reply timeout still applies."""
+    from pipython.pidevice.interfaces.pisocket import PISocket
+
+    class BlockingPISocket(PISocket):
+        def ConnectTCPIP(self, ipaddress, ipport=50000):  # noqa: N802 (pipython's name)
+            super().ConnectTCPIP(ipaddress, ipport)
+            self._socket.settimeout(_RECV_WAIT_S)
+
+    return BlockingPISocket(host=host, port=port)
+
+
+_RECV_WAIT_S = 0.02
 
 
 def _close_device(device) -> None:

@@ -81,3 +81,37 @@ def test_unreachable_controller_is_one_clear_error():
 
     with pytest.raises(DeviceUnavailable, match="cannot reach the PI E-727"):
         E727Piezo.connect("gcs+tcp://127.0.0.1:1")
+
+
+def test_socket_gateway_sleeps_while_the_controller_thinks():
+    """A reply that takes 0.2 s costs the waiting thread almost no CPU (pipython alone would spin)."""
+    import socket
+    import threading
+    import time
+
+    from pipython.pidevice.gcsmessages import GCSMessages
+
+    from instruments.drivers.pi_e727 import _socket_gateway
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def slow_controller():  # answers ERR? (pipython asks once more after each reply) with "0", first after 0.2 s
+        conn, _ = server.accept()
+        delay = 0.2
+        with conn:
+            while data := conn.recv(64):
+                for _ in range(data.count(b"ERR?")):
+                    time.sleep(delay)
+                    delay = 0.0
+                    conn.sendall(b"0\n")
+
+    threading.Thread(target=slow_controller, daemon=True).start()
+    gateway = _socket_gateway("127.0.0.1", server.getsockname()[1])
+    try:
+        cpu0, wall0 = time.thread_time(), time.monotonic()
+        assert GCSMessages(gateway).read("ERR?").strip() == "0"
+        assert time.monotonic() - wall0 >= 0.19
+        assert time.thread_time() - cpu0 < 0.05
+    finally:
+        gateway.close()
+        server.close()
