@@ -148,15 +148,31 @@ def _report_json(report) -> dict:
 
 def build_pyramid_for(image, window, folder: str, *, pixel_size_nm: float) -> str:
     """A new DZI pyramid folder under `folder` (a fresh name each time, so cached tiles never go stale)."""
-    import uuid
-
     from ssumweb.media import absolute
 
     from .pyramid import write_dzi
 
-    rel = f"{folder}/pyramid-{uuid.uuid4().hex[:8]}"
+    rel = _fresh_pyramid_name(folder)
     write_dzi(image, absolute(rel), name="mosaic", window=window, pixel_size_nm=pixel_size_nm)
     return rel
+
+
+def build_pyramid_from_file(path, window, folder: str, *, pixel_size_nm: float, divide_by: float | None = None) -> str:
+    """`build_pyramid_for` of an image file, streamed (memory independent of the image's size)."""
+    from ssumweb.media import absolute
+
+    from .pyramid import write_dzi_file
+
+    rel = _fresh_pyramid_name(folder)
+    write_dzi_file(path, absolute(rel), name="mosaic", window=window, divide_by=divide_by,
+                   pixel_size_nm=pixel_size_nm)
+    return rel
+
+
+def _fresh_pyramid_name(folder: str) -> str:
+    import uuid
+
+    return f"{folder}/pyramid-{uuid.uuid4().hex[:8]}"
 
 
 def sem_pyramid_work(sem_id: int) -> dict:

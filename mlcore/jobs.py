@@ -150,10 +150,9 @@ def _write_sample_strip(samples: dict, rel: str) -> None:
 
 
 def translation_work(translation: Translation, progress) -> dict:
-    import tifffile
-
-    from imaging.imageio import display_window
-    from imaging.jobs import build_pyramid_for
+    from imaging.imageio import DisplayWindow, display_window
+    from imaging.jobs import build_pyramid_from_file
+    from imaging.pyramid import read_subsample
 
     from .cli import run_translation
 
@@ -171,15 +170,13 @@ def translation_work(translation: Translation, progress) -> dict:
                     risk_path=absolute(risk), progress=report, should_cancel=cancelled)
     Translation.objects.filter(pk=translation.pk).update(output=output, risk_map=risk)
     progress(0.9, "Building the deep-zoom pyramids…", force=True)
-    image = tifffile.imread(absolute(output))
-    window = display_window(image)
-    risk_map = tifffile.imread(absolute(risk))
-    risk16 = np.clip(risk_map / max(float(np.percentile(risk_map, 99.5)), 1e-6), 0, 1)
-    pyramid = build_pyramid_for(image, window, folder, pixel_size_nm=mosaic.pixel_size_nm)
-    from imaging.imageio import DisplayWindow, to_uint16
-
-    risk_pyramid = build_pyramid_for(to_uint16(risk16), DisplayWindow(0, 65535), f"{folder}/risk",
-                                     pixel_size_nm=mosaic.pixel_size_nm)
+    # The outputs are streamed from their files and their statistics taken on a ~1 Mpx regular
+    # subsample, so memory does not grow with the mosaic.
+    window = display_window(read_subsample(absolute(output)))
+    pyramid = build_pyramid_from_file(absolute(output), window, folder, pixel_size_nm=mosaic.pixel_size_nm)
+    risk_scale = max(float(np.percentile(read_subsample(absolute(risk)), 99.5)), 1e-6)
+    risk_pyramid = build_pyramid_from_file(absolute(risk), DisplayWindow(0, 65535), f"{folder}/risk",
+                                           divide_by=risk_scale, pixel_size_nm=mosaic.pixel_size_nm)
     Translation.objects.filter(pk=translation.pk).update(pyramid=pyramid, risk_pyramid=risk_pyramid,
                                                          display_low=window.low, display_high=window.high)
     return {"output": output}

@@ -71,3 +71,72 @@ def test_master_tiff_pixel_size_is_read_back_by_sem_import(tmp_path):
     result = import_sem(path, data_bar=False)
     assert result.pixel_size_nm == pytest.approx(42.0, rel=1e-4)
     assert np.array_equal(np.round(result.image * 65535).astype(np.uint16), image)
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix != ".tif"}
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8])
+def test_file_variant_writes_the_same_pyramid_as_the_array_one(tmp_path, dtype):
+    from imaging.imageio import read_image16
+    from imaging.pyramid import write_dzi_file
+
+    rng = np.random.default_rng(2)
+    top = 65535 if dtype == np.uint16 else 255
+    image = rng.integers(0, top, size=(530, 777), dtype=dtype)
+    tifffile.imwrite(tmp_path / "in.tif", image, tile=(256, 256))
+    window = DisplayWindow(0.13 * 65535, 0.91 * 65535)  # not on the 8-bit grid: rounding is exercised
+    for fmt in ("png", "jpeg"):
+        ref = write_dzi(read_image16(tmp_path / "in.tif"), tmp_path / f"ref-{fmt}", window=window,
+                        pixel_size_nm=20.0, format=fmt)
+        got = write_dzi_file(tmp_path / "in.tif", tmp_path / f"got-{fmt}", window=window, pixel_size_nm=20.0,
+                             format=fmt)
+        assert _tree(got) == _tree(ref)  # tiles byte for byte, display.json alike
+    for name in ("ref-png", "got-png"):
+        with tifffile.TiffFile(tmp_path / name / "mosaic.tif") as tif:
+            assert np.array_equal(tif.pages[0].asarray(), read_image16(tmp_path / "in.tif"))
+            assert len(tif.series[0].levels) > 1
+
+
+def test_file_variant_of_a_float_map_divides_clips_and_quantises_as_numpy(tmp_path):
+    from imaging.imageio import to_uint16
+    from imaging.pyramid import write_dzi_file
+
+    risk = (np.random.default_rng(3).random((300, 410), dtype=np.float32) * 3).astype(np.float32)
+    tifffile.imwrite(tmp_path / "risk.tif", risk, tile=(256, 256))
+    scale = 2.37
+    window = DisplayWindow(0, 65535)
+    ref = write_dzi(to_uint16(np.clip(risk / scale, 0, 1)), tmp_path / "ref", window=window, pixel_size_nm=5.0,
+                    format="png")
+    got = write_dzi_file(tmp_path / "risk.tif", tmp_path / "got", window=window, divide_by=scale,
+                         pixel_size_nm=5.0, format="png")
+    assert _tree(got) == _tree(ref)
+    assert np.array_equal(tifffile.imread(got / "mosaic.tif", key=0), tifffile.imread(ref / "mosaic.tif", key=0))
+    with pytest.raises(ValueError, match="divide_by"):
+        write_dzi_file(tmp_path / "risk.tif", tmp_path / "bad", window=window, pixel_size_nm=5.0)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_subsample_statistics_match_the_full_image(tmp_path):
+    from imaging.imageio import display_window
+    from imaging.pyramid import read_subsample
+
+    rng = np.random.default_rng(4)
+    rows, cols = np.mgrid[0:1500, 0:1700]
+    image = (20000 + 15000 * np.sin(rows / 97.0) * np.cos(cols / 61.0)
+             + rng.normal(0, 3000, rows.shape)).clip(0, 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "m.tif", image, tile=(256, 256))
+    sample = read_subsample(tmp_path / "m.tif", max_pixels=100_000)
+    step = int(np.ceil(np.sqrt(image.size / 100_000)))
+    grid = image[::step, ::step][:image.shape[0] // step, :image.shape[1] // step]  # whole s×s blocks
+    assert np.array_equal(sample, grid)  # a regular grid over the whole field
+    full = np.percentile(image.astype(np.float64), [0.5, 99.5])
+    window = display_window(sample)
+    span = full[1] - full[0]
+    assert abs(window.low - full[0]) < 0.01 * span and abs(window.high - full[1]) < 0.01 * span
+    risk = rng.gamma(2.0, 0.1, size=(1500, 1700)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "r.tif", risk, tile=(256, 256))
+    sampled = np.percentile(read_subsample(tmp_path / "r.tif", max_pixels=100_000), 99.5)
+    assert sampled == pytest.approx(np.percentile(risk, 99.5), rel=0.03)
