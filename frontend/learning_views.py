@@ -28,7 +28,8 @@ def _operable_projects(user):
 
 
 def _mosaics_for(user, project_id=None):
-    mosaics = _scoped(Mosaic, user).filter(status=JobStatus.SUCCEEDED, live=False).exclude(pyramid="")
+    # a scan's live mosaic becomes its final mosaic when the final stitch succeeds: same record
+    mosaics = _scoped(Mosaic, user).filter(status=JobStatus.SUCCEEDED).exclude(pyramid="")
     if project_id is not None:
         mosaics = mosaics.filter(scan__project_id=project_id)
     return mosaics.select_related("scan", "scan__sample").order_by("-created_at")
@@ -140,6 +141,6 @@ def model_list(request):
 
 def translate_context(scan, user) -> dict:
     """What the scan page needs for "Translate this mosaic": its finished mosaics and the project's models."""
-    mosaics = scan.mosaics.filter(status=JobStatus.SUCCEEDED, live=False).exclude(pyramid="").order_by("-created_at")
+    mosaics = scan.mosaics.filter(status=JobStatus.SUCCEEDED).exclude(pyramid="").order_by("-created_at")
     models = TrainedModel.objects.filter(project_id=project_id_of(scan)).order_by("-created_at")
     return {"translate_mosaics": mosaics, "translate_models": models}

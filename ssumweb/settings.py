@@ -218,6 +218,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG  # a developer's edits to JS and CSS show without a restart
 
 # --- instruments ------------------------------------------------------------------------------
 # Addresses of the instrument the embedded hardware worker owns ("sim" starts the wire-level

@@ -1,11 +1,13 @@
 """The lab flow in real Chromium against the real ASGI server and the simulated instrument."""
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
 
 from imaging.models import Mosaic, Sample, Scan
 from instruments.models import Instrument
+from mlcore.models import TrainedModel
 from ssumweb.models import JobStatus, Membership, Role
 
 from .conftest import screenshot
@@ -22,6 +24,8 @@ def lab(live_url, django_user_model):
     Membership.objects.create(project=project, user=user, role=Role.OPERATOR)
     instrument = Instrument.objects.create(project=project, name="sim bench", sim_seed=3)
     sample = Sample.objects.create(project=project, name="chip", sim_seed=3)
+    # listed in the scan page's "Translate" form, which waits hidden until the mosaic is stitched
+    TrainedModel.objects.create(project=project, name="cyclegan-a", weights="models/a.pt", pixel_size_nm=50.0)
     from instruments.worker import HardwareWorker
 
     worker = HardwareWorker(instrument.pk, poll_s=0.05).start()
@@ -76,7 +80,17 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     except Exception:
         pytest.skip("the final stitch of the mosaic did not finish within 2 minutes on this machine")
     screenshot(page, "scan-monitor-mosaic")
-    mosaic = Mosaic.objects.filter(scan=scan, status=JobStatus.SUCCEEDED).exclude(pyramid="").latest("created_at")
+    final = Mosaic.objects.filter(scan=scan, status=JobStatus.SUCCEEDED).exclude(pyramid="")
+    deadline = time.monotonic() + 120
+    while not final.exists():
+        if time.monotonic() > deadline:
+            pytest.skip("the final stitch of the mosaic did not finish within 2 minutes on this machine")
+        time.sleep(0.5)
+    mosaic = final.latest("created_at")
+    # ...and, without a reload, the page offers to translate the final mosaic
+    expect(page.locator("#translate-form")).to_be_visible(timeout=20_000)
+    expect(page.locator("#translate-needs-mosaic")).to_be_hidden()
+    expect(page.locator("#translate-mosaic")).to_have_value(str(mosaic.pk))
 
     # The viewer: with two layers (the mosaic twice stands in until a translation exists) zooming one zooms the other.
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")

@@ -97,3 +97,16 @@ def test_sem_list_filters_by_project(registration, project, other_project, opera
     page = login(operator).get(f"/sem/?project={project.pk}").content.decode()
     assert "sem-a" in page and f"/sem/{registration.sem_image_id}/" in page
     assert "sem-a" not in login(operator).get("/sem/?q=nothing").content.decode()
+
+
+def test_a_scans_own_mosaic_is_offered_once_its_final_stitch_succeeded(registration, project, operator):
+    TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20)
+    scan = registration.mosaic.scan
+    grown = Mosaic.objects.create(scan=scan, live=True, status=JobStatus.RUNNING, pixel_size_nm=32.5, width=64,
+                                  height=64)                       # the live mosaic, still growing
+    page = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert f'<option value="{grown.pk}">' not in page
+    Mosaic.objects.filter(pk=grown.pk).update(status=JobStatus.SUCCEEDED, pyramid="p/live")  # its final stitch
+    page = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert f'<option value="{grown.pk}">' in page
+    assert f'value="{grown.pk}"' in login(operator).get(f"/sem/{registration.sem_image_id}/").content.decode()

@@ -16,9 +16,26 @@ function render(state) {
   return ["succeeded", "failed", "cancelled"].includes(state.status);
 }
 
+// The project's scan list is server-rendered: when a step changes, fetch this page again and swap the list in,
+// so the demo's scan appears (and shows its progress and thumbnail) without a reload.
+let stepsSeen = "";
+async function refreshScans(state) {
+  const steps = (state.steps || []).map((s) => `${s.name}:${s.status}`).join(",");
+  const section = document.getElementById("project-scans");
+  if (!section || steps === stepsSeen) return;
+  stepsSeen = steps;
+  try {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("project-scans");
+    if (fresh) section.replaceChildren(...fresh.childNodes);
+  } catch { /* the next step change tries again */ }
+}
+
 async function poll(url) {
   try {
     const state = await api(url);
+    refreshScans(state);
     if (!render(state)) setTimeout(() => poll(url), 2000);
     else button.disabled = false;
   } catch (err) { out.textContent = err.message; button.disabled = false; }

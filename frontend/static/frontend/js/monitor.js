@@ -267,14 +267,21 @@ async function refreshMosaic() {
       $("mosaic-view").dataset.mosaicId = String(ready.id);
     }
     if (cfg.translate_with) refreshTranslation(ready.id);
-    const waiting = $("translate-needs-mosaic");  // rendered before the final stitch: say it is ready now
-    if (waiting && ready.status === "succeeded" && ready.live === false && !waiting.dataset.ready) {
-      waiting.dataset.ready = "true";
-      waiting.replaceChildren("The mosaic is stitched: ", el("a", { href: `${location.pathname}#translate-section`, text: "reload the page" }), " to translate it.");
-      waiting.querySelector("a").addEventListener("click", (e) => { e.preventDefault(); location.reload(); });
-    }
+    if (ready.status === "succeeded") offerTranslation(ready);  // the final stitch is done (a live one is "running")
   }
   if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
+}
+
+// A page opened before the final stitch learns of the mosaic here: it joins the "Translate" form's choices.
+function offerTranslation(mosaic) {
+  const select = $("translate-mosaic");
+  if (!select) { $("translate-needs-mosaic").hidden = true; return; }  // no model to translate with yet
+  if (![...select.options].some((o) => o.value === String(mosaic.id))) {
+    select.prepend(el("option", { value: String(mosaic.id), text: `Mosaic ${mosaic.id} (${mosaic.width}×${mosaic.height} px)` }));
+    select.value = String(mosaic.id);
+  }
+  $("translate-needs-mosaic").hidden = true;
+  $("translate-form").hidden = false;
 }
 
 async function refreshTranslation(mosaicId) {
