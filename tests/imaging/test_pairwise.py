@@ -56,7 +56,7 @@ def test_masked_ncc_matches_direct_computation():
     a, b = np.array(pairs).T
     expected = np.corrcoef(a, b)[0, 1]
     assert count[v + 8, u + 10] == len(pairs)
-    assert ncc[v + 8, u + 10] == pytest.approx(expected, abs=1e-9)
+    assert ncc[v + 8, u + 10] == pytest.approx(expected, abs=1e-5)  # single-precision transforms
 
 
 def test_mask_overlap_px_counts_shared_pixels():
