@@ -176,8 +176,7 @@ def write_dzi_file(
         return display.copy(interpretation="b-w")  # else PNG tiles keep the source's 16-bit depth
 
     def save_master(target: Path) -> None:
-        _save_pyramidal_tiff(_open16(path, divide_by=divide_by, access="sequential"), target,
-                             pixel_size_nm=pixel_size_nm)
+        _stream_pyramidal_tiff(lambda: _open16(path, divide_by=divide_by), target, pixel_size_nm=pixel_size_nm)
 
     return _stage_dzi(vips_display, save_master if master else None, Path(folder), name=name, window=window,
                       source_dtype="uint16", pixel_size_nm=pixel_size_nm, tile_size=tile_size, overlap=overlap,
@@ -359,4 +358,42 @@ def _save_pyramidal_tiff(vips_image, path, *, pixel_size_nm: float, tile_size: i
     with atomic_path(path, suffix=".tif") as tmp:
         vips_image.tiffsave(str(tmp), tile=True, tile_width=tile_size, tile_height=tile_size, pyramid=True,
                             compression=compression, resunit="cm", bigtiff=nbytes > 2**31)
+    return Path(path)
+
+
+def _stream_pyramidal_tiff(open_image, path, *, pixel_size_nm: float, tile_size: int = 256) -> Path:
+    """The master of ``write_pyramidal_tiff`` (deflate) written one row of tiles at a time.
+
+    libvips' own pyramid writer holds every level below the top in memory until it ends (~1/3
+    of the image); here each level is a fresh libvips pipeline (the file box-shrunk by 2^k, as
+    libvips shrinks its levels) read in strips of one tile row, so memory is one strip.
+    ``open_image()`` gives a new lazy one-band uchar/ushort libvips image of the source.
+    """
+    import tifffile
+
+    base = open_image()
+    dtype = np.uint8 if base.format == "uchar" else np.uint16
+    shapes, factor = [(base.height, base.width)], 1
+    while max(shapes[-1]) > tile_size:  # down to one tile, like libvips' pyramid
+        factor *= 2
+        shapes.append((max(1, base.height // factor), max(1, base.width // factor)))
+
+    def tiles(level: int):
+        image = base if level == 0 else open_image().shrink(2 ** level, 2 ** level).cast(base.format)
+        height, width = shapes[level]
+        image = image.crop(0, 0, width, height)
+        for top in range(0, height, tile_size):
+            rows = min(tile_size, height - top)
+            strip = np.zeros((tile_size, -(-width // tile_size) * tile_size), dtype)
+            strip[:rows, :width] = image.crop(0, top, width, rows).numpy()
+            for left in range(0, width, tile_size):
+                yield strip[:, left:left + tile_size]
+
+    nbytes = base.width * base.height * np.dtype(dtype).itemsize
+    with atomic_path(path, suffix=".tif") as tmp, tifffile.TiffWriter(tmp, bigtiff=nbytes > 2**31) as tif:
+        for level, shape in enumerate(shapes):
+            per_cm = 1e7 / pixel_size_nm * shape[1] / base.width
+            tif.write(tiles(level), shape=shape, dtype=dtype, tile=(tile_size, tile_size), compression="zlib",
+                      predictor=True, photometric="minisblack", subfiletype=1 if level else 0,
+                      resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
     return Path(path)
