@@ -55,10 +55,11 @@ def approach(piezo, feedback, *, setpoint_nm: float, speed_nm_s: float, start_nm
     z = z_lo if start_nm is None else max(z_lo, start_nm - margin_nm)
     piezo.move_nm(z=z)
     piezo.wait_on_target(timeout_s=timeout_s)
-    for _ in range(4):  # a settle that lost contact (the estimate fell short) sweeps again from there
-        z, deflection = _sweep_to_contact(piezo, feedback, z, setpoint_nm=setpoint_nm, speed_nm_s=speed_nm_s,
+    for attempt in range(4):  # a stop that lost contact sweeps again from there, estimating safe-side
+        z, deflection = _sweep_to_contact(piezo, feedback, z, setpoint_nm=setpoint_nm,
+                                          hold_nm=setpoint_nm + tolerance_nm / 2, speed_nm_s=speed_nm_s,
                                           lookahead_nm=lookahead_nm, z_lo=z_lo, z_hi=z_hi, timeout_s=timeout_s,
-                                          check=check)
+                                          check=check, safe_side=attempt > 0)
         # at rest: z − deflection is where contact begins (the sample is rigid)
         for _ in range(3):
             if setpoint_nm <= deflection <= setpoint_nm + tolerance_nm or (z >= z_hi and deflection >= setpoint_nm):
@@ -72,18 +73,25 @@ def approach(piezo, feedback, *, setpoint_nm: float, speed_nm_s: float, start_nm
                        f"(last {deflection:.1f} nm at z {z:.0f} nm)")
 
 
-def _sweep_to_contact(piezo, feedback, z: float, *, setpoint_nm: float, speed_nm_s: float, lookahead_nm: float,
-                      z_lo: float, z_hi: float, timeout_s: float, check: Callable[[], None]) -> tuple[float, float]:
+def _sweep_to_contact(piezo, feedback, z: float, *, setpoint_nm: float, hold_nm: float, speed_nm_s: float,
+                      lookahead_nm: float, z_lo: float, z_hi: float, timeout_s: float,
+                      check: Callable[[], None], safe_side: bool = False) -> tuple[float, float]:
     """Rise from ``z`` (where the sample rests) at ``speed_nm_s`` until the deflection reaches the
-    set-point; stop where it is just that, and return ``(z, deflection)`` read at rest. Already
-    past the set-point at ``z`` (the sample rose since the last point), it stops lower instead."""
-    deadline = time.monotonic() + (z_hi - z) / speed_nm_s + timeout_s
+    set-point; stop where it is ``hold_nm``, and return ``(z, deflection)`` read at rest. Already
+    past the set-point at ``z`` (the sample rose since the last point), it stops lower instead.
+    ``safe_side`` takes the Z read after the deflection as where it was read: never short of
+    contact, at the cost of up to speed × two round trips over ``hold_nm``."""
+    z_before, t_before = z, time.monotonic()  # the sample rests at z until the move below reaches it
+    deadline = t_before + (z_hi - z) / speed_nm_s + timeout_s
     target = min(z_hi, z + lookahead_nm)
     piezo.move_nm(z=target, velocity_nm_s=speed_nm_s)
     while True:
         check()
+        t0 = time.monotonic()
         deflection = feedback.deflection_nm()
-        z_now = piezo.position_nm()[2]  # read after the deflection: z_now is at or past the crossing
+        t1 = time.monotonic()
+        z_now = piezo.position_nm()[2]
+        t_now = (t1 + time.monotonic()) / 2  # each reading taken mid-way through its round trip
         if deflection >= setpoint_nm:
             if z_now - deflection + setpoint_nm < z_lo:
                 raise ContactError(f"the cantilever is deflected {deflection:.1f} nm even with Z fully retracted")
@@ -99,10 +107,14 @@ def _sweep_to_contact(piezo, feedback, z: float, *, setpoint_nm: float, speed_nm
             piezo.move_nm(z=target, velocity_nm_s=speed_nm_s)
         if time.monotonic() > deadline:
             raise DeviceTimeout(f"piezo: approach did not reach contact in time (z {z_now:.0f} nm)")
-    # Z was read after the deflection, so z_now − deflection is at or above the contact Z, and
-    # stopping at that + set-point leaves the deflection at most speed × one round trip over it.
-    # The stop moves away from the sample, so it may go at the travel speed.
-    z = min(z_hi, z_now - deflection + setpoint_nm)
+        z_before, t_before = z_now, t_now
+    # Z was read before and after the deflection; at constant speed, interpolating in time gives
+    # where the sample was when the deflection was read (each reading taken mid-way through its
+    # round trip), and that minus the deflection is the contact Z. The stop moves away from the
+    # sample, so it may go at the travel speed.
+    fraction = min(1.0, max(0.0, ((t0 + t1) / 2 - t_before) / max(t_now - t_before, 1e-9)))
+    z_read = z_now if safe_side else z_before + fraction * (z_now - z_before)
+    z = min(z_hi, z_read - deflection + hold_nm)
     return z, _z_step(piezo, feedback, z, timeout_s)
 
 

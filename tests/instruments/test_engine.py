@@ -156,7 +156,8 @@ def test_transient_fault_is_retried(bench_rig, fault):
               "gcs_error_7": lambda n: bench_rig.e727.state.inject_error(7, count=n)}[fault]
     # 6 points; the focus stage must move at each one for its fault to hit: a 2-plane Z-stack
     stack = {"z_planes": 2, "z_step_nm": 400} if fault == "stage_error" else {}
-    spec = small_spec(area_nm=(25_000, 14_000), **stack)
+    # 30 ms of settling per point keeps the scan from finishing between this thread's looks at it
+    spec = small_spec(area_nm=(25_000, 14_000), settle_s=0.03, **stack)
     store, events = MemoryFrameStore(), []
     engine = _engine(bench_rig, store, events)
     thread, result = _run_in_thread(engine, spec)
@@ -212,12 +213,12 @@ from instruments.framestore import DirectoryFrameStore
 from tests.instruments.conftest import small_spec, CLOCK_RATE
 from tests.instruments.stand_in_world import StandInWorld
 rig = start_bench_rig(world=StandInWorld(seed=0), clock_rate=CLOCK_RATE)
-ScanEngine(rig.devices, DirectoryFrameStore(sys.argv[1])).run(small_spec(area_nm=(25_000, 14_000)))
+ScanEngine(rig.devices, DirectoryFrameStore(sys.argv[1])).run(small_spec(area_nm=(25_000, 14_000), settle_s=0.05))
 """
 
 
 def test_engine_killed_mid_scan_resumes_on_directory_store(tmp_path, bench_rig):
-    spec = small_spec(area_nm=(25_000, 14_000))   # 6 points
+    spec = small_spec(area_nm=(25_000, 14_000))   # 6 points (the killed run settles 50 ms at each: killed mid-scan)
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(tmp_path)], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     store = DirectoryFrameStore(tmp_path)

@@ -29,7 +29,7 @@ def test_approach_holds_the_setpoint_from_any_start(bench_rig, stand_in_world, s
     contact_z, deflection = _approach(bench_rig, start_nm=start_nm)
     assert SETPOINT <= deflection <= SETPOINT + TOLERANCE
     assert contact_z == pytest.approx(stand_in_world.contact_z_nm() + deflection, abs=1.0)
-    assert stand_in_world.deflection_nm() == pytest.approx(deflection, abs=1e-6)
+    assert stand_in_world.deflection_nm() == pytest.approx(deflection, abs=1e-3)  # TSP? reads to 1 µV
 
 
 def test_a_stalled_host_never_pushes_further_than_the_lookahead(bench_rig, stand_in_world):
