@@ -77,8 +77,8 @@ def main() -> None:
                     focus_range_nm=4_000, focus_mode="last")
     frames = len(grid_points(spec))
 
-    runs = {"as shipped": run_scan(world_factory, spec, legacy=False),
-            "stock waits (pitools, 2 writes)": run_scan(world_factory, spec, legacy=True)}
+    runs = {"as shipped": run_scan(world_factory, spec, stock=False),
+            "stock waits (pitools, 2 writes)": run_scan(world_factory, spec, stock=True)}
     world_name = "stand-in world" if args.stand_in else "SimWorld"
     print(f"scan: {frames} frames, ROI {roi[2] - roi[0]}×{roi[3] - roi[1]}, {world_name}, clock rate 1; "
           f"per frame in ms, and / hardware")
@@ -106,7 +106,7 @@ def main() -> None:
           f"{before['wall'] / before['hardware (baseline)']:.2f}x)")
 
 
-def _legacy_drivers(rig) -> None:
+def _stock_waits(rig) -> None:
     """The stock paths: pitools.waitontarget (#7, SVO?, ONT? + ERR? per poll) and ESP301 commands
     written apart from their TB? (Nagle + delayed ACK on socket://)."""
     from pipython import pitools
@@ -128,10 +128,10 @@ def _legacy_drivers(rig) -> None:
     piezo.wait_on_target, focus.command = wait_on_target, command
 
 
-def run_scan(world_factory, spec, *, legacy: bool) -> dict:
+def run_scan(world_factory, spec, *, stock: bool) -> dict:
     with start_bench_rig(world=world_factory(), clock_rate=1.0) as rig, tempfile.TemporaryDirectory() as tmp:
-        if legacy:
-            _legacy_drivers(rig)
+        if stock:
+            _stock_waits(rig)
         device_s, store_s = [0.0], [0.0]
         devices = Devices(piezo=_Timed(rig.piezo, device_s), focus=_Timed(rig.focus, device_s),
                           camera=_Timed(rig.camera, device_s), feedback=_Timed(rig.feedback, device_s))
