@@ -381,6 +381,7 @@ def subregion_agreement(
     min_relative_energy: float = 0.25,
     window_fraction: float = 0.6,
     min_margin: float = 0.05,
+    features: str = "gradient",
 ) -> SubregionCheck:
     """Locate each of ``grid``×``grid`` overlapping SEM windows (``window_fraction`` of each side) in the mosaic.
 
@@ -398,6 +399,8 @@ def subregion_agreement(
     """
     if grid < 2:
         raise ValueError(f"grid must be >= 2, got {grid}")
+    if features not in ("gradient", "contrast"):
+        raise ValueError(f"features must be 'gradient' or 'contrast', got {features!r}")
     if not 0.2 <= window_fraction <= 0.8:
         raise ValueError(f"window_fraction must be in [0.2, 0.8], got {window_fraction}")
     h, w = fixed.shape
@@ -415,8 +418,12 @@ def subregion_agreement(
     canvas_to_mosaic = (fixed_to_mosaic @ shift)[:2]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     size = (x1 - x0, y1 - y0)
-    canvas = cv2.warpAffine(gradient_magnitude(mosaic, sigma=sigma), canvas_to_mosaic, size, flags=flags)
-    grad_f = gradient_magnitude(fixed, sigma=sigma)
+    if features == "gradient":
+        feature_m, grad_f = gradient_magnitude(mosaic, sigma=sigma), gradient_magnitude(fixed, sigma=sigma)
+    else:
+        feature_m = contrast_features(np.log(np.maximum(mosaic, 1e-4)))
+        grad_f = contrast_features(fixed)
+    canvas = cv2.warpAffine(feature_m, canvas_to_mosaic, size, flags=flags)
     wh, ww = max(8, int(h * window_fraction)), max(8, int(w * window_fraction))
     starts_r = np.linspace(0, h - wh, grid).round().astype(int)
     starts_c = np.linspace(0, w - ww, grid).round().astype(int)

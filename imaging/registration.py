@@ -6,7 +6,8 @@ Pipeline (measured best in ../shared/reference/imaging_anchors.md §3.2):
    (``imaging.coarse_registration``), or ≥ 3 landmark pairs;
 2. candidates — each distinct coarse placement is polished by a bounded grid search of
    gradient correlation (``polish_similarity``) and verified independently
-   (``subregion_agreement``); exactly one must pass, or the match is ambiguous;
+   (``subregion_agreement`` in gradients, else in local-contrast features where SEM edge
+   outlines defeat gradients); exactly one must pass, or the match is ambiguous;
 3. fine — Mattes mutual information, similarity then affine (SimpleITK), from the polish:
    the answer for landmarks, a cross-check (with ECC on gradient magnitude) for automatic
    registrations, whose answer is the polish (more accurate on simulated SSUM pairs).
@@ -223,6 +224,7 @@ def register(
     min_subregion_agreement: int = 2,
     min_whole_margin: float = 0.03,
     min_contrast_margin: float = -0.05,
+    min_contrast_whole_margin: float = 0.08,
     candidate_score_ratio: float = 1.6,
     seed: int = 0,
 ) -> Registration:
@@ -241,9 +243,15 @@ def register(
     SEM windows (0.6 of each side), each searched over the whole mosaic, found within 3 mosaic
     px of the placement and the whole footprint correlating there ≥ ``min_whole_margin``
     better than anywhere else (on simulator pairs this rejects every repeating-pattern alias
-    while correct placements had 0.036–0.31); ≥ ``min_overlap`` of the SEM footprint inside the
-    mosaic; MI moving ≤ ``max_refine_shift_px`` mosaic px from its start; the answer and the
-    translation ECC agreeing within ``max_disagreement_px`` mosaic px (when ECC converges).
+    while correct placements had 0.036–0.31) — or, where gradients cannot tell (SEM edge
+    outlines around pads the optical image shows filled), the same test in local-contrast
+    features: ≥ ``min_subregion_agreement`` windows found uniquely at the claim, the whole
+    footprint ≥ ``min_contrast_whole_margin`` better than elsewhere and no better gradient match
+    elsewhere (wrong simulator placements reached 0.060 at most, correct ones 0.11–0.21);
+    ≥ ``min_overlap`` of the SEM footprint inside the mosaic; MI moving ≤ ``max_refine_shift_px``
+    mosaic px from its start unless MI's end point fails the independent check the answer
+    passed (MI drifts on sparse content); the answer and the translation ECC agreeing within
+    ``max_disagreement_px`` mosaic px (when ECC converges).
     """
     if min_subregion_agreement < 0:
         raise ValueError(f"min_subregion_agreement must be >= 0, got {min_subregion_agreement}")
@@ -307,24 +315,29 @@ def register(
             polish_c = _polish(fixed, mosaic, sem_to_mosaic_c @ np.linalg.inv(down))
             if polish_c is None:
                 continue
-            check_c = subregion_agreement(fixed, mosaic, polish_c.fixed_to_mosaic)
-            margin_c = contrast_margin(fixed, mosaic, polish_c.fixed_to_mosaic)
+            verdict = _verify(fixed, mosaic, polish_c.fixed_to_mosaic, min_agree=min_subregion_agreement,
+                              min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
+                              min_contrast_whole_margin=min_contrast_whole_margin)
             tried.append({"coarse_score": round(score_c, 4), "polish_score": round(polish_c.score, 4),
-                          "agree": check_c.agree, "disagree": check_c.disagree, "skipped": check_c.skipped,
-                          "ambiguous": check_c.ambiguous, "whole_margin": round(check_c.whole_margin, 4),
-                          "contrast_margin": round(margin_c, 4)})
-            if (_verified(check_c, min_subregion_agreement, min_whole_margin) and margin_c > min_contrast_margin
-                    and polish_c.score >= min_score):
-                verified.append((polish_c, check_c))
+                          **verdict})
+            if verdict["verified"] and polish_c.score >= min_score:
+                verified.append((polish_c, verdict))
         details["candidates"] = tried
         if not verified:
+            best_margin = max((max(t["whole_margin"], t["contrast_whole_margin"]) for t in tried), default=-1.0)
+            if tried and best_margin < min_whole_margin:
+                return fail(f"ambiguous: none of {len(tried)} candidate placements matches better than elsewhere "
+                            f"(best whole-footprint margin {best_margin:+.3f}, need {min_whole_margin} in "
+                            "gradients or contrast features); the SEM image probably shows the inside of a "
+                            "repeating pattern (or is not in this mosaic); use landmarks",
+                            np.linalg.inv(sem_to_mosaic0), method)
             return fail(f"independent check failed for all {len(tried)} candidate placements: fewer than "
                         f"{min_subregion_agreement} SEM sub-windows searched across the whole mosaic are found "
                         f"where a placement puts them, or the whole footprint matches elsewhere about as well "
-                        f"(gradients within {min_whole_margin}, or contrast features better); the match is probably on a repeated or wrong structure "
-                        "(or the SEM image is not in this mosaic); use landmarks",
+                        f"(gradients within {min_whole_margin}, contrast features within "
+                        f"{min_contrast_whole_margin}); the match is probably on a wrong structure; use landmarks",
                         np.linalg.inv(sem_to_mosaic0), method)
-        polished, check = verified[0]
+        polished, verdict = verified[0]
         for other, _ in verified[1:]:
             apart = _mean_displacement(polished.fixed_to_mosaic, other.fixed_to_mosaic, fixed.shape)
             if apart > max_disagreement_px:
@@ -355,6 +368,15 @@ def register(
     final = polished.fixed_to_mosaic if polished is not None else fixed_to_mosaic_mi
     sem_to_mosaic = final @ down
     mosaic_to_sem = np.linalg.inv(sem_to_mosaic)
+    if shift > max_refine_shift_px and polished is not None:
+        # MI ran off (sparse content): harmless when its end point fails the independent check
+        # the answer passed; a second place that verifies makes the match ambiguous
+        mi_verdict = _verify(fixed, mosaic, fixed_to_mosaic_mi, min_agree=min_subregion_agreement,
+                             min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
+                             min_contrast_whole_margin=min_contrast_whole_margin)
+        details["mi"]["end_verified"] = mi_verdict["verified"]
+        if not mi_verdict["verified"]:
+            shift = 0.0
     if shift > max_refine_shift_px:
         start_name = "the coarse estimate" if polished is None else "the gradient-correlation polish"
         return fail(f"mutual-information refinement moved {shift:.1f} px from {start_name} "
@@ -395,18 +417,9 @@ def register(
         reason = (f"the two refiners disagree by {disagreement:.2f} mosaic px (limit {max_disagreement_px}); "
                   "check with landmarks")
     if method == "auto":
-        check = subregion_agreement(fixed, mosaic, final)
-        details["verify_subregions"] = {"agree": check.agree, "disagree": check.disagree,
-                                        "skipped": check.skipped, "ambiguous": check.ambiguous,
-                                        "offsets_px": list(check.offsets_px)}
+        # the answer is the verified polish itself: its verdict stands
+        details["verify_subregions"] = verdict
     final_overlap = footprint_overlap(sem_to_mosaic, sem.shape, mosaic.shape)
-    if not reason and method == "auto" and not _verified(check, min_subregion_agreement, min_whole_margin):
-        located = check.agree + check.disagree + check.ambiguous
-        reason = (f"independent check failed: {check.agree} of {located} SEM sub-windows searched across the "
-                  f"whole mosaic are found where the registration puts them (need "
-                  f"{min_subregion_agreement}) and the whole footprint matches there {check.whole_margin:+.3f} "
-                  f"better than elsewhere (need {min_whole_margin}); the match is probably on a repeated or "
-                  "wrong structure; use landmarks")
     if not reason and final_overlap < min_overlap:
         reason = f"only {final_overlap:.0%} of the SEM image lies inside the mosaic (need {min_overlap:.0%})"
     return Registration(mosaic_to_sem=mosaic_to_sem, ok=not reason, reason=reason, method=method,
@@ -418,6 +431,30 @@ def _verified(check, min_agree: int, min_margin: float) -> bool:
     # windows of a repeating pattern found at the claim count here: the whole-footprint margin
     # is what separates a period alias (margin ≤ 0.025 on simulator pairs) from the true place
     return check.agree + check.ambiguous >= min_agree and check.whole_margin >= min_margin
+
+
+def _verify(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray, *, min_agree: int,
+            min_margin: float, min_contrast_margin: float, min_contrast_whole_margin: float) -> dict:
+    """Independent check of a placement in gradients, else in local-contrast features; JSON-able verdict.
+
+    Gradients: ``_verified`` and a contrast-feature whole margin > ``min_contrast_margin``.
+    Contrast features (SEM pads seen as bright outlines, filled in the optical image, defeat
+    gradients): ≥ ``min_agree`` windows found uniquely at the claim, a whole margin ≥
+    ``min_contrast_whole_margin``, and gradients preferring no other place (margin ≥ 0).
+    """
+    check = subregion_agreement(fixed, mosaic, fixed_to_mosaic)
+    margin = contrast_margin(fixed, mosaic, fixed_to_mosaic)
+    verdict = {"agree": check.agree, "disagree": check.disagree, "skipped": check.skipped,
+               "ambiguous": check.ambiguous, "offsets_px": list(check.offsets_px),
+               "whole_margin": round(check.whole_margin, 4), "contrast_whole_margin": round(margin, 4)}
+    if _verified(check, min_agree, min_margin) and margin > min_contrast_margin:
+        return {**verdict, "verified": True, "by": "gradients"}
+    if margin >= min_contrast_whole_margin and check.whole_margin >= 0:
+        by_contrast = subregion_agreement(fixed, mosaic, fixed_to_mosaic, features="contrast")
+        verdict["contrast_agree"] = by_contrast.agree
+        if by_contrast.agree >= min_agree:
+            return {**verdict, "verified": True, "by": "contrast features"}
+    return {**verdict, "verified": False, "by": ""}
 
 
 def _polish(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray) -> Polish | None:
