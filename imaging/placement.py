@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import fft, sparse
+from scipy import fft, ndimage, sparse
 from scipy.sparse import linalg as sparse_linalg
 
 __all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets", "mrf_displacements"]
@@ -383,13 +383,14 @@ def vote_offsets(n: int, links: list[Link], *, min_score: float = 0.6,
     return chosen, rel, group
 
 
-def _link_potential(link: Link, reach: int, sharpness: float, floor: float) -> np.ndarray | None:
+def _link_potential(link: Link, reach: int, sharpness: float, floor: float, tolerant: bool) -> np.ndarray | None:
     """ψ(δ) over δ = d_j − d_i ∈ [−reach, reach]², (2·reach + 1)² float64: how well the link's
     NCC surface supports frame j sitting δ px from where the stage puts it relative to frame i.
     ``floor`` + exp(sharpness · (z − best z)), z the Fisher z of the NCC: 1 at the link's best
     peak, decaying as the match worsens, never below ``floor`` (a link whose true offset scores
     low, defocused layers or a blank overlap, must weaken, not veto, the configuration the other
-    links agree on)."""
+    links agree on). ``tolerant``: every state within a pixel of a peak keeps at least half of
+    the peak's support."""
     if link.reason not in ("", "unrefined") or link.surface is None:
         return None
     surface = np.asarray(link.surface, float)
@@ -404,6 +405,8 @@ def _link_potential(link: Link, reach: int, sharpness: float, floor: float) -> n
     # Surface index (ry + dy, rx + dx) is offset surface_base + (dx, dy) ≈ nominal + δ (the
     # sub-pixel part of the nominal offset is below the state grid's resolution).
     lift = np.where(np.isfinite(surface), np.exp(sharpness * (np.nan_to_num(surface, nan=-3.0) - best)), 0.0)
+    if tolerant:
+        lift = np.maximum(lift, 0.5 * ndimage.maximum_filter(lift, size=3, mode="nearest"))
     sx = int(round(link.surface_base[0] - link.nominal_offset_px[0]))
     sy = int(round(link.surface_base[1] - link.nominal_offset_px[1]))
     # δ index = reach + (offset − nominal) = reach + s + (surface index − r)
@@ -424,6 +427,7 @@ def mrf_displacements(
     sharpness: float = 5.0,
     floor: float = 1e-3,
     iterations: int = 20,
+    tolerant: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each frame's displacement from its stage position, inferred jointly from every link's
     whole NCC surface (loopy belief propagation, sum-product, on a Markov random field).
@@ -436,6 +440,12 @@ def mrf_displacements(
     States: integer displacements d ∈ [−radius_px, radius_px]² of each frame from its nominal
     position. Unary: the stage, a Gaussian of σ = ``sigma_px`` per axis. Pairwise, per link:
     :func:`_link_potential` at d_j − d_i. Messages are 2-D convolutions (FFT).
+
+    ``tolerant`` widens every link's peaks by a pixel (see :func:`_link_potential`). States are
+    whole pixels while true offsets are not, so around a loop of four frames one link's
+    one-pixel-wide peak can miss the others' by a pixel; when the peaks are that narrow
+    (flat-field-corrected frames, NCC ≥ 0.98) every product of messages is then ~0 and the
+    beliefs fall back to the stage prior. Callers retry with it when confidence is low.
 
     Returns ``(displacement (N, 2) int, confidence (N,))``: the mode of each frame's marginal
     and the marginal's mass within 2 px of it (low: the links leave the frame ambiguous).
@@ -451,7 +461,7 @@ def mrf_displacements(
     fast = (fft.next_fast_len(shape[0], real=True),) * 2
     edges = []
     for link in links:
-        psi = _link_potential(link, reach, sharpness, floor)
+        psi = _link_potential(link, reach, sharpness, floor, tolerant)
         if psi is not None:
             edges.append((link.i, link.j, fft.rfft2(psi, fast), fft.rfft2(psi[::-1, ::-1], fast)))
 
