@@ -109,23 +109,6 @@ def mask_overlap_px(mask: np.ndarray, offset_px) -> int:
     return int(np.count_nonzero(mask[bi] & mask[bj]))
 
 
-def _ncc(frame_i, frame_j, mask, shift) -> tuple[float, int]:
-    boxes = _overlap_boxes(frame_i.shape, shift)
-    if boxes is None:
-        return -1.0, 0
-    bi, bj = boxes
-    both = mask[bi] & mask[bj]
-    n = int(np.count_nonzero(both))
-    if n < 16:
-        return -1.0, n
-    a = frame_i[bi][both].astype(np.float64)
-    b = frame_j[bj][both].astype(np.float64)
-    a -= a.mean()
-    b -= b.mean()
-    denom = np.sqrt((a @ a) * (b @ b))
-    return (float(a @ b / denom) if denom > 0 else 0.0), n
-
-
 def _grow(box, rx: int, ry: int, shape) -> tuple[slice, slice]:
     rows, cols = box
     return (slice(max(0, rows.start - ry), min(shape[0], rows.stop + ry)),
@@ -322,7 +305,10 @@ def register_pair(
     alternatives = []
     for rank_order, (dx, dy) in enumerate(candidates):
         shift = (base[0] + dx, base[1] + dy)
-        score, overlap = _ncc(frame_i, frame_j, mask, shift)
+        # The surface is the NCC over the lens at each integer shift (single precision: within
+        # 4e-4 of a direct double sum), so the peaks are ranked on it rather than recomputed
+        # (that was a third of the stitching time on 512 px frames).
+        score, overlap = float(surface[cy + dy, cx + dx]), int(count[cy + dy, cx + dx])
         rank = _significance(score, overlap)
         if overlap >= min_overlap_px:
             alternatives.append((float(shift[0]), float(shift[1]), float(score)))
