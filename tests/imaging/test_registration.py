@@ -2,7 +2,6 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
@@ -213,21 +212,33 @@ def test_pads_seen_as_sem_outlines_verify_in_contrast_features():
     """Bench sim case 26: the SEM shows pads as bright outlines, the optical mosaic shows them
     filled, so gradients cannot single out the place (whole margin ~0.02); local-contrast
     features can. Accepted within 1 mosaic px; one pad pitch off (50 px), the check refuses."""
-    from imaging.coarse_registration import _scale_matrix
     from imaging.imageio import to_float32
-    from imaging.registration import _verify
+    from imaging.registration import _to_mosaic_pixels, _verify
 
     mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(26, 4.0, 3.0, +0.03)
     result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
     assert result, result.reason
     assert registration_error_px(truth, result.mosaic_to_sem, sem.shape) < 1.0
     assert result.details["verify_subregions"]["by"] == "contrast features"
-    ratio = mosaic_px_nm / sem_px_nm
-    sem_f = to_float32(sem)
-    fixed = cv2.resize(sem_f, (round(sem.shape[1] / ratio), round(sem.shape[0] / ratio)), interpolation=cv2.INTER_AREA)
-    fixed_to_mosaic = truth @ np.linalg.inv(_scale_matrix(1 / ratio))
+    fixed, down = _to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
+    fixed_to_mosaic = truth @ np.linalg.inv(down)
     limits = dict(min_agree=2, min_margin=0.03, min_contrast_margin=-0.05, min_contrast_whole_margin=0.08)
     assert _verify(fixed, to_float32(mosaic), fixed_to_mosaic, **limits)["verified"]
     for dx, dy in ((50, 0), (-50, 0), (0, 50)):
         shifted = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]]) @ fixed_to_mosaic
         assert not _verify(fixed, to_float32(mosaic), shifted, **limits)["verified"], (dx, dy)
+
+
+def test_extrapolation_flags_detail_in_one_corner():
+    """Detail spread over the SEM image: scale and rotation well anchored (~1.5); the same detail
+    only in one corner: the footprint-wide error is a multiple of the error at the detail."""
+    from imaging.registration import extrapolation
+
+    rng = np.random.default_rng(3)
+    spread = np.zeros((160, 160), np.float32)
+    for x, y in rng.uniform(10, 150, (40, 2)).astype(int):
+        spread[y - 3 : y + 3, x - 3 : x + 3] = 1.0
+    corner = np.zeros_like(spread)
+    corner[:50, :50] = spread[:50, :50]
+    assert 1.0 <= extrapolation(spread) < 2.0
+    assert extrapolation(corner) > 2.5
