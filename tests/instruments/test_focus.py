@@ -28,8 +28,10 @@ def test_peak_focus_parabola_recovers_vertex():
 def test_fuse_picks_sharp_half_from_each_plane():
     scene = _scene(1)
     blurred = ndimage.gaussian_filter(scene, 4)
-    left_sharp = blurred.copy(); left_sharp[:, :32] = scene[:, :32]
-    right_sharp = blurred.copy(); right_sharp[:, 32:] = scene[:, 32:]
+    left_sharp = blurred.copy()
+    left_sharp[:, :32] = scene[:, :32]
+    right_sharp = blurred.copy()
+    right_sharp[:, 32:] = scene[:, 32:]
     fused = fuse_extended_depth([left_sharp.astype(np.uint16), right_sharp.astype(np.uint16)], window_px=5)
     assert fused.dtype == np.uint16
     inner = np.s_[4:-4, 6:26], np.s_[4:-4, 38:58]
