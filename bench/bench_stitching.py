@@ -3,8 +3,10 @@
 Default (``--source sim``): the physics simulator's SSUM scans
 (``instruments.sim.dataset.simulate_scan``): a serpentine raster with 30 % overlap of the FOV's
 inscribed square, the sphere's circular field of view with its darkening rim, field-dependent blur,
-camera noise; a nearly flat chip (layer heights × 0.1, everything in focus) and the default chip
-(defocused lower layers). Stage errors: ``StageErrors(noise_nm = 10 % of the step / 3)`` (3σ = 10 %
+camera noise; a nearly flat chip (layer heights × 0.1, everything in focus), the default chip
+(one plane focused on the contact surface: lower layers defocused, differently from frame to
+frame) and the default chip "stacked" (a Z-stack of up to 7 planes per point, fused to extended
+depth of field as the scan engine does). Stage errors: ``StageErrors(noise_nm = 10 % of the step / 3)`` (3σ = 10 %
 of the step per axis, plus the default scanner rotation, scale error and drift); the measured
 largest error is printed with each scan. Truth: the simulator's ``frame_to_chip`` maps, as frame
 top-left offsets in frame 0's pixels. Ours runs with the useful field of view
@@ -60,9 +62,15 @@ class BenchScan:
     useful_fov: float = 1.0
 
 
-def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool) -> tuple[BenchScan, float]:
+#: Feature depths (nm below the contact surface) of the Z-stack planes in the "default + stack"
+#: scans: the default chip's layers span 0–1.9 µm.
+STACK_DEPTHS_NM = (0.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1900.0)
+
+
+def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool, stack: bool = False) -> tuple[BenchScan, float]:
     """A simulator scan in raster order (row-major, as the peers expect) and its largest stage
-    error as a fraction of the step (relative to frame 0, per axis)."""
+    error as a fraction of the step (relative to frame 0, per axis). ``stack``: a Z-stack per
+    point fused to extended depth of field (``STACK_DEPTHS_NM``)."""
     from instruments.sim.chip import Chip, scaled_layers
     from instruments.sim.dataset import default_step_nm, simulate_scan
     from instruments.sim.world import SimWorld, StageErrors
@@ -71,7 +79,8 @@ def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool) -> tuple[BenchScan
     step_nm = default_step_nm(probe.optics, overlap=0.3)
     errors = StageErrors(noise_nm=0.1 * step_nm / 3)  # 3σ = 10 % of the step, per axis
     layout = Chip(seed=seed, layers=scaled_layers(0.1)) if flat else Chip(seed=seed)
-    scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=errors), grid=grid, step_nm=step_nm)
+    scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=errors), grid=grid, step_nm=step_nm,
+                         stack_depths_nm=STACK_DEPTHS_NM if stack else None)
     order = np.lexsort((scan.grid_index[:, 1], scan.grid_index[:, 0]))  # serpentine → row-major
     t = scan.frame_to_chip[order]
     true = np.array([np.linalg.solve(t[0][:2, :2], t[k][:2, 2] - t[0][:2, 2]) for k in range(len(t))])
@@ -156,16 +165,16 @@ def synthetic_cases(quick: bool):
 
 
 def sim_cases(quick: bool):
-    specs = [((3, 3), True, 1)] if quick else [((3, 3), True, 1), ((4, 4), True, 1), ((3, 3), False, 1),
-                                                ((4, 4), False, 1)]
-    for grid, flat, seed in specs:
+    specs = [((3, 3), "flat", 1)] if quick else [((3, 3), "flat", 1), ((4, 4), "flat", 1), ((3, 3), "default", 1),
+                                                  ((4, 4), "default", 1), ((3, 3), "stacked", 1), ((4, 4), "stacked", 1)]
+    for grid, chip, seed in specs:
         started = time.perf_counter()
-        scan, worst = sim_scan(grid, seed=seed, flat=flat)
-        print(f"  [{grid[0]}x{grid[1]} {'flat' if flat else 'default'} chip seed {seed}: "
+        scan, worst = sim_scan(grid, seed=seed, flat=chip == "flat", stack=chip == "stacked")
+        print(f"  [{grid[0]}x{grid[1]} {chip} chip seed {seed}: "
               f"{len(scan.frames)} frames of {scan.frames[0].shape[1]}x{scan.frames[0].shape[0]} px, "
               f"step {scan.step_px:.0f} px, largest stage error {100 * worst:.1f} % of the step, "
               f"simulated in {time.perf_counter() - started:.0f} s]")
-        yield f"{grid[0]}x{grid[1]} {'flat' if flat else 'default'}", scan
+        yield f"{grid[0]}x{grid[1]} {chip}", scan
 
 
 def main() -> None:

@@ -12,12 +12,14 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..focus import fuse_extended_depth
 from . import sem as sem_mod
 from .blur import MAX_SIGMA_PX, variable_gaussian_blur
 from .camera import CameraModel, expose
@@ -65,9 +67,13 @@ def serpentine(grid: tuple[int, int]) -> list[tuple[int, int]]:
 def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tuple[float, float] = (40_000, 40_000),
                   step_nm: float | None = None, overlap: float = 0.3, roi: tuple[int, int, int, int] | None = None,
                   binning: int = 1, exposure_s: float = 0.01, world: SimWorld | None = None,
-                  noise: bool = True) -> ScanResult:
+                  noise: bool = True, stack_depths_nm: Sequence[float] | None = None) -> ScanResult:
     """Raster the piezo over ``grid = (rows, cols)`` points from ``start_nm`` (piezo x, y),
-    approaching to contact and focusing on the virtual image at each point."""
+    approaching to contact and focusing on the virtual image at each point.
+
+    ``stack_depths_nm``: take a Z-stack at each point instead, one plane focused on features at
+    each of these depths below the contact surface (those below the substrate skipped), fused
+    to extended depth of field as the scan engine does."""
     world = world or SimWorld(seed=seed)
     for name, n in zip(("grid rows", "grid cols"), grid, strict=True):
         check_range(name, n, low=1, high=1_000)
@@ -84,8 +90,11 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
         x, y = start_nm[0] + c * step, start_nm[1] + r * step
         world.set_piezo_nm(x, y, 0.0)
         world.set_piezo_nm(x, y, min(max(world.contact_z_nm(), 0.0), PIEZO_TRAVEL_NM[2]))
-        world.set_focus_nm(world.virtual_image_focus_nm())
-        frames.append(world.render_frame(exposure_s=exposure_s, roi=roi, binning=binning, noise=noise))
+        planes = []
+        for depth in [d for d in stack_depths_nm or () if 0 <= d <= world.contact_height_nm()] or [0.0]:
+            world.set_focus_nm(world.virtual_image_focus_nm(feature_depth_nm=depth))
+            planes.append(world.render_frame(exposure_s=exposure_s, roi=roi, binning=binning, noise=noise))
+        frames.append(fuse_extended_depth(planes) if len(planes) > 1 else planes[0])
         nominal.append((x, y))
         true.append(world.piezo_true_nm()[:2])
         to_chip.append(world.frame_to_chip(roi, binning))

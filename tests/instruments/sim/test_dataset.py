@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from instruments.focus import sharpness
 from instruments.sim.chip import Chip
 from instruments.sim.dataset import DatasetManifest, simulate_pair, simulate_scan, simulate_sem, write_dataset
 
@@ -60,3 +61,13 @@ def test_sem_and_pair_helpers():
 def test_unknown_preset_raises():
     with pytest.raises(ValueError, match="preset"):
         write_dataset("/nonexistent", preset="huge")
+
+
+def test_z_stack_scan_fuses_planes_to_a_sharper_frame():
+    single = simulate_scan(seed=1, grid=(1, 2), noise=False)
+    stacked = simulate_scan(seed=1, grid=(1, 2), noise=False, stack_depths_nm=(0, 600, 1200, 1900))
+    surface_only = simulate_scan(seed=1, grid=(1, 2), noise=False, stack_depths_nm=(0,))
+    assert all(np.array_equal(a, b) for a, b in zip(single.frames, surface_only.frames, strict=True))
+    # The second point's lower layers are defocused in the single plane and sharp in the stack.
+    assert sharpness(stacked.frames[1]) > 1.05 * sharpness(single.frames[1])
+    np.testing.assert_array_equal(stacked.frame_to_chip, single.frame_to_chip)
