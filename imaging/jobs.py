@@ -128,8 +128,9 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
         origin_x_nm=result.origin_nm[0], origin_y_nm=result.origin_nm[1], display_low=window.low,
         display_high=window.high, report=_report_json(result.report))
     progress(0.8, "Building the deep-zoom pyramid…")
-    pyramid = build_pyramid_for(result.image, window, f"scans/{scan.pk}/mosaics/{mosaic.pk}",
-                                pixel_size_nm=result.pixel_size_nm)
+    del images  # streamed from the file just written: the frames and pyramid never share memory
+    pyramid = build_pyramid_from_file(absolute(rel), window, f"scans/{scan.pk}/mosaics/{mosaic.pk}",
+                                      pixel_size_nm=result.pixel_size_nm)
     Mosaic.objects.filter(pk=mosaic.pk).update(pyramid=pyramid)
     if scan.translate_with_id and mosaic.live:  # the scan was started with a model: translate what it saw
         from mlcore.services import queue_translation
@@ -178,13 +179,13 @@ def _fresh_pyramid_name(folder: str) -> str:
 def sem_pyramid_work(sem_id: int) -> dict:
     from ssumweb.media import absolute
 
-    from .imageio import DisplayWindow, read_image16
+    from .imageio import DisplayWindow
     from .models import SEMImage
 
     sem = SEMImage.objects.get(pk=sem_id)
-    image = read_image16(absolute(sem.image.name))
-    pyramid = build_pyramid_for(image, DisplayWindow(sem.display_low, sem.display_high), f"sem/{sem.project_id}/{sem.pk}",
-                                pixel_size_nm=sem.pixel_size_nm)
+    # Streamed from the stored 16-bit TIFF: a large SEM image is never read whole.
+    pyramid = build_pyramid_from_file(absolute(sem.image.name), DisplayWindow(sem.display_low, sem.display_high),
+                                      f"sem/{sem.project_id}/{sem.pk}", pixel_size_nm=sem.pixel_size_nm)
     SEMImage.objects.filter(pk=sem.pk).update(pyramid=pyramid)
     return {"pyramid": pyramid}
 
