@@ -242,3 +242,34 @@ def test_extrapolation_flags_detail_in_one_corner():
     corner[:50, :50] = spread[:50, :50]
     assert 1.0 <= extrapolation(spread) < 2.0
     assert extrapolation(corner) > 2.5
+
+
+def test_mi_run_off_is_forgiven_only_when_the_affine_ecc_stays(monkeypatch):
+    """Bench sim case 19: MI runs ~40 px off a right polish (sparse content) and is ignored, since
+    its end point fails the independent check and the affine ECC stays within 0.7 px; a polish
+    stuck 4 px off (scale and rotation) from a start 35 px away also verifies, but there the
+    affine ECC leaves it, so the MI run-off refuses it."""
+    import imaging.registration as registration
+    from imaging.coarse_registration import CoarseMatch
+    from imaging.imageio import to_float32
+
+    mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(19, 4.0, 1.0, 0.0)
+    result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
+    assert result, result.reason
+    assert result.details["mi"]["moved_px"] > 8 and registration_error_px(truth, result.mosaic_to_sem, sem.shape) < 1
+
+    fixed, down = registration._to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
+    centre = np.array([(fixed.shape[1] - 1) / 2, (fixed.shape[0] - 1) / 2])
+    a, scale = np.deg2rad(-0.4253), 1.00146
+    start = np.eye(3)
+    start[:2, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    start[:2, 2] = centre - start[:2, :2] @ centre + (-33.2, -9.5)
+    start = truth @ np.linalg.inv(down) @ start @ down  # SEM px → mosaic px, 35 px off
+    monkeypatch.setattr(registration, "coarse_register", lambda *args, **kwargs: CoarseMatch(
+        sem_to_mosaic=start, score=0.5, runner_up=0.0, angle_deg=0.0, scale=1.0, working_scale=1.0,
+        candidates=((start, 0.5),)))
+    stuck = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
+    if stuck:
+        assert registration_error_px(truth, stuck.mosaic_to_sem, sem.shape) < 1.5, stuck.details
+    else:
+        assert stuck.reason
