@@ -374,7 +374,7 @@ def register(
     if shift > max_refine_shift_px and polished is not None and affine_ecc is not None:
         # MI ran off (sparse content): harmless when its end point fails the independent check
         # the answer passed and the affine ECC, a second full-freedom objective, stays with the
-        # answer (a polish stuck 4 px off in scale and rotation from a start 60 px away also
+        # answer (a polish stuck 4 px off in scale and rotation from a start 35 px away also
         # verified, but the affine ECC left it by 4.4 px; the right one by 0.64)
         mi_verdict = _verify(fixed, mosaic, fixed_to_mosaic_mi, min_agree=min_subregion_agreement,
                              min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
@@ -392,7 +392,8 @@ def register(
     # Cross-check with a second objective: ECC on gradient magnitude, on the translation given
     # the result's linear part (an affine ECC has its own biased optimum on optical-vs-SEM
     # gradients, measured up to 3.4 px off), started from the coarse/polished start and from
-    # the result (the start reaching the higher ECC score wins); the affine ECC is only reported.
+    # the result (the start reaching the higher ECC score wins); the affine ECC is reported (and
+    # only judges an MI run-off, above).
     start_coarse = final.copy()
     start_coarse[:2, 2] = fixed_to_mosaic0[:2, 2] + (fixed_to_mosaic0[:2, :2] - final[:2, :2]) @ (
         np.array(fixed.shape[::-1]) / 2.0 - 0.5)
