@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft, ndimage
 
-__all__ = ["PairOffset", "register_pair", "mask_overlap_px", "bandpass"]
+__all__ = ["PairOffset", "register_pair", "refine_pair", "mask_overlap_px", "bandpass"]
 
 
 
@@ -336,6 +336,21 @@ def register_pair(
     reason = "blank" if not np.isfinite(score) else ("unrefined" if wandered else "")
     return PairOffset((float(refined[0]), float(refined[1])), float(np.nan_to_num(score)), overlap,
                       reason, tuple(map(tuple, information.tolist())), tuple(alternatives), window, base)
+
+
+def refine_pair(frame_i: np.ndarray, frame_j: np.ndarray, start_px, *, mask: np.ndarray) -> PairOffset:
+    """Sub-pixel refinement alone (no search) of ``position_j − position_i`` from ``start_px``
+    (x, y), which may be fractional: the basin it starts in decides which of several nearby
+    optima (fine periodic structure) it ends on. Frames and mask as for :func:`register_pair`;
+    ``reason`` is ``"unrefined"`` when it wandered more than 1.5 px from the start."""
+    start = np.asarray(start_px, float)
+    eroded = ndimage.binary_erosion(mask, iterations=2)
+    refined, information = _refine(frame_i, frame_j, eroded, start)
+    reason = "unrefined" if np.any(np.abs(refined - start) > 1.5) else ""
+    score, overlap = _ncc_subpixel(frame_i, frame_j, eroded, refined)
+    reason = reason or ("blank" if not np.isfinite(score) else "")
+    return PairOffset((float(refined[0]), float(refined[1])), float(np.nan_to_num(score)), overlap, reason,
+                      tuple(map(tuple, information.tolist())))
 
 
 def _window(surface, count, centre, radius, min_count) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from imaging.blending import Canvas, feather_weight
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
-from imaging.pairwise import bandpass, mask_overlap_px, register_pair
+from imaging.pairwise import bandpass, mask_overlap_px, refine_pair, register_pair
 from imaging.placement import (
     Link,
     StageModel,
@@ -59,6 +59,11 @@ PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on 
 #: Stage error (1σ per axis, per frame) assumed as a fraction of the step between frames: the
 #: scans this is built for keep 3σ within 10–15 % of the step.
 STAGE_SIGMA_FRACTION = 0.05
+
+#: A link missing the placement by more than this (px) is refined again from the placement's
+#: prediction (:meth:`IncrementalStitcher._settled`), up to this many rounds.
+SETTLE_RESIDUAL_PX = 0.3
+SETTLE_ROUNDS = 2
 
 #: The joint inference is rerun with every link's peaks a pixel wider
 #: (:func:`imaging.placement.mrf_displacements`) when its median confidence is below this many
@@ -370,6 +375,31 @@ class IncrementalStitcher:
                               pair.reason, link.alternatives, link.surface, link.surface_base))
         return links
 
+    def _settled(self, nominal: np.ndarray, links: list[Link], placement):
+        """Links that miss the placement by more than ``SETTLE_RESIDUAL_PX`` refined again from
+        the offset the placement predicts for them (sub-pixel), kept where they then miss by
+        less; then solved again. Why: the joint inference places frames to whole pixels, and on
+        fine periodic structure a refinement from a pixel off ends on a neighbouring optimum
+        1–2 px away (simulated 4×4 flat chip: max error 0.69 → 0.49 px)."""
+        for _ in range(SETTLE_ROUNDS):
+            settled, changed = list(links), False
+            for k, link in enumerate(links):
+                miss = placement.residual_px[k]
+                if link.reason or k in placement.dropped or not miss > SETTLE_RESIDUAL_PX:
+                    continue
+                predicted = placement.positions_px[link.j] - placement.positions_px[link.i]
+                (_, refine_i, _), (_, refine_j, _) = self._features[link.i], self._features[link.j]
+                pair = refine_pair(refine_i, refine_j, predicted, mask=self.mask)
+                if not pair.reason and np.hypot(*(np.asarray(pair.offset_px) - predicted)) < miss - 0.05:
+                    settled[k] = Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score,
+                                      pair.information, "", link.alternatives, link.surface, link.surface_base)
+                    changed = True
+            if not changed:
+                break
+            links = settled
+            placement = solve_positions(nominal, links, min_score=self.min_score, max_residual_px=self.max_residual_px)
+        return links, placement
+
     def _consensus_placement(self, nominal: np.ndarray):
         """Links and placement: from the joint inference over the links' NCC surfaces
         (:meth:`_mrf_links`) when the links carry them; otherwise from the hypothesis that keeps
@@ -384,8 +414,8 @@ class IncrementalStitcher:
         """
         links = self._mrf_links(nominal)
         if links is not None:
-            return links, solve_positions(nominal, links, min_score=self.min_score,
-                                          max_residual_px=self.max_residual_px)
+            return self._settled(nominal, links, solve_positions(nominal, links, min_score=self.min_score,
+                                                                 max_residual_px=self.max_residual_px))
         hypotheses = [self._links, self._voted()]
         model = fit_stage_model(self._links, min_score=self.min_score)
         if model is not None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from imaging.pairwise import mask_overlap_px, masked_ncc, register_pair
+from imaging.pairwise import mask_overlap_px, masked_ncc, refine_pair, register_pair
 from tests.imaging.scan_factory import circular_mask, ic_scene
 
 
@@ -63,3 +63,18 @@ def test_mask_overlap_px_counts_shared_pixels():
     mask = np.ones((10, 10), bool)
     assert mask_overlap_px(mask, (3, -2)) == 7 * 8
     assert mask_overlap_px(mask, (10, 0)) == 0
+
+
+def test_refine_pair_ends_in_the_basin_it_starts_in():
+    truth = (94.37, 6.81)
+    a, b = _pair(truth, seed=0, noise=0.01)
+    mask = circular_mask(128)
+    near = refine_pair(a, b, (94.0, 7.2), mask=mask)
+    assert near and np.hypot(near.offset_px[0] - truth[0], near.offset_px[1] - truth[1]) < 0.05
+    # Fine horizontal lines (period 4 px in y): a start one period off ends on that alias.
+    yy, xx = np.mgrid[:200, :200].astype(float)
+    lines = (np.sin(2 * np.pi * yy / 4.0) + 0.3 * np.sin(xx / 9.0)).astype(np.float32)
+    fixed, moving = lines[:128, :128], lines[30:158, 50:178]  # moving sits at (50, 30) in fixed
+    alias = refine_pair(fixed, moving, (50.2, 34.3), mask=mask)
+    true_basin = refine_pair(fixed, moving, (50.2, 30.3), mask=mask)
+    assert abs(true_basin.offset_px[1] - 30.0) < 0.05 and abs(alias.offset_px[1] - 34.0) < 0.05
