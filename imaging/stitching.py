@@ -347,7 +347,7 @@ class IncrementalStitcher:
         # one-pixel peaks miss each other around loops (see mrf_displacements' ``tolerant``).
         prior_only = math.erf(2.5 / (widest * math.sqrt(2))) ** 2
         tolerant = bool(np.median(confidence) < PRIOR_ONLY_FACTOR * prior_only)
-        if tolerant:  # the links' one-pixel peaks miss each other around loops: widen them
+        if tolerant:
             displacement, confidence = mrf_displacements(len(nominal), self._links, radius_px=radius,
                                                          sigma_px=widest, tolerant=True)
         # Then again with the prior as tight as the stage proved to be on the frames the links pin
