@@ -17,7 +17,7 @@ gives how many accepted results were ≥ 1 px off. Column "truth": ``v`` when th
 itself passes the independent check, ``-`` when it does not (SEM inside a repeating pattern, or
 too little in common) — there a refusal is the right answer; the summary counts both kinds, and
 the refusals for low confidence (the SEM's detail in one part of it: scale and rotation
-extrapolated, ``imaging.registration.extrapolation``).
+extrapolated, ``imaging.registration_checks.extrapolation``).
 
 Synthetic table (``--source synthetic``, tests/imaging/synthetic_ic.make_pair): rotation 0–4°, pixel-size ratio 1–3, metadata pixel size off by −3…+3 %, contrast
 normal or inverted. Error = mean distance (mosaic px) between true and estimated positions of a
@@ -43,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from imaging.fine_registration import _refine_mutual_information  # noqa: E402
 from imaging.imageio import to_float32  # noqa: E402
-from imaging.registration import _refine_mutual_information, _to_mosaic_pixels, _verify, register  # noqa: E402
+from imaging.registration import _to_mosaic_pixels, register  # noqa: E402
+from imaging.registration_checks import _verify  # noqa: E402
 from tests.imaging.synthetic_ic import make_pair, registration_error_px  # noqa: E402
 
 

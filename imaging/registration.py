@@ -5,12 +5,13 @@ Pipeline (measured best in ../shared/reference/imaging_anchors.md §3.2):
    correlation on gradient magnitude and of NCC on local-contrast features of the log mosaic
    (``imaging.coarse_registration``), or ≥ 3 landmark pairs;
 2. candidates — each distinct coarse placement is polished by a bounded grid search of
-   gradient correlation (``polish_similarity``) and verified independently
-   (``subregion_agreement`` in gradients, else in local-contrast features where SEM edge
-   outlines defeat gradients); exactly one must pass, or the match is ambiguous;
+   gradient correlation (``imaging.registration_polish``) and verified independently
+   (``imaging.registration_checks``: sub-windows in gradients, else in local-contrast features
+   where SEM edge outlines defeat gradients); exactly one must pass, or the match is ambiguous;
 3. fine — Mattes mutual information, similarity then affine (SimpleITK), from the polish:
    the answer for landmarks, a cross-check (with ECC on gradient magnitude) for automatic
-   registrations, whose answer is the polish (more accurate on simulated SSUM pairs).
+   registrations, whose answer is the polish (more accurate on simulated SSUM pairs)
+   (``imaging.fine_registration``).
 
 The answer is a frozen ``Registration`` whose ``mosaic_to_sem`` maps mosaic pixel (x, y) to
 SEM pixel (x, y) (pixel centres at integer coordinates). It is falsy, with its reason, when any
@@ -26,21 +27,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from imaging.coarse_registration import (
-    Polish,
-    _scale_matrix,
-    coarse_register,
-    contrast_margin,
-    gradient_magnitude,
-    gradient_ncc,
-    polish_similarity,
-    sem_footprint,
-    subregion_agreement,
-)
+from imaging.coarse_registration import _scale_matrix, coarse_register
+from imaging.fine_registration import _refine_ecc, _refine_mutual_information
 from imaging.imageio import to_float32
+from imaging.registration_checks import _registered_gradient_ncc, _verify, extrapolation, footprint_overlap
+from imaging.registration_polish import _polish
 
-__all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "check_landmarks", "footprint_overlap",
-           "extrapolation"]
+__all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "check_landmarks"]
 
 
 @dataclass(frozen=True)
@@ -193,19 +186,6 @@ def register_landmarks(
 
 
 # ------------------------------------------------------------------------------- automatic
-
-
-def footprint_overlap(sem_to_mosaic: np.ndarray, sem_shape_rc: tuple[int, int],
-                      mosaic_shape_rc: tuple[int, int]) -> float:
-    """Fraction of the SEM image's footprint that lies inside the mosaic (0…1)."""
-    corners = sem_footprint(sem_to_mosaic, sem_shape_rc).astype(np.float32)
-    h, w = mosaic_shape_rc
-    box = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]], np.float32)
-    area = abs(cv2.contourArea(corners))
-    if area <= 0:
-        return 0.0
-    inter, _ = cv2.intersectConvexConvex(corners, box)
-    return float(inter / area)
 
 
 def register(
@@ -439,39 +419,6 @@ def register(
                         residual_px=disagreement, confidence=confidence, details=details)
 
 
-def extrapolation(fixed: np.ndarray, *, sigma: float = 1.5, n: int = 9) -> float:
-    """How much a similarity fitted to the image's detail extrapolates over the whole image (≥ 1).
-
-    fixed : (h, w) float32, the SEM at the mosaic's pixel size.
-    From the information matrix of gradient-feature alignment in (shift x, shift y, scale,
-    rotation), the predicted position error over an n×n grid of the image, mean over the grid
-    divided by its minimum: ~1.5 for detail spread over the image, large when the detail sits in
-    one part (scale and rotation then rest on a short lever).
-    """
-    feature = gradient_magnitude(fixed, sigma=sigma).astype(np.float64)
-    h, w = feature.shape
-    b = int(np.ceil(2 * sigma)) + 2
-    if min(h, w) <= 2 * b + 4:
-        return float("inf")
-    gx = cv2.Sobel(feature, cv2.CV_64F, 1, 0, ksize=3)[b:h - b, b:w - b]
-    gy = cv2.Sobel(feature, cv2.CV_64F, 0, 1, ksize=3)[b:h - b, b:w - b]
-    ys, xs = np.mgrid[b:h - b, b:w - b]
-    dx, dy = (xs - (w - 1) / 2) / w, (ys - (h - 1) / 2) / w  # lever arms in image widths
-    rows = np.stack([gx, gy, gx * dx + gy * dy, gy * dx - gx * dy], axis=-1).reshape(-1, 4)
-    info = rows.T @ rows
-    if np.linalg.cond(info) > 1e12:
-        return float("inf")
-    cov = np.linalg.inv(info)
-    q = np.linspace(-0.5, 0.5, n) * (w - 1) / w
-    qx, qy = np.meshgrid(q, q * (h - 1) / (w - 1))
-    jac = np.zeros((qx.size, 2, 4))
-    jac[:, 0, 0] = jac[:, 1, 1] = 1.0
-    jac[:, 0, 2], jac[:, 0, 3] = qx.ravel(), -qy.ravel()
-    jac[:, 1, 2], jac[:, 1, 3] = qy.ravel(), qx.ravel()
-    error = np.sqrt(np.einsum("kij,jl,kil->k", jac, cov, jac))
-    return float(error.mean() / error.min())
-
-
 def _to_mosaic_pixels(sem: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """The SEM resampled to the mosaic's pixel size (when finer) and the SEM px → resampled px matrix.
 
@@ -486,51 +433,6 @@ def _to_mosaic_pixels(sem: np.ndarray, ratio: float) -> tuple[np.ndarray, np.nda
     return fixed, _scale_matrix(size[0] / w, size[1] / h)
 
 
-def _verified(check, min_agree: int, min_margin: float) -> bool:
-    """The independent check passes: enough re-located windows and a distinct whole footprint."""
-    # windows of a repeating pattern found at the claim count here: the whole-footprint margin
-    # is what separates a period alias (margin ≤ 0.025 on simulator pairs) from the true place
-    return check.agree + check.ambiguous >= min_agree and check.whole_margin >= min_margin
-
-
-def _verify(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray, *, min_agree: int,
-            min_margin: float, min_contrast_margin: float, min_contrast_whole_margin: float) -> dict:
-    """Independent check of a placement in gradients, else in local-contrast features; JSON-able verdict.
-
-    Gradients: ``_verified`` and a contrast-feature whole margin > ``min_contrast_margin``.
-    Contrast features (SEM pads seen as bright outlines, filled in the optical image, defeat
-    gradients): ≥ ``min_agree`` windows found uniquely at the claim, a whole margin ≥
-    ``min_contrast_whole_margin``, and gradients preferring no other place (margin ≥ 0).
-    """
-    check = subregion_agreement(fixed, mosaic, fixed_to_mosaic)
-    margin = contrast_margin(fixed, mosaic, fixed_to_mosaic)
-    verdict = {"agree": check.agree, "disagree": check.disagree, "skipped": check.skipped,
-               "ambiguous": check.ambiguous, "offsets_px": list(check.offsets_px),
-               "whole_margin": round(check.whole_margin, 4), "contrast_whole_margin": round(margin, 4)}
-    if _verified(check, min_agree, min_margin) and margin > min_contrast_margin:
-        return {**verdict, "verified": True, "by": "gradients"}
-    if margin >= min_contrast_whole_margin and check.whole_margin >= 0:
-        by_contrast = subregion_agreement(fixed, mosaic, fixed_to_mosaic, features="contrast")
-        verdict["contrast_agree"] = by_contrast.agree
-        if by_contrast.agree >= min_agree:
-            return {**verdict, "verified": True, "by": "contrast features"}
-    return {**verdict, "verified": False, "by": ""}
-
-
-def _polish(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray) -> Polish | None:
-    """Bounded gradient-correlation polish, coarse then fine grid; None when the image is too small."""
-    try:
-        first = polish_similarity(fixed, mosaic, fixed_to_mosaic0, max_shift_px=6)
-        for _ in range(3):  # the optimum on the edge of the grid: search again around it
-            if not first.at_edge:
-                break
-            first = polish_similarity(fixed, mosaic, first.fixed_to_mosaic, max_shift_px=6)
-        return polish_similarity(fixed, mosaic, first.fixed_to_mosaic, max_shift_px=2, max_scale_change=0.005,
-                                 scale_step=0.001, max_angle_deg=0.15, angle_step_deg=0.03)
-    except ValueError:
-        return None
-
-
 def _mean_displacement(a: np.ndarray, b: np.ndarray, shape_rc: tuple[int, int], n: int = 9) -> float:
     """Mean distance between two transforms' images of an n×n grid over a (rows, cols) frame."""
     h, w = shape_rc
@@ -538,103 +440,3 @@ def _mean_displacement(a: np.ndarray, b: np.ndarray, shape_rc: tuple[int, int], 
     pts = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
     pa, pb = a @ pts, b @ pts
     return float(np.mean(np.hypot(*(pa[:2] / pa[2] - pb[:2] / pb[2]))))
-
-
-def _refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
-                               *, model: str, seed: int) -> tuple[np.ndarray, dict]:
-    """Mattes MI refinement (SimpleITK); fixed = SEM at mosaic pixel size, moving = mosaic.
-
-    ITK transforms map fixed physical points → moving physical points; with unit spacing and
-    zero origin those are pixel (x, y) coordinates, so the result is fixed px → mosaic px.
-    """
-    import SimpleITK as sitk
-
-    fixed_img = sitk.GetImageFromArray(fixed.astype(np.float32))
-    moving_img = sitk.GetImageFromArray(moving.astype(np.float32))
-    centre = ((fixed.shape[1] - 1) / 2.0, (fixed.shape[0] - 1) / 2.0)
-    linear = fixed_to_moving0[:2, :2]
-    translation = fixed_to_moving0[:2, 2] + linear @ centre - centre  # ITK: A(p − c) + c + t
-
-    info: dict = {}
-    # similarity first (robust, 4 dof), then affine from it when asked
-    scale = float(np.sqrt(abs(np.linalg.det(linear))))
-    angle = float(np.arctan2(linear[1, 0], linear[0, 0]))
-    sim = sitk.Similarity2DTransform(scale, angle, tuple(translation), centre)
-    sim = _run_mi(fixed_img, moving_img, sim, seed=seed, shrink=(2, 1), smooth=(1.0, 0.0))
-    info["similarity_metric"] = round(sim[1], 5)
-    matrix = _sitk_to_matrix(sim[0])
-    if model == "affine":
-        aff = sitk.AffineTransform(2)
-        aff.SetCenter(centre)
-        aff.SetMatrix(tuple(matrix[:2, :2].ravel()))
-        aff.SetTranslation(tuple(matrix[:2, 2] + matrix[:2, :2] @ centre - centre))
-        result = _run_mi(fixed_img, moving_img, aff, seed=seed, shrink=(1,), smooth=(0.0,))
-        info["affine_metric"] = round(result[1], 5)
-        matrix = _sitk_to_matrix(result[0])
-    return matrix, info
-
-
-def _run_mi(fixed_img, moving_img, transform, *, seed: int, shrink, smooth):
-    import SimpleITK as sitk
-
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    # A regular (not random) sample grid keeps results reproducible; dense sampling (NONE)
-    # measured far worse here (the optimiser ran 20–60 px off on every synthetic pair).
-    n_pixels = fixed_img.GetNumberOfPixels()
-    method.SetMetricSamplingStrategy(method.REGULAR)
-    # SimpleITK reads seed 0 as 'wall clock' (random): shift to keep every seed deterministic
-    method.SetMetricSamplingPercentage(min(0.25, 100_000 / n_pixels), int(seed) + 1)
-    method.SetNumberOfThreads(1)  # ITK's threaded metric sums in varying order → irreproducible results
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=0.5, minStep=1e-4, numberOfIterations=200,
-                                                    relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel(list(shrink))
-    method.SetSmoothingSigmasPerLevel(list(smooth))
-    method.SetInitialTransform(transform, inPlace=False)
-    out = method.Execute(fixed_img, moving_img)
-    return out, float(method.GetMetricValue())
-
-
-def _sitk_to_matrix(transform) -> np.ndarray:
-    """3×3 (x, y) matrix of a SimpleITK 2-D linear transform (composite or not)."""
-    import SimpleITK as sitk
-
-    if isinstance(transform, sitk.CompositeTransform):
-        transform = transform.GetNthTransform(transform.GetNumberOfTransforms() - 1)
-    # Evaluate on three points: independent of the transform's parameterisation.
-    pts = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    mapped = np.array([transform.TransformPoint(tuple(p)) for p in pts])
-    matrix = np.eye(3)
-    matrix[:2, 2] = mapped[0]
-    matrix[:2, 0] = mapped[1] - mapped[0]
-    matrix[:2, 1] = mapped[2] - mapped[0]
-    return matrix
-
-
-def _refine_ecc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
-                *, motion: int) -> tuple[np.ndarray, float] | None:
-    """ECC on gradient magnitude: (fixed px → moving px matrix, ECC correlation), or None.
-
-    ``motion`` is an OpenCV motion type; for MOTION_TRANSLATION the start's linear part is kept.
-    """
-    template = gradient_magnitude(fixed, sigma=1.0)
-    image = gradient_magnitude(moving, sigma=1.0)
-    warp = fixed_to_moving0[:2].astype(np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
-    try:
-        rho, warp = cv2.findTransformECC(template, image, warp, motion, criteria, None, 1)
-    except cv2.error:
-        return None
-    matrix = np.vstack([warp.astype(np.float64), [0, 0, 1]])
-    return (matrix, float(rho)) if np.isfinite(matrix).all() else None
-
-
-def _registered_gradient_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving: np.ndarray) -> float:
-    """Gradient NCC between the fixed image and the moving image warped onto it, over the overlap."""
-    h, w = fixed.shape
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpAffine(gradient_magnitude(moving, sigma=1.0), fixed_to_moving[:2], (w, h), flags=flags)
-    valid = cv2.warpAffine(np.ones(moving.shape, np.float32), fixed_to_moving[:2], (w, h), flags=flags) > 0.999
-    return gradient_ncc(gradient_magnitude(fixed, sigma=1.0), warped, valid)

@@ -142,54 +142,6 @@ def test_simulator_pairs_are_right_or_reported_failed(index, rotation, ratio, sc
         assert result.reason, result.details
 
 
-def test_subregion_check_rejects_a_shifted_placement_and_accepts_the_true_one():
-    """The independent check alone: the true transform passes, the same one shifted 40 px fails."""
-    from imaging.coarse_registration import subregion_agreement
-
-    pair = make_pair(seed=51, mosaic_size=200, ratio=1.0, rotation_deg=2.0)
-    mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
-    sem = pair.sem.astype(np.float32) / (65535.0 if pair.sem.dtype == np.uint16 else 1.0)
-    right = subregion_agreement(sem, mosaic, pair.sem_to_mosaic)
-    assert right.agree >= 3 and right.agree > right.disagree - 2, right
-    assert right.whole_margin >= 0.03, right
-    shifted = np.array([[1.0, 0, 40.0], [0, 1.0, -25.0], [0, 0, 1]]) @ pair.sem_to_mosaic
-    wrong = subregion_agreement(sem, mosaic, shifted)
-    assert wrong.agree <= 1 and wrong.disagree >= 6, wrong
-    assert wrong.whole_margin < 0, wrong  # the true place correlates better than the claim
-
-
-def test_subregion_check_calls_a_grating_ambiguous():
-    """A placement one period off on a grating must not verify: windows match every period alike."""
-    from imaging.coarse_registration import subregion_agreement
-
-    rng = np.random.default_rng(7)
-    mosaic = np.full((160, 160), 0.2, np.float32)
-    mosaic[:, 20:140][:, (np.arange(120) % 12) < 6] = 0.8  # vertical lines, period 12 px
-    mosaic += rng.normal(0, 0.02, mosaic.shape).astype(np.float32)
-    sem = mosaic[40:120, 40:120].copy()  # inside the grating: x is undetermined modulo 12 px
-    truth = np.array([[1.0, 0, 40.0], [0, 1.0, 40.0], [0, 0, 1]])
-    for claim in (truth, np.array([[1.0, 0, 12.0], [0, 1, 0], [0, 0, 1]]) @ truth):
-        check = subregion_agreement(sem, mosaic, claim)
-        assert check.whole_margin < 0.03 and check.agree == 0, check
-
-
-def test_polish_recovers_a_perturbed_similarity():
-    """The bounded gradient-correlation polish brings a start 1 % and 3 px off back under 0.3 px."""
-    from imaging.coarse_registration import polish_similarity
-    from imaging.registration import _mean_displacement
-
-    pair = make_pair(seed=61, mosaic_size=200, ratio=1.0, rotation_deg=1.0)
-    mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
-    sem = pair.sem.astype(np.float32) / (65535.0 if pair.sem.dtype == np.uint16 else 1.0)
-    start = np.array([[1.01, 0, 3.0], [0, 1.01, -2.0], [0, 0, 1]]) @ pair.sem_to_mosaic
-    first = polish_similarity(sem, mosaic, start, max_shift_px=6)
-    fine = polish_similarity(sem, mosaic, first.fixed_to_mosaic, max_shift_px=2, max_scale_change=0.005,
-                             scale_step=0.001, max_angle_deg=0.15, angle_step_deg=0.03)
-    assert _mean_displacement(start, pair.sem_to_mosaic, sem.shape) > 3
-    assert _mean_displacement(fine.fixed_to_mosaic, pair.sem_to_mosaic, sem.shape) < 0.3
-    assert fine.score > first.score - 1e-3  # off-grid (interpolated) optimum: equal within noise
-
-
 @pytest.mark.parametrize("copied", [False, True])
 def test_small_footprint_with_a_better_gradient_match_elsewhere_is_not_accepted(copied):
     """An 80 px SEM footprint on a synthetic layout where gradients correlate better 69 px away
@@ -213,7 +165,8 @@ def test_pads_seen_as_sem_outlines_verify_in_contrast_features():
     filled, so gradients cannot single out the place (whole margin ~0.02); local-contrast
     features can. Accepted within 1 mosaic px; one pad pitch off (50 px), the check refuses."""
     from imaging.imageio import to_float32
-    from imaging.registration import _to_mosaic_pixels, _verify
+    from imaging.registration import _to_mosaic_pixels
+    from imaging.registration_checks import _verify
 
     mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(26, 4.0, 3.0, +0.03)
     result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
@@ -227,21 +180,6 @@ def test_pads_seen_as_sem_outlines_verify_in_contrast_features():
     for dx, dy in ((50, 0), (-50, 0), (0, 50)):
         shifted = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]]) @ fixed_to_mosaic
         assert not _verify(fixed, to_float32(mosaic), shifted, **limits)["verified"], (dx, dy)
-
-
-def test_extrapolation_flags_detail_in_one_corner():
-    """Detail spread over the SEM image: scale and rotation well anchored (~1.5); the same detail
-    only in one corner: the footprint-wide error is a multiple of the error at the detail."""
-    from imaging.registration import extrapolation
-
-    rng = np.random.default_rng(3)
-    spread = np.zeros((160, 160), np.float32)
-    for x, y in rng.uniform(10, 150, (40, 2)).astype(int):
-        spread[y - 3 : y + 3, x - 3 : x + 3] = 1.0
-    corner = np.zeros_like(spread)
-    corner[:50, :50] = spread[:50, :50]
-    assert 1.0 <= extrapolation(spread) < 2.0
-    assert extrapolation(corner) > 2.5
 
 
 def test_mi_run_off_is_forgiven_only_when_the_affine_ecc_stays(monkeypatch):

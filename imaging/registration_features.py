@@ -1,0 +1,71 @@
+"""Feature images and correlation shared by the mosaic ↔ SEM registration stages.
+
+Gradient magnitude and local-contrast features are blind to the sign of the contrast and to
+the material-dependent grey levels of optical vs SEM images; the coarse sweep
+(``imaging.coarse_registration``), the polish (``imaging.registration_polish``), the independent
+checks (``imaging.registration_checks``) and the fine refiners (``imaging.fine_registration``)
+all correlate these rather than raw intensities.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = ["contrast_features", "gradient_magnitude", "gradient_ncc"]
+
+
+def gradient_magnitude(image: np.ndarray, *, sigma: float) -> np.ndarray:
+    """Sobel gradient magnitude of ``image`` smoothed with a Gaussian of ``sigma`` px; (H, W) float32."""
+    image = np.asarray(image, np.float32)
+    if sigma > 0:
+        image = cv2.GaussianBlur(image, (0, 0), sigma)
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def contrast_features(image: np.ndarray, *, sigma: float = 6.0, smooth: float = 1.0) -> np.ndarray:
+    """Magnitude of the locally contrast-normalised image; (H, W) float32.
+
+    The image minus its Gaussian (``sigma`` px) mean, divided by the local standard deviation,
+    smoothed by ``smooth`` px and rectified: blind to the sign of the contrast (optical vs SEM)
+    and to slow shading, and band-limited so the sharp SEM meets the blurred optical image.
+    """
+    image = np.asarray(image, np.float32)
+    mean = cv2.GaussianBlur(image, (0, 0), sigma)
+    detail = image - mean
+    spread = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), sigma))
+    # the floor keeps flat, noise-only areas from being blown up to full contrast
+    normalised = detail / (spread + 0.05 * float(np.median(spread)) + 1e-12)
+    if smooth > 0:
+        normalised = cv2.GaussianBlur(normalised, (0, 0), smooth)
+    return np.abs(normalised)
+
+
+def gradient_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean-subtracted normalised cross-correlation of ``a`` and ``b`` (same shape) inside ``mask``."""
+    if mask is not None:
+        a, b = a[mask], b[mask]
+    a = a.astype(np.float64).ravel()
+    b = b.astype(np.float64).ravel()
+    if a.size < 16:
+        return 0.0
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def _subpixel(surface: np.ndarray, r: int, c: int) -> tuple[float, float]:
+    """Parabolic sub-pixel offset (dr, dc) of a peak in a periodic correlation surface."""
+    h, w = surface.shape
+
+    def vertex(m: float, z: float, p: float) -> float:
+        d = m - 2 * z + p
+        return float(np.clip(0.5 * (m - p) / d, -0.5, 0.5)) if d < 0 else 0.0
+
+    z = surface[r, c]
+    dr = vertex(surface[(r - 1) % h, c], z, surface[(r + 1) % h, c])
+    dc = vertex(surface[r, (c - 1) % w], z, surface[r, (c + 1) % w])
+    return dr, dc
