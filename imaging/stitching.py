@@ -17,7 +17,6 @@ centre, see ``anchor``): only their differences steer the search.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,17 +24,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from imaging.blending import Canvas, feather_weight
+from imaging.consensus import consensus_placement
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_pair, register_pair
-from imaging.placement import (
-    Link,
-    StageModel,
-    fit_stage_model,
-    mrf_displacements,
-    solve_positions,
-    vote_offsets,
-)
+from imaging.placement import Link
 
 __all__ = ["USEFUL_FOV_FRACTION", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
 
@@ -54,23 +47,6 @@ USEFUL_FOV_FRACTION = 0.8
 SEARCH_BAND_PX = (1.0, 8.0)
 REFINE_BAND_PX: tuple[float, float] | None = None  # None: the corrected frame itself
 PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on tests/imaging scans, 2.2 px on simulate_scan
-
-
-#: Stage error (1σ per axis, per frame) assumed as a fraction of the step between frames: the
-#: scans this is built for keep 3σ within 10–15 % of the step.
-STAGE_SIGMA_FRACTION = 0.05
-
-#: A link missing the placement by more than this (px) is refined again from the placement's
-#: prediction (:meth:`IncrementalStitcher._settled`), up to this many rounds.
-SETTLE_RESIDUAL_PX = 0.3
-SETTLE_ROUNDS = 2
-
-#: The joint inference is rerun with every link's peaks a pixel wider
-#: (:func:`imaging.placement.mrf_displacements`) when its median confidence is below this many
-#: times the stage prior's alone: 0.01–0.03 (the prior's level) on synthetic 384–512 px scans
-#: before the rerun, 0.95–1 after; 0.25–0.3 on simulated default chips, whose frames are
-#: ambiguous rather than mismatched by a pixel (there the rerun is worse: 3.9 → 7.0 px).
-PRIOR_ONLY_FACTOR = 4.0
 
 
 class StitchingError(ValueError, ImagingError):
@@ -158,24 +134,6 @@ class Mosaic:
     origin_nm: tuple[float, float]
     positions_px: np.ndarray
     report: StitchReport
-
-
-def _local_peak(link: Link, target) -> np.ndarray:
-    """The integer offset within a pixel of ``target`` where the link's own NCC surface peaks:
-    the tolerant joint inference lets support within a pixel of a peak stand for the peak, so
-    its target may sit on the flank of a narrow peak."""
-    surface = link.surface
-    ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
-    u = int(round(target[0] - link.surface_base[0])) + rx
-    v = int(round(target[1] - link.surface_base[1])) + ry
-    if not (0 <= u < surface.shape[1] and 0 <= v < surface.shape[0]):
-        return np.asarray(target, float)
-    box = surface[max(0, v - 1): v + 2, max(0, u - 1): u + 2]
-    if not np.isfinite(box).any():
-        return np.asarray(target, float)
-    r, c = np.unravel_index(int(np.nanargmax(box)), box.shape)
-    return np.array([link.surface_base[0] + max(0, u - 1) + c - rx, link.surface_base[1] + max(0, v - 1) + r - ry],
-                    float)
 
 
 def _check_frame(frame, shape, name) -> np.ndarray:
@@ -282,6 +240,10 @@ class IncrementalStitcher:
                              min_overlap_px=self.min_overlap_px, refine_frames=(refine_i, refine_j),
                              precise_frames=None if precise_i is None else (precise_i, precise_j))
 
+    def _refine(self, i: int, j: int, start):
+        (_, refine_i, _), (_, refine_j, _) = self._features[i], self._features[j]
+        return refine_pair(refine_i, refine_j, start, mask=self.mask)
+
     def _measure(self, i: int, j: int) -> Link:
         nominal = self._nominal_px[j] - self._nominal_px[i]
         if self.max_shift_nm is None:
@@ -291,145 +253,6 @@ class IncrementalStitcher:
         pair = self._register(i, j, nominal, radius)
         return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason,
                     pair.alternatives, pair.surface, pair.surface_base)
-
-    def _constrain(self, link: Link, model: StageModel, spread_px) -> Link:
-        """Measure a link again inside the window the stage model allows (MIST's second pass).
-
-        On periodic structures the first, wide search may lock onto an alias one period away;
-        the stage's own repeatability (the spread of the links that agree with the model) bounds
-        where the true offset can be, so the search is repeated there when the link strays.
-        """
-        predicted = model.predict(link.nominal_offset_px)
-        radius = np.clip(3.0 * np.asarray(spread_px) + 2.0, 2.0, None)
-        if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - predicted) <= radius):
-            return link
-        pair = self._register(link.i, link.j, predicted, radius)
-        return Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
-                    pair.reason, link.alternatives)
-
-    def _voted(self) -> list[Link]:
-        """The links with each offset chosen among its peaks by agreement around loops of frames
-        (:func:`imaging.placement.vote_offsets`), refined there; links whose peaks all disagree
-        with their group are measured again at the group's prediction."""
-        chosen, rel, group = vote_offsets(len(self._nominal_px), self._links, min_score=self.min_score)
-        links = []
-        for k, link in enumerate(self._links):
-            if k in chosen:
-                target = chosen[k]
-            elif not link.reason and group[link.i] == group[link.j]:
-                target = rel[link.j] - rel[link.i]
-            else:
-                links.append(link)
-                continue
-            if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - target) <= 1.0):
-                links.append(link)
-                continue
-            pair = self._register(link.i, link.j, target, 2.0)
-            links.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score,
-                              pair.information, pair.reason, link.alternatives))
-        return links
-
-    def _mrf_links(self, nominal: np.ndarray) -> list[Link] | None:
-        """The links measured again where the joint inference over all links' NCC surfaces
-        (:func:`imaging.placement.mrf_displacements`) puts their frames; None without surfaces.
-
-        Each link is refined (Gauss–Newton) from the inferred offset without a new search: a
-        search within even 2 px locked onto the slope of a neighbouring peak 2–3 px away on
-        simulated flat chips (4×4 scan: 1.12 px mean error with the search, 0.25 without)."""
-        usable = [link for link in self._links if link.surface is not None and link.reason in ("", "unrefined")]
-        if not usable:
-            return None
-        step = float(np.median([np.hypot(*link.nominal_offset_px) for link in usable]))
-        widest = max(STAGE_SIGMA_FRACTION * step, 1.0)
-        radius = int(np.ceil(4.0 * widest))
-        displacement, confidence = mrf_displacements(len(nominal), self._links, radius_px=radius, sigma_px=widest)
-        # Confidence as low as the stage prior's own means the links said nothing: their
-        # one-pixel peaks miss each other around loops (see mrf_displacements' ``tolerant``).
-        prior_only = math.erf(2.5 / (widest * math.sqrt(2))) ** 2
-        tolerant = bool(np.median(confidence) < PRIOR_ONLY_FACTOR * prior_only)
-        if tolerant:
-            displacement, confidence = mrf_displacements(len(nominal), self._links, radius_px=radius,
-                                                         sigma_px=widest, tolerant=True)
-        # Then again with the prior as tight as the stage proved to be on the frames the links pin
-        # down: with a repeatable stage, aliases a period away must not outvote it (3×3 flat chip,
-        # stage errors ~1.5 px: with σ at 5 % of the step one frame went 8 px off).
-        sure = displacement[confidence >= 0.9]
-        if len(sure) >= 3:
-            sigma = float(np.clip(np.sqrt(np.mean((sure - sure.mean(axis=0)) ** 2)), 1.0, widest))
-            if sigma < widest:
-                displacement, _ = mrf_displacements(len(nominal), self._links, radius_px=radius, sigma_px=sigma,
-                                                    tolerant=tolerant)
-        links = []
-        for link in self._links:
-            if link.surface is None or link.reason not in ("", "unrefined"):
-                links.append(link)
-                continue
-            target = np.asarray(link.nominal_offset_px) + displacement[link.j] - displacement[link.i]
-            if tolerant:
-                target = _local_peak(link, target)
-            if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - target) <= 1.0):
-                links.append(link)  # already measured on the peak the inference chose
-                continue
-            pair = self._register(link.i, link.j, target, 0.0)  # refine from there; no search
-            links.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
-                              pair.reason, link.alternatives, link.surface, link.surface_base))
-        return links
-
-    def _settled(self, nominal: np.ndarray, links: list[Link], placement):
-        """Links that miss the placement by more than ``SETTLE_RESIDUAL_PX`` refined again from
-        the offset the placement predicts for them (sub-pixel), kept where they then miss by
-        less; then solved again. Why: the joint inference places frames to whole pixels, and on
-        fine periodic structure a refinement from a pixel off ends on a neighbouring optimum
-        1–2 px away (simulated 4×4 flat chip: max error 0.69 → 0.49 px)."""
-        for _ in range(SETTLE_ROUNDS):
-            settled, changed = list(links), False
-            for k, link in enumerate(links):
-                miss = placement.residual_px[k]
-                if link.reason or k in placement.dropped or not miss > SETTLE_RESIDUAL_PX:
-                    continue
-                predicted = placement.positions_px[link.j] - placement.positions_px[link.i]
-                (_, refine_i, _), (_, refine_j, _) = self._features[link.i], self._features[link.j]
-                pair = refine_pair(refine_i, refine_j, predicted, mask=self.mask)
-                if not pair.reason and np.hypot(*(np.asarray(pair.offset_px) - predicted)) < miss - 0.05:
-                    settled[k] = Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score,
-                                      pair.information, "", link.alternatives, link.surface, link.surface_base)
-                    changed = True
-            if not changed:
-                break
-            links = settled
-            placement = solve_positions(nominal, links, min_score=self.min_score, max_residual_px=self.max_residual_px)
-        return links, placement
-
-    def _consensus_placement(self, nominal: np.ndarray):
-        """Links and placement: from the joint inference over the links' NCC surfaces
-        (:meth:`_mrf_links`) when the links carry them; otherwise from the hypothesis that keeps
-        the most links, best scored.
-
-        Hypotheses: the links as measured; those straying from the consensus stage model
-        measured again within the spread of all links; and within the spread of the model's
-        inliers only. The last is right when the stage is repeatable and the stragglers locked
-        onto aliases of periodic patterns (simulated SSUM chips: half the links), and wrong when
-        the stage is merely imprecise (then the re-measured links land off their peaks, score
-        low and are dropped, so that hypothesis keeps fewer links and loses).
-        """
-        links = self._mrf_links(nominal)
-        if links is not None:
-            return self._settled(nominal, links, solve_positions(nominal, links, min_score=self.min_score,
-                                                                 max_residual_px=self.max_residual_px))
-        hypotheses = [self._links, self._voted()]
-        model = fit_stage_model(self._links, min_score=self.min_score)
-        if model is not None:
-            for spread in dict.fromkeys((model.spread_px, model.inlier_spread_px)):
-                hypotheses.append([self._constrain(link, model, spread) for link in self._links])
-        best = None
-        for links in hypotheses:
-            placement = solve_positions(nominal, links, min_score=self.min_score,
-                                        max_residual_px=self.max_residual_px)
-            kept = [k for k in range(len(links)) if k not in placement.dropped]
-            key = (len(kept), float(np.mean([links[k].score for k in kept])) if kept else 0.0)
-            if best is None or key > best[0]:
-                best = (key, links, placement)
-        return best[1], best[2]
 
     def _neighbours(self, j: int) -> list[int]:
         return [i for i in range(j) if mask_overlap_px(self.mask, self._nominal_px[j] - self._nominal_px[i])
@@ -513,7 +336,9 @@ class IncrementalStitcher:
             method = self.flatfield.method
         nominal = np.array(self._nominal_px)
         threshold = self.min_score
-        self._links, placement = self._consensus_placement(nominal)
+        self._links, placement = consensus_placement(nominal, self._links, register=self._register,
+                                                     refine=self._refine, min_score=self.min_score,
+                                                     max_residual_px=self.max_residual_px)
         positions = placement.positions_px
         corner = np.floor(positions.min(axis=0)).astype(int)
         extent = np.ceil(positions.max(axis=0)).astype(int) - corner
