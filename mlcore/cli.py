@@ -8,6 +8,7 @@ progress bars (tqdm when installed) and one-line errors with exit status 2.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ def run_training(data_dir: str | Path, out_dir: str | Path, *, config: Experimen
         backend = "nccl" if resolve_device(config.train.device).type == "cuda" else "gloo"
         dist.init_process_group(backend)
         started_group = True
-    try:
+    def fit():
         pairs = load_pair_folder(data_dir)
         dataset = PairDataset(pairs, data=config.data, transform=transform,
                               seed=config.train.seed)
@@ -63,8 +64,15 @@ def run_training(data_dir: str | Path, out_dir: str | Path, *, config: Experimen
         if trainer.rank == 0 and result.status == "finished":
             export_model(result.checkpoint, Path(out_dir) / "model.pt")
         return result
+
+    try:
+        # The trainer, and with it the DDP reducers that hold the process group, is released
+        # before the group is destroyed, so nothing holding the group is left to interpreter
+        # shutdown (the two-process test once aborted in "terminate called" at exit).
+        return fit()
     finally:
         if started_group:
+            gc.collect()
             dist.destroy_process_group()
 
 

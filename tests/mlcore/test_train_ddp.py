@@ -1,5 +1,6 @@
 """DDP smoke test: 2 CPU processes on gloo, networks stay in sync."""
 
+import gc
 import os
 
 import pytest
@@ -8,26 +9,34 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
+def _train_and_compare(rank, world, out_dir):
+    from mlcore.config import preset
+    from mlcore.data import PairDataset, synthetic_pairs
+    from mlcore.train import Trainer
+
+    cfg = preset("tiny").replace(train__checkpoint_every=3, data__crop=32)
+    ds = PairDataset(synthetic_pairs(4, size=32, seed=0), data=cfg.data, seed=0)
+    trainer = Trainer(cfg, ds, out_dir=out_dir)
+    assert trainer.world_size == 2
+    trainer.fit(max_steps=3)
+    flat = torch.cat([p.detach().flatten() for net in trainer.nets.values()
+                      for p in net.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    torch.save({"diff": float((gathered[0] - gathered[1]).abs().max()),
+                "moved": trainer.step}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
 def _worker(rank, world, init_file, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
-        from mlcore.config import preset
-        from mlcore.data import PairDataset, synthetic_pairs
-        from mlcore.train import Trainer
-
-        cfg = preset("tiny").replace(train__checkpoint_every=3, data__crop=32)
-        ds = PairDataset(synthetic_pairs(4, size=32, seed=0), data=cfg.data, seed=0)
-        trainer = Trainer(cfg, ds, out_dir=out_dir)
-        assert trainer.world_size == 2
-        trainer.fit(max_steps=3)
-        flat = torch.cat([p.detach().flatten() for net in trainer.nets.values()
-                          for p in net.parameters()])
-        gathered = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        torch.save({"diff": float((gathered[0] - gathered[1]).abs().max()),
-                    "moved": trainer.step}, os.path.join(out_dir, f"rank{rank}.pt"))
+        # The trainer (and its DDP reducers, which hold the process group) is gone before the
+        # group is destroyed, as mlcore.cli does it.
+        _train_and_compare(rank, world, out_dir)
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
