@@ -74,26 +74,12 @@ def subregion_agreement(
     if not 0.2 <= window_fraction <= 0.8:
         raise ValueError(f"window_fraction must be in [0.2, 0.8], got {window_fraction}")
     h, w = fixed.shape
-    hm, wm = mosaic.shape
-    corners = np.array([[-0.5, -0.5, 1], [wm - 0.5, -0.5, 1], [wm - 0.5, hm - 0.5, 1], [-0.5, hm - 0.5, 1]]).T
-    mapped = np.linalg.inv(fixed_to_mosaic) @ corners
-    mapped = mapped[:2] / mapped[2]
-    x0 = int(np.floor(min(mapped[0].min(), 0))) - 2
-    y0 = int(np.floor(min(mapped[1].min(), 0))) - 2
-    x1 = int(np.ceil(max(mapped[0].max(), w))) + 2
-    y1 = int(np.ceil(max(mapped[1].max(), h))) + 2
-    if (x1 - x0) * (y1 - y0) > 64 * h * w:
-        raise ValueError("subregion_agreement: the mosaic is too large relative to the SEM footprint")
-    shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])  # canvas px → fixed px
-    canvas_to_mosaic = (fixed_to_mosaic @ shift)[:2]
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    size = (x1 - x0, y1 - y0)
     if features == "gradient":
         feature_m, grad_f = gradient_magnitude(mosaic, sigma=sigma), gradient_magnitude(fixed, sigma=sigma)
     else:
         feature_m = contrast_features(np.log(np.maximum(mosaic, 1e-4)))
         grad_f = contrast_features(fixed)
-    canvas = cv2.warpAffine(feature_m, canvas_to_mosaic, size, flags=flags)
+    canvas, x0, y0 = _fixed_frame_canvas(fixed.shape, feature_m, fixed_to_mosaic)
     wh, ww = max(8, int(h * window_fraction)), max(8, int(w * window_fraction))
     starts_r = np.linspace(0, h - wh, grid).round().astype(int)
     starts_c = np.linspace(0, w - ww, grid).round().astype(int)

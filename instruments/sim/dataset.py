@@ -94,7 +94,7 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
         for depth in [d for d in stack_depths_nm or () if 0 <= d <= world.contact_height_nm()] or [0.0]:
             world.set_focus_nm(world.virtual_image_focus_nm(feature_depth_nm=depth))
             planes.append(world.render_frame(exposure_s=exposure_s, roi=roi, binning=binning, noise=noise))
-        frames.append(fuse_extended_depth(planes) if len(planes) > 1 else planes[0])
+        frames.append(fuse_extended_depth(planes))
         nominal.append((x, y))
         true.append(world.piezo_true_nm()[:2])
         to_chip.append(world.frame_to_chip(roi, binning))

@@ -55,6 +55,15 @@ def test_full_circle_mask_without_the_useful_fraction_is_worse(flat_scan):
     assert _errors(flat_scan, mosaic).mean() > 0.25
 
 
+def _stitched_and_stage_errors(scan):
+    """Per-frame position errors (px) of the stitched scan and of its stage positions alone."""
+    mosaic = stitch(list(scan.frames), scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm,
+                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, anchor="center")
+    stage = scan.nominal_xy_nm / scan.pixel_size_nm
+    miss = (stage - stage[0]) - _true_offsets_px(scan)
+    return _errors(scan, mosaic), np.hypot(*(miss - miss.mean(axis=0)).T)
+
+
 def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
     # Stage noise 3σ = 10 % of the step per axis (relative errors up to ~20 % between
     # neighbours, more than the 15–17 px periods of the chip's gratings and dot arrays): picking
@@ -64,12 +73,7 @@ def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
     world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.1)),
                      stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
     scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
-    mosaic = stitch(list(scan.frames), scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm,
-                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, anchor="center")
-    errors = _errors(scan, mosaic)
-    stage = scan.nominal_xy_nm / scan.pixel_size_nm
-    miss = (stage - stage[0]) - _true_offsets_px(scan)
-    stage_errors = np.hypot(*(miss - miss.mean(axis=0)).T)
+    errors, stage_errors = _stitched_and_stage_errors(scan)
     assert stage_errors.mean() > 3.0  # the stage alone is far off: the test is about large errors
     assert errors.mean() <= 0.3 and errors.max() <= 0.6, errors
 
@@ -82,10 +86,5 @@ def test_defocused_layers_and_large_stage_errors_end_nearer_the_truth_than_the_s
     step_nm = default_step_nm(SimWorld(seed=3).optics, overlap=0.3)
     world = SimWorld(seed=3, stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
     scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
-    mosaic = stitch(list(scan.frames), scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm,
-                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, anchor="center")
-    errors = _errors(scan, mosaic)
-    stage = scan.nominal_xy_nm / scan.pixel_size_nm
-    miss = (stage - stage[0]) - _true_offsets_px(scan)
-    stage_errors = np.hypot(*(miss - miss.mean(axis=0)).T)
+    errors, stage_errors = _stitched_and_stage_errors(scan)
     assert errors.mean() < 0.75 * stage_errors.mean() and errors.max() < stage_errors.max(), (errors, stage_errors)
