@@ -53,6 +53,13 @@ SETTLE_ROUNDS = 2
 #: ambiguous rather than mismatched by a pixel (there the rerun is worse: 3.9 → 7.0 px).
 PRIOR_ONLY_FACTOR = 4.0
 
+#: Pull (px⁻², σ ≈ 3 px) of each frame towards the joint inference's whole-pixel placement in
+#: the final solve. It decides what the links leave open: a frame held only by lenses of nearly
+#: parallel lines is pinned across them and free along them, and two such links a few degrees
+#: apart that disagree by 7 px put it 40 px off under the stage model's far weaker pull (1e-4).
+#: Against links of 100–400 px⁻² it moves a well-linked frame by < 0.01 px.
+INFERRED_PRIOR_WEIGHT = 0.1
+
 
 def _local_peak(link: Link, target) -> np.ndarray:
     """The integer offset within a pixel of ``target`` where the link's own NCC surface peaks:
@@ -85,11 +92,14 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     the stage is merely imprecise (then the re-measured links land off their peaks, score
     low and are dropped, so that hypothesis keeps fewer links and loses).
     """
-    inferred = mrf_links(len(nominal), links, register)
+    inferred = mrf_links(nominal, links, register)
     if inferred is not None:
-        return settled(nominal, inferred, solve_positions(nominal, inferred, min_score=min_score,
-                                                          max_residual_px=max_residual_px),
-                       refine, min_score=min_score, max_residual_px=max_residual_px)
+        inferred_links, inferred_px = inferred
+        prior = {"prior_xy_px": inferred_px, "prior_weight": INFERRED_PRIOR_WEIGHT}
+        placement = solve_positions(nominal, inferred_links, min_score=min_score, max_residual_px=max_residual_px,
+                                    **prior)
+        return settled(nominal, inferred_links, placement, refine, min_score=min_score,
+                       max_residual_px=max_residual_px, **prior)
     hypotheses = [links, voted(len(nominal), links, register, min_score=min_score)]
     model = fit_stage_model(links, min_score=min_score)
     if model is not None:
@@ -105,9 +115,10 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     return best[1], best[2]
 
 
-def mrf_links(n: int, links: list[Link], register: Register) -> list[Link] | None:
+def mrf_links(nominal: np.ndarray, links: list[Link], register: Register) -> tuple[list[Link], np.ndarray] | None:
     """The links measured again where the joint inference over all links' NCC surfaces
-    (:func:`imaging.placement.mrf_displacements`) puts their frames; None without surfaces.
+    (:func:`imaging.placement.mrf_displacements`) puts their frames, and those (N, 2) places
+    (px, whole pixels); None without surfaces. ``nominal`` : (N, 2) stage positions, px.
 
     Each link is refined (Gauss–Newton) from the inferred offset without a new search: a
     search within even 2 px locked onto the slope of a neighbouring peak 2–3 px away on
@@ -115,6 +126,7 @@ def mrf_links(n: int, links: list[Link], register: Register) -> list[Link] | Non
     usable = [link for link in links if link.surface is not None and link.reason in ("", "unrefined")]
     if not usable:
         return None
+    n = len(nominal)
     step = float(np.median([np.hypot(*link.nominal_offset_px) for link in usable]))
     widest = max(STAGE_SIGMA_FRACTION * step, 1.0)
     radius = int(np.ceil(4.0 * widest))
@@ -149,11 +161,11 @@ def mrf_links(n: int, links: list[Link], register: Register) -> list[Link] | Non
         pair = register(link.i, link.j, target, 0.0)  # refine from there; no search
         out.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
                           pair.reason, link.alternatives, link.surface, link.surface_base))
-    return out
+    return out, np.asarray(nominal, float) + displacement
 
 
 def settled(nominal: np.ndarray, links: list[Link], placement: Placement, refine: Refine, *, min_score: float,
-            max_residual_px: float) -> tuple[list[Link], Placement]:
+            max_residual_px: float, **prior) -> tuple[list[Link], Placement]:
     """Links that miss the placement by more than ``SETTLE_RESIDUAL_PX`` refined again from
     the offset the placement predicts for them (sub-pixel), kept where they then miss by
     less; then solved again. Why: the joint inference places frames to whole pixels, and on
@@ -174,7 +186,8 @@ def settled(nominal: np.ndarray, links: list[Link], placement: Placement, refine
         if not changed:
             break
         links = updated
-        placement = solve_positions(nominal, links, min_score=min_score, max_residual_px=max_residual_px)
+        placement = solve_positions(nominal, links, min_score=min_score, max_residual_px=max_residual_px,
+                                    **prior)
     return links, placement
 
 

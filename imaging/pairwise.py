@@ -193,7 +193,10 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     Model over the overlap: I_i(p) ≈ g·I_j(p − t) + a + b·x + c·y (gain, offset, shading).
     Returns the refined (x, y) offset and its 2×2 information matrix (px⁻², x/y order): the
     inverse covariance of the shift, small along directions the overlap does not pin down
-    (a lens crossed only by parallel wires).
+    (a lens crossed only by parallel wires). The gradient energy is taken as the product of the
+    two frames' gradients (:func:`_shared_gradient_energy`), so camera noise, independent in the
+    two frames, adds none: with each frame's own gradients, noise made a grating's lens look
+    pinned along the lines and its arbitrary position there was trusted as if measured.
     """
     h, w = frame_i.shape
     t = np.array(start, float)
@@ -218,6 +221,7 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     spline = ndimage.spline_filter(frame_j[r0:r1, c0:c1].astype(np.float64), order=3)
     inside_j = mask_eroded.astype(np.float32)
     sample = lambda r, c: ndimage.map_coordinates(spline, [r - r0, c - c0], order=3, prefilter=False)  # noqa: E731
+    solved = None
     for _ in range(iterations):
         jr, jc = rows - t[1], cols - t[0]
         inside = ndimage.map_coordinates(inside_j, [jr, jc], order=0) > 0
@@ -235,16 +239,47 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
         step, *_ = np.linalg.lstsq(design, residual, rcond=None)
         if not np.all(np.isfinite(step[:2])):
             break
+        solved = (inside, coef[0], design, residual)
         step_xy = np.clip(step[:2], -1.0, 1.0)
         t += step_xy
-        normal = design.T @ design
+        if np.hypot(*step_xy) < 2e-3:
+            break
+    if solved is not None:
+        inside, gain, design, residual = solved
         sigma2 = max(float(residual @ residual) / max(len(residual) - 6, 1), 1e-12)
+        normal = design.T @ design
+        shared = _shared_gradient_energy(frame_i, rows[inside], cols[inside], sample, t)
+        normal[:2, :2] = gain * gain * shared
         # Shift block of the inverse covariance, photometric terms marginalised (Schur complement).
         hpp = normal[2:, 2:] + 1e-12 * np.eye(4)
         information = (normal[:2, :2] - normal[:2, 2:] @ np.linalg.solve(hpp, normal[2:, :2])) / sigma2
-        if np.hypot(*step_xy) < 2e-3:
-            break
+        information = _positive_part(information)
     return t, information
+
+
+def _shared_gradient_energy(frame_i, rows, cols, sample_j, t) -> np.ndarray:
+    """Σ ∇I_i ∇I_jᵀ (symmetrised, 2×2, x/y order) over the overlap pixels at offset ``t``:
+    the gradient energy the two frames have in common. Noise is independent between frames,
+    so its gradients cancel in the product instead of adding like in Σ ∇I_j ∇I_jᵀ; what is
+    left of them is a random sum, so each principal direction keeps only its energy beyond
+    three standard errors of that sum (a direction with no shared structure gets none)."""
+    jr, jc = rows - t[1], cols - t[0]
+    gi = np.stack([frame_i[rows, cols + 1] - frame_i[rows, cols - 1],
+                   frame_i[rows + 1, cols] - frame_i[rows - 1, cols]], axis=1).astype(np.float64) / 2
+    gj = np.stack([sample_j(jr, jc + 1) - sample_j(jr, jc - 1),
+                   sample_j(jr + 1, jc) - sample_j(jr - 1, jc)], axis=1) / 2
+    product = gi.T @ gj
+    _, vectors = np.linalg.eigh(0.5 * (product + product.T))
+    terms = (gi @ vectors) * (gj @ vectors)  # per pixel, along each principal direction
+    energy = terms.sum(axis=0) - 3.0 * np.sqrt(np.square(terms).sum(axis=0))
+    return (vectors * np.maximum(energy, 0.0)) @ vectors.T
+
+
+def _positive_part(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric 2×2 ``matrix`` with negative eigenvalues (noise in a direction with no
+    shared structure) set to zero."""
+    values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
+    return (vectors * np.maximum(values, 0.0)) @ vectors.T
 
 
 def register_pair(

@@ -2,8 +2,9 @@
 
 Every accepted link (i, j) says ``position_j − position_i ≈ offset`` with a 2×2 weight (its
 information matrix from the sub-pixel refinement, floored so no link claims better than
-``floor_px``). A weak prior ties each frame to the stage model (an affine fit of measured to
-nominal offsets), which fixes the gauge and places frames that kept no link.
+``floor_px``, and nothing along directions it barely measures: :data:`MIN_INFORMATION`). A weak
+prior ties each frame to the stage model (an affine fit of measured to nominal offsets) or to a
+given guess, which fixes the gauge and places frames, or directions, that no link pins.
 
 Outliers are removed in two passes, so one bad pair never bends the mosaic:
 
@@ -142,14 +143,22 @@ def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: 
     return StageModel(matrix, (float(spread[0]), float(spread[1])), tuple(keep), (float(tight[0]), float(tight[1])))
 
 
+#: Information (px⁻²) below which a link is taken to say nothing along that direction (its
+#: standard deviation there would exceed 1 px): a lens crossed only by parallel lines, or a
+#: match so poor that the two frames share no gradients. A direction with next to no weight
+#: could still decide a frame held by nothing else, and be neither trusted nor dropped.
+MIN_INFORMATION = 1.0
+
+
 def _weight(link: Link, floor_px: float) -> np.ndarray:
+    """The link's 2×2 weight: its covariance plus ``floor_px``² in every direction, inverted;
+    zero along directions with less than :data:`MIN_INFORMATION`."""
     info = np.asarray(link.information, float)
-    try:
-        cov = np.linalg.inv(info + 1e-9 * np.eye(2))
-    except np.linalg.LinAlgError:
-        cov = np.eye(2) * 1e6
-    cov = 0.5 * (cov + cov.T) + floor_px**2 * np.eye(2)
-    return np.linalg.inv(cov)
+    if not np.all(np.isfinite(info)):
+        return np.zeros((2, 2))
+    values, vectors = np.linalg.eigh(0.5 * (info + info.T))
+    values = np.where(values >= MIN_INFORMATION, values, 0.0)
+    return (vectors * (values / (1.0 + floor_px**2 * values))) @ vectors.T
 
 
 def _solve(n, links, active, weights, prior_xy, prior_weight):
@@ -185,6 +194,7 @@ def solve_positions(
     stage_z: float = 6.0,
     floor_px: float = 0.05,
     prior_weight: float = 1e-4,
+    prior_xy_px: np.ndarray | None = None,
 ) -> Placement:
     """Global positions of N frames from their links.
 
@@ -195,6 +205,9 @@ def solve_positions(
     stage_z : robust z-score beyond which a link contradicts the stage model.
     floor_px : minimum standard deviation assumed for any link (model and interpolation error).
     prior_weight : weight (px⁻²) of the pull of each frame towards the stage model.
+    prior_xy_px : (N, 2) where that pull goes instead of the stage model's prediction (e.g. the
+        joint inference's placement). It decides a frame along any direction no kept link
+        pins, e.g. one held only by lenses of parallel lines.
     """
     nominal_xy_px = np.asarray(nominal_xy_px, float)
     n = len(nominal_xy_px)
@@ -224,7 +237,7 @@ def solve_positions(
         stage = _fit_stage(links, active)
 
     weights = {k: _weight(links[k], floor_px) for k in range(len(links))}
-    prior = nominal_xy_px @ stage.T
+    prior = nominal_xy_px @ stage.T if prior_xy_px is None else np.asarray(prior_xy_px, float)
     positions = _solve(n, links, active, weights, prior, prior_weight)
     # Pass 2: neighbours. Drop the worst-fitting link while it is clearly inconsistent.
     while active:

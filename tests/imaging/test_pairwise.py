@@ -37,6 +37,22 @@ def test_information_reflects_aperture_problem():
     assert info[1, 1] > 100 * max(info[0, 0], 1e-9)
 
 
+def test_noise_does_not_pin_a_lens_of_parallel_lines_along_the_lines():
+    # The same stripes with camera noise, independent in the two frames: its gradients must not
+    # count as structure along x (they did: x looked as pinned as y, and the arbitrary x of a
+    # grating's lens was trusted in the global solve).
+    from imaging.placement import MIN_INFORMATION
+
+    rng = np.random.default_rng(3)
+    yy = np.mgrid[:128, :128][0].astype(np.float32)
+    stripes = (0.5 + 0.4 * np.sin(yy / 3.0) * np.sin(yy / 7.1)).astype(np.float32)
+    a, b = (stripes + rng.normal(0, 0.02, stripes.shape).astype(np.float32) for _ in range(2))
+    found = register_pair(a, b, (90.0, 0.0), mask=circular_mask(128), max_shift_px=10)
+    values, vectors = np.linalg.eigh(np.asarray(found.information))
+    assert values[0] < MIN_INFORMATION < 100 < values[1]
+    assert abs(vectors[0, 0]) > 0.99  # the free direction is x, along the stripes
+
+
 def test_blank_or_disjoint_frames_are_reported_not_guessed():
     mask = circular_mask(64)
     blank = np.full((64, 64), 0.5, np.float32)

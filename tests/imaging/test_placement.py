@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from imaging.placement import Link, fit_stage_model, mrf_displacements, solve_positions, vote_offsets
 
@@ -46,6 +47,37 @@ def test_one_wrong_link_is_dropped_and_does_not_bend_the_mosaic():
     placement = solve_positions(nominal, links)
     assert placement.dropped == {bad: "inconsistent"}
     assert _aligned_error(placement.positions_px, truth).max() < 1e-3
+
+
+def test_a_frame_held_only_along_parallel_lines_stays_at_the_prior_across_them():
+    # Frame 2 is linked to 0 and 1 by lenses of horizontal-ish lines: each pins x only, along
+    # directions 1° apart, and they disagree by 7 px. Two such nearly parallel constraints meet
+    # hundreds of px away; the placement must leave y to the prior (the joint inference's
+    # whole-pixel guess), not to the links' disagreement.
+    truth = np.array([[0.0, 0.0], [0.0, 90.0], [90.0, 40.0]])
+    nominal = truth + [[0.0, 0.0], [2.0, -3.0], [4.0, 5.0]]
+    full = ((400.0, 0.0), (0.0, 400.0))
+
+    def along_x(angle_deg):
+        u = np.array([math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))])
+        return tuple(map(tuple, (200.0 * np.outer(u, u)).tolist()))
+
+    links = [Link(0, 1, tuple(nominal[1] - nominal[0]), tuple(truth[1] - truth[0]), 0.95, full),
+             Link(0, 2, tuple(nominal[2] - nominal[0]), tuple(truth[2] - truth[0] + (3.5, 0.0)), 0.95, along_x(8.0)),
+             Link(1, 2, tuple(nominal[2] - nominal[1]), tuple(truth[2] - truth[1] - (3.5, 0.0)), 0.95, along_x(9.0))]
+    guess = truth + [[0.0, 0.0], [0.0, 0.0], [1.0, -2.0]]
+    placement = solve_positions(nominal, links, prior_xy_px=guess, prior_weight=0.1, max_residual_px=10.0)
+    assert _aligned_error(placement.positions_px, truth, [0, 1]).max() < 1e-2
+    assert np.hypot(*(placement.positions_px[2] - placement.positions_px[0] - guess[2])) < 4.0
+
+
+def test_directions_a_link_barely_measures_carry_no_weight():
+    from imaging.placement import MIN_INFORMATION, _weight
+
+    weak = Link(0, 1, (90.0, 0.0), (90.0, 0.0), 0.95, ((0.5 * MIN_INFORMATION, 0.0), (0.0, 400.0)))
+    w = _weight(weak, floor_px=0.05)
+    assert w[0, 0] == 0.0 and w[0, 1] == 0.0
+    assert w[1, 1] == pytest.approx(400.0 / (1 + 0.05**2 * 400.0))
 
 
 def test_low_score_links_are_ignored_and_lonely_frames_follow_the_stage():
