@@ -310,6 +310,20 @@ class IncrementalStitcher:
         drift = np.median(np.array(self._positions) - np.array(self._nominal_px[:index]), axis=0)
         return self._nominal_px[index] + drift
 
+    @property
+    def frame_count(self) -> int:
+        """Frames added so far."""
+        return len(self._frames)
+
+    @property
+    def origin_px(self) -> tuple[int, int]:
+        """(x, y) mosaic px of the live mosaic's top-left pixel; :class:`Region` boxes are relative
+        to it, and it moves as the mosaic grows up or left ((0, 0) before the first frame)."""
+        if self._canvas is None:
+            return 0, 0
+        ox, oy = self._canvas.origin_px
+        return int(ox), int(oy)
+
     def mosaic(self) -> np.ndarray:
         """The live mosaic as (rows, cols) uint16 (empty (0, 0) before the first frame)."""
         if self._canvas is None:

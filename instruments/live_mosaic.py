@@ -99,10 +99,9 @@ class LiveMosaic:
         close_old_connections()
 
     def _origin(self) -> tuple[int, int]:
-        # Region boxes are canvas-relative and the canvas origin moves as it grows; the translation
-        # keeps its work in mosaic coordinates. (IncrementalStitcher has no public origin yet.)
-        ox, oy = self.stitcher._canvas.origin_px
-        return int(ox), int(oy)
+        # Region boxes are relative to the live mosaic, whose origin moves as it grows; the
+        # translation keeps its work in mosaic coordinates.
+        return self.stitcher.origin_px
 
     def _publish(self) -> None:
         mosaic_image = self.stitcher.mosaic()
@@ -117,7 +116,7 @@ class LiveMosaic:
         if not ok:
             return
         atomic_write_bytes(absolute(preview_name(self.mosaic)), jpeg.tobytes())
-        count = len(self.stitcher._frames) if hasattr(self.stitcher, "_frames") else None
+        count = self.stitcher.frame_count
         Mosaic.objects.filter(pk=self.mosaic.pk).update(width=mosaic_image.shape[1], height=mosaic_image.shape[0])
         events.publish(scan_topic(self.scan_id), "mosaic.live", mosaic_id=self.mosaic.pk, frames=count,
                        width=int(mosaic_image.shape[1]), height=int(mosaic_image.shape[0]),

@@ -85,14 +85,18 @@ def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
     stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm,
                                    fov_mask=scan.fov_mask, flatfield=ff)
     sizes = []
-    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=False):
+    assert stitcher.frame_count == 0 and stitcher.origin_px == (0, 0)
+    for k, (frame, nominal) in enumerate(zip(scan.frames, scan.nominal_xy_nm, strict=False)):
         region = stitcher.add_frame(frame, nominal)
         live = stitcher.mosaic()
+        assert stitcher.frame_count == k + 1
         assert region.width_px == 129 and region.height_px == 129
         assert region.x_px + region.width_px <= live.shape[1] and region.y_px + region.height_px <= live.shape[0]
         sizes.append(live.size)
     assert sizes == sorted(sizes) and sizes[-1] > 4 * sizes[0]
     live_positions = np.array(stitcher._positions)
+    # The live mosaic's origin (mosaic px) is at or above-left of every frame placed in it.
+    assert np.all(np.array(stitcher.origin_px) <= np.floor(live_positions.min(axis=0)))
     final = stitcher.finish()
     live_err = position_errors(live_positions, scan.true_xy_px)
     assert live_err.max() < 0.5  # frame-by-frame placement is already close
