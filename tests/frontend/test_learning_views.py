@@ -59,7 +59,7 @@ def test_pairing_page_lists_mosaics_and_shows_the_data_bar(registration, operato
 
 def test_registration_page_and_its_scoping(registration, operator, viewer, outsider):
     page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
-    assert 'id="overlay-canvas"' in page and "sem=%d" % registration.pk in page
+    assert 'id="overlay-canvas"' in page and f"sem={registration.pk}" in page
     assert 'id="accept" class="primary" >' in page or 'id="accept" class="primary" disabled' not in page
     assert 'id="accept" class="primary" disabled' in login(viewer).get(f"/registrations/{registration.pk}/").content.decode()
     assert login(outsider).get(f"/registrations/{registration.pk}/").status_code == 404
