@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from imaging.fine_registration import _refine_mutual_information  # noqa: E402
+from imaging.fine_registration import refine_mutual_information  # noqa: E402
 from imaging.imageio import to_float32  # noqa: E402
 from imaging.registration import _to_mosaic_pixels, register  # noqa: E402
-from imaging.registration_checks import _verify  # noqa: E402
+from imaging.registration_checks import verify_placement  # noqa: E402
 from tests.imaging.synthetic_ic import make_pair, registration_error_px  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def baseline_mi_identity(mosaic, sem, mosaic_px_nm, sem_px_nm):
                        interpolation=cv2.INTER_AREA)
     start = np.eye(3)
     start[:2, 2] = ((mosaic.shape[1] - fixed.shape[1]) / 2, (mosaic.shape[0] - fixed.shape[0]) / 2)
-    f2m, _ = _refine_mutual_information(fixed, mosaic, start, model="similarity", seed=0)
+    f2m, _ = refine_mutual_information(fixed, mosaic, start, model="similarity", seed=0)
     s = 1.0 / ratio
     down = np.array([[s, 0, 0.5 * s - 0.5], [0, s, 0.5 * s - 0.5], [0, 0, 1]])
     return np.linalg.inv(f2m @ down)
@@ -83,7 +83,7 @@ def truth_verifies(mosaic, sem, mosaic_px_nm, sem_px_nm, true_sem_to_mosaic) -> 
     can be told apart and a refusal is the right answer.
     """
     fixed, down = _to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
-    verdict = _verify(fixed, to_float32(mosaic), true_sem_to_mosaic @ np.linalg.inv(down), min_agree=2,
+    verdict = verify_placement(fixed, to_float32(mosaic), true_sem_to_mosaic @ np.linalg.inv(down), min_agree=2,
                       min_margin=0.03, min_contrast_margin=-0.05, min_contrast_whole_margin=0.08)
     return bool(verdict["verified"])
 

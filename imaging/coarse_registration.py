@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from imaging.registration_features import _subpixel, contrast_features, gradient_magnitude, gradient_ncc
+from imaging.registration_features import contrast_features, gradient_magnitude, gradient_ncc, subpixel_peak
 
 __all__ = ["CoarseMatch", "coarse_register"]
 
@@ -222,7 +222,7 @@ def _sweep_phase_correlation(grad_m: np.ndarray, grad_s: np.ndarray, *, angles, 
             for r, c in _top_peaks(surface, valid, peaks, radius=3):
                 ox, oy = int(dx[c]), int(dy[r])
                 score = _placement_ncc(grad_m, raw, mask, ox, oy)
-                sr, sc = _subpixel(surface, r, c)
+                sr, sc = subpixel_peak(surface, r, c)
                 to_mosaic = np.eye(3)
                 to_mosaic[:2, 2] = (ox + sc, oy + sr)
                 candidates.append((score, ox + centre_c[0], oy + centre_c[1], angle, scale, to_mosaic @ to_canvas))
@@ -280,7 +280,7 @@ def _sweep_ncc(feat_m: np.ndarray, feat_s: np.ndarray, *, angles, scales, max_sc
             valid = (cy >= 0) & (cy <= hm - 1) & (cx >= 0) & (cx <= wm - 1)
             for r, c in _top_peaks(surface, valid, peaks, radius=3):
                 inner = 0 < r < surface.shape[0] - 1 and 0 < c < surface.shape[1] - 1
-                sr, sc = _subpixel(surface, r, c) if inner else (0.0, 0.0)
+                sr, sc = subpixel_peak(surface, r, c) if inner else (0.0, 0.0)
                 ox, oy = int(ox_all[c]), int(oy_all[r])
                 to_mosaic = np.eye(3)
                 to_mosaic[:2, 2] = (ox + sc, oy + sr)

@@ -12,8 +12,10 @@ import numpy as np
 
 from imaging.registration_features import gradient_magnitude
 
+__all__ = ["refine_ecc", "refine_mutual_information"]
 
-def _refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
+
+def refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
                                *, model: str, seed: int) -> tuple[np.ndarray, dict]:
     """Mattes MI refinement (SimpleITK); fixed = SEM at mosaic pixel size, moving = mosaic.
 
@@ -86,7 +88,7 @@ def _sitk_to_matrix(transform) -> np.ndarray:
     return matrix
 
 
-def _refine_ecc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
+def refine_ecc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
                 *, motion: int) -> tuple[np.ndarray, float] | None:
     """ECC on gradient magnitude: (fixed px → moving px matrix, ECC correlation), or None.
 

@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 
 from imaging.coarse_registration import _scale_matrix, coarse_register
-from imaging.fine_registration import _refine_ecc, _refine_mutual_information
+from imaging.fine_registration import refine_ecc, refine_mutual_information
 from imaging.imageio import to_float32
-from imaging.registration_checks import _registered_gradient_ncc, _verify, extrapolation, footprint_overlap
-from imaging.registration_polish import _polish
+from imaging.registration_checks import extrapolation, footprint_overlap, registered_gradient_ncc, verify_placement
+from imaging.registration_polish import polish_placement
 
 __all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "check_landmarks"]
 
@@ -294,10 +294,10 @@ def register(
         for sem_to_mosaic_c, score_c in coarse.candidates:
             if score_c < min_score:
                 continue
-            polish_c = _polish(fixed, mosaic, sem_to_mosaic_c @ np.linalg.inv(down))
+            polish_c = polish_placement(fixed, mosaic, sem_to_mosaic_c @ np.linalg.inv(down))
             if polish_c is None:
                 continue
-            verdict = _verify(fixed, mosaic, polish_c.fixed_to_mosaic, min_agree=min_subregion_agreement,
+            verdict = verify_placement(fixed, mosaic, polish_c.fixed_to_mosaic, min_agree=min_subregion_agreement,
                               min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
                               min_contrast_whole_margin=min_contrast_whole_margin)
             tried.append({"coarse_score": round(score_c, 4), "polish_score": round(polish_c.score, 4),
@@ -339,7 +339,7 @@ def register(
     fixed_to_mosaic0 = sem_to_mosaic0 @ np.linalg.inv(down)
 
     t1 = time.perf_counter()
-    fixed_to_mosaic_mi, mi_info = _refine_mutual_information(fixed, mosaic, fixed_to_mosaic0,
+    fixed_to_mosaic_mi, mi_info = refine_mutual_information(fixed, mosaic, fixed_to_mosaic0,
                                                             model=model, seed=seed)
     details["mi"] = {**mi_info, "seconds": round(time.perf_counter() - t1, 3)}
     shift = _mean_displacement(fixed_to_mosaic_mi, fixed_to_mosaic0, fixed.shape)
@@ -350,13 +350,13 @@ def register(
     final = polished.fixed_to_mosaic if polished is not None else fixed_to_mosaic_mi
     sem_to_mosaic = final @ down
     mosaic_to_sem = np.linalg.inv(sem_to_mosaic)
-    affine_ecc = _refine_ecc(fixed, mosaic, fixed_to_mosaic0, motion=cv2.MOTION_AFFINE)
+    affine_ecc = refine_ecc(fixed, mosaic, fixed_to_mosaic0, motion=cv2.MOTION_AFFINE)
     if shift > max_refine_shift_px and polished is not None and affine_ecc is not None:
         # MI ran off (sparse content): harmless when its end point fails the independent check
         # the answer passed and the affine ECC, a second full-freedom objective, stays with the
         # answer (a polish stuck 4 px off in scale and rotation from a start 35 px away also
         # verified, but the affine ECC left it by 4.4 px; the right one by 0.64)
-        mi_verdict = _verify(fixed, mosaic, fixed_to_mosaic_mi, min_agree=min_subregion_agreement,
+        mi_verdict = verify_placement(fixed, mosaic, fixed_to_mosaic_mi, min_agree=min_subregion_agreement,
                              min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
                              min_contrast_whole_margin=min_contrast_whole_margin)
         details["mi"]["end_verified"] = mi_verdict["verified"]
@@ -377,8 +377,8 @@ def register(
     start_coarse = final.copy()
     start_coarse[:2, 2] = fixed_to_mosaic0[:2, 2] + (fixed_to_mosaic0[:2, :2] - final[:2, :2]) @ (
         np.array(fixed.shape[::-1]) / 2.0 - 0.5)
-    ecc_runs = [run for run in (_refine_ecc(fixed, mosaic, start_coarse, motion=cv2.MOTION_TRANSLATION),
-                                _refine_ecc(fixed, mosaic, final, motion=cv2.MOTION_TRANSLATION))
+    ecc_runs = [run for run in (refine_ecc(fixed, mosaic, start_coarse, motion=cv2.MOTION_TRANSLATION),
+                                refine_ecc(fixed, mosaic, final, motion=cv2.MOTION_TRANSLATION))
                 if run is not None]
     fixed_to_mosaic_ecc = max(ecc_runs, key=lambda run: run[1])[0] if ecc_runs else None
     details["ecc"] = {"converged": fixed_to_mosaic_ecc is not None,
@@ -391,7 +391,7 @@ def register(
         details["ecc"]["affine_disagreement_px"] = round(
             _mean_displacement(final, affine_ecc[0], fixed.shape), 3)
 
-    score = _registered_gradient_ncc(fixed, mosaic, final)
+    score = registered_gradient_ncc(fixed, mosaic, final)
     details["final_gradient_ncc"] = round(score, 4)
     agreement = np.exp(-disagreement / max_disagreement_px) if np.isfinite(disagreement) else 0.5
     confidence = float(np.clip(score, 0, 1) ** 0.5 * agreement)

@@ -2,10 +2,10 @@
 
 Each check looks at the claimed placement afresh: SEM sub-windows and the whole footprint
 re-located across the whole mosaic in gradients (``subregion_agreement``) or local-contrast
-features (``contrast_margin``), combined into one verdict (``_verify``); the share of the SEM
+features (``contrast_margin``), combined into one verdict (``verify_placement``); the share of the SEM
 footprint inside the mosaic (``footprint_overlap``); how far scale and rotation found at the
 SEM's detail are extrapolated over the rest of it (``extrapolation``); and the gradient
-correlation of the registered pair (``_registered_gradient_ncc``). ``imaging.registration``
+correlation of the registered pair (``registered_gradient_ncc``). ``imaging.registration``
 makes a result falsy when any of them fails.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from imaging.registration_features import contrast_features, gradient_magnitude, gradient_ncc
 
-__all__ = ["SubregionCheck", "contrast_margin", "extrapolation", "footprint_overlap", "sem_footprint",
-           "subregion_agreement"]
+__all__ = ["SubregionCheck", "contrast_margin", "extrapolation", "footprint_overlap", "registered_gradient_ncc",
+           "sem_footprint", "subregion_agreement", "verify_placement"]
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def _verified(check, min_agree: int, min_margin: float) -> bool:
     return check.agree + check.ambiguous >= min_agree and check.whole_margin >= min_margin
 
 
-def _verify(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray, *, min_agree: int,
+def verify_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray, *, min_agree: int,
             min_margin: float, min_contrast_margin: float, min_contrast_whole_margin: float) -> dict:
     """Independent check of a placement in gradients, else in local-contrast features; JSON-able verdict.
 
@@ -253,7 +253,7 @@ def extrapolation(fixed: np.ndarray, *, sigma: float = 1.5, n: int = 9) -> float
     return float(error.mean() / error.min())
 
 
-def _registered_gradient_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving: np.ndarray) -> float:
+def registered_gradient_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving: np.ndarray) -> float:
     """Gradient NCC between the fixed image and the moving image warped onto it, over the overlap."""
     h, w = fixed.shape
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP

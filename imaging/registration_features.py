@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["contrast_features", "gradient_magnitude", "gradient_ncc"]
+__all__ = ["contrast_features", "gradient_magnitude", "gradient_ncc", "subpixel_peak"]
 
 
 def gradient_magnitude(image: np.ndarray, *, sigma: float) -> np.ndarray:
@@ -57,7 +57,7 @@ def gradient_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -
     return float((a * b).sum() / denom) if denom > 0 else 0.0
 
 
-def _subpixel(surface: np.ndarray, r: int, c: int) -> tuple[float, float]:
+def subpixel_peak(surface: np.ndarray, r: int, c: int) -> tuple[float, float]:
     """Parabolic sub-pixel offset (dr, dc) of a peak in a periodic correlation surface."""
     h, w = surface.shape
 

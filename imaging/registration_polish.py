@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from imaging.registration_features import _subpixel, gradient_magnitude
+from imaging.registration_features import gradient_magnitude, subpixel_peak
 
-__all__ = ["Polish", "polish_similarity"]
+__all__ = ["Polish", "polish_placement", "polish_similarity"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def polish_similarity(
             canvas = cv2.warpAffine(grad_m, to_mosaic[:2], size, flags=flags)
             surface = cv2.matchTemplate(canvas, grad_f, cv2.TM_CCOEFF_NORMED)
             _, best, _, (px, py) = cv2.minMaxLoc(surface)
-            dr, dc = _subpixel(surface, py, px) if 0 < px < surface.shape[1] - 1 and 0 < py < surface.shape[0] - 1 \
+            dr, dc = subpixel_peak(surface, py, px) if 0 < px < surface.shape[1] - 1 and 0 < py < surface.shape[0] - 1 \
                 else (0.0, 0.0)
             scores[i, j] = best
             shifts[i, j] = (px + dc - pad, py + dr - pad)  # fixed-frame translation of the template
@@ -110,7 +110,7 @@ def polish_similarity(
                   angle_change_deg=angle, at_edge=bool(at_edge))
 
 
-def _polish(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray) -> Polish | None:
+def polish_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray) -> Polish | None:
     """Bounded gradient-correlation polish, coarse then fine grid; None when the image is too small."""
     try:
         first = polish_similarity(fixed, mosaic, fixed_to_mosaic0, max_shift_px=6)

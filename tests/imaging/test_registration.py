@@ -166,7 +166,7 @@ def test_pads_seen_as_sem_outlines_verify_in_contrast_features():
     features can. Accepted within 1 mosaic px; one pad pitch off (50 px), the check refuses."""
     from imaging.imageio import to_float32
     from imaging.registration import _to_mosaic_pixels
-    from imaging.registration_checks import _verify
+    from imaging.registration_checks import verify_placement
 
     mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(26, 4.0, 3.0, +0.03)
     result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
@@ -176,10 +176,10 @@ def test_pads_seen_as_sem_outlines_verify_in_contrast_features():
     fixed, down = _to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
     fixed_to_mosaic = truth @ np.linalg.inv(down)
     limits = dict(min_agree=2, min_margin=0.03, min_contrast_margin=-0.05, min_contrast_whole_margin=0.08)
-    assert _verify(fixed, to_float32(mosaic), fixed_to_mosaic, **limits)["verified"]
+    assert verify_placement(fixed, to_float32(mosaic), fixed_to_mosaic, **limits)["verified"]
     for dx, dy in ((50, 0), (-50, 0), (0, 50)):
         shifted = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]]) @ fixed_to_mosaic
-        assert not _verify(fixed, to_float32(mosaic), shifted, **limits)["verified"], (dx, dy)
+        assert not verify_placement(fixed, to_float32(mosaic), shifted, **limits)["verified"], (dx, dy)
 
 
 def test_mi_run_off_is_forgiven_only_when_the_affine_ecc_stays(monkeypatch):
