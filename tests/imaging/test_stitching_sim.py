@@ -41,9 +41,10 @@ def test_low_topography_chip_has_no_alias_placements(flat_errors):
     assert flat_errors.mean() <= 1.5 and flat_errors.max() <= 5.0, flat_errors
 
 
-@pytest.mark.xfail(reason="target not reached: measured 0.35/0.75 px mean/max on this scan (0.16/0.37 on "
-                          "seed 1, 0.25/0.45 on seed 3); the sub-pixel refinement of links across big pads "
-                          "and gratings still lands up to ~1 px off", strict=False)
+@pytest.mark.xfail(reason="target not reached: measured 0.53/1.49 px mean/max on this scan (0.13/0.24 on "
+                          "seed 1, 0.45/0.89 on seed 3, 0.07/0.11 on seed 4); frames whose lenses hold only "
+                          "blank areas or parallel lines are placed by the joint inference to a pixel",
+                   strict=False)
 def test_low_topography_chip_stitches_to_a_fraction_of_a_pixel(flat_errors):
     assert flat_errors.mean() <= 0.25 and flat_errors.max() <= 0.5, flat_errors
 
@@ -68,21 +69,24 @@ def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
     # Stage noise 3σ = 10 % of the step per axis (relative errors up to ~20 % between
     # neighbours, more than the 15–17 px periods of the chip's gratings and dot arrays): picking
     # each link's highest peak put frames 10–30 px off (measured 21.5 px mean, worse than the
-    # stage's 6.8). Voting among the peaks around loops of frames measured 0.17 / 0.26 px.
+    # stage's 6.8). Voting among the peaks around loops of frames measured 0.17 / 0.26 px; the
+    # joint inference with links weighted by the gradients both frames share, 0.12 / 0.24.
     step_nm = default_step_nm(SimWorld(seed=1).optics, overlap=0.3)
     world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.1)),
                      stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
     scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
     errors, stage_errors = _stitched_and_stage_errors(scan)
     assert stage_errors.mean() > 3.0  # the stage alone is far off: the test is about large errors
-    assert errors.mean() <= 0.3 and errors.max() <= 0.6, errors
+    assert errors.mean() <= 0.2 and errors.max() <= 0.4, errors
 
 
 def test_defocused_layers_and_large_stage_errors_end_nearer_the_truth_than_the_stage():
     # Default chip (lower layers defocused, differently per frame): a link's true offset is
     # often not its best NCC peak, and picking peaks put frames 12–35 px off, worse than the
     # stage (3x3 seed 1: 18.0 px mean vs 6.8). Inferring all displacements jointly from the
-    # whole NCC surfaces measured 3.9 / 5.7 px mean/max here against the stage's 8.6 / 16.1.
+    # whole NCC surfaces measured 3.9 / 5.7 px mean/max here against the stage's 8.6 / 16.1 (4.5 / 6.6
+    # since links count only the gradients both frames share: the gratings' lenses no longer pin
+    # their frames along the lines).
     step_nm = default_step_nm(SimWorld(seed=3).optics, overlap=0.3)
     world = SimWorld(seed=3, stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
     scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
