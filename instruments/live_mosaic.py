@@ -89,7 +89,9 @@ class LiveMosaic:
                     self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
                                                         fov_mask=fov_mask_for(self.instrument, image.shape))
                 region = self.stitcher.add_frame(image, xy, anchor="center")
-                ox, oy = self._origin()
+                # Region boxes are relative to the live mosaic, whose origin moves as it grows; the
+                # translation keeps its work in mosaic coordinates.
+                ox, oy = self.stitcher.origin_px
                 x0, y0 = ox + region.x_px, oy + region.y_px
                 self.changed.append((x0, y0, x0 + region.width_px, y0 + region.height_px))
                 if self.frames.empty() or time.monotonic() - self.last_published > PUBLISH_EVERY_S:
@@ -98,15 +100,10 @@ class LiveMosaic:
                 log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
         close_old_connections()
 
-    def _origin(self) -> tuple[int, int]:
-        # Region boxes are relative to the live mosaic, whose origin moves as it grows; the
-        # translation keeps its work in mosaic coordinates.
-        return self.stitcher.origin_px
-
     def _publish(self) -> None:
         mosaic_image = self.stitcher.mosaic()
         if self.translator is not None:  # a fresh array, never modified after this: safe to share
-            self.translator.offer(mosaic_image, self._origin(), self.changed)
+            self.translator.offer(mosaic_image, self.stitcher.origin_px, self.changed)
         self.changed = []
         scale = min(1.0, PREVIEW_MAX_PX / max(mosaic_image.shape))
         small = cv2.resize(mosaic_image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else mosaic_image
