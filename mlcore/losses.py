@@ -17,6 +17,7 @@ __all__ = [
     "contextual_similarity",
     "SSIMLoss",
     "ssim_torch",
+    "full_precision",
 ]
 
 
@@ -26,6 +27,13 @@ class LSGANLoss(nn.Module):
     def forward(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
         target = torch.ones_like(logits) if real else torch.zeros_like(logits)
         return F.mse_loss(logits.float(), target.float())
+
+
+def full_precision(t: torch.Tensor):
+    """Suspends autocast for a statistic that fp16/bf16 would ruin: 1 − cos of near neighbours
+    (fp16 steps 5e-4 near 1) and SSIM's E[x²] − μ² (cancellation).  AMP would otherwise run the
+    bmm and convs inside in half precision whatever dtype their inputs have."""
+    return torch.autocast(t.device.type, enabled=False)
 
 
 def _sample_points(feats: torch.Tensor, n: int, generator: torch.Generator | None,
@@ -55,18 +63,20 @@ def contextual_similarity(x_feats: torch.Tensor, y_feats: torch.Tensor, *,
 
     d_ij = 1 − cos(x_i − μ_y, y_j − μ_y); d̃_ij = d_ij / (min_k d_ik + eps);
     CX_ij = softmax_j((1 − d̃_ij)/h); CX = mean_j max_i CX_ij.  Positions are ignored, which is
-    what makes it tolerant of misaligned pairs.
+    what makes it tolerant of misaligned pairs.  Always fp32, also under AMP (see
+    :func:`full_precision`).
     """
-    x = x_feats.float()
-    y = y_feats.float()
-    mu = y.mean(dim=2, keepdim=True)
-    x = F.normalize(x - mu, dim=1)
-    y = F.normalize(y - mu, dim=1)
-    dist = 1.0 - torch.bmm(x.transpose(1, 2), y)  # (B, N, M)
-    dist = dist.clamp_min(0.0)
-    rel = dist / (dist.min(dim=2, keepdim=True).values + eps)
-    cx = torch.softmax((1.0 - rel) / band_width, dim=2)  # normalised over j for each i
-    return cx.max(dim=1).values.mean(dim=1)  # (B,)
+    with full_precision(x_feats):
+        x = x_feats.float()
+        y = y_feats.float()
+        mu = y.mean(dim=2, keepdim=True)
+        x = F.normalize(x - mu, dim=1)
+        y = F.normalize(y - mu, dim=1)
+        dist = 1.0 - torch.bmm(x.transpose(1, 2), y)  # (B, N, M)
+        dist = dist.clamp_min(0.0)
+        rel = dist / (dist.min(dim=2, keepdim=True).values + eps)
+        cx = torch.softmax((1.0 - rel) / band_width, dim=2)  # normalised over j for each i
+        return cx.max(dim=1).values.mean(dim=1)  # (B,)
 
 
 class ContextualLoss(nn.Module):
@@ -122,20 +132,22 @@ def ssim_torch(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 2.0,
     """Mean SSIM (Wang et al. 2004, Gaussian 11×11, σ 1.5) of ``(B, C, H, W)`` tensors.
 
     ``data_range`` is 2 for [-1, 1] images (1 for [0, 1]); the window shrinks on tiny images.
+    Always fp32, also under AMP.
     """
     c = x.shape[1]
     window = min(window, x.shape[-1], x.shape[-2])
     w = _gaussian_window(window, sigma, c, x.device, torch.float32)
-    x, y = x.float(), y.float()
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x = F.conv2d(x, w, groups=c)
-    mu_y = F.conv2d(y, w, groups=c)
-    sxx = F.conv2d(x * x, w, groups=c) - mu_x ** 2
-    syy = F.conv2d(y * y, w, groups=c) - mu_y ** 2
-    sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
-    return (num / den).mean()
+    with full_precision(x):
+        x, y = x.float(), y.float()
+        c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+        mu_x = F.conv2d(x, w, groups=c)
+        mu_y = F.conv2d(y, w, groups=c)
+        sxx = F.conv2d(x * x, w, groups=c) - mu_x ** 2
+        syy = F.conv2d(y * y, w, groups=c) - mu_y ** 2
+        sxy = F.conv2d(x * y, w, groups=c) - mu_x * mu_y
+        num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+        den = (mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2)
+        return (num / den).mean()
 
 
 class SSIMLoss(nn.Module):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mlcore.losses import ContextualLoss, LSGANLoss, SSIMLoss, contextual_similarity
+from mlcore.losses import ContextualLoss, LSGANLoss, SSIMLoss, contextual_similarity, ssim_torch
 
 
 def test_lsgan_targets():
@@ -49,3 +49,19 @@ def test_ssim_loss():
     assert SSIMLoss()(a, a) == pytest.approx(0, abs=1e-5)
     noise = torch.randn(a.shape, generator=torch.Generator().manual_seed(0))
     assert 0.1 < SSIMLoss()(a + 0.1 * noise, a) < SSIMLoss()(a + 0.5 * noise, a)
+
+
+def test_similarities_stay_fp32_under_autocast():
+    # AMP runs bmm and conv2d in half precision whatever their inputs are; these statistics
+    # (1 − cos of near neighbours, E[x²] − μ²) would drift.  bf16 autocast on the CPU takes the
+    # same path as fp16 AMP on CUDA.
+    a = _scene(0)
+    b = a + 0.05 * torch.randn(a.shape, generator=torch.Generator().manual_seed(1))
+    cx = ContextualLoss(patch=5, stride=2, max_points=512)
+    x, y = cx.patches(b), cx.patches(a)
+    plain = contextual_similarity(x, y), ssim_torch(b, a)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = contextual_similarity(x, y), ssim_torch(b, a)
+    for p, m in zip(plain, mixed, strict=True):
+        assert m.dtype == torch.float32
+        assert torch.allclose(p, m, rtol=0, atol=1e-6), (p, m)
