@@ -1,13 +1,15 @@
 """mlcore benchmark: generator throughput vs this machine's matmul peak, the junyanz peer, and
 (with --quality) a PSNR/SSIM table of the model vs three baselines after a stated budget.
 
-    .venv/bin/python bench/bench_mlcore.py [--quick] [--threads N] [--quality [--data DIR]
-        [--steps N] [--minutes M] [--paired-l1 W]] [--skip-throughput]
+    .venv/bin/python bench/bench_mlcore.py [--quick] [--threads N] [--device D] [--images N]
+        [--quality [--data DIR] [--steps N] [--minutes M] [--paired-l1 W]] [--skip-throughput]
         [--mosaic N [--tile T] [--batch B] [--no-risk]]
 
 Every figure is measured in this run: the fp32 (and bf16, where the CPU has native support)
 matrix-multiply peak first, then each generator's Mpx/s and achieved GFLOP/s as a fraction of
-that peak.  FLOPs are those of the network as specified (torch.utils.flop_counter on one forward
+that peak.  ``--device cuda`` runs the same on the GPU, with a TF32 row beside fp32 and bf16
+(each against the matrix-multiply peak in its own precision) and ``--images`` (default 16
+there) images per forward, since one 256² image leaves most of a GPU idle.  FLOPs are those of the network as specified (torch.utils.flop_counter on one forward
 of it: convs only), also for its inference form (BN folded into the convs, zero padding, the
 7×7 head as a matmul), which runs the same convs and must match it on tile cores.  Times are
 the best of several rounds that time the peak and every network once each (the machine is
@@ -38,6 +40,24 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from mlcore.config import GeneratorConfig, preset  # noqa: E402
 from mlcore.infer import bf16_supported  # noqa: E402
 from mlcore.nets import build_generator, count_parameters, fuse_for_inference, halo_for  # noqa: E402
+
+
+def set_precision(device: torch.device, prec: str):
+    """fp32 really in fp32 (cuDNN's convs default to TF32 on Ampere and later), tf32, or bf16
+    autocast; the TF32 switches are global, so each timed call sets them."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
+
+
+def synchronized(device: torch.device, fn):
+    """A case timed by the wall clock must include the GPU's queued work."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        fn()
+        torch.cuda.synchronize(device)
+    return run
 
 
 def forward_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
@@ -72,22 +92,24 @@ def interleaved_best(cases: dict, *, rounds: int, clock=time.perf_counter) -> di
 
 
 def prepare_generator(name: str, cfg: GeneratorConfig, *, size: int, batch: int,
-                      inference_form: bool = False) -> dict:
+                      inference_form: bool = False, device: str | torch.device = "cpu") -> dict:
+    device = torch.device(device)
     net = calibrated(cfg)
-    x = torch.randn(batch, cfg.in_channels, size, size).contiguous(
+    one = torch.randn(1, cfg.in_channels, size, size).contiguous(memory_format=torch.channels_last)
+    flops = forward_flops(net, one) * batch  # the network as specified, also for its inference form
+    net = net.to(device)
+    x = torch.randn(batch, cfg.in_channels, size, size, device=device).contiguous(
         memory_format=torch.channels_last)
-    flops = forward_flops(net, x)  # the network as specified, also for its inference form
     run_net = net
     if inference_form:
         run_net = fuse_for_inference(net)
         halo = halo_for(net)
-        with torch.inference_mode():
+        with torch.inference_mode(), set_precision(device, "fp32"):
             diff = (run_net(x) - net(x))[..., halo:-halo, halo:-halo].abs().max().item()
         name = f"{name} (|Δ| {diff:.0e})"
 
-    def run(precision: str) -> None:
-        with torch.inference_mode(), torch.autocast(
-                "cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+    def run(prec: str) -> None:
+        with torch.inference_mode(), set_precision(device, prec):
             run_net(x)
     return {"name": name, "params": count_parameters(net), "flops": flops, "px": batch * size ** 2,
             "run": run}
@@ -126,16 +148,20 @@ def bench_mosaic(args, peak: float) -> None:
     from mlcore.infer import TranslationModel, translate_mosaic
 
     cfg = ExperimentConfig()
-    g_ab, g_ba = calibrated(cfg.generator), calibrated(cfg.generator)
-    model = TranslationModel(g_ab, g_ba, config=cfg, norm_a=Normalization(0, 65535),
-                             norm_b=Normalization(0, 65535), halo=halo_for(g_ab))
+    device = torch.device(args.device)
     n, risk = args.mosaic, not args.no_risk
-    mosaic = np.random.default_rng(0).integers(0, 65535, (n, n), dtype=np.uint16)
+    g_ab, g_ba = calibrated(cfg.generator), calibrated(cfg.generator)
     flops_px = forward_flops(g_ab, torch.zeros(1, 1, 256, 256)) / 256 ** 2 * (2 if risk else 1)
+    model = TranslationModel(g_ab, g_ba, config=cfg, norm_a=Normalization(0, 65535),
+                             norm_b=Normalization(0, 65535), halo=halo_for(g_ab), device=device)
+    gpu = device.type == "cuda"  # translated in true fp32, as the job does: the fp32 peak
+    mosaic = np.random.default_rng(0).integers(0, 65535, (n, n), dtype=np.uint16)
 
-    one_thread = torch.get_num_threads() == 1
+    one_thread = torch.get_num_threads() == 1 and not gpu
 
     def row(label: str, image: np.ndarray, **options) -> float:
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
         with PeakRSS() as rss:
             cpu = time.thread_time()
             result = translate_mosaic(model, image, risk=risk, **options)
@@ -145,15 +171,18 @@ def bench_mosaic(args, peak: float) -> None:
         print(f"{label:<44} {image.shape[0]:>5}² {result.tiles:>5} {result.seconds:8.1f} "
               f"{cpu:8.1f} {mpx:7.3f} {mpx * flops_px / 1e3:8.1f} "
               f"{mpx * flops_px / 1e3 / peak:7.1%} {(rss.peak - rss.start) / 2 ** 20:8.0f} "
-              f"{outputs / 2 ** 20:8.0f}", flush=True)
+              f"{outputs / 2 ** 20:8.0f}"
+              + (f" {torch.cuda.max_memory_allocated(device) / 2 ** 20:8.0f}" if gpu else ""),
+              flush=True)
         return mpx
 
     print(f"\nmosaic translation, uint16, {'with' if risk else 'without'} the risk map (G_BA∘G_AB), "
           f"halo {model.halo} px{' ×2' if risk else ''}; Mpx/s from "
           f"{'CPU' if one_thread else 'wall'} s; RSS = peak growth during the call (MiB), "
-          f"outputs = its result arrays (MiB), within the RSS")
+          f"outputs = its result arrays (MiB), within the RSS"
+          + ("; GPU = peak GPU memory allocated (MiB)" if gpu else ""))
     print(f"{'settings':<44} {'size':>6} {'tiles':>5} {'wall s':>8} {'CPU s':>8} {'Mpx/s':>7} "
-          f"{'GFLOP/s':>8} {'of peak':>7} {'RSS':>8} {'outputs':>8}")
+          f"{'GFLOP/s':>8} {'of peak':>7} {'RSS':>8} {'outputs':>8}" + (f" {'GPU':>8}" if gpu else ""))
     crop = mosaic[:min(n, 1024), :min(n, 1024)]
     new = row(f"inference form, tile {args.tile}, batch {args.batch}", crop,
               tile=args.tile, batch_size=args.batch)
@@ -252,6 +281,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller images, fewer repeats")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--images", type=int, default=0,
+                        help="images per forward in the throughput table (default 1; 16 on a GPU)")
     parser.add_argument("--quality", action="store_true", help="also train + quality table")
     parser.add_argument("--data", help="simulator data set folder (written there if it has no manifest.json; "
                                        "default: a new folder under the temp dir)")
@@ -272,11 +304,19 @@ def main() -> int:
         if args.quality:
             quality(args)
         return 0
-    size, rounds, n = (128, 2, 1024) if args.quick else (256, 5, 2048)
-    precisions = {"fp32": torch.float32}
-    if bf16_supported(torch.device("cpu")):
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    if gpu and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here")
+    size, rounds, n = (256, 2, 1024) if args.quick else (256, 5, 2048)  # 256 > 2 × the 96 px halo
+    if gpu:
+        rounds, n = 10, 4096 if args.quick else 8192  # a GPU's peak needs large products
+    images = args.images or (16 if gpu else 1)
+    precisions = {"fp32": torch.float32} | ({"tf32": torch.float32} if gpu else {})
+    if bf16_supported(device):
         precisions["bf16"] = torch.bfloat16
-    nets = [prepare_generator(name, cfg, size=size, batch=1, inference_form=fused)
+    nets = [prepare_generator(name, cfg, size=size, batch=images, inference_form=fused,
+                              device=device)
             for name, cfg, fused in (
                 ("ssum G (64 f, 9 blocks, BN)", GeneratorConfig(), False),
                 ("  its inference form", GeneratorConfig(), True),
@@ -284,18 +324,23 @@ def main() -> int:
                  GeneratorConfig(arch="junyanz_resnet9", norm="instance"), False))]
     cases = {}
     for prec, dtype in precisions.items():
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        cases[("peak", prec)] = lambda a=a, b=b: torch.mm(a, b)
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+
+        def peak(a=a, b=b, prec=prec):
+            with set_precision(device, prec):
+                torch.mm(a, b)
+        cases[("peak", prec)] = synchronized(device, peak)
         for i, net in enumerate(nets):
-            cases[(i, prec)] = lambda net=net, prec=prec: net["run"](prec)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+            cases[(i, prec)] = synchronized(device, lambda net=net, prec=prec: net["run"](prec))
+    clock = time.thread_time if args.threads == 1 and not gpu else time.perf_counter
     best = interleaved_best(cases, rounds=rounds, clock=clock)
     peaks = {prec: 2 * n ** 3 / best[("peak", prec)] / 1e9 for prec in precisions}
-    print(f"torch {torch.__version__}, {args.threads} thread(s); matmul peak ({n}²): "
+    where = torch.cuda.get_device_name(device) if gpu else f"{args.threads} thread(s)"
+    print(f"torch {torch.__version__}, {where}; matmul peak ({n}²): "
           + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items())
           + f"; best of {rounds} interleaved rounds, "
-          + ("thread CPU time" if args.threads == 1 else "wall clock"))
-    print(f"generator inference, batch 1, {size}² px, 1 channel, eval, channels_last")
+          + ("thread CPU time" if clock is time.thread_time else "wall clock"))
+    print(f"generator inference, batch {images}, {size}² px, 1 channel, eval, channels_last")
     print(f"{'model':<40} {'prec':<5} {'params':>9} {'GFLOP/im':>8} {'Mpx/s':>9} "
           f"{'GFLOP/s':>9} {'peak':>9} {'of peak':>7}")
     for i, net in enumerate(nets):

@@ -230,7 +230,7 @@ class LiveTranslation:
         try:
             from mlcore.infer import load_model
 
-            self.core = CanvasTranslation(load_model(self.model_path), tile=self.tile)
+            self.core = CanvasTranslation(load_model(self.model_path, device="auto"), tile=self.tile)
         except Exception:
             log.warning("no live translation for scan %s", self.scan_id, exc_info=True)
             return

@@ -111,12 +111,12 @@ class ImagePool:
         for img in images.detach():
             img = img.unsqueeze(0)
             if len(self.images) < self.size:
-                self.images.append(img.cpu().clone())
+                self.images.append(img.to("cpu", torch.float32, copy=True))  # AMP or not, as resumed
                 out.append(img)
             elif torch.rand(1, generator=self.generator).item() > 0.5:
                 j = int(torch.randint(0, self.size, (1,), generator=self.generator))
-                old = self.images[j].to(img.device)
-                self.images[j] = img.cpu().clone()
+                old = self.images[j].to(img.device, img.dtype)
+                self.images[j] = img.to("cpu", torch.float32, copy=True)
                 out.append(old)
             else:
                 out.append(img)
@@ -129,6 +129,6 @@ class ImagePool:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.size = int(state["size"])
-        imgs = state["images"]
+        imgs = state["images"].float().cpu()  # a checkpoint loaded onto the GPU has them there
         self.images = [imgs[i:i + 1].clone() for i in range(imgs.shape[0])] if imgs.numel() else []
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())

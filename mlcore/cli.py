@@ -78,12 +78,12 @@ def run_training(data_dir: str | Path, out_dir: str | Path, *, config: Experimen
 
 def run_evaluation(model_path: str | Path, data_dir: str | Path, *, psf_sigma_px: float = 2.0,
                    max_shift: int = 2, progress: Callable[[int, int], None] | None = None,
-                   should_cancel: Callable[[], bool] | None = None) -> Any:
+                   should_cancel: Callable[[], bool] | None = None, device: str = "auto") -> Any:
     from mlcore.data import load_pair_folder
     from mlcore.evaluate import evaluate
     from mlcore.infer import load_model
 
-    return evaluate(load_model(model_path), load_pair_folder(data_dir), psf_sigma_px=psf_sigma_px,
+    return evaluate(load_model(model_path, device=device), load_pair_folder(data_dir), psf_sigma_px=psf_sigma_px,
                     max_shift=max_shift, progress=progress, should_cancel=should_cancel)
 
 
@@ -125,7 +125,7 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
 
 def run_translation(model_path: str | Path, input_path: str | Path, output_path: str | Path, *,
                     risk_path: str | Path | None = None, tile: int = 1024, batch_size: int = 1,
-                    bf16: bool = False, device: str = "cpu",
+                    bf16: bool = False, device: str = "auto",
                     progress: Callable[[int, int], None] | None = None,
                     should_cancel: Callable[[], bool] | None = None) -> Any:
     """Translate a mosaic file into a 16-bit SEM-like TIFF (+ float32 risk TIFF).  Outputs are
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--psf-sigma-px", type=float, default=2.0)
     e.add_argument("--max-shift", type=int, default=2)
     e.add_argument("--json", help="also write the report here")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if any)")
     r = sub.add_parser("translate", help="translate a mosaic image into an SEM-like one",
                        description="Translate a mosaic of any size tile by tile (memory bounded "
                                    "by the tile; uncompressed TIFFs are memory-mapped).")
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
     r.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast (faster only with AVX512_BF16/AMX or a recent GPU)")
-    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: the GPU if any)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     bar = _Bar(args.command, unit="tile" if args.command == "translate" else "it")
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result.status} at step {result.step}: {result.checkpoint}")
         elif args.command == "evaluate":
             report = run_evaluation(args.model, args.data, psf_sigma_px=args.psf_sigma_px,
-                                    max_shift=args.max_shift, progress=bar)
+                                    max_shift=args.max_shift, progress=bar, device=args.device)
             bar.close()
             print(report.table())
             if args.json:

@@ -15,9 +15,10 @@ i.e. they are padded by reflection; below :data:`MIN_SIZE` px a side they are re
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,14 @@ class TranslationModel:
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> TranslationModel:
-    """Rebuild the generators from a training checkpoint or an exported model file alone."""
+    """Rebuild the generators from a training checkpoint or an exported model file alone, on
+    ``device`` ('auto': the GPU where there is one)."""
+    from mlcore.train import _mirror, resolve_device
+
+    device = resolve_device(str(device), field="device")
     state = load_checkpoint(path, map_location=device)
     try:
         cfg = ExperimentConfig.from_json(state["config"])
-        from mlcore.train import _mirror
         g_ab, g_ba = build_generator(cfg.generator), build_generator(_mirror(cfg.generator))
         g_ab.load_state_dict(state["nets"]["g_ab"])
         g_ba.load_state_dict(state["nets"]["g_ba"])
@@ -120,6 +124,24 @@ def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
     period = 2 * (n - 1)
     idx = np.abs(idx) % period
     return np.where(idx >= n, period - idx, idx)
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, bf16: bool = False) -> Iterator[None]:
+    """bf16 autocast when asked, otherwise true fp32: cuDNN runs fp32 convs in TF32 (a 10-bit
+    mantissa) by default on Ampere and later, and the inference form's folded weights then
+    round differently from the reference nets', so tiles and the whole image differed by up to
+    4e-3 on an H100."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        if device.type != "cuda":
+            yield
+            return
+        before = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = before
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -205,7 +227,7 @@ class _Runner:
             x = (x.permute(0, 3, 1, 2) * 2 - 1).to(m.device).contiguous(
                 memory_format=torch.channels_last)  # (B, C, t + 2h, t + 2h)
             core = (slice(None), slice(None), slice(hl, hl + t), slice(hl, hl + t))
-            with torch.autocast(m.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            with precision(m.device, self.bf16):
                 fake = m.tile_ab(x)
                 # G_BA's core needs only its own halo of fake around the core, not G_AB's too.
                 h1 = m.halo if self.risk else 0
@@ -303,13 +325,14 @@ def translate_whole(model: TranslationModel, mosaic: np.ndarray, *, risk: bool =
     unit = model.norm_a.to_unit(np.asarray(mosaic)[np.ix_(ri, ci)])
     x = torch.from_numpy(unit if unit.ndim == 3 else unit[..., None]).permute(2, 0, 1)[None]
     x = (x * 2 - 1).to(model.device)
-    fake = model.g_ab(x)
+    with precision(model.device):
+        fake = model.g_ab(x)
+        rec = model.g_ba(fake) if risk else None
     crop = (slice(None), slice(None), slice(halo, halo + h), slice(halo, halo + w))
     sem = ((fake[crop].clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).cpu().numpy()
     sem = sem[..., 0] if sem.shape[-1] == 1 else sem
     risk_map = None
-    if risk:
-        rec = model.g_ba(fake)
+    if rec is not None:
         risk_map = ((rec[crop] - x[crop]).abs() / 2).mean(1)[0].cpu().numpy()
     return TranslationResult(sem, risk_map, 1, time.perf_counter() - started)
 

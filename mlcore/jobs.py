@@ -129,7 +129,7 @@ def evaluate_run(run: TrainingRun, model_path: Path) -> dict:
         return {}
     folder = absolute(f"training/{run.pk}/test")
     lay_out_pairs(test_pairs, folder)
-    scores = evaluate(load_model(model_path), load_pair_folder(folder)).to_dict()
+    scores = evaluate(load_model(model_path, device="auto"), load_pair_folder(folder)).to_dict()
     # Keyed by method ("model", "input", "unsharp", "richardson_lucy") for pages and scripts.
     return {"pairs": scores["pairs"], "max_shift_px": scores["max_shift"],
             **{row.pop("method"): row for row in scores["rows"]}}

@@ -428,7 +428,7 @@ def _positive_probe_copy(net: nn.Module) -> nn.Module:
     # positive gradient, so the gradient's support is exactly the receptive field (random weights
     # could cancel or hit dead ReLUs).  Norms are per-pixel-affine in eval or global (IN), and a
     # global one would make the support the whole image, so they are removed.
-    probe = copy.deepcopy(net).double().eval()
+    probe = copy.deepcopy(net).cpu().double().eval()  # geometry only: the CPU will do
     for m in probe.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             m.weight.fill_(1.0 / m.weight[0].numel())

@@ -65,12 +65,16 @@ class TrainResult:
     losses: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, *, field: str = "train.device") -> torch.device:
+    """'auto' is the GPU where there is one; asking for CUDA without one is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available here")
-    return torch.device(name)
+        raise ConfigError(f"{field}={name!r} but CUDA is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"{field}={name!r} is not a device: use cpu, cuda, cuda:N or auto") from exc
 
 
 def _mirror(cfg: GeneratorConfig) -> GeneratorConfig:
@@ -126,7 +130,12 @@ class Trainer:
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.models = {k: DDP(v, device_ids=ids) for k, v in self.nets.items()}
+            # No buffer broadcast on each forward: the generators run up to three times per
+            # step, and an in-place broadcast of BatchNorm's running statistics between those
+            # runs breaks their backward (seen with torch 2.11).  The statistics are averaged
+            # over the ranks before each checkpoint instead (SyncBatchNorm keeps them equal).
+            self.models = {k: DDP(v, device_ids=ids, broadcast_buffers=False)
+                           for k, v in self.nets.items()}
         g_params = [*self.nets["g_ab"].parameters(), *self.nets["g_ba"].parameters()]
         d_params = [*self.nets["d_a"].parameters(), *self.nets["d_b"].parameters()]
         self.opt_g = torch.optim.Adam(g_params, lr=tc.lr, betas=tc.betas)
@@ -266,10 +275,19 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"rng": rng, "pools": {k: p.state_dict() for k, p in self.pools.items()}}
 
+    def _average_norm_statistics(self) -> None:
+        for net in self.nets.values():
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                    for buf in (m.running_mean, m.running_var):
+                        dist.all_reduce(buf)  # a sum: gloo has no AVG
+                        buf /= self.world_size
+
     def state_dict(self) -> dict[str, Any]:
         """Everything resume needs; collective under DDP (every rank must call it)."""
         local = self._local_state()
         if self.distributed:
+            self._average_norm_statistics()
             gathered: list[Any] = [None] * self.world_size
             dist.all_gather_object(gathered, {k: _to_cpu(v) for k, v in local.items()})
         else:
@@ -308,10 +326,11 @@ class Trainer:
         per_rank = state["per_rank"]
         if self.rank < len(per_rank) and len(per_rank) == self.world_size:
             mine = per_rank[self.rank]
-            torch.set_rng_state(mine["rng"]["torch"])
-            self.cx_generator.set_state(mine["rng"]["cx"])
-            if "cuda" in mine["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(mine["rng"]["cuda"], self.device)
+            rng = {k: v.cpu() for k, v in mine["rng"].items()}  # map_location moved them
+            torch.set_rng_state(rng["torch"])
+            self.cx_generator.set_state(rng["cx"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
             for k, pool in self.pools.items():
                 pool.load_state_dict(mine["pools"][k])
         else:

@@ -33,11 +33,12 @@ def dataset(tiny_cfg, pairs):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """A tiny model trained for 60 steps (~3 s): (result, dataset, loss history)."""
+    """A tiny model trained for 120 steps (~6 s): (result, dataset, loss history).  At 60 steps
+    two of the seeds 0–4 ended below the input's PSNR; at 120 all five beat it by 1.2–2.1 dB."""
     from mlcore.train import Trainer
 
     torch.set_num_threads(1)
-    cfg = preset("tiny").replace(train__lr=2e-3, loss__paired_l1=10.0, train__constant_steps=60,
+    cfg = preset("tiny").replace(train__lr=2e-3, loss__paired_l1=10.0, train__constant_steps=120,
                                  train__decay_steps=0, data__unaligned=False,
                                  train__checkpoint_every=1000)
     ds = PairDataset(synthetic_pairs(6, size=48, seed=0), data=cfg.data, seed=0)

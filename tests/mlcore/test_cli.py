@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import tifffile
+import torch
 
 from mlcore.cli import main
 from mlcore.data import synthetic_pairs
@@ -49,3 +50,13 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and err.startswith("error:") and "not an mlcore checkpoint" in err
     assert "\n" not in err
 
+
+
+def test_device_errors_are_one_line(tmp_path, capsys):
+    args = ["translate", "--model", str(tmp_path / "model.pt"), "--input", "x.tif", "--output", "y.tif"]
+    assert main([*args, "--device", "gpu0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: device='gpu0' is not a device: use cpu, cuda, cuda:N or auto"
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "CUDA is not available here" in capsys.readouterr().err
