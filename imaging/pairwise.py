@@ -23,8 +23,10 @@ Method (MIST/ashlar family, adapted to a circular field of view):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from scipy import fft, ndimage
 
@@ -227,18 +229,16 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     c0 = max(0, int(cols.min() - t[0]) - 6)
     c1 = min(w, int(cols.max() - t[0]) + 7)
     spline = ndimage.spline_filter(frame_j[r0:r1, c0:c1].astype(np.float64), order=3)
-    inside_j = mask_eroded.astype(np.float32)
-    sample = lambda r, c: ndimage.map_coordinates(spline, [r - r0, c - c0], order=3, prefilter=False)  # noqa: E731
+    select = mask_eroded[bi]
+    sample = _ShiftSampler(spline, (r0, c0), bi, select)
     solved = None
     for _ in range(iterations):
-        jr, jc = rows - t[1], cols - t[0]
-        inside = ndimage.map_coordinates(inside_j, [jr, jc], order=0) > 0
+        inside = _shifted_mask(mask_eroded, bi, t)[select]
         if inside.sum() < 32:
             break
-        jr, jc = jr[inside], jc[inside]
-        values = sample(jr, jc)
-        gy = sample(jr + 0.5, jc) - sample(jr - 0.5, jc)
-        gx = sample(jr, jc + 0.5) - sample(jr, jc - 0.5)
+        values = sample(t[1], t[0])[inside]
+        gy = sample(t[1] - 0.5, t[0])[inside] - sample(t[1] + 0.5, t[0])[inside]
+        gx = sample(t[1], t[0] - 0.5)[inside] - sample(t[1], t[0] + 0.5)[inside]
         photometric = np.stack([values, np.ones_like(values), xn[inside], yn[inside]], axis=1)
         coef, *_ = np.linalg.lstsq(photometric, target[inside], rcond=None)
         residual = target[inside] - photometric @ coef
@@ -256,7 +256,9 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
         inside, gain, design, residual = solved
         sigma2 = max(float(residual @ residual) / max(len(residual) - 6, 1), 1e-12)
         normal = design.T @ design
-        shared = _shared_gradient_energy(frame_i, rows[inside], cols[inside], sample, t)
+        gj = np.stack([sample(t[1], t[0] - 1) - sample(t[1], t[0] + 1),
+                       sample(t[1] - 1, t[0]) - sample(t[1] + 1, t[0])], axis=1)[inside] / 2
+        shared = _shared_gradient_energy(frame_i, rows[inside], cols[inside], gj)
         normal[:2, :2] = gain * gain * shared
         # Shift block of the inverse covariance, photometric terms marginalised (Schur complement).
         hpp = normal[2:, 2:] + 1e-12 * np.eye(4)
@@ -265,22 +267,80 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     return t, information
 
 
-def _shared_gradient_energy(frame_i, rows, cols, sample_j, t) -> np.ndarray:
-    """Σ ∇I_i ∇I_jᵀ (symmetrised, 2×2, x/y order) over the overlap pixels at offset ``t``:
-    the gradient energy the two frames have in common. Noise is independent between frames,
+def _shared_gradient_energy(frame_i, rows, cols, gj) -> np.ndarray:
+    """Σ ∇I_i ∇I_jᵀ (symmetrised, 2×2, x/y order) over the overlap pixels (``gj``: frame j's
+    central-difference gradients there, at the offset found): the gradient energy the two
+    frames have in common. Noise is independent between frames,
     so its gradients cancel in the product instead of adding like in Σ ∇I_j ∇I_jᵀ; what is
     left of them is a random sum, so each principal direction keeps only its energy beyond
     :data:`SHARED_ENERGY_ERRORS` standard errors of that sum."""
-    jr, jc = rows - t[1], cols - t[0]
     gi = np.stack([frame_i[rows, cols + 1] - frame_i[rows, cols - 1],
                    frame_i[rows + 1, cols] - frame_i[rows - 1, cols]], axis=1).astype(np.float64) / 2
-    gj = np.stack([sample_j(jr, jc + 1) - sample_j(jr, jc - 1),
-                   sample_j(jr + 1, jc) - sample_j(jr - 1, jc)], axis=1) / 2
     product = gi.T @ gj
     _, vectors = np.linalg.eigh(0.5 * (product + product.T))
     terms = (gi @ vectors) * (gj @ vectors)  # per pixel, along each principal direction
     energy = terms.sum(axis=0) - SHARED_ENERGY_ERRORS * np.sqrt(np.square(terms).sum(axis=0))
     return (vectors * np.maximum(energy, 0.0)) @ vectors.T
+
+
+def _bspline_taps(fraction: float) -> np.ndarray:
+    """Cubic B-spline weights of the four coefficients at ⌊p⌋ − 1 … ⌊p⌋ + 2 for p's fraction."""
+    f = fraction
+    return np.array([(1 - f) ** 3, 3 * f**3 - 6 * f**2 + 4, -3 * f**3 + 3 * f**2 + 3 * f + 1, f**3]) / 6
+
+
+class _ShiftSampler:
+    """Cubic-spline samples of frame j at p − t for the pixels p of frame i's overlap ``box``
+    picked by ``select``, in row-major order, one shift t for all of them.
+
+    What ``map_coordinates(spline, p − t, order=3, prefilter=False)`` gives, but a common shift
+    shares each axis's four tap weights, so the samples are one separable 4×4 stencil over
+    the box (cv2.sepFilter2D) instead of sixteen weights computed per point: 3–4× faster.
+    Its edges as map_coordinates' mode 'constant' has them: coefficients mirrored within
+    ``spline`` (its top-left at frame j's ``origin``), 0 for points beyond it.
+    """
+
+    def __init__(self, spline: np.ndarray, origin: tuple[int, int], box, select: np.ndarray):
+        rows, cols = np.nonzero(select)  # the stencil covers the picked pixels' bounding box
+        r, c = (rows.min(), rows.max() + 1), (cols.min(), cols.max() + 1)
+        self.spline, self.origin, self.select = spline, origin, select[r[0]:r[1], c[0]:c[1]]
+        self.padded = np.pad(spline, 2, mode="reflect")  # = scipy's mirror of the taps
+        self.y0, self.x0 = box[0].start + r[0], box[1].start + c[0]
+        self.h, self.w = self.select.shape
+
+    def __call__(self, ty: float, tx: float) -> np.ndarray:
+        by, bx = math.floor(-ty), math.floor(-tx)
+        # Coefficient row of pixel y's first tap: y − r0 + ⌊−ty⌋ − 1 (likewise for columns),
+        # two more in the padded array.
+        top = self.y0 - self.origin[0] + by + 1
+        left = self.x0 - self.origin[1] + bx + 1
+        if (top < 0 or left < 0 or top + self.h + 3 > self.padded.shape[0]
+                or left + self.w + 3 > self.padded.shape[1]):
+            rows, cols = np.nonzero(self.select)
+            return ndimage.map_coordinates(
+                self.spline, [rows + self.y0 - ty - self.origin[0], cols + self.x0 - tx - self.origin[1]],
+                order=3, prefilter=False)
+        window = self.padded[top: top + self.h + 3, left: left + self.w + 3]
+        out = cv2.sepFilter2D(window, cv2.CV_64F, _bspline_taps(-tx - bx), _bspline_taps(-ty - by),
+                              anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[: self.h, : self.w]
+        py = np.arange(self.h) + (self.y0 - self.origin[0] - ty)  # spline coordinates
+        px = np.arange(self.w) + (self.x0 - self.origin[1] - tx)
+        out[(py < 0) | (py > self.spline.shape[0] - 1)] = 0.0
+        out[:, (px < 0) | (px > self.spline.shape[1] - 1)] = 0.0
+        return out[self.select]
+
+
+def _shifted_mask(mask: np.ndarray, box, t) -> np.ndarray:
+    """``mask`` (frame j's) at the nearest pixel to p − t for each pixel p of frame i's ``box``
+    (as map_coordinates' order 0: ⌊p − t + ½⌋), False outside frame j."""
+    dy, dx = math.floor(0.5 - t[1]), math.floor(0.5 - t[0])
+    rows, cols = box
+    out = np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool)
+    r0, r1 = max(rows.start + dy, 0), min(rows.stop + dy, mask.shape[0])
+    c0, c1 = max(cols.start + dx, 0), min(cols.stop + dx, mask.shape[1])
+    if r1 > r0 and c1 > c0:
+        out[r0 - rows.start - dy: r1 - rows.start - dy, c0 - cols.start - dx: c1 - cols.start - dx] = mask[r0:r1, c0:c1]
+    return out
 
 
 def _positive_part(matrix: np.ndarray) -> np.ndarray:

@@ -470,8 +470,9 @@ def mrf_displacements(
     prior /= prior.sum()
     # Messages are 'valid' 2-D convolutions of a belief (side²) with ψ ((2·reach + 1)²); ψ's
     # spectra (and those of ψ flipped, for messages against the link's direction) are reused.
-    shape = (4 * radius_px + 1 + side - 1,) * 2
-    fast = (fft.next_fast_len(shape[0], real=True),) * 2
+    # The kept outputs (indices 2r…4r of the full 6r + 1) are free of circular wrap-around from
+    # a transform of 4r + 1 on: 2.2× fewer points than the full length.
+    fast = (fft.next_fast_len(2 * reach + 1, real=True),) * 2
     # Single precision halves the transforms' cost and loses nothing: ψ ≥ ``floor`` everywhere,
     # so every message is ≥ floor times its sum, far above float32's round-off (1e-7 of the peak).
     edges = []

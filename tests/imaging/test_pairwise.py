@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from imaging.pairwise import mask_overlap_px, masked_ncc, refine_pair, register_pair
+from imaging.pairwise import (
+    _shifted_mask,
+    _ShiftSampler,
+    mask_overlap_px,
+    masked_ncc,
+    refine_pair,
+    register_pair,
+)
 from tests.imaging.scan_factory import circular_mask, ic_scene
 
 
@@ -92,3 +99,20 @@ def test_refine_pair_ends_in_the_basin_it_starts_in():
     alias = refine_pair(fixed, moving, (50.2, 34.3), mask=mask)
     true_basin = refine_pair(fixed, moving, (50.2, 30.3), mask=mask)
     assert abs(true_basin.offset_px[1] - 30.0) < 0.05 and abs(alias.offset_px[1] - 34.0) < 0.05
+
+
+@pytest.mark.parametrize("ty, tx", [(0.0, 0.0), (3.3, -7.8), (-2.5, 12.5), (-0.49, -0.51),
+                                    (15.3, 23.0), (-25.6, -16.6),  # across the spline's edges
+                                    (40.7, 1.01)])  # beyond them
+def test_shift_sampler_equals_per_point_spline_samples(ty, tx):
+    rng = np.random.default_rng(0)
+    spline = ndimage.spline_filter(rng.random((90, 120)), order=3)
+    origin, box = (5, 7), (slice(20, 70), slice(30, 100))  # frame i's box; spline's origin in j
+    select = rng.random((50, 70)) > 0.3
+    rows, cols = np.nonzero(select)
+    expected = ndimage.map_coordinates(spline, [rows + 20 - ty - 5, cols + 30 - tx - 7], order=3,
+                                       prefilter=False)
+    assert np.abs(_ShiftSampler(spline, origin, box, select)(ty, tx) - expected).max() < 1e-12
+    mask = rng.random((100, 130)) > 0.5
+    nearest = ndimage.map_coordinates(mask.astype(np.float32), [rows + 20 - ty, cols + 30 - tx], order=0) > 0
+    assert np.array_equal(_shifted_mask(mask, box, (tx, ty))[select], nearest)
