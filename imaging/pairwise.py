@@ -75,6 +75,14 @@ class PairOffset:
 SHARED_ENERGY_ERRORS = 1.0
 
 
+def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``ndimage.gaussian_filter(image, sigma)`` (radius 4σ, mirrored edges) by OpenCV's
+    vectorised filter: the same to float32 round-off, 3–4× faster on one thread."""
+    radius = int(4.0 * sigma + 0.5)
+    return cv2.GaussianBlur(image, (2 * radius + 1,) * 2, sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT)
+
+
 def bandpass(frame: np.ndarray, mask: np.ndarray, *, low_sigma_px: float = 1.0,
              high_sigma_px: float = 8.0) -> np.ndarray:
     """Difference of two Gaussians taken inside ``mask`` only (normalised convolution).
@@ -94,7 +102,7 @@ def bandpass(frame: np.ndarray, mask: np.ndarray, *, low_sigma_px: float = 1.0,
     def smooth(sigma):
         if sigma == 0:
             return x
-        return ndimage.gaussian_filter(x, sigma) / np.maximum(ndimage.gaussian_filter(m, sigma), 1e-3)
+        return _gaussian(x, sigma) / np.maximum(_gaussian(m, sigma), 1e-3)
 
     return np.where(mask, smooth(low_sigma_px) - smooth(high_sigma_px), 0).astype(np.float32)
 
@@ -125,16 +133,26 @@ def _grow(box, rx: int, ry: int, shape) -> tuple[slice, slice]:
             slice(max(0, cols.start - rx), min(shape[1], cols.stop + rx)))
 
 
-def masked_ncc(fixed, fixed_mask, moving, moving_mask):
+def masked_ncc(fixed, fixed_mask, moving, moving_mask, *, window=None):
     """Mean-subtracted NCC of two masked images at every integer shift (Padfield 2012).
 
     fixed, moving : 2-D float arrays; fixed_mask, moving_mask : bool arrays of the same shapes.
     Returns ``(ncc, count)``, both (R, C) float with R = rows_f + rows_m − 1; entry
     ``[v + rows_m − 1, u + cols_m − 1]`` compares fixed pixel (y, x) with moving pixel
     (y − v, x − u), over only the pixels both masks keep. ``count`` is that overlap size.
+    ``window`` ((row_lo, row_hi), (col_lo, col_hi)), inclusive: the entries the caller needs;
+    the others are 0. The transforms then only need to keep those free of wrap-around, not
+    to hold the whole linear correlation: ~3× fewer points for a lens grown by its search
+    radius.
     """
     shape = (fixed.shape[0] + moving.shape[0] - 1, fixed.shape[1] + moving.shape[1] - 1)
-    fast = (fft.next_fast_len(shape[0], real=True), fft.next_fast_len(shape[1], real=True))
+    if window is None:
+        window = ((0, shape[0] - 1), (0, shape[1] - 1))
+    (r0, r1), (c0, c1) = ((max(0, lo), min(n - 1, hi)) for (lo, hi), n in zip(window, shape, strict=True))
+    # Circular length M leaves outputs lo…hi of a linear length N clean when M > hi and M ≥ N − lo.
+    fast = tuple(fft.next_fast_len(max(hi + 1, n - lo, a, b), real=True)
+                 for n, lo, hi, a, b in ((shape[0], r0, r1, fixed.shape[0], moving.shape[0]),
+                                         (shape[1], c0, c1, fixed.shape[1], moving.shape[1])))
     # Single precision halves the transforms' cost; the sums it cancels (Σf² − (Σf)²/n) stay
     # well conditioned for the zero-mean, band-passed frames the search runs on.
     mf = fixed_mask.astype(np.float32)
@@ -146,7 +164,7 @@ def masked_ncc(fixed, fixed_mask, moving, moving_mask):
     flip = lambda a: a[::-1, ::-1]  # noqa: E731
     F, F2, MF = spec(f), spec(f * f), spec(mf)
     G, G2, MG = spec(flip(g)), spec(flip(g * g)), spec(flip(mm))
-    back = lambda a: fft.irfft2(a, fast)[: shape[0], : shape[1]]  # noqa: E731
+    back = lambda a: fft.irfft2(a, fast)[r0: r1 + 1, c0: c1 + 1]  # noqa: E731
     count = np.round(back(MF * MG))
     safe = np.maximum(count, 1.0)
     sum_f, sum_g = back(F * MG), back(MF * G)
@@ -156,7 +174,10 @@ def masked_ncc(fixed, fixed_mask, moving, moving_mask):
     denom = np.sqrt(np.clip(var_f, 0, None) * np.clip(var_g, 0, None))
     tiny = 1e-6 * max(float(np.max(denom)), 1e-30)
     ncc = np.where((denom > tiny) & (count > 0), cov / np.maximum(denom, tiny), 0.0)
-    return np.clip(ncc, -1.0, 1.0), count
+    full_ncc, full_count = np.zeros(shape, ncc.dtype), np.zeros(shape, count.dtype)
+    full_ncc[r0: r1 + 1, c0: c1 + 1] = np.clip(ncc, -1.0, 1.0)
+    full_count[r0: r1 + 1, c0: c1 + 1] = count
+    return full_ncc, full_count
 
 
 def _significance(ncc, count):
@@ -393,10 +414,11 @@ def register_pair(
     # radius their masked overlap is exactly the lens the two circles share at that shift.
     ri = _grow(bi, rx, ry, (h, w))
     rj = _grow(bj, rx, ry, (h, w))
-    surface, count = masked_ncc(frame_i[ri], mask[ri], frame_j[rj], mask[rj])
     # Surface index (u, v) ↔ shift of j relative to the nominal one.
     cy = (bi[0].start - ri[0].start) - (bj[0].start - rj[0].start) + (rj[0].stop - rj[0].start) - 1
     cx = (bi[1].start - ri[1].start) - (bj[1].start - rj[1].start) + (rj[1].stop - rj[1].start) - 1
+    surface, count = masked_ncc(frame_i[ri], mask[ri], frame_j[rj], mask[rj],
+                                window=((cy - ry, cy + ry), (cx - rx, cx + rx)))
     min_count = max(min_overlap_px, lens_px // 4)
     window = _window(surface, count, (cx, cy), (rx, ry), min_count)
     candidates = _candidates(surface, count, (cx, cy), (rx, ry), n_peaks, min_count)

@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage
 
 from imaging.pairwise import (
+    _gaussian,
     _shifted_mask,
     _ShiftSampler,
     mask_overlap_px,
@@ -116,3 +117,25 @@ def test_shift_sampler_equals_per_point_spline_samples(ty, tx):
     mask = rng.random((100, 130)) > 0.5
     nearest = ndimage.map_coordinates(mask.astype(np.float32), [rows + 20 - ty, cols + 30 - tx], order=0) > 0
     assert np.array_equal(_shifted_mask(mask, box, (tx, ty))[select], nearest)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.5, 8.0])
+def test_gaussian_is_scipys(sigma):
+    image = np.random.default_rng(1).random((70, 90)).astype(np.float32)
+    assert np.abs(_gaussian(image, sigma) - ndimage.gaussian_filter(image, sigma)).max() < 1e-6
+
+
+@pytest.mark.parametrize("window", [((8, 12), (7, 13)), ((0, 3), (15, 19)), ((-4, 30), (9, 9))])
+def test_masked_ncc_window_equals_the_full_surface_there(window):
+    rng = np.random.default_rng(4)
+    f, g = rng.random((12, 10)), rng.random((9, 11))
+    mf, mg = rng.random((12, 10)) > 0.2, rng.random((9, 11)) > 0.2
+    full, full_count = masked_ncc(f, mf, g, mg)
+    part, count = masked_ncc(f, mf, g, mg, window=window)
+    (r0, r1), (c0, c1) = window
+    inside = (slice(max(r0, 0), r1 + 1), slice(c0, c1 + 1))
+    assert np.abs(part[inside] - full[inside]).max() < 1e-5
+    assert np.array_equal(count[inside], full_count[inside])
+    outside = np.ones(full.shape, bool)
+    outside[inside] = False
+    assert not part[outside].any() and not count[outside].any()
