@@ -261,11 +261,11 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
         gy = sample(t[1] - 0.5, t[0])[inside] - sample(t[1] + 0.5, t[0])[inside]
         gx = sample(t[1], t[0] - 0.5)[inside] - sample(t[1], t[0] + 0.5)[inside]
         photometric = np.stack([values, np.ones_like(values), xn[inside], yn[inside]], axis=1)
-        coef, *_ = np.linalg.lstsq(photometric, target[inside], rcond=None)
+        coef = _least_squares(photometric, target[inside])
         residual = target[inside] - photometric @ coef
         # d/dt of g·I_j(p − t) = −g·∇I_j; solved jointly with the photometric terms.
         design = np.column_stack([-coef[0] * gx, -coef[0] * gy, photometric])
-        step, *_ = np.linalg.lstsq(design, residual, rcond=None)
+        step = _least_squares(design, residual)
         if not np.all(np.isfinite(step[:2])):
             break
         solved = (inside, coef[0], design, residual)
@@ -286,6 +286,15 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
         information = (normal[:2, :2] - normal[:2, 2:] @ np.linalg.solve(hpp, normal[2:, :2])) / sigma2
         information = _positive_part(information)
     return t, information
+
+
+def _least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``lstsq(a, b)`` for a tall ``a`` (N × ≤ 6) by its normal equations, several times faster;
+    by lstsq itself where they are ill-conditioned (a blank overlap: no gradient columns)."""
+    normal = a.T @ a
+    if np.linalg.cond(normal) < 1e10:
+        return np.linalg.solve(normal, a.T @ b)
+    return np.linalg.lstsq(a, b, rcond=None)[0]
 
 
 def _shared_gradient_energy(frame_i, rows, cols, gj) -> np.ndarray:

@@ -6,6 +6,7 @@ from scipy import ndimage
 
 from imaging.pairwise import (
     _gaussian,
+    _least_squares,
     _shifted_mask,
     _ShiftSampler,
     mask_overlap_px,
@@ -139,3 +140,11 @@ def test_masked_ncc_window_equals_the_full_surface_there(window):
     outside = np.ones(full.shape, bool)
     outside[inside] = False
     assert not part[outside].any() and not count[outside].any()
+
+
+def test_least_squares_is_lstsq_also_without_gradients():
+    rng = np.random.default_rng(5)
+    a, b = rng.random((500, 6)), rng.random(500)
+    assert np.allclose(_least_squares(a, b), np.linalg.lstsq(a, b, rcond=None)[0], rtol=0, atol=1e-10)
+    a[:, :2] = 0  # a blank overlap: no gradient columns
+    assert np.allclose(_least_squares(a, b), np.linalg.lstsq(a, b, rcond=None)[0], rtol=0, atol=1e-10)
