@@ -319,6 +319,9 @@ def _bspline_taps(fraction: float) -> np.ndarray:
     return np.array([(1 - f) ** 3, 3 * f**3 - 6 * f**2 + 4, -3 * f**3 + 3 * f**2 + 3 * f + 1, f**3]) / 6
 
 
+_SAMPLER_MARGIN = 8
+
+
 class _ShiftSampler:
     """Cubic-spline samples of frame j at p − t for the pixels p of frame i's overlap ``box``
     picked by ``select``, in row-major order, one shift t for all of them.
@@ -334,16 +337,18 @@ class _ShiftSampler:
         rows, cols = np.nonzero(select)  # the stencil covers the picked pixels' bounding box
         r, c = (rows.min(), rows.max() + 1), (cols.min(), cols.max() + 1)
         self.spline, self.origin, self.select = spline, origin, select[r[0]:r[1], c[0]:c[1]]
-        self.padded = np.pad(spline, 2, mode="reflect")  # = scipy's mirror of the taps
+        # scipy mirrors the taps of points within the spline; points beyond it are 0 whatever
+        # their taps read, so a further margin may hold anything.
+        self.padded = np.pad(np.pad(spline, 2, mode="reflect"), _SAMPLER_MARGIN - 2)
         self.y0, self.x0 = box[0].start + r[0], box[1].start + c[0]
         self.h, self.w = self.select.shape
 
     def __call__(self, ty: float, tx: float) -> np.ndarray:
         by, bx = math.floor(-ty), math.floor(-tx)
         # Coefficient row of pixel y's first tap: y − r0 + ⌊−ty⌋ − 1 (likewise for columns),
-        # two more in the padded array.
-        top = self.y0 - self.origin[0] + by + 1
-        left = self.x0 - self.origin[1] + bx + 1
+        # plus the margin in the padded array.
+        top = self.y0 - self.origin[0] + by - 1 + _SAMPLER_MARGIN
+        left = self.x0 - self.origin[1] + bx - 1 + _SAMPLER_MARGIN
         if (top < 0 or left < 0 or top + self.h + 3 > self.padded.shape[0]
                 or left + self.w + 3 > self.padded.shape[1]):
             rows, cols = np.nonzero(self.select)

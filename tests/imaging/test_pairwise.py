@@ -104,7 +104,7 @@ def test_refine_pair_ends_in_the_basin_it_starts_in():
 
 
 @pytest.mark.parametrize("ty, tx", [(0.0, 0.0), (3.3, -7.8), (-2.5, 12.5), (-0.49, -0.51),
-                                    (15.3, 23.0), (-25.6, -16.6),  # across the spline's edges
+                                    (15.3, 23.0), (17.5, -3.0), (-25.6, -16.6),  # across its edges
                                     (40.7, 1.01)])  # beyond them
 def test_shift_sampler_equals_per_point_spline_samples(ty, tx):
     rng = np.random.default_rng(0)
