@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -204,8 +205,13 @@ class Trainer:
         self.scaler.scale(loss_d_a + loss_d_b).backward()
         self.scaler.step(self.opt_d)
         self.scaler.update()
-        self.sched_g.step()
-        self.sched_d.step()
+        with warnings.catch_warnings():
+            # Under AMP the scaler skips the first steps while it finds its scale; the schedule
+            # follows the step count all the same, which PyTorch would warn about each run.
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before",
+                                    UserWarning)
+            self.sched_g.step()
+            self.sched_d.step()
         losses = {k: float(v.detach()) for k, v in terms.items()}
         losses.update(g_total=float(loss_g.detach()), d_a=float(loss_d_a.detach()),
                       d_b=float(loss_d_b.detach()))
