@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -208,7 +209,7 @@ class Trainer:
         with warnings.catch_warnings():
             # Under AMP the scaler skips the first steps while it finds its scale; the schedule
             # follows the step count all the same, which PyTorch would warn about each run.
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before",
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"),
                                     UserWarning)
             self.sched_g.step()
             self.sched_d.step()
