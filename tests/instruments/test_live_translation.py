@@ -9,27 +9,8 @@ import torch
 from imaging.blending import Canvas
 from imaging.imageio import to_uint16
 from instruments.live_translation import CanvasTranslation
-from mlcore.config import preset
-from mlcore.data import Normalization
-from mlcore.infer import TranslationModel, translate_whole
-from mlcore.nets import build_generator
-from mlcore.train import _mirror
-
-
-def tiny_model(seed=0) -> TranslationModel:
-    """The tiny CycleGAN with O(1) activations and non-trivial BatchNorm statistics (eval mode)."""
-    torch.manual_seed(seed)
-    cfg = preset("tiny")
-    g_ab, g_ba = build_generator(cfg.generator), build_generator(_mirror(cfg.generator))
-    for g in (g_ab, g_ba):
-        for m in g.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, a=0.2)
-        g.train()
-        with torch.no_grad():
-            g(torch.randn(2, 1, 32, 32) * 0.5 + 0.2)
-    return TranslationModel.from_trainer_nets(g_ab, g_ba, config=cfg, norm_a=Normalization(0, 65535),
-                                              norm_b=Normalization(0, 65535))
+from mlcore.infer import translate_whole
+from tests.mlcore.tiny_model import tiny_model
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ This file needs none of the suite's fixtures, so it also runs where Django is no
     python -m pytest --noconftest tests/mlcore/test_cuda.py
 """
 
-import copy
 import gc
 import os
 
@@ -18,11 +17,11 @@ import torch.multiprocessing as mp
 
 from mlcore.checkpoint import load_checkpoint
 from mlcore.config import preset
-from mlcore.data import Normalization, PairDataset, synthetic_pairs
-from mlcore.infer import TranslationModel, load_model, translate_mosaic, translate_whole
+from mlcore.data import PairDataset, synthetic_pairs
+from mlcore.infer import load_model, translate_mosaic, translate_whole
 from mlcore.metrics import psnr
-from mlcore.nets import build_generator, halo_for
-from mlcore.train import Trainer, _mirror
+from mlcore.train import Trainer
+from tests.mlcore.tiny_model import tiny_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -112,35 +111,13 @@ def test_a_gpu_run_resumes_on_the_cpu_and_back(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def generators():
-    cfg = preset("tiny")
-    torch.manual_seed(0)
-    g_ab, g_ba = build_generator(cfg.generator), build_generator(_mirror(cfg.generator))
-    for g in (g_ab, g_ba):  # O(1) activations and non-trivial BN running statistics
-        for m in g.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, a=0.2)
-        g.train()
-        with torch.no_grad():
-            g(torch.randn(2, 1, 32, 32) * 0.5 + 0.2)
-    return cfg, g_ab, g_ba
-
-
-def _model(generators, device):
-    cfg, g_ab, g_ba = generators
-    return TranslationModel(copy.deepcopy(g_ab), copy.deepcopy(g_ba), config=cfg,
-                            norm_a=Normalization(0, 65535), norm_b=Normalization(0, 65535),
-                            halo=halo_for(g_ab), device=device)
-
-
-@pytest.fixture(scope="module")
 def mosaic():
     return (np.random.default_rng(1).random((300, 407)) * 65535).astype(np.uint16)
 
 
 @pytest.mark.parametrize("tile", [32, 128])
-def test_tiled_equals_whole_on_the_gpu(generators, mosaic, tile):
-    model = _model(generators, "cuda")
+def test_tiled_equals_whole_on_the_gpu(mosaic, tile):
+    model = tiny_model(device="cuda")
     whole = translate_whole(model, mosaic, risk=True)
     tiled = translate_mosaic(model, mosaic, tile=tile, batch_size=3, risk=True, as_uint16=False)
     errors = np.abs(tiled.sem_like - whole.sem_like).max(), np.abs(tiled.risk - whole.risk).max()
@@ -148,18 +125,18 @@ def test_tiled_equals_whole_on_the_gpu(generators, mosaic, tile):
     assert max(errors) < 1e-4, errors
 
 
-def test_gpu_translation_matches_the_cpu(generators, mosaic):
-    gpu = translate_mosaic(_model(generators, "cuda"), mosaic, tile=128, risk=False,
+def test_gpu_translation_matches_the_cpu(mosaic):
+    gpu = translate_mosaic(tiny_model(device="cuda"), mosaic, tile=128, risk=False,
                            as_uint16=False).sem_like
-    cpu = translate_mosaic(_model(generators, "cpu"), mosaic, tile=128, risk=False,
+    cpu = translate_mosaic(tiny_model(device="cpu"), mosaic, tile=128, risk=False,
                            as_uint16=False).sem_like
     error = np.abs(gpu - cpu).max()
     print(f"max |GPU - CPU| {error:.1e}")
     assert error < 1e-4, error  # true fp32 on both, not cuDNN's default TF32
 
 
-def test_bf16_on_the_gpu_runs_close_to_fp32(generators, mosaic):
-    model = _model(generators, "cuda")
+def test_bf16_on_the_gpu_runs_close_to_fp32(mosaic):
+    model = tiny_model(device="cuda")
     a = translate_mosaic(model, mosaic, tile=128, risk=False, as_uint16=False).sem_like
     b = translate_mosaic(model, mosaic, tile=128, risk=False, as_uint16=False, bf16=True).sem_like
     assert torch.cuda.is_bf16_supported()

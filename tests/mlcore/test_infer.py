@@ -6,31 +6,18 @@ from mlcore.data import Normalization
 from mlcore.errors import CheckpointError, InputImageError
 from mlcore.infer import (
     LiveTranslator,
-    TranslationModel,
     load_model,
     reflect_index,
     translate_mosaic,
     translate_region,
     translate_whole,
 )
-from mlcore.nets import build_generator
-from mlcore.train import _mirror
+from tests.mlcore.tiny_model import tiny_model
 
 
 @pytest.fixture
-def model(tiny_cfg):
-    torch.manual_seed(0)
-    g_ab, g_ba = build_generator(tiny_cfg.generator), build_generator(_mirror(tiny_cfg.generator))
-    for g in (g_ab, g_ba):  # O(1) activations and non-trivial BN running statistics
-        for m in g.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, a=0.2)
-        g.train()
-        with torch.no_grad():
-            g(torch.randn(2, 1, 32, 32) * 0.5 + 0.2)
-    return TranslationModel.from_trainer_nets(g_ab, g_ba, config=tiny_cfg,
-                                              norm_a=Normalization(0, 65535),
-                                              norm_b=Normalization(0, 65535))
+def model():
+    return tiny_model()
 
 
 @pytest.fixture
