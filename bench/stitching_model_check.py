@@ -30,14 +30,12 @@ import imaging.consensus as consensus  # noqa: E402
 import imaging.placement as placement  # noqa: E402
 from tests.imaging.scan_factory import position_errors  # noqa: E402
 
-SHARPNESS, FLOOR = 5.0, 1e-3  # mrf_displacements' defaults
-
 
 def model(links, *, sigma_px: float, radius_px: int, tolerant: bool = False):
     """log p(displacements) under the joint inference's model: stage prior + link potentials."""
     reach = 2 * radius_px
     potentials = [(link.i, link.j, np.log(psi)) for link in links
-                  if (psi := placement._link_potential(link, reach, SHARPNESS, FLOOR, tolerant)) is not None]
+                  if (psi := placement._link_potential(link, reach, placement.MRF_SHARPNESS, placement.MRF_FLOOR, tolerant)) is not None]
 
     def log_probability(displacement) -> float:
         d = np.asarray(displacement, float)
@@ -45,7 +43,7 @@ def model(links, *, sigma_px: float, radius_px: int, tolerant: bool = False):
         for i, j, log_psi in potentials:
             dx, dy = np.rint(d[j] - d[i]).astype(int) + reach
             inside = 0 <= dy < log_psi.shape[0] and 0 <= dx < log_psi.shape[1]
-            total += float(log_psi[dy, dx]) if inside else float(np.log(FLOOR))
+            total += float(log_psi[dy, dx]) if inside else float(np.log(placement.MRF_FLOOR))
         return total
     return log_probability
 

@@ -337,6 +337,7 @@ class _ShiftSampler:
         rows, cols = np.nonzero(select)  # the stencil covers the picked pixels' bounding box
         r, c = (rows.min(), rows.max() + 1), (cols.min(), cols.max() + 1)
         self.spline, self.origin, self.select = spline, origin, select[r[0]:r[1], c[0]:c[1]]
+        self.rows, self.cols = rows - r[0], cols - c[0]  # for the per-point path
         # scipy mirrors the taps of points within the spline; points beyond it are 0 whatever
         # their taps read, so a further margin may hold anything.
         self.padded = np.pad(np.pad(spline, 2, mode="reflect"), _SAMPLER_MARGIN - 2)
@@ -351,9 +352,8 @@ class _ShiftSampler:
         left = self.x0 - self.origin[1] + bx - 1 + _SAMPLER_MARGIN
         if (top < 0 or left < 0 or top + self.h + 3 > self.padded.shape[0]
                 or left + self.w + 3 > self.padded.shape[1]):
-            rows, cols = np.nonzero(self.select)
             return ndimage.map_coordinates(
-                self.spline, [rows + self.y0 - ty - self.origin[0], cols + self.x0 - tx - self.origin[1]],
+                self.spline, [self.rows + self.y0 - ty - self.origin[0], self.cols + self.x0 - tx - self.origin[1]],
                 order=3, prefilter=False)
         window = self.padded[top: top + self.h + 3, left: left + self.w + 3]
         out = cv2.sepFilter2D(window, cv2.CV_64F, _bspline_taps(-tx - bx), _bspline_taps(-ty - by),

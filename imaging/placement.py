@@ -436,6 +436,8 @@ def _link_potential(link: Link, reach: int, sharpness: float, floor: float, tole
 #: took 3×3 flat seed 2 from 3.6 to 0.68 px mean and seed 5 from 7.4 to 0.28 px, improved
 #: five more a little and worsened one (4×4 flat seed 2, 0.76 → 1.13 px).
 MRF_ITERATIONS = 50
+#: Link potentials (:func:`_link_potential`): exp(sharpness · Δz) above a floor.
+MRF_SHARPNESS, MRF_FLOOR = 5.0, 1e-3
 #: With every peak a pixel wider the modes only wobble within that pixel after 20 sweeps:
 #: 50 gave the same positions on the synthetic 512 px scans at 1.6× the time.
 MRF_TOLERANT_ITERATIONS = 20
@@ -447,8 +449,8 @@ def mrf_displacements(
     *,
     radius_px: int,
     sigma_px: float,
-    sharpness: float = 5.0,
-    floor: float = 1e-3,
+    sharpness: float = MRF_SHARPNESS,
+    floor: float = MRF_FLOOR,
     iterations: int | None = None,
     tolerant: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
