@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from imaging.placement import Link, fit_stage_model, mrf_displacements, solve_positions, vote_offsets
+from imaging.placement import Link, _MessageKernel, fit_stage_model, mrf_displacements, solve_positions, vote_offsets
 
 
 def _grid_links(truth, nominal, *, score=0.95):
@@ -183,6 +183,38 @@ def test_mrf_finds_true_displacements_when_single_links_prefer_aliases_or_lie():
     displacement, confidence = mrf_displacements(9, links, radius_px=30, sigma_px=10.0)
     np.testing.assert_array_equal(displacement - displacement[0], (truth - nominal) - (truth - nominal)[0])
     assert confidence.min() > 0.5
+
+
+@pytest.mark.parametrize("box", [((40, 70), (35, 80)), ((0, 20), (100, 121)), ((5, 121), (0, 121)), ((60, 61), (60, 61))])
+def test_message_kernel_equals_the_whole_potentials_convolution(box):
+    # ψ = floor + a lift on the link's surface box; the kernel transforms only the box, at its
+    # own shorter length, and the caller adds floor · Σh: the message must equal the direct
+    # sum m(a) = Σ_b h(b) ψ(a − b + 2r) over the whole ψ, wherever the box sits.
+    rng = np.random.default_rng(3)
+    r, floor = 30, 1e-3
+    side = 2 * r + 1
+    (r0, r1), (c0, c1) = box
+    psi = np.full((4 * r + 1, 4 * r + 1), floor)
+    psi[r0:r1, c0:c1] += rng.random((r1 - r0, c1 - c0))
+    belief = rng.random((side, side))
+    belief /= belief.sum()
+    direct = np.zeros((side, side))
+    for br in range(side):
+        for bc in range(side):
+            direct += belief[br, bc] * psi[side - 1 - br: 2 * side - 1 - br, side - 1 - bc: 2 * side - 1 - bc]
+    for kernel_psi, h in ((psi, belief), (psi[::-1, ::-1], belief)):
+        found = floor * h.sum() + _MessageKernel(kernel_psi - floor, side).apply(h)
+        expected = direct if kernel_psi is psi else _direct_flipped(psi, h, side)
+        np.testing.assert_allclose(found, expected, rtol=2e-5, atol=1e-9)
+
+
+def _direct_flipped(psi, h, side):
+    """m(b) = Σ_a h(a) ψ(a − b + 2r): the message against the link's direction."""
+    out = np.zeros((side, side))
+    for ar in range(side):
+        for ac in range(side):
+            out += h[ar, ac] * psi[ar + side - 1 - np.arange(side)[:, None], ac + side - 1 - np.arange(side)[None, :]]
+    return out
 
 
 def test_mrf_tolerant_survives_one_pixel_peaks_that_miss_around_loops():
