@@ -13,7 +13,11 @@ top-left offsets in frame 0's pixels. Ours runs with the useful field of view
 (``USEFUL_FOV_FRACTION`` of the circle's radius) and ``anchor="center"``; the peers get the same
 frames and stage positions. Error = Euclidean distance of each frame's position (relative to
 frame 0) from the truth after removing the best common translation (px). The "stage" row is
-the nominal positions unstitched: the error a method has when it trusts the stage alone.
+the nominal positions unstitched: the error a method has when it trusts the stage alone. The
+"floor" row is no stitcher: it refines each of our links from its true offset and solves as we
+do, so what remains is the frames' own disagreement with the truth, the least error any
+stitcher that picks every right peak can have (on the simulator: field-dependent blur, whose
+gather model moves fine lines by tenths of a pixel between frames, and camera noise).
 
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
@@ -42,7 +46,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imaging.stitching import USEFUL_FOV_FRACTION, stitch  # noqa: E402
+from imaging.flatfield import estimate_flatfield  # noqa: E402
+from imaging.placement import Link, solve_positions  # noqa: E402
+from imaging.stitching import USEFUL_FOV_FRACTION, IncrementalStitcher, stitch, useful_fov_mask  # noqa: E402
 from tests.imaging.scan_factory import position_errors, synthetic_scan  # noqa: E402
 
 
@@ -103,6 +109,26 @@ def run_ours(scan):
     mosaic = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
                     useful_fov_fraction=scan.useful_fov, anchor="center")
     return mosaic.positions_px, time.perf_counter() - started
+
+
+def run_floor(scan):
+    """Not a stitcher (it uses the truth): every link of ours refined (Gauss–Newton, no search)
+    from its *true* offset, then the same weighted solve over all of them. What is left is the
+    frames' own disagreement with the truth (camera noise, field-dependent blur, the simulator's
+    rendering): the floor under any placement that picks every link's right peak."""
+    started = time.perf_counter()
+    mask = useful_fov_mask(scan.fov_mask, scan.useful_fov)
+    stitcher = IncrementalStitcher(frame_shape=scan.frames[0].shape, pixel_size_nm=scan.pixel_size_nm,
+                                   fov_mask=mask, flatfield=estimate_flatfield(scan.frames, mask=mask))
+    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
+        stitcher.add_frame(frame, nominal, anchor="center")
+    links = []
+    for link in stitcher._links:  # the links ours measures, each refined from the truth instead
+        pair = stitcher._refine(link.i, link.j, scan.true_xy_px[link.j] - scan.true_xy_px[link.i])
+        links.append(Link(link.i, link.j, link.nominal_offset_px, tuple(pair.offset_px), link.score,
+                          pair.information, pair.reason))
+    placement = solve_positions(np.array(stitcher._nominal_px), links, min_score=-1.0, max_residual_px=1e3)
+    return placement.positions_px, time.perf_counter() - started
 
 
 def run_ashlar(scan):
@@ -185,7 +211,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # ashlar/skimage deprecation chatter would bury the table
     os.environ.setdefault("TQDM_DISABLE", "1")
-    peers = {"ours": run_ours, "ashlar": run_ashlar, "m2stitch": run_m2stitch, "stage": run_stage}
+    peers = {"ours": run_ours, "ashlar": run_ashlar, "m2stitch": run_m2stitch, "stage": run_stage,
+             "floor": run_floor}
     if args.source == "sim":
         print("stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), stage noise 3σ = 10 % "
               f"of step, camera noise; ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
@@ -211,7 +238,7 @@ def main() -> None:
             err = position_errors(positions - positions[0], scan.true_xy_px)
             if name == "ours":
                 ours_time = seconds
-            ratio = f"{seconds / ours_time:12.1f}x" if ours_time and name != "stage" else ""
+            ratio = f"{seconds / ours_time:12.1f}x" if ours_time and name not in ("stage", "floor") else ""
             print(f"{label:>16} {name:>9} {err.mean():8.3f} {err.max():8.3f} {seconds:8.2f} {ratio:>13}", flush=True)
 
 
