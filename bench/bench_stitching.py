@@ -24,7 +24,7 @@ width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 %
 vignetting and Poisson noise (tests/imaging/scan_factory.py). Error = Euclidean distance of each
 frame's position from its true one after removing the best common translation (px).
 
-    .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic]
+    .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic] [--seeds 1 2 3 4]
 
 Peers (bench-only extras, skipped with a line if missing): ashlar==1.20.0 (needs a JDK; set
 JAVA_HOME), m2stitch==0.7.2. ashlar gets the frames through an in-memory numpy Reader with the
@@ -46,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from imaging.consensus import INFERRED_PRIOR_WEIGHT  # noqa: E402
 from imaging.flatfield import estimate_flatfield  # noqa: E402
 from imaging.placement import Link, solve_positions  # noqa: E402
 from imaging.stitching import USEFUL_FOV_FRACTION, IncrementalStitcher, stitch, useful_fov_mask  # noqa: E402
@@ -113,7 +114,8 @@ def run_ours(scan):
 
 def run_floor(scan):
     """Not a stitcher (it uses the truth): every link of ours refined (Gauss–Newton, no search)
-    from its *true* offset, then the same weighted solve over all of them. What is left is the
+    from its *true* offset, then our weighted solve over all of them, pulled towards the truth
+    where ours is pulled towards the joint inference's placement. What is left is the
     frames' own disagreement with the truth (camera noise, field-dependent blur, the simulator's
     rendering): the floor under any placement that picks every link's right peak."""
     started = time.perf_counter()
@@ -124,10 +126,19 @@ def run_floor(scan):
         stitcher.add_frame(frame, nominal, anchor="center")
     links = []
     for link in stitcher._links:  # the links ours measures, each refined from the truth instead
-        pair = stitcher._refine(link.i, link.j, scan.true_xy_px[link.j] - scan.true_xy_px[link.i])
+        true = scan.true_xy_px[link.j] - scan.true_xy_px[link.i]
+        pair = stitcher._refine(link.i, link.j, true)
+        # a link whose frames have no optimum near the truth (a blank or low-contrast overlap the
+        # refinement slides off) pins nothing: dropped, as ours drops it
+        wandered = np.hypot(*(np.asarray(pair.offset_px) - true)) > 2.0
         links.append(Link(link.i, link.j, link.nominal_offset_px, tuple(pair.offset_px), link.score,
-                          pair.information, pair.reason))
-    placement = solve_positions(np.array(stitcher._nominal_px), links, min_score=-1.0, max_residual_px=1e3)
+                          pair.information, pair.reason or ("no optimum near the truth" if wandered else "")))
+    # where the links leave a frame free (parallel lines only), ours follows the joint inference's
+    # placement; here the truth takes its place
+    nominal = np.array(stitcher._nominal_px)
+    truth = nominal[0] + scan.true_xy_px - scan.true_xy_px[0]
+    placement = solve_positions(nominal, links, min_score=-1.0, max_residual_px=1e3, prior_xy_px=truth,
+                                prior_weight=INFERRED_PRIOR_WEIGHT)
     return placement.positions_px, time.perf_counter() - started
 
 
@@ -190,9 +201,10 @@ def synthetic_cases(quick: bool):
             scan.true_xy_px)
 
 
-def sim_cases(quick: bool):
-    specs = [((3, 3), "flat", 1)] if quick else [((3, 3), "flat", 1), ((4, 4), "flat", 1), ((3, 3), "default", 1),
-                                                  ((4, 4), "default", 1), ((3, 3), "stacked", 1), ((4, 4), "stacked", 1)]
+def sim_cases(quick: bool, seeds=(1,)):
+    kinds = [((3, 3), "flat")] if quick else [((3, 3), "flat"), ((4, 4), "flat"), ((3, 3), "default"),
+                                               ((4, 4), "default"), ((3, 3), "stacked"), ((4, 4), "stacked")]
+    specs = [(grid, chip, seed) for grid, chip in kinds for seed in seeds]
     for grid, chip, seed in specs:
         started = time.perf_counter()
         scan, worst = sim_scan(grid, seed=seed, flat=chip == "flat", stack=chip == "stacked")
@@ -200,7 +212,7 @@ def sim_cases(quick: bool):
               f"{len(scan.frames)} frames of {scan.frames[0].shape[1]}x{scan.frames[0].shape[0]} px, "
               f"step {scan.step_px:.0f} px, largest stage error {100 * worst:.1f} % of the step, "
               f"simulated in {time.perf_counter() - started:.0f} s]")
-        yield f"{grid[0]}x{grid[1]} {chip}", scan
+        yield f"{grid[0]}x{grid[1]} {chip}" + (f" s{seed}" if len(seeds) > 1 else ""), scan
 
 
 def main() -> None:
@@ -208,6 +220,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one small scan (3×3 frames)")
     parser.add_argument("--source", choices=("sim", "synthetic"), default="sim",
                         help="physics simulator scans (default) or the tests' synthetic IC-like scene")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1],
+                        help="simulator chip and stage seeds (default 1); several give each scan kind per seed")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # ashlar/skimage deprecation chatter would bury the table
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -216,7 +230,7 @@ def main() -> None:
     if args.source == "sim":
         print("stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), stage noise 3σ = 10 % "
               f"of step, camera noise; ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
-        cases = sim_cases(args.quick)
+        cases = sim_cases(args.quick, tuple(args.seeds))
     else:
         print("stitching on synthetic scans: 30 % overlap, circular FOV, stage error ≤ 10 % of step, "
               "vignetting 35 %, Poisson noise")
