@@ -15,9 +15,11 @@ frames and stage positions. Error = Euclidean distance of each frame's position 
 frame 0) from the truth after removing the best common translation (px). The "stage" row is
 the nominal positions unstitched: the error a method has when it trusts the stage alone. The
 "floor" row is no stitcher: it refines each of our links from its true offset and solves as we
-do, so what remains is the frames' own disagreement with the truth, the least error any
-stitcher that picks every right peak can have (on the simulator: field-dependent blur, whose
-gather model moves fine lines by tenths of a pixel between frames, and camera noise).
+do, so what remains is the frames' own disagreement with the truth (on the simulator: field-
+and depth-dependent blur, whose gather model moves fine lines by tenths of a pixel between
+frames, and camera noise): about the least error a stitcher that picks every right peak has. Not
+a strict bound: a refinement started at the truth can slide to a neighbouring optimum a pixel
+or two away, where ours, refining from the inferred peak, may not.
 
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
