@@ -433,7 +433,7 @@ def _link_potential(link: Link, reach: int, sharpness: float, floor: float, tole
 
 class _MessageKernel:
     """One direction of a link's message, m(a) = Σ_b h(b) · lift(a − b + 2r) over states a, b ∈ [0, side),
-    side = 2r + 1: ψ minus its constant floor (whose share, floor · Σh, the caller adds exactly).
+    side = 2r + 1, of ψ minus its constant floor, whose share (floor · Σh) comes in as ``base``.
 
     Only the lift's bounding box (the link's NCC surface, ~0.4 of the step wide) is transformed,
     at the shortest length whose circular wrap-around misses the side outputs kept: ~3/4 of the
@@ -455,12 +455,13 @@ class _MessageKernel:
         self.shape = (self.axes[0][3], self.axes[1][3])
         self.spectrum = fft.rfft2(kernel, self.shape)
 
-    def apply(self, b: np.ndarray) -> np.ndarray:
+    def apply(self, b: np.ndarray, base: float) -> np.ndarray:
+        """The message from belief ``b`` (side², float64), ``base`` (the floor's share) added."""
         full = fft.irfft2(self.spectrum * fft.rfft2(b.astype(np.float32), self.shape), self.shape)
         (w0r, lor, hir, _), (w0c, loc, hic, _) = self.axes
-        out = np.zeros((self.side, self.side))
+        out = np.full((self.side, self.side), base)
         if hir > lor and hic > loc:
-            out[lor - w0r: hir - w0r, loc - w0c: hic - w0c] = full[lor:hir, loc:hic]
+            out[lor - w0r: hir - w0r, loc - w0c: hic - w0c] += full[lor:hir, loc:hic]
         return out
 
 
@@ -530,9 +531,6 @@ def mrf_displacements(
             lift = psi - floor
             edges.append((link.i, link.j, _MessageKernel(lift, side), _MessageKernel(lift[::-1, ::-1], side)))
 
-    def convolve(kernel, b):
-        return floor * float(b.sum()) + kernel.apply(b)
-
     uniform = np.full((side, side), 1.0 / side**2)
     # messages[(e, direction)] : to frame j (direction 0) or to frame i (direction 1)
     messages = {(e, d): uniform.copy() for e in range(len(edges)) for d in (0, 1)}
@@ -555,12 +553,14 @@ def mrf_displacements(
         change = 0.0
         for e, (i, j, kernel, flipped_kernel) in enumerate(edges):
             # m_{i→j}(d_j) = Σ_{d_i} h_i(d_i) ψ(d_j − d_i);  m_{j→i}(d_i) = Σ_{d_j} h_j(d_j) ψ(d_j − d_i)
-            to_j = np.clip(convolve(kernel, belief(i, skip=(e, 1))), 1e-300, None)
-            to_i = np.clip(convolve(flipped_kernel, belief(j, skip=(e, 0))), 1e-300, None)
+            # (beliefs sum to 1, so the floor's share is the floor itself: every message ≥ floor)
+            to_j = kernel.apply(belief(i, skip=(e, 1)), floor)
+            to_i = flipped_kernel.apply(belief(j, skip=(e, 0)), floor)
             for key, new in (((e, 0), to_j), ((e, 1), to_i)):
-                new = new / new.sum()
-                change = max(change, float(np.abs(new - messages[key]).max()))
-                messages[key] = 0.5 * messages[key] + 0.5 * new  # damped: loops of four frames oscillate otherwise
+                new /= new.sum()
+                new -= messages[key]
+                change = max(change, float(np.abs(new).max()))
+                messages[key] += 0.5 * new  # damped: loops of four frames oscillate otherwise
         if change < 1e-4:
             break
         if tolerant:

@@ -188,7 +188,7 @@ def test_mrf_finds_true_displacements_when_single_links_prefer_aliases_or_lie():
 @pytest.mark.parametrize("box", [((40, 70), (35, 80)), ((0, 20), (100, 121)), ((5, 121), (0, 121)), ((60, 61), (60, 61))])
 def test_message_kernel_equals_the_whole_potentials_convolution(box):
     # ψ = floor + a lift on the link's surface box; the kernel transforms only the box, at its
-    # own shorter length, and the caller adds floor · Σh: the message must equal the direct
+    # own shorter length, and adds the floor's share floor · Σh: the message must equal the direct
     # sum m(a) = Σ_b h(b) ψ(a − b + 2r) over the whole ψ, wherever the box sits.
     rng = np.random.default_rng(3)
     r, floor = 30, 1e-3
@@ -203,7 +203,7 @@ def test_message_kernel_equals_the_whole_potentials_convolution(box):
         for bc in range(side):
             direct += belief[br, bc] * psi[side - 1 - br: 2 * side - 1 - br, side - 1 - bc: 2 * side - 1 - bc]
     for kernel_psi, h in ((psi, belief), (psi[::-1, ::-1], belief)):
-        found = floor * h.sum() + _MessageKernel(kernel_psi - floor, side).apply(h)
+        found = _MessageKernel(kernel_psi - floor, side).apply(h, floor * h.sum())
         expected = direct if kernel_psi is psi else _direct_flipped(psi, h, side)
         np.testing.assert_allclose(found, expected, rtol=2e-5, atol=1e-9)
 
