@@ -450,7 +450,7 @@ class _MessageKernel:
         for start, k in ((r0, r1 - r0), (c0, c1 - c0)):
             w0, full = (side - 1) - int(start), side + k - 1
             lo, hi = max(w0, 0), min(w0 + side, full)
-            length = fft.next_fast_len(max(full - lo, hi, 1), real=True)
+            length = fft.next_fast_len(max(full - lo, hi), real=True)
             self.axes.append((w0, lo, hi, length))
         self.shape = (self.axes[0][3], self.axes[1][3])
         self.spectrum = fft.rfft2(kernel, self.shape)
@@ -459,9 +459,8 @@ class _MessageKernel:
         """The message from belief ``b`` (side², float64), ``base`` (the floor's share) added."""
         full = fft.irfft2(self.spectrum * fft.rfft2(b.astype(np.float32), self.shape), self.shape)
         (w0r, lor, hir, _), (w0c, loc, hic, _) = self.axes
-        out = np.full((self.side, self.side), base)
-        if hir > lor and hic > loc:
-            out[lor - w0r: hir - w0r, loc - w0c: hic - w0c] += full[lor:hir, loc:hic]
+        out = np.full((self.side, self.side), base)  # the box of ψ always reaches some kept outputs
+        out[lor - w0r: hir - w0r, loc - w0c: hic - w0c] += full[lor:hir, loc:hic]
         return out
 
 
