@@ -23,6 +23,7 @@ Method (MIST/ashlar family, adapted to a circular field of view):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -456,7 +457,7 @@ def register_pair(
     alternatives.sort(key=lambda a: -a[2])
     if best_overlap < min_overlap_px:
         return PairOffset(tuple(nominal), 0.0, lens_px, reason="no_overlap")
-    eroded = ndimage.binary_erosion(mask, iterations=2)
+    eroded = _eroded(mask)
     if refine_frames is not None:
         frame_i, frame_j = refine_frames
     refined, information = _refine(frame_i, frame_j, eroded, best)
@@ -477,13 +478,26 @@ def register_pair(
                       reason, tuple(map(tuple, information.tolist())), tuple(alternatives), window, base)
 
 
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    """``mask`` eroded by two pixels, where the bilinear samples of the refinement stay clear
+    of the field of view's edge. Every pair of a scan shares one mask, so it is eroded once."""
+    return _eroded_cached(np.ascontiguousarray(mask, bool).tobytes(), mask.shape)
+
+
+@functools.lru_cache(maxsize=4)
+def _eroded_cached(mask_bytes: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    eroded = ndimage.binary_erosion(np.frombuffer(mask_bytes, bool).reshape(shape), iterations=2)
+    eroded.flags.writeable = False
+    return eroded
+
+
 def refine_pair(frame_i: np.ndarray, frame_j: np.ndarray, start_px, *, mask: np.ndarray) -> PairOffset:
     """Sub-pixel refinement alone (no search) of ``position_j − position_i`` from ``start_px``
     (x, y), which may be fractional: the basin it starts in decides which of several nearby
     optima (fine periodic structure) it ends on. Frames and mask as for :func:`register_pair`;
     ``reason`` is ``"unrefined"`` when it wandered more than 1.5 px from the start."""
     start = np.asarray(start_px, float)
-    eroded = ndimage.binary_erosion(mask, iterations=2)
+    eroded = _eroded(mask)
     refined, information = _refine(frame_i, frame_j, eroded, start)
     reason = "unrefined" if np.any(np.abs(refined - start) > 1.5) else ""
     score, overlap = _ncc_subpixel(frame_i, frame_j, eroded, refined)
