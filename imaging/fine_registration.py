@@ -7,12 +7,17 @@ takes MI's result as the answer for landmarks and uses both as cross-checks othe
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
 from imaging.registration_features import gradient_magnitude
 
 __all__ = ["refine_ecc", "refine_mutual_information"]
+
+#: Held while an MI run has ITK's process-wide thread count at one (see :func:`_run_mi`).
+_SINGLE_THREADED = threading.Lock()
 
 
 def refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, fixed_to_moving0: np.ndarray,
@@ -50,6 +55,22 @@ def refine_mutual_information(fixed: np.ndarray, moving: np.ndarray, fixed_to_mo
 
 
 def _run_mi(fixed_img, moving_img, transform, *, seed: int, shrink, smooth):
+    """One multi-resolution Mattes MI run, single-threaded: ITK's threaded metric sums its joint
+    histogram in varying order, and the registration method's own thread count does not reach
+    the metric, only the process-wide default does. With it at two threads the same pair ended
+    12–35 px from its start on three runs, and was accepted or refused by chance."""
+    import SimpleITK as sitk
+
+    with _SINGLE_THREADED:
+        threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        try:
+            return _mattes_mi(fixed_img, moving_img, transform, seed=seed, shrink=shrink, smooth=smooth)
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _mattes_mi(fixed_img, moving_img, transform, *, seed: int, shrink, smooth):
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
@@ -60,7 +81,7 @@ def _run_mi(fixed_img, moving_img, transform, *, seed: int, shrink, smooth):
     method.SetMetricSamplingStrategy(method.REGULAR)
     # SimpleITK reads seed 0 as 'wall clock' (random): shift to keep every seed deterministic
     method.SetMetricSamplingPercentage(min(0.25, 100_000 / n_pixels), int(seed) + 1)
-    method.SetNumberOfThreads(1)  # ITK's threaded metric sums in varying order → irreproducible results
+    method.SetNumberOfThreads(1)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=0.5, minStep=1e-4, numberOfIterations=200,
                                                     relaxationFactor=0.6, gradientMagnitudeTolerance=1e-8)
