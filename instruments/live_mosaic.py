@@ -13,7 +13,7 @@ import threading
 import time
 
 import cv2
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.urls import reverse
 
 from imaging.imageio import apply_display_window, atomic_write_bytes, display_window
@@ -98,7 +98,7 @@ class LiveMosaic:
                     self._publish()
             except Exception:
                 log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
-        close_old_connections()
+        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def _publish(self) -> None:
         mosaic_image = self.stitcher.mosaic()

@@ -259,6 +259,9 @@ class LiveTranslation:
             except Exception:
                 log.warning("live translation of scan %s failed a step", self.scan_id, exc_info=True)
                 time.sleep(0.5)
+        from django.db import connections
+
+        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def _publish(self) -> None:
         from imaging.imageio import atomic_write_bytes

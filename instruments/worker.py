@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from imaging.imageio import apply_display_window, display_window
@@ -226,7 +226,7 @@ class HardwareWorker:
                 self._apply(self.commands.get(timeout=self.poll_s))
             except queue.Empty:
                 pass
-        close_old_connections()
+        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def _drain_commands(self) -> None:
         while True:
@@ -357,7 +357,7 @@ class HardwareWorker:
             if self.live_mosaic is not None:
                 self.live_mosaic.finish(final=False)
             self.engine, self.scan_id, self.live_mosaic = None, None, None
-            close_old_connections()
+            connections.close_all()  # the scan thread ends here
 
     def _on_engine_event(self, event: dict) -> None:
         kind, payload = event["type"], event["payload"]

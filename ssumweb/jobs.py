@@ -147,14 +147,14 @@ class _Heartbeat:
         self.thread.start()
 
     def _run(self) -> None:
-        from django.db import close_old_connections
+        from django.db import connections
 
         while not self.stopped.wait(self.interval_s):
             try:
                 self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
             except Exception:
                 log.warning("heartbeat of %s %s failed", self.model.__name__, self.pk, exc_info=True)
-        close_old_connections()
+        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def stop(self) -> None:
         self.stopped.set()

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,14 @@ def start_task_worker(queues: list[str], name: str) -> threading.Thread:
 
     worker = Worker(queue_names=queues, interval=0.5, batch=False, backend_name="default", startup_delay=False,
                     max_tasks=None, worker_id=name, excluded_queue_names=[])
-    thread = threading.Thread(target=worker.run, name=name, daemon=True)
+
+    def serve():
+        try:
+            worker.run()
+        finally:
+            connections.close_all()  # a stopped worker's connections close with it, not at some later GC
+
+    thread = threading.Thread(target=serve, name=name, daemon=True)
     thread.worker = worker  # worker.running = False stops it after its current task (tests)
     thread.start()
     return thread

@@ -1,6 +1,9 @@
 """Fixtures shared by every suite: media in a temporary folder, users with each role in a project."""
 import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.db import connections
 from rest_framework.test import APIClient
 
 from ssumweb.models import Membership, Project, Role
@@ -60,3 +63,12 @@ def client_for(user):
 @pytest.fixture
 def api():
     return client_for
+
+
+@pytest_asyncio.fixture
+async def close_thread_connections():
+    """Async tests reach the database from asgiref's thread-sensitive thread, which outlives the
+    test; its connections (kept for CONN_MAX_AGE on PostgreSQL) would stop pytest-django from
+    dropping the test database at the end."""
+    yield
+    await sync_to_async(connections.close_all)()

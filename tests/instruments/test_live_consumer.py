@@ -10,6 +10,8 @@ from instruments.control import live_group
 from instruments.models import Instrument
 from tests.ssumweb.test_consumers import communicator
 
+pytestmark = pytest.mark.usefixtures("close_thread_connections")
+
 HEADER = struct.Struct(">Qd")
 
 

@@ -10,6 +10,8 @@ from imaging.services import plan_scan
 from ssumweb import events
 from ssumweb.asgi import application
 
+pytestmark = pytest.mark.usefixtures("close_thread_connections")
+
 PLAN = dict(origin_x_nm=1000, origin_y_nm=1000, size_x_nm=20000, size_y_nm=10000, overlap=0.3, exposure_ms=10,
             contact_setpoint_nm=40)
 
