@@ -242,7 +242,8 @@ def quality(args) -> None:
                                       data__crop=crop, data__source_crop=source_crop, train__lr=1e-3,
                                       train__constant_steps=steps // 2,
                                       train__decay_steps=steps - steps // 2,
-                                      train__checkpoint_every=steps, loss__paired_l1=args.paired_l1)
+                                      train__checkpoint_every=steps, loss__paired_l1=args.paired_l1,
+                                      train__device=args.device)
 
     ds = PairDataset(train, data=config(2).data, seed=0)
     steps = args.steps or (150 if args.quick else 1500)
@@ -266,13 +267,14 @@ def quality(args) -> None:
     print(f"training budget: {result.step} steps ({result.status}), batch {cfg.train.batch_size}, crop "
           f"{cfg.data.crop} px from {source_crop} px, G {cfg.generator.features} features × "
           f"{cfg.generator.blocks} blocks, lr {cfg.train.lr:g}, {seconds:.0f} s ({seconds / 60:.1f} min) on "
-          f"{torch.get_num_threads()} CPU thread(s)")
+          + (torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda")
+             else f"{torch.get_num_threads()} CPU thread(s)"))
     print("loss terms on: " + ", ".join(f"{k} ×{v:g}" for k, v in terms.items() if v > 0)
           + "; off: " + (", ".join(k for k, v in terms.items() if v <= 0) or "none"))
     print(f"Richardson–Lucy PSF: Gaussian σ {psf_px:.2f} px at the evaluation grid"
           + (f" (simulator's in-focus blur {psf_nm:.0f} nm)" if psf_nm else ""))
     t0 = time.perf_counter()
-    report = evaluate(load_model(result.checkpoint), test, psf_sigma_px=psf_px)
+    report = evaluate(load_model(result.checkpoint, device=args.device), test, psf_sigma_px=psf_px)
     print(report.table())
     print(f"(evaluation {time.perf_counter() - t0:.0f} s)")
 
