@@ -305,6 +305,12 @@ def register(
             if verdict["verified"] and polish_c.score >= min_score:
                 verified.append((polish_c, verdict))
         details["candidates"] = tried
+        weak = [t for t in tried if t["verified"]]
+        if not verified and weak:
+            best = max(weak, key=lambda t: t["polish_score"])
+            return fail(f"the best placement passes the independent check (in {best['by']}) but its gradients "
+                        f"correlate only {best['polish_score']:.2f} after polishing (need {min_score}): too weak "
+                        "a match to accept on its own; use landmarks", np.linalg.inv(sem_to_mosaic0), method)
         if not verified:
             best_margin = max((max(t["whole_margin"], t["contrast_whole_margin"]) for t in tried), default=-1.0)
             if tried and best_margin < min_whole_margin:

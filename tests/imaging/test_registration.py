@@ -211,3 +211,14 @@ def test_mi_run_off_is_forgiven_only_when_the_affine_ecc_stays(monkeypatch):
         assert registration_error_px(truth, stuck.mosaic_to_sem, sem.shape) < 1.5, stuck.details
     else:
         assert stuck.reason
+
+
+def test_a_verified_but_weak_match_is_refused_saying_so():
+    """Bench sim case 21 (640 px): the placement passes the independent check in contrast
+    features, but its gradients correlate only ~0.12 after polishing: refused, and the reason says
+    that, not that the check failed."""
+    mosaic, sem, mosaic_px_nm, sem_px_nm, _ = _simulator_case(21, 4.0, 2.0, -0.03, mosaic_size=640)
+    result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
+    assert not result
+    assert result.reason.startswith("the best placement passes the independent check (in contrast features) but "
+                                    "its gradients correlate only 0.1"), result.reason
