@@ -10,6 +10,12 @@ other everywhere, the rest is the sub-pixel refinement's. Otherwise, when the tr
 a better search would find it; when the inferred placement scores higher, the evidence itself
 (the NCC surfaces) favours the wrong offsets and only a better similarity measure can help.
 
+The link columns say why, from each link's NCC surface at its true offset (within a pixel)
+against its best peak: "best" where the truth is the best peak, "tie" where a peak elsewhere
+beats it by < 0.02 (an alias of a periodic array: only loops of frames and the stage prior can
+decide), "worse" where a peak elsewhere beats it by > 0.1 (the two frames do not look alike
+at the true offset: on the default chip each layer's defocus changes from frame to frame).
+
     .venv/bin/python bench/stitching_model_check.py [--chip flat|default|stacked] [--grid 4]
         [--seeds 1 2 3]
 """
@@ -65,6 +71,31 @@ def best_near(score, start: np.ndarray) -> tuple[float, np.ndarray]:
     return best, d
 
 
+def link_evidence(links, true_xy_px: np.ndarray) -> tuple[int, int, int, int]:
+    """(links with a surface, truth best, tie within 0.02, worse by > 0.1): see the module doc."""
+    best = tie = worse = n = 0
+    for link in links:
+        if link.surface is None:
+            continue
+        surface = np.asarray(link.surface, float)
+        ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
+        dx, dy = true_xy_px[link.j] - true_xy_px[link.i] - np.asarray(link.surface_base, float)
+        r, c = int(round(dy)) + ry, int(round(dx)) + rx
+        if not (0 <= r < surface.shape[0] and 0 <= c < surface.shape[1]):
+            continue
+        n += 1
+        at_truth = np.nanmax(surface[max(0, r - 1): r + 2, max(0, c - 1): c + 2])
+        top = np.unravel_index(np.nanargmax(surface), surface.shape)
+        gap = float(np.nanmax(surface) - at_truth)
+        if max(abs(top[0] - r), abs(top[1] - c)) <= 1 or gap <= 0:
+            best += 1
+        elif gap < 0.02:
+            tie += 1
+        elif gap > 0.1:
+            worse += 1
+    return n, best, tie, worse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chip", choices=("flat", "default", "stacked"), default="default")
@@ -80,7 +111,8 @@ def main() -> None:
         return result
 
     consensus.mrf_displacements = recorded
-    print(f"{'scan':>22} {'mean px':>8} {'log p inferred':>15} {'log p truth':>12}  verdict")
+    print(f"{'scan':>22} {'mean px':>8} {'log p inferred':>15} {'log p truth':>12} "
+          f"{'links':>5} {'best':>4} {'tie':>4} {'worse':>5}  verdict")
     for seed in args.seeds:
         scan, _ = sim_scan((args.grid, args.grid), seed=seed, flat=args.chip == "flat",
                            stack=args.chip == "stacked")
@@ -103,7 +135,9 @@ def main() -> None:
         else:
             verdict = "model: it prefers the inferred placement"
         label = f"{args.grid}x{args.grid} {args.chip} seed {seed}"
-        print(f"{label:>22} {error:8.3f} {mine:15.2f} {best_truth:12.2f}  {verdict}", flush=True)
+        n, best, tie, worse = link_evidence(links, scan.true_xy_px)
+        print(f"{label:>22} {error:8.3f} {mine:15.2f} {best_truth:12.2f} {n:>5} {best:>4} {tie:>4} {worse:>5}"
+              f"  {verdict}", flush=True)
 
 
 if __name__ == "__main__":
