@@ -13,7 +13,7 @@ import threading
 import time
 
 import cv2
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, transaction
 from django.urls import reverse
 
 from imaging.imageio import apply_display_window, atomic_write_bytes, display_window
@@ -24,6 +24,7 @@ from ssumweb import events
 from ssumweb.media import absolute
 from ssumweb.models import JobStatus
 from ssumweb.tasking import enqueue_after_commit
+from ssumweb.workers import closing_connections
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class LiveMosaic:
         self.closing = threading.Event()
         self.stitcher = None
         self.last_published = 0.0
-        self.thread = threading.Thread(target=self._run, name=f"live-mosaic-{scan.pk}", daemon=True)
+        self.thread = threading.Thread(target=closing_connections(self._run), name=f"live-mosaic-{scan.pk}",
+                                       daemon=True)
         self.thread.start()
 
     def _translator_for(self, scan: Scan):
@@ -98,7 +100,6 @@ class LiveMosaic:
                     self._publish()
             except Exception:
                 log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
-        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def _publish(self) -> None:
         mosaic_image = self.stitcher.mosaic()

@@ -197,7 +197,10 @@ class LiveTranslation:
         self.last_published = 0.0
         self.published = 0
         self.seconds_translating = 0.0
-        self.thread = threading.Thread(target=self._run, name=f"live-translation-{scan_id}", daemon=True)
+        from ssumweb.workers import closing_connections  # Django pieces load lazily here, as in _publish
+
+        self.thread = threading.Thread(target=closing_connections(self._run), name=f"live-translation-{scan_id}",
+                                       daemon=True)
         self.thread.start()
 
     def offer(self, canvas: np.ndarray, origin_xy_px, changed_xyxy_px: list) -> None:
@@ -259,9 +262,6 @@ class LiveTranslation:
             except Exception:
                 log.warning("live translation of scan %s failed a step", self.scan_id, exc_info=True)
                 time.sleep(0.5)
-        from django.db import connections
-
-        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def _publish(self) -> None:
         from imaging.imageio import atomic_write_bytes

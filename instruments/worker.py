@@ -17,13 +17,14 @@ import cv2
 import numpy as np
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 from django.utils import timezone
 
 from imaging.imageio import apply_display_window, display_window
 from imaging.models import Scan, ScanStatus
 from imaging.services import scan_topic, transition
 from ssumweb import events
+from ssumweb.workers import closing_connections
 
 from .control import live_group, worker_group
 from .engine import ScanEngine, ScanState
@@ -185,7 +186,8 @@ class HardwareWorker:
         self._orphaned_scans_pause()
         for target, name in ((self._control_loop, "control"), (self._listen, "listen"),
                              (lambda: self.preview.run_forever(self.stop_event), "preview")):
-            thread = threading.Thread(target=target, name=f"hw{self.instrument_id}-{name}", daemon=True)
+            thread = threading.Thread(target=closing_connections(target), name=f"hw{self.instrument_id}-{name}",
+                                      daemon=True)
             thread.start()
             self.threads.append(thread)
         return self
@@ -226,7 +228,6 @@ class HardwareWorker:
                 self._apply(self.commands.get(timeout=self.poll_s))
             except queue.Empty:
                 pass
-        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def _drain_commands(self) -> None:
         while True:
@@ -310,7 +311,7 @@ class HardwareWorker:
         self.live_mosaic = self._live_mosaic_for(scan, instrument)
         self.engine = ScanEngine(self.devices, store, on_event=self._on_engine_event, on_live_frame=self.preview.offer)
         transition(scan, ScanStatus.RUNNING, reason="")
-        self.scan_thread = threading.Thread(target=self._run_scan, args=(scan.pk, spec),
+        self.scan_thread = threading.Thread(target=closing_connections(self._run_scan), args=(scan.pk, spec),
                                             name=f"hw{self.instrument_id}-scan{scan.pk}", daemon=True)
         self.scan_thread.start()
 
@@ -357,7 +358,6 @@ class HardwareWorker:
             if self.live_mosaic is not None:
                 self.live_mosaic.finish(final=False)
             self.engine, self.scan_id, self.live_mosaic = None, None, None
-            connections.close_all()  # the scan thread ends here
 
     def _on_engine_event(self, event: dict) -> None:
         kind, payload = event["type"], event["payload"]

@@ -21,6 +21,7 @@ from django.utils import timezone
 from . import events
 from .errors import InvalidTransition, JobCancelled
 from .models import JobStatus
+from .workers import closing_connections
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +144,16 @@ class _Heartbeat:
 
         self.model, self.pk = model, pk
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{model._meta.model_name}-{pk}", daemon=True)
+        self.thread = threading.Thread(target=closing_connections(self._run),
+                                       name=f"heartbeat-{model._meta.model_name}-{pk}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        from django.db import connections
-
         while not self.stopped.wait(self.interval_s):
             try:
                 self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
             except Exception:
                 log.warning("heartbeat of %s %s failed", self.model.__name__, self.pk, exc_info=True)
-        connections.close_all()  # this thread ends: its connections with it, not at some later GC
 
     def stop(self) -> None:
         self.stopped.set()

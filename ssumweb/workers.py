@@ -4,6 +4,7 @@ Scaled out, the same work runs as `manage.py db_worker` and `manage.py hardware_
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -13,19 +14,25 @@ from django.db import close_old_connections, connections
 log = logging.getLogger(__name__)
 
 
+def closing_connections(target):
+    """``target`` for a thread of its own, closing the thread's database connections when it
+    ends. ``close_old_connections`` keeps them for CONN_MAX_AGE (60 s on PostgreSQL), so a
+    finished thread's connection stayed open until some later garbage collection."""
+    @functools.wraps(target)
+    def run(*args, **kwargs):
+        try:
+            return target(*args, **kwargs)
+        finally:
+            connections.close_all()
+    return run
+
+
 def start_task_worker(queues: list[str], name: str) -> threading.Thread:
     from django_tasks_db.management.commands.db_worker import Worker
 
     worker = Worker(queue_names=queues, interval=0.5, batch=False, backend_name="default", startup_delay=False,
                     max_tasks=None, worker_id=name, excluded_queue_names=[])
-
-    def serve():
-        try:
-            worker.run()
-        finally:
-            connections.close_all()  # a stopped worker's connections close with it, not at some later GC
-
-    thread = threading.Thread(target=serve, name=name, daemon=True)
+    thread = threading.Thread(target=closing_connections(worker.run), name=name, daemon=True)
     thread.worker = worker  # worker.running = False stops it after its current task (tests)
     thread.start()
     return thread
