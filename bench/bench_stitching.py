@@ -19,7 +19,9 @@ do, so what remains is the frames' own disagreement with the truth (on the simul
 and depth-dependent blur, whose gather model moves fine lines by tenths of a pixel between
 frames, and camera noise): about the least error a stitcher that picks every right peak has. Not
 a strict bound: a refinement started at the truth can slide to a neighbouring optimum a pixel
-or two away, where ours, refining from the inferred peak, may not.
+or two away, where ours, refining from the inferred peak, may not. Under ours, a line gives the
+frames its report calls uncertain (``StitchReport.uncertain_frames``) and their mean error beside
+the others'.
 
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
@@ -108,10 +110,11 @@ def run_stage(scan):
 
 
 def run_ours(scan):
+    """Positions, seconds and our stitching report (its uncertain frames are checked against the truth)."""
     started = time.perf_counter()
     mosaic = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
                     useful_fov_fraction=scan.useful_fov, anchor="center")
-    return mosaic.positions_px, time.perf_counter() - started
+    return mosaic.positions_px, time.perf_counter() - started, mosaic.report
 
 
 def run_floor(scan):
@@ -243,7 +246,7 @@ def main() -> None:
         ours_time = None
         for name, run in peers.items():
             try:
-                positions, seconds = run(scan)
+                positions, seconds, *report = run(scan)
             except ImportError as exc:
                 print(f"{label:>16} {name:>9}  skipped: not installed ({exc.name})")
                 continue
@@ -256,6 +259,11 @@ def main() -> None:
                 ours_time = seconds
             ratio = f"{seconds / ours_time:12.1f}x" if ours_time and name not in ("stage", "floor") else ""
             print(f"{label:>16} {name:>9} {err.mean():8.3f} {err.max():8.3f} {seconds:8.2f} {ratio:>13}", flush=True)
+            if report:
+                flagged = np.isin(np.arange(len(err)), report[0].uncertain_frames)
+                print(f"{'':>16} {'':>9} frames it reports uncertain: {flagged.sum()} of {len(err)}"
+                      + (f", their mean error {err[flagged].mean():.2f} px" if flagged.any() else "")
+                      + (f"; the others' {err[~flagged].mean():.2f} px" if (~flagged).any() else ""))
 
 
 if __name__ == "__main__":

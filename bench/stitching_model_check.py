@@ -117,7 +117,7 @@ def main() -> None:
         scan, _ = sim_scan((args.grid, args.grid), seed=seed, flat=args.chip == "flat",
                            stack=args.chip == "stacked")
         calls.clear()
-        positions, _ = run_ours(scan)
+        positions, *_ = run_ours(scan)
         links, options, (inferred, _) = calls[-1]
         score = model(links, sigma_px=options["sigma_px"], radius_px=options["radius_px"],
                       tolerant=options.get("tolerant", False))

@@ -12,7 +12,6 @@ from ssumweb.access import for_user, role_in, visible_projects
 from ssumweb.api import project_id_of
 from ssumweb.models import ROLE_RANK, Event, JobStatus, Role
 
-
 SAMPLES_ON_PROJECT = 12  # the rest are one link away, in the sample list filtered to the project
 
 

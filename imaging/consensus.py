@@ -15,6 +15,7 @@ to voting around loops and to the stage model (:func:`consensus_placement`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -100,12 +101,13 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     """
     inferred = mrf_links(nominal, links, register)
     if inferred is not None:
-        inferred_links, inferred_px = inferred
+        inferred_links, inferred_px, confidence = inferred
         prior = {"prior_xy_px": inferred_px, "prior_weight": INFERRED_PRIOR_WEIGHT}
         placement = solve_positions(nominal, inferred_links, min_score=min_score, max_residual_px=max_residual_px,
                                     **prior)
-        return settled(nominal, inferred_links, placement, refine, min_score=min_score,
-                       max_residual_px=max_residual_px, **prior)
+        settled_links, placement = settled(nominal, inferred_links, placement, refine, min_score=min_score,
+                                           max_residual_px=max_residual_px, **prior)
+        return settled_links, dataclasses.replace(placement, confidence=confidence)
     hypotheses = [links, voted(len(nominal), links, register, min_score=min_score)]
     model = fit_stage_model(links, min_score=min_score)
     if model is not None:
@@ -121,10 +123,12 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     return best[1], best[2]
 
 
-def mrf_links(nominal: np.ndarray, links: list[Link], register: Register) -> tuple[list[Link], np.ndarray] | None:
+def mrf_links(nominal: np.ndarray, links: list[Link],
+              register: Register) -> tuple[list[Link], np.ndarray, np.ndarray] | None:
     """The links measured again where the joint inference over all links' NCC surfaces
-    (:func:`imaging.placement.mrf_displacements`) puts their frames, and those (N, 2) places
-    (px, whole pixels); None without surfaces. ``nominal`` : (N, 2) stage positions, px.
+    (:func:`imaging.placement.mrf_displacements`) puts their frames, those (N, 2) places
+    (px, whole pixels) and the inference's (N,) confidence in them (from its last run); None
+    without surfaces. ``nominal`` : (N, 2) stage positions, px.
 
     Each link is refined (Gauss–Newton) from the inferred offset without a new search: a
     search within even 2 px locked onto the slope of a neighbouring peak 2–3 px away on
@@ -151,8 +155,8 @@ def mrf_links(nominal: np.ndarray, links: list[Link], register: Register) -> tup
     if len(sure) >= 3:
         sigma = float(np.clip(np.sqrt(np.mean((sure - sure.mean(axis=0)) ** 2)), 1.0, widest))
         if sigma < TIGHTER_PRIOR_FRACTION * widest:
-            displacement, _ = mrf_displacements(n, links, radius_px=radius, sigma_px=sigma,
-                                                tolerant=tolerant)
+            displacement, confidence = mrf_displacements(n, links, radius_px=radius, sigma_px=sigma,
+                                                         tolerant=tolerant)
     out = []
     for link in links:
         if link.surface is None or link.reason not in ("", "unrefined"):
@@ -167,7 +171,7 @@ def mrf_links(nominal: np.ndarray, links: list[Link], register: Register) -> tup
         pair = register(link.i, link.j, target, 0.0)  # refine from there; no search
         out.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
                           pair.reason, link.alternatives, link.surface, link.surface_base))
-    return out, np.asarray(nominal, float) + displacement
+    return out, np.asarray(nominal, float) + displacement, confidence
 
 
 def settled(nominal: np.ndarray, links: list[Link], placement: Placement, refine: Refine, *, min_score: float,

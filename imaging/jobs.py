@@ -126,7 +126,7 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     Mosaic.objects.filter(pk=mosaic.pk).update(
         image=rel, pixel_size_nm=result.pixel_size_nm, width=result.image.shape[1], height=result.image.shape[0],
         origin_x_nm=result.origin_nm[0], origin_y_nm=result.origin_nm[1], display_low=window.low,
-        display_high=window.high, report=_report_json(result.report))
+        display_high=window.high, report=_report_json(result.report, frames))
     progress(0.8, "Building the deep-zoom pyramid…")
     del images  # streamed from the file just written: the frames and pyramid never share memory
     pyramid = build_pyramid_from_file(absolute(rel), window, f"scans/{scan.pk}/mosaics/{mosaic.pk}",
@@ -140,11 +140,15 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     return {"frames": len(frames), "size": list(result.image.shape)}
 
 
-def _report_json(report) -> dict:
+def _report_json(report, frames) -> dict:
+    """The stitching report as stored with the mosaic; its frame numbers are positions in the list
+    stitched, so ``frame_index`` maps them to the scan's frame indices (a scan cut short has gaps)."""
     import json
 
     data = report.to_json()
-    return json.loads(data) if isinstance(data, str) else data
+    data = json.loads(data) if isinstance(data, str) else data
+    data["frame_index"] = [f.index for f in frames]
+    return data
 
 
 def build_pyramid_for(image, window, folder: str, *, pixel_size_nm: float) -> str:

@@ -48,13 +48,16 @@ class Link:
 class Placement:
     """positions_px : (N, 2) float (x, y); residual_px : (L,) |solved − measured| per link
     (NaN for links never used); dropped : {link index: reason}; placed_by_stage : frames with no
-    accepted link; stage_matrix : 2×2 map from nominal to measured offsets."""
+    accepted link; stage_matrix : 2×2 map from nominal to measured offsets; confidence : (N,)
+    per frame, the joint inference's belief mass within 2 px of where it put the frame (see
+    :func:`mrf_displacements`), None when the placement did not come from it."""
 
     positions_px: np.ndarray
     residual_px: np.ndarray
     dropped: dict
     placed_by_stage: tuple
     stage_matrix: np.ndarray
+    confidence: np.ndarray | None = None
 
 
 def _fit_stage(links: list[Link], keep: list[int]) -> np.ndarray:

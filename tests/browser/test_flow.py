@@ -91,6 +91,21 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#translate-form")).to_be_visible(timeout=20_000)
     expect(page.locator("#translate-needs-mosaic")).to_be_hidden()
     expect(page.locator("#translate-mosaic")).to_have_value(str(mosaic.pk))
+    # ...with the stitching report in words, the frames it could not place surely outlined
+    report = mosaic.report
+    used = sum(1 for link in report["links"] if not link["dropped"])
+    expect(page.locator("#stitch-report")).to_contain_text(f"4 frames placed from {used} of {len(report['links'])} overlaps")
+    expect(page.locator("#frame-grid a.uncertain")).to_have_count(len(report["uncertain_frames"]))
+    # (as a deep chip's report would: the second and fourth frames stitched unsure)
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3]})
+    second, fourth = report["frame_index"][1], report["frame_index"][3]
+    page.reload()
+    expect(page.locator("#stitch-report .warning")).to_contain_text(
+        f"Frames {second} and {fourth} are placed with low confidence")
+    expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
+    assert page.locator(f"#frame-grid a[data-index='{fourth}']").get_attribute("title").endswith(
+        "placed with low confidence")
+    screenshot(page, "scan-stitch-report")
 
     # The viewer: with two layers (the mosaic twice stands in until a translation exists) zooming one zooms the other.
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")

@@ -50,6 +50,9 @@ def test_stitch_job_builds_mosaic_and_pyramid_served_only_to_members(api, scan_w
     assert mosaic.status == JobStatus.SUCCEEDED, mosaic.failure_reason
     assert mosaic.width > 512 and mosaic.height > 512 and mosaic.pixel_size_nm == pytest.approx(32.5, rel=0.01)
     assert mosaic.report["links"], "the stitching report lists the links it measured"
+    frames = scan_with_frames.frames.count()
+    assert mosaic.report["frame_index"] == list(range(frames)) and len(mosaic.report["frame_confidence"]) == frames
+    assert set(mosaic.report["uncertain_frames"]) <= set(range(frames))
     dzi = api(viewer).get(f"/api/mosaics/{mosaic.pk}/dzi/")
     assert dzi.status_code == 200 and b"TileSize" in b"".join(dzi.streaming_content)
     tile = api(viewer).get(f"/api/mosaics/{mosaic.pk}/tiles/0/0_0.jpeg")

@@ -26,6 +26,12 @@ def test_positions_match_truth_within_a_fraction_of_a_pixel(scan, mosaic):
     assert mosaic.report.dropped_links == () and mosaic.report.placed_by_stage == ()
 
 
+def test_a_well_linked_scan_reports_every_frame_placed_with_confidence(mosaic):
+    report = mosaic.report
+    assert len(report.frame_confidence) == 9 and min(report.frame_confidence) >= 0.9
+    assert report.uncertain_frames == ()
+
+
 @pytest.mark.parametrize("seed", [21, 22])
 def test_accuracy_holds_on_other_seeds(seed):
     s = synthetic_scan(grid=(3, 3), frame_px=128, seed=seed)
@@ -75,7 +81,7 @@ def test_one_corrupted_frame_does_not_bend_the_others(scan):
     err = position_errors(m.positions_px, scan.true_xy_px, exclude=[4])
     keep = np.arange(9) != 4
     assert err[keep].mean() <= 0.15 and err[keep].max() <= 0.5
-    assert m.report.placed_by_stage == (4,)
+    assert m.report.placed_by_stage == (4,) and m.report.uncertain_frames == (4,)
     assert {(link.i, link.j) for link in m.report.dropped_links} == {(1, 4), (3, 4), (4, 5), (4, 7)}
 
 
@@ -110,6 +116,7 @@ def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
 def test_single_frame_gives_a_one_frame_mosaic(scan):
     m = stitch(scan.frames[:1], scan.nominal_xy_nm[:1], pixel_size_nm=40.0, fov_mask=scan.fov_mask)
     assert m.image.shape == (129, 129) and m.report.links == ()
+    assert m.report.frame_confidence == () and m.report.uncertain_frames == ()
 
 
 @pytest.mark.parametrize(

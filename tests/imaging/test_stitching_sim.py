@@ -57,12 +57,12 @@ def test_full_circle_mask_without_the_useful_fraction_is_worse(flat_scan):
 
 
 def _stitched_and_stage_errors(scan):
-    """Per-frame position errors (px) of the stitched scan and of its stage positions alone."""
+    """Per-frame position errors (px) of the stitched scan and of its stage positions alone, and its report."""
     mosaic = stitch(list(scan.frames), scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm,
                     fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, anchor="center")
     stage = scan.nominal_xy_nm / scan.pixel_size_nm
     miss = (stage - stage[0]) - _true_offsets_px(scan)
-    return _errors(scan, mosaic), np.hypot(*(miss - miss.mean(axis=0)).T)
+    return _errors(scan, mosaic), np.hypot(*(miss - miss.mean(axis=0)).T), mosaic.report
 
 
 def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
@@ -75,9 +75,10 @@ def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
     world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.1)),
                      stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
     scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
-    errors, stage_errors = _stitched_and_stage_errors(scan)
+    errors, stage_errors, report = _stitched_and_stage_errors(scan)
     assert stage_errors.mean() > 3.0  # the stage alone is far off: the test is about large errors
     assert errors.mean() <= 0.2 and errors.max() <= 0.4, errors
+    assert report.uncertain_frames == ()
 
 
 def test_defocused_layers_and_large_stage_errors_end_nearer_the_truth_than_the_stage():
@@ -90,5 +91,7 @@ def test_defocused_layers_and_large_stage_errors_end_nearer_the_truth_than_the_s
     step_nm = default_step_nm(SimWorld(seed=3).optics, overlap=0.3)
     world = SimWorld(seed=3, stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
     scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
-    errors, stage_errors = _stitched_and_stage_errors(scan)
+    errors, stage_errors, report = _stitched_and_stage_errors(scan)
     assert errors.mean() < 0.75 * stage_errors.mean() and errors.max() < stage_errors.max(), (errors, stage_errors)
+    # ... and still 3–6 px off: the report must say so rather than pass the mosaic off as sound
+    assert len(report.uncertain_frames) >= 5, report.frame_confidence

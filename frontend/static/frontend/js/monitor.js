@@ -267,9 +267,44 @@ async function refreshMosaic() {
       $("mosaic-view").dataset.mosaicId = String(ready.id);
     }
     if (cfg.translate_with) refreshTranslation(ready.id);
-    if (ready.status === "succeeded") offerTranslation(ready);  // the final stitch is done (a live one is "running")
+    if (ready.status === "succeeded") {  // the final stitch is done (a live one is "running")
+      offerTranslation(ready);
+      showStitchReport(ready.report);
+    }
   }
   if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
+}
+
+// What the final stitch measured, in words: how well the frames agree, and which ones it could not place surely
+// (their thumbnails are outlined too), so nobody trains on a seam that is several pixels off without knowing.
+function showStitchReport(report) {
+  const box = $("stitch-report");
+  if (!box || !report || !report.links) return;
+  const index = report.frame_index || report.positions_px.map((_, k) => k);
+  const frames = index.length;
+  const used = report.links.filter((l) => !l.dropped).length;
+  const lines = [el("p", { text: frames === 1 ? "One frame: there are no overlaps to place it by."
+    : !used ? `None of the ${report.links.length} overlaps could be measured; the ${frames} frames sit where the stage put them.`
+    : `${frames} frames placed from ${used} of ${report.links.length} overlap${report.links.length === 1 ? "" : "s"}; `
+      + `they agree to ${report.mean_residual_px.toFixed(2)} px on average (${report.max_residual_px.toFixed(2)} px at worst).` })];
+  const unsure = (report.uncertain_frames || []).map((k) => index[k]);
+  if (unsure.length) {
+    const names = unsure.length === 1 ? `Frame ${unsure[0]} is` : `Frames ${listWords(unsure)} are`;
+    lines.push(el("p", { class: "warning", text: `${names} placed with low confidence (outlined below): `
+      + "their overlaps do not agree on one offset — defocused layers, repeating patterns or too little structure — "
+      + "so their seams may be several pixels off. A Z-stack or more overlap helps on deep chips." }));
+  }
+  box.replaceChildren(...lines);
+  box.hidden = false;
+  for (const a of document.querySelectorAll("#frame-grid a[data-index]")) {
+    const sure = !unsure.includes(Number(a.dataset.index));
+    a.classList.toggle("uncertain", !sure);
+    a.title = a.title.replace(/ — placed with low confidence$/, "") + (sure ? "" : " — placed with low confidence");
+  }
+}
+
+function listWords(items) {
+  return items.length < 2 ? `${items[0]}` : `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
 }
 
 // A page opened before the final stitch learns of the mosaic here: it joins the "Translate" form's choices.
