@@ -54,14 +54,16 @@ def accept_registration(registration: Registration) -> None:
     events.publish(events.topic_for("registration", registration.pk), "registration.accepted")
 
 
-def queue_pairs(registration: Registration, *, pixel_size_nm=None, tile_px=512, stride_px=None, test_fraction=0.2) -> PairSet:
+def queue_pairs(registration: Registration, *, pixel_size_nm=None, tile_px=512, stride_px=None, test_fraction=0.2,
+                skip_uncertain=True) -> PairSet:
     if registration.status != JobStatus.SUCCEEDED:
         raise DomainError("The registration has not succeeded.", field="registration", code="invalid_state")
     from . import tasks
 
     with transaction.atomic():
         pair_set = PairSet.objects.create(registration=registration, pixel_size_nm=pixel_size_nm, tile_px=tile_px,
-                                          stride_px=stride_px or tile_px, test_fraction=test_fraction)
+                                          stride_px=stride_px or tile_px, test_fraction=test_fraction,
+                                          skip_uncertain=skip_uncertain)
         enqueue_after_commit(tasks.extract_pairs, pair_set)
     return pair_set
 
@@ -238,13 +240,16 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
     mosaic, sem = registration.mosaic, registration.sem_image
     progress(0.1, "Resampling the mosaic and the SEM image to one pixel size…")
     mosaic_image = read_image16(absolute(mosaic.image.name))
+    unsure = _unsure_area(mosaic, mosaic_image.shape) if pair_set.skip_uncertain else None
     result = cut_pairs(mosaic_image, read_image16(absolute(sem.image.name)), np.asarray(registration.mosaic_to_sem),
                        mosaic_px_nm=mosaic.pixel_size_nm, pixel_size_nm=pair_set.pixel_size_nm,
                        tile_px=pair_set.tile_px, stride_px=pair_set.stride_px, test_fraction=pair_set.test_fraction,
-                       mosaic_valid=mosaic_image > 0, registration={"id": registration.pk})
+                       mosaic_valid=mosaic_image > 0, mosaic_unsure=unsure, registration={"id": registration.pk})
     if not result.pairs:
+        hint = (" Most of the mosaic lies over frames placed with low confidence: rescan with a Z-stack or more "
+                "overlap, or keep those tiles." if result.skipped.get("uncertain_placement") else " Try smaller tiles.")
         raise DomainError(f"No tile of {pair_set.tile_px} px fits the registered overlap with enough structure "
-                          f"(skipped: {result.skipped}). Try smaller tiles.")
+                          f"(skipped: {result.skipped}).{hint}")
     folder = f"pairs/{pair_set.pk}"
     records = []
     for number, pair in enumerate(result.pairs):
@@ -259,8 +264,21 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
         progress(0.2 + 0.75 * (number + 1) / len(result.pairs), f"Pair {number + 1} of {len(result.pairs)}")
     with transaction.atomic():
         ImagePair.objects.bulk_create(records)
-        PairSet.objects.filter(pk=pair_set.pk).update(pixel_size_nm=result.pixel_size_nm)
+        PairSet.objects.filter(pk=pair_set.pk).update(pixel_size_nm=result.pixel_size_nm, skipped=result.skipped)
     return {"pairs": len(records), "skipped": result.skipped}
+
+
+def _unsure_area(mosaic, shape_rc):
+    """Where the mosaic's report says frames were placed with low confidence (None: nowhere, or a
+    mosaic stitched before reports listed them)."""
+    from .stitching import frame_footprint
+
+    report = mosaic.report or {}
+    unsure = report.get("uncertain_frames") or []
+    instrument = mosaic.scan.instrument
+    if not unsure or instrument is None or not report.get("frame_shape"):
+        return None
+    return frame_footprint(shape_rc, report["positions_px"], unsure, fov_mask_for(instrument, report["frame_shape"]))
 
 
 def export_pairs_zip(pair_set: PairSet) -> str:

@@ -213,6 +213,10 @@ class PairSet(Job):
     tile_px = models.PositiveIntegerField(default=512)
     stride_px = models.PositiveIntegerField(default=512)
     test_fraction = models.FloatField(default=0.2)
+    #: skip tiles over frames the stitcher placed with low confidence (their seams may be pixels off)
+    skip_uncertain = models.BooleanField(default=True)
+    #: tiles left out, by reason (outside_overlap, uncertain_placement, low_structure, straddles_split)
+    skipped = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

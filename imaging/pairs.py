@@ -101,11 +101,17 @@ def resample_to_common_grid(
     hr = warp(sem)
     valid = warp(np.ones(sem.shape, np.float32)) > 0.999
     if mosaic_valid is not None:
-        mv = np.asarray(mosaic_valid, bool)
-        mv = cv2.resize(mv.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0 if abs(f - 1) > 1e-9 \
-            else mv[:h, :w]
-        valid &= mv
+        valid &= _mosaic_mask_on_grid(mosaic_valid, f, (h, w))
     return lr, np.clip(hr, 0, 1), valid, f
+
+
+def _mosaic_mask_on_grid(mask: np.ndarray, f: float, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask over mosaic pixels, on the common grid of ``shape`` (f mosaic px per grid px)."""
+    h, w = shape
+    mask = np.asarray(mask, bool)
+    if abs(f - 1) <= 1e-9:
+        return mask[:h, :w]
+    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def cut_pairs(
@@ -122,6 +128,7 @@ def cut_pairs(
     block_tiles: int = 2,
     seed: int = 0,
     mosaic_valid: np.ndarray | None = None,
+    mosaic_unsure: np.ndarray | None = None,
     registration: dict | None = None,
 ) -> PairSet:
     """Cut ``tile_px``² LR/HR pairs every ``stride_px`` (default ``tile_px``) over the overlap.
@@ -131,7 +138,9 @@ def cut_pairs(
     overlap), so a dim but well-exposed SSUM mosaic is judged like a bright SEM image. The grid is divided into square blocks of
     ``block_tiles × tile_px``; a seeded ``test_fraction`` of blocks is test. A tile belongs to the
     block holding its top-left corner and is dropped when it reaches into a block of the other
-    split, so train and test tiles never overlap.
+    split, so train and test tiles never overlap. ``mosaic_unsure`` (mosaic-sized bool) marks where
+    frames placed with low confidence contribute (:func:`imaging.stitching.frame_footprint`): a tile
+    touching it is skipped, since its seams, and so its alignment with the SEM image, may be pixels off.
     """
     if tile_px < 8:
         raise ValueError(f"tile_px must be >= 8, got {tile_px}")
@@ -154,7 +163,9 @@ def cut_pairs(
     lr_range, hr_range = (_robust_range(image, valid) for image in (lr, hr))
     # summed-area table: count of valid pixels in any box in O(1)
     integral = cv2.integral(valid.astype(np.uint8))
-    skipped = {"outside_overlap": 0, "low_structure": 0, "straddles_split": 0}
+    unsure = None if mosaic_unsure is None else cv2.integral(
+        _mosaic_mask_on_grid(mosaic_unsure, f, (h, w)).astype(np.uint8))
+    skipped = {"outside_overlap": 0, "uncertain_placement": 0, "low_structure": 0, "straddles_split": 0}
     pairs = []
     for y0 in range(0, h - tile_px + 1, stride_px):
         for x0 in range(0, w - tile_px + 1, stride_px):
@@ -162,6 +173,9 @@ def cut_pairs(
             inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
             if inside < tile_px * tile_px:
                 skipped["outside_overlap"] += 1
+                continue
+            if unsure is not None and unsure[y1, x1] - unsure[y0, x1] - unsure[y1, x0] + unsure[y0, x0]:
+                skipped["uncertain_placement"] += 1
                 continue
             bx, by = x0 // block_px, y0 // block_px
             split_test = is_test[by, bx]

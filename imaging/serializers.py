@@ -158,8 +158,8 @@ class PairSetSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = PairSet
-        fields = ["id", "registration", "pixel_size_nm", "tile_px", "stride_px", "test_fraction", "created_at",
-                  "pair_count", *JOB_FIELDS]
+        fields = ["id", "registration", "pixel_size_nm", "tile_px", "stride_px", "test_fraction", "skip_uncertain",
+                  "skipped", "created_at", "pair_count", *JOB_FIELDS]
         read_only_fields = fields
 
 
@@ -169,6 +169,9 @@ class PairSetCreateSerializer(serializers.Serializer):
     tile_px = serializers.IntegerField(default=512, min_value=32, max_value=2048)
     stride_px = serializers.IntegerField(required=False, allow_null=True, min_value=16, max_value=4096)
     test_fraction = serializers.FloatField(default=0.2, min_value=0.0, max_value=0.9)
+    skip_uncertain = serializers.BooleanField(
+        default=True, help_text="Skip tiles over frames the stitcher placed with low confidence (the mosaic "
+                                "report's uncertain_frames): their alignment with the SEM image may be pixels off.")
 
 
 class ImagePairSerializer(serializers.ModelSerializer):

@@ -17,6 +17,7 @@ centre, see ``anchor``): only their differences steer the search.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_pair, register_pair
 from imaging.placement import Link
 
-__all__ = ["USEFUL_FOV_FRACTION", "UNCERTAIN_CONFIDENCE", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch"]
+__all__ = ["USEFUL_FOV_FRACTION", "UNCERTAIN_CONFIDENCE", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch", "frame_footprint"]
 
 
 #: Fraction of the sphere's FOV radius worth registering and blending. The SSUM virtual image
@@ -399,6 +400,27 @@ class IncrementalStitcher:
         )
         origin_nm = tuple(float(v) for v in corner * self.pixel_size_nm)
         return Mosaic(image, self.pixel_size_nm, origin_nm, local, report)
+
+
+def frame_footprint(mosaic_shape: tuple[int, int], positions_px, frames, fov_mask: np.ndarray) -> np.ndarray:
+    """(rows, cols) bool: the mosaic pixels that ``frames`` (indices into ``positions_px``, the
+    report's (x, y) top-left of each frame in mosaic px) blend into, through ``fov_mask`` (the
+    frames' useful field of view); at a fractional position, both pixels it falls between."""
+    rows, cols = mosaic_shape
+    out = np.zeros((rows, cols), bool)
+    fh, fw = fov_mask.shape
+    for k in frames:
+        px, py = (float(v) for v in positions_px[k])
+        x, y = math.floor(px), math.floor(py)
+        shifts_x, shifts_y = ((0, 1) if v > w else (0,) for v, w in ((px, x), (py, y)))
+        grown = np.zeros((fh + 1, fw + 1), bool)
+        for dy in shifts_y:
+            for dx in shifts_x:
+                grown[dy: dy + fh, dx: dx + fw] |= fov_mask
+        r0, c0, r1, c1 = max(0, y), max(0, x), min(rows, y + fh + 1), min(cols, x + fw + 1)
+        if r1 > r0 and c1 > c0:
+            out[r0:r1, c0:c1] |= grown[r0 - y: r1 - y, c0 - x: c1 - x]
+    return out
 
 
 def _uncertain_frames(placement) -> tuple[int, ...]:

@@ -60,6 +60,21 @@ def test_outside_overlap_and_pixel_size_change():
     assert coarse.pairs[0].box_mosaic_px == pytest.approx((0.5, 0.5, 32.5, 32.5))
 
 
+def test_tiles_touching_frames_placed_unsurely_are_skipped():
+    mosaic = scene((256, 256), seed=5)
+    unsure = np.zeros(mosaic.shape, bool)
+    unsure[100, 200] = True  # one pixel of an unsure frame's footprint
+    everything = cut_pairs(mosaic, mosaic, np.eye(3), mosaic_px_nm=50.0, tile_px=64, test_fraction=0.0)
+    result = cut_pairs(mosaic, mosaic, np.eye(3), mosaic_px_nm=50.0, tile_px=64, test_fraction=0.0,
+                       mosaic_unsure=unsure)
+    assert result.skipped["uncertain_placement"] == 1 and len(result.pairs) == len(everything.pairs) - 1
+    assert not any(p.box_px[0] <= 200 < p.box_px[2] and p.box_px[1] <= 100 < p.box_px[3] for p in result.pairs)
+    # on a coarser grid the footprint follows the resampling
+    coarse = cut_pairs(mosaic, mosaic, np.eye(3), mosaic_px_nm=50.0, pixel_size_nm=100.0, tile_px=32,
+                       test_fraction=0.0, mosaic_unsure=unsure)
+    assert coarse.skipped["uncertain_placement"] == 1
+
+
 def test_export_zip_manifest(tmp_path):
     mosaic = scene((256, 256), seed=4)
     result = cut_pairs(mosaic, mosaic, np.eye(3), mosaic_px_nm=50.0, tile_px=64, test_fraction=0.5, block_tiles=1,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imaging.flatfield import flatfield_from_calibration
-from imaging.stitching import IncrementalStitcher, Mosaic, StitchingError, stitch
+from imaging.stitching import IncrementalStitcher, Mosaic, StitchingError, frame_footprint, stitch
 from tests.imaging.scan_factory import ic_scene, position_errors, synthetic_scan
 
 
@@ -83,6 +83,20 @@ def test_one_corrupted_frame_does_not_bend_the_others(scan):
     assert err[keep].mean() <= 0.15 and err[keep].max() <= 0.5
     assert m.report.placed_by_stage == (4,) and m.report.uncertain_frames == (4,)
     assert {(link.i, link.j) for link in m.report.dropped_links} == {(1, 4), (3, 4), (4, 5), (4, 7)}
+
+
+def test_frame_footprint_covers_where_the_frames_blend_in(scan, mosaic):
+    mask = scan.fov_mask
+    area = frame_footprint(mosaic.image.shape, mosaic.report.positions_px, [4], mask)
+    x, y = mosaic.report.positions_px[4]
+    r, c = int(y) + 64, int(x) + 64  # the centre frame's centre, and its corners outside the circle
+    assert area[r, c] and not area[int(y) + 2, int(x) + 2] and not area[int(y) + 125, int(x) + 2]
+    # every pixel the centre frame's circle reaches, at its sub-pixel place, is inside
+    rows, cols = np.nonzero(mask)
+    assert area[np.floor(rows + y).astype(int), np.floor(cols + x).astype(int)].all()
+    assert area[np.ceil(rows + y).astype(int), np.ceil(cols + x).astype(int)].all()
+    assert area.sum() < 1.1 * (mask.sum() + 2 * 128)
+    assert not frame_footprint(mosaic.image.shape, mosaic.report.positions_px, [], mask).any()
 
 
 def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):

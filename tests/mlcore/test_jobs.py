@@ -103,3 +103,37 @@ def test_collinear_landmarks_are_refused(api, registered, operator):
         "mosaic": registered.mosaic_id, "sem_image": registered.sem_image_id, "method": "landmarks",
         "landmarks": [[0, 0, 0, 0], [10, 10, 10, 10], [20, 20, 20, 20]]}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "landmarks"
+
+
+@pytest.mark.django_db
+def test_pairs_skip_tiles_over_frames_the_stitcher_placed_unsurely(api, registered, project, operator,
+                                                                   django_capture_on_commit_callbacks):
+    from instruments.models import Instrument
+
+    # a 2 × 2 scan of 128 px frames whose first frame (top left) was placed with low confidence
+    instrument = Instrument.objects.create(project=project, name="bench", pixel_size_nm=32.5,
+                                           fov_diameter_nm=128 * 32.5 / 0.8)  # useful circle: the whole frame width
+    mosaic = registered.mosaic
+    mosaic.scan.instrument = instrument
+    mosaic.scan.save(update_fields=["instrument"])
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={
+        "frame_shape": [128, 128], "positions_px": [[0, 0], [128, 0], [0, 128], [128, 128]], "uncertain_frames": [0],
+        "frame_index": [0, 1, 2, 3]})
+
+    def extract(**options):
+        with django_capture_on_commit_callbacks(execute=False):
+            response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 64,
+                                                              "test_fraction": 0, **options}, format="json")
+        assert response.status_code == 201, response.json()
+        run_job("imaging.PairSet", response.json()["id"], pairs_work)
+        pair_set = PairSet.objects.get(pk=response.json()["id"])
+        assert pair_set.status == JobStatus.SUCCEEDED, pair_set.failure_reason
+        return pair_set, list(ImagePair.objects.filter(pair_set=pair_set).values_list("box_x", "box_y"))
+
+    skipping, boxes = extract()
+    # the top-left frame's circle (centre 63.5, radius 64) reaches the four tiles of its quarter, no others
+    assert skipping.skip_uncertain and skipping.skipped["uncertain_placement"] == 4
+    assert all(x >= 128 or y >= 128 for x, y in boxes)
+    keeping, all_boxes = extract(skip_uncertain=False)
+    assert keeping.skipped["uncertain_placement"] == 0 and len(all_boxes) == len(boxes) + 4
+    assert api(operator).get(f"/api/pair-sets/{skipping.pk}/").json()["skipped"]["uncertain_placement"] == 4

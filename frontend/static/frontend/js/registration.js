@@ -112,7 +112,8 @@ async function showPairs(pairSet) {
   for (const p of pairs) counts[p.split] = (counts[p.split] || 0) + 1;
   const total = data.count ?? pairs.length;
   $("pairs-status").textContent = `Pair set ${pairSet.id}: ${pairSet.tile_px} px tiles.`;
-  $("pairs-counts").textContent = `${total} pairs: ${counts.train} train, ${counts.test} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}`;
+  $("pairs-counts").textContent = `${total} pairs: ${counts.train} train, ${counts.test} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}.`
+    + skippedText(pairSet.skipped || {});
   $("pairs-counts").dataset.total = String(total);
   $("pair-grid").replaceChildren(...pairs.slice(0, 120).map((p) => el("figure", { class: `split-${p.split}`, title: `${p.split} · box (${p.box_x}, ${p.box_y}) ${p.box_size} px` },
     el("div", { class: "pair-imgs" },
@@ -121,6 +122,19 @@ async function showPairs(pairSet) {
   $("pairs-export").href = `/api/pair-sets/${pairSet.id}/export/`;
   $("pairs-export").hidden = false;
   $("train-link").hidden = !total;
+}
+
+// Why tiles were left out, in words (only the reasons that left some out).
+const SKIP_REASONS = {
+  uncertain_placement: "over frames placed with low confidence",
+  low_structure: "with too little structure",
+  straddles_split: "straddling the train/test blocks",
+  outside_overlap: "outside the registered overlap",
+};
+
+function skippedText(skipped) {
+  const parts = Object.entries(SKIP_REASONS).filter(([key]) => skipped[key] > 0).map(([key, words]) => `${skipped[key]} ${words}`);
+  return parts.length ? ` Tiles skipped: ${parts.join(", ")}.` : "";
 }
 
 $("pairs-form").addEventListener("submit", async (e) => {
