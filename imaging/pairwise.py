@@ -156,17 +156,17 @@ def masked_ncc(fixed, fixed_mask, moving, moving_mask, *, window=None):
                                          (shape[1], c0, c1, fixed.shape[1], moving.shape[1])))
     # Single precision halves the transforms' cost; the sums it cancels (Σf² − (Σf)²/n) stay
     # well conditioned for the zero-mean, band-passed frames the search runs on.
-    mf = fixed_mask.astype(np.float32)
-    mm = moving_mask.astype(np.float32)
+    fixed_mask, moving_mask = (np.asarray(m, bool) for m in (fixed_mask, moving_mask))
     f = np.where(fixed_mask, fixed, 0.0).astype(np.float32)
     g = np.where(moving_mask, moving, 0.0).astype(np.float32)
     # Correlation as convolution with the moving arrays flipped.
     spec = lambda a: fft.rfft2(a, fast)  # noqa: E731
     flip = lambda a: a[::-1, ::-1]  # noqa: E731
-    F, F2, MF = spec(f), spec(f * f), spec(mf)
-    G, G2, MG = spec(flip(g)), spec(flip(g * g)), spec(flip(mm))
+    F, F2 = spec(f), spec(f * f)
+    G, G2 = spec(flip(g)), spec(flip(g * g))
     back = lambda a: fft.irfft2(a, fast)[r0: r1 + 1, c0: c1 + 1]  # noqa: E731
-    count = np.round(back(MF * MG))
+    MF, MG, count = _mask_spectra(fixed_mask.tobytes(), fixed_mask.shape, moving_mask.tobytes(), moving_mask.shape,
+                                  fast, (r0, r1, c0, c1))
     safe = np.maximum(count, 1.0)
     sum_f, sum_g = back(F * MG), back(MF * G)
     cov = back(F * G) - sum_f * sum_g / safe
@@ -179,6 +179,23 @@ def masked_ncc(fixed, fixed_mask, moving, moving_mask, *, window=None):
     full_ncc[r0: r1 + 1, c0: c1 + 1] = np.clip(ncc, -1.0, 1.0)
     full_count[r0: r1 + 1, c0: c1 + 1] = count
     return full_ncc, full_count
+
+
+@functools.lru_cache(maxsize=32)
+def _mask_spectra(fixed_mask: bytes, fixed_shape, moving_mask: bytes, moving_shape, fast, window):
+    """Spectra of the two masks (the moving one flipped) and their overlap count over ``window``.
+
+    Cached: every frame of a scan shares one field-of-view mask and a raster repeats the same few
+    neighbour geometries, so a scan needs only a handful of these (a quarter of the transforms).
+    """
+    mf = np.frombuffer(fixed_mask, bool).reshape(fixed_shape).astype(np.float32)
+    mm = np.frombuffer(moving_mask, bool).reshape(moving_shape).astype(np.float32)
+    MF, MG = fft.rfft2(mf, fast), fft.rfft2(mm[::-1, ::-1], fast)
+    r0, r1, c0, c1 = window
+    count = np.round(fft.irfft2(MF * MG, fast)[r0: r1 + 1, c0: c1 + 1])
+    for array in (MF, MG, count):
+        array.setflags(write=False)
+    return MF, MG, count
 
 
 def _significance(ncc, count):
