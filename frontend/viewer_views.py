@@ -71,6 +71,24 @@ def viewer_layers(*, mosaic, translation, registration, sem) -> list[dict]:
     return layers
 
 
+def frame_outlines(mosaic) -> list[dict]:
+    """Each stitched frame's useful field of view on the mosaic, as a circle in mosaic px (its
+    centre x, y and radius r), with the scan's frame index and whether the stitcher placed it
+    unsurely; [] for a mosaic stitched without a report or an instrument."""
+    from imaging.stitching import USEFUL_FOV_FRACTION
+
+    report, instrument = mosaic.report or {}, mosaic.scan.instrument
+    positions, shape = report.get("positions_px") or [], report.get("frame_shape")
+    if not positions or not shape or instrument is None or not mosaic.pixel_size_nm:
+        return []
+    rows, cols = shape
+    radius = USEFUL_FOV_FRACTION * instrument.fov_diameter_nm / 2.0 / mosaic.pixel_size_nm
+    index = report.get("frame_index") or list(range(len(positions)))
+    unsure = set(report.get("uncertain_frames") or ())
+    return [{"index": index[k], "x": x + (cols - 1) / 2.0, "y": y + (rows - 1) / 2.0, "r": radius,
+             "uncertain": k in unsure} for k, (x, y) in enumerate(positions)]
+
+
 def viewer(request):
     mosaic = _get_param(request, Mosaic, "mosaic")
     translation = _get_param(request, Translation, "translation")
@@ -89,4 +107,5 @@ def viewer(request):
                   "registrations": mosaic.registrations.select_related("sem_image")}
     return render(request, "frontend/viewer.html", {
         "mosaic": mosaic, "translation": translation, "registration": registration, "layers": layers,
-        "viewer_config": {"layers": layers}, **others})
+        "viewer_config": {"layers": layers, "frames": frame_outlines(mosaic) if layers and mosaic else []},
+        **others})

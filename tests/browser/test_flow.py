@@ -103,6 +103,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"Frames {second} and {fourth} are placed with low confidence")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
+    expect(page.get_by_role("link", name="See them on the mosaic")).to_have_attribute(
+        "href", f"/viewer/?mosaic={mosaic.pk}&frames=1")
     assert page.locator(f"#frame-grid a[data-index='{fourth}']").get_attribute("title").endswith(
         "placed with low confidence")
     screenshot(page, "scan-stitch-report")
@@ -111,6 +113,11 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
     page.wait_for_selector("body[data-viewer-ready=true]")
     expect(page.locator(".scalebar .label").first).to_have_text(re.compile(r"\d+(\.\d+)? (nm|µm)"))
+    # the stitched frames outlined on the mosaic, the two marked unsure above in amber
+    page.get_by_label("Outline the stitched frames").check()
+    expect(page.locator("#osd-mosaic .frame-outline")).to_have_count(4)
+    expect(page.locator("#osd-mosaic .frame-outline.uncertain")).to_have_count(2)
+    page.wait_for_function("location.search.includes('frames=1')")
     screenshot(page, "viewer")
     page.wait_for_timeout(1000)  # let the opening "home" animation settle
     # Compare target zooms (getZoom(false)): the current one lags behind while the spring animates.

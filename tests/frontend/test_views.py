@@ -85,6 +85,21 @@ def test_viewer_lists_the_mosaic_layer_with_its_pixel_size(mosaic, viewer):
     assert layers[0]["pixel_size_nm"] == 32.5 and layers[0]["dzi_url"] == f"/api/mosaics/{mosaic.pk}/dzi"
 
 
+def test_viewer_outlines_the_stitched_frames_flagging_the_unsure_ones(mosaic, viewer):
+    from imaging.stitching import USEFUL_FOV_FRACTION
+
+    assert config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["frames"] == []
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={
+        "frame_shape": [512, 512], "positions_px": [[0.0, 0.0], [300.5, 2.0]], "uncertain_frames": [1],
+        "frame_index": [4, 7]})
+    response = login(viewer).get(f"/viewer/?mosaic={mosaic.pk}")
+    frames = config(response, "viewer-config")["frames"]
+    radius = USEFUL_FOV_FRACTION * mosaic.scan.instrument.fov_diameter_nm / 2 / 32.5
+    assert frames == [{"index": 4, "x": 255.5, "y": 255.5, "r": pytest.approx(radius), "uncertain": False},
+                      {"index": 7, "x": 556.0, "y": 257.5, "r": pytest.approx(radius), "uncertain": True}]
+    assert b"Outline the stitched frames" in response.content
+
+
 def test_viewer_maps_a_registered_sem_through_the_registration(mosaic, project, viewer):
     from imaging.models import Registration, SEMImage
 

@@ -269,7 +269,7 @@ async function refreshMosaic() {
     if (cfg.translate_with) refreshTranslation(ready.id);
     if (ready.status === "succeeded") {  // the final stitch is done (a live one is "running")
       offerTranslation(ready);
-      showStitchReport(ready.report);
+      showStitchReport(ready.report, ready.id);
     }
   }
   if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
@@ -277,7 +277,7 @@ async function refreshMosaic() {
 
 // What the final stitch measured, in words: how well the frames agree, and which ones it could not place surely
 // (their thumbnails are outlined too), so nobody trains on a seam that is several pixels off without knowing.
-function showStitchReport(report) {
+function showStitchReport(report, mosaicId) {
   const box = $("stitch-report");
   if (!box || !report || !report.links) return;
   const index = report.frame_index || report.positions_px.map((_, k) => k);
@@ -292,7 +292,8 @@ function showStitchReport(report) {
     const names = unsure.length === 1 ? `Frame ${unsure[0]} is` : `Frames ${listWords(unsure)} are`;
     lines.push(el("p", { class: "warning", text: `${names} placed with low confidence (outlined below): `
       + "their overlaps do not agree on one offset — defocused layers, repeating patterns or too little structure — "
-      + "so their seams may be several pixels off. A Z-stack or more overlap helps on deep chips." }));
+      + "so their seams may be several pixels off. A Z-stack or more overlap helps on deep chips. " },
+    el("a", { href: `/viewer/?mosaic=${mosaicId}&frames=1`, text: "See them on the mosaic" })));
   }
   box.replaceChildren(...lines);
   box.hidden = false;

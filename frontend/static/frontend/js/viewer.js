@@ -94,6 +94,7 @@ function saveState() {
     p.set("x", view.x.toFixed(1)); p.set("y", view.y.toFixed(1)); p.set("z", view.zoom.toPrecision(4));
     p.set("layers", [...document.querySelectorAll("[name=layer]:checked")].map((c) => c.value).join(","));
     p.set("lo", $("win-lo").value); p.set("hi", $("win-hi").value);
+    if ($("frame-outlines")?.checked) p.set("frames", "1"); else p.delete("frames");
     const overlay = $("overlay-layer").value;
     if (overlay) { p.set("overlay", overlay); p.set("mode", $("overlay-mode").value); p.set("mix", $("overlay-mix").value); }
     else { p.delete("overlay"); p.delete("mode"); p.delete("mix"); }
@@ -238,6 +239,22 @@ function plotProfile(values, lengthNm) {
   g.stroke();
 }
 
+// ---- frame outlines: each stitched frame's field of view on the mosaic, the unsure ones in amber ---------------------
+function showFrameOutlines(on) {
+  const master = viewers.mosaic;
+  if (!master) return;
+  master.clearOverlays();
+  const item = master.world.getItemAt(0);
+  if (on && item) {
+    for (const f of cfg.frames) {
+      const ring = el("div", { class: `frame-outline${f.uncertain ? " uncertain" : ""}`, "data-index": String(f.index),
+        title: `Frame ${f.index}${f.uncertain ? " — placed with low confidence" : ""}` }, el("span", { text: String(f.index) }));
+      master.addOverlay({ element: ring, location: item.imageToViewportRectangle(f.x - f.r, f.y - f.r, 2 * f.r, 2 * f.r) });
+    }
+  }
+  saveState();
+}
+
 // ---- start ---------------------------------------------------------------------------------------------------------
 async function main() {
   if (!cfg.layers.length) { $("viewers").append(el("p", { class: "muted", text: "Nothing to show: choose a mosaic with a pyramid." })); return; }
@@ -269,6 +286,12 @@ async function main() {
   $("overlay-mode").addEventListener("change", () => { updateSwipe(); saveState(); });
   $("overlay-mix").addEventListener("input", () => { updateSwipe(); saveState(); });
   if ($("overlay-layer").value) await setOverlay();
+  const outlines = $("frame-outlines");
+  if (outlines) {
+    outlines.checked = params.get("frames") === "1";
+    outlines.addEventListener("change", () => showFrameOutlines(outlines.checked));
+    if (outlines.checked) showFrameOutlines(true);
+  }
   $("copy-link").addEventListener("click", async () => {
     $("share-link").select();
     try { await navigator.clipboard.writeText($("share-link").value); $("copy-link").textContent = "Copied"; } catch { /* selected for manual copy */ }
