@@ -23,7 +23,8 @@ import numpy as np
 from scipy import fft, ndimage, sparse
 from scipy.sparse import linalg as sparse_linalg
 
-__all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets", "mrf_displacements"]
+__all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets", "mrf_displacements",
+           "disagreement"]
 
 
 @dataclass(frozen=True)
@@ -584,3 +585,28 @@ def mrf_displacements(
     return displacement, confidence
 
 
+
+
+def disagreement(n: int, links: list[Link], positions_px: np.ndarray, *, skip=()) -> np.ndarray:
+    """Per frame, how much better one of its links correlates elsewhere than where the frames are placed: the
+    largest, over the frame's links with an NCC surface (but those whose index is in ``skip``: links whose
+    fault lies with the other frame), of the surface's best NCC minus its best within a pixel
+    of the placed offset (taken as −1 where the placement leaves the searched window or its overlap). 0 for a frame whose
+    every overlap peaks where it sits; high where a neighbour's overlap looks better at another offset (an
+    alias chosen by the other links, or the truth, defocused, scoring below an alias)."""
+    out = np.zeros(n)
+    for k, link in enumerate(links):
+        if k in skip or link.surface is None or link.reason not in ("", "unrefined"):
+            continue
+        surface = np.asarray(link.surface, float)
+        if not np.isfinite(surface).any():
+            continue
+        ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
+        offset = np.asarray(positions_px[link.j], float) - np.asarray(positions_px[link.i], float)
+        c, r = (int(round(v)) for v in offset - np.asarray(link.surface_base, float) + (rx, ry))
+        near = surface[max(0, r - 1): max(0, r + 2), max(0, c - 1): max(0, c + 2)]
+        at = float(np.nanmax(near)) if np.isfinite(near).any() else -1.0
+        gap = float(np.nanmax(surface)) - at
+        out[link.i] = max(out[link.i], gap)
+        out[link.j] = max(out[link.j], gap)
+    return out

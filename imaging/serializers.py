@@ -87,9 +87,11 @@ class MosaicSerializer(serializers.ModelSerializer):
         read_only_fields = [f for f in fields if f not in ("scan", "options")]
         extra_kwargs = {"report": {"help_text": (
             "The final stitch's report: positions_px per frame, links (i, j, offset_px, score, residual_px, "
-            "dropped), mean/max_residual_px, placed_by_stage, frame_confidence (0–1 per frame) and "
-            "uncertain_frames (placed by the stage alone or with low confidence: their seams may be pixels "
-            "off); frame numbers are positions in frame_index, the scan's frame indices.")}}
+            "dropped), mean/max_residual_px, placed_by_stage, frame_confidence (0–1 per frame), frame_disagreement "
+            "(per frame, how much better one of its overlaps correlates at another offset, NCC) and "
+            "uncertain_frames (placed by the stage alone, with low confidence, or with some while an overlap "
+            "disagrees: their seams may be pixels off); frame numbers are positions in frame_index, the scan's "
+            "frame indices.")}}
 
     def get_dzi_url(self, mosaic) -> str | None:
         return reverse("api:mosaic-dzi", args=[mosaic.pk]) if mosaic.pyramid else None

@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from imaging.placement import Link, _MessageKernel, fit_stage_model, mrf_displacements, solve_positions, vote_offsets
+from imaging.placement import (
+    Link,
+    _MessageKernel,
+    disagreement,
+    fit_stage_model,
+    mrf_displacements,
+    solve_positions,
+    vote_offsets,
+)
 
 
 def _grid_links(truth, nominal, *, score=0.95):
@@ -239,3 +247,22 @@ def test_mrf_tolerant_survives_one_pixel_peaks_that_miss_around_loops():
     stage = np.array([(0.0, 0.0), (300.0, 0.0), (0.0, 300.0), (300.0, 300.0)])
     moved = (displacement - displacement[0]) - (position - stage)
     assert np.abs(moved).max() <= 1.0, displacement
+
+
+def test_disagreement_is_how_much_better_an_overlap_correlates_elsewhere():
+    # link 0→1 searched at offsets (95…105, −5…5): its true peak 0.9 at (100, 0), an alias 0.6 at (103, 0)
+    surface = np.full((11, 11), 0.1)
+    surface[5, 5], surface[5, 8] = 0.9, 0.6
+    surface[0, :] = np.nan  # too little overlap at dy = −5
+    links = [Link(0, 1, (100.0, 0.0), (100.0, 0.0), 0.9, surface=surface, surface_base=(100, 0)),
+             Link(1, 2, (100.0, 0.0), (100.0, 0.0), 0.9, reason="blank", surface=surface, surface_base=(100, 0))]
+
+    def placed(dx, dy):
+        return np.array([[0.0, 0.0], [dx, dy], [200.0, 0.0]])
+
+    np.testing.assert_allclose(disagreement(3, links, placed(100.4, 0.3)), [0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(disagreement(3, links, placed(102.9, 0.0)), [0.3, 0.3, 0])  # on the alias
+    np.testing.assert_allclose(disagreement(3, links, placed(101.0, 1.0)), [0, 0, 0], atol=1e-12)  # within a pixel
+    np.testing.assert_allclose(disagreement(3, links, placed(100.0, -5.0)), [0.8, 0.8, 0])
+    np.testing.assert_allclose(disagreement(3, links, placed(130.0, 0.0)), [1.9, 1.9, 0])  # outside the window
+    np.testing.assert_allclose(disagreement(3, links, placed(100.0, -6.4)), [1.9, 1.9, 0])  # only the NaN row near

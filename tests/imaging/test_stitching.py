@@ -29,6 +29,7 @@ def test_positions_match_truth_within_a_fraction_of_a_pixel(scan, mosaic):
 def test_a_well_linked_scan_reports_every_frame_placed_with_confidence(mosaic):
     report = mosaic.report
     assert len(report.frame_confidence) == 9 and min(report.frame_confidence) >= 0.9
+    assert len(report.frame_disagreement) == 9 and max(report.frame_disagreement) < 0.05
     assert report.uncertain_frames == ()
 
 
