@@ -71,11 +71,10 @@ def registration_detail(request, pk):
     registration = _get(Registration, request.user, pk)
     pair_sets = registration.pair_sets.annotate(pair_count=Count("pairs")).order_by("-created_at")
     mosaic, sem = registration.mosaic, registration.sem_image
-    report = mosaic.report or {}
     return render(request, "frontend/registration.html", {
         "registration": registration, "mosaic": mosaic, "sem": sem, "pair_sets": pair_sets,
         "can_operate": _can_operate(request.user, registration),
-        "uncertain_frames": len(report.get("uncertain_frames") or ()), "mosaic_frames": len(report.get("positions_px") or ()),
+        "uncertain_frames": len(mosaic.uncertain_frames), "mosaic_frames": len((mosaic.report or {}).get("positions_px") or ()),
         "registration_config": {
             "id": registration.pk, "status": registration.status, "accepted": registration.accepted,
             "mosaic": {"id": mosaic.pk, "dzi_url": reverse("api:mosaic-dzi", args=[mosaic.pk]) if mosaic.pyramid else None,

@@ -75,16 +75,16 @@ def frame_outlines(mosaic) -> list[dict]:
     """Each stitched frame's useful field of view on the mosaic, as a circle in mosaic px (its
     centre x, y and radius r), with the scan's frame index and whether the stitcher placed it
     unsurely; [] for a mosaic stitched without a report or an instrument."""
-    from imaging.stitching import USEFUL_FOV_FRACTION
+    from imaging.jobs import useful_fov_radius_px
 
     report, instrument = mosaic.report or {}, mosaic.scan.instrument
     positions, shape = report.get("positions_px") or [], report.get("frame_shape")
-    if not positions or not shape or instrument is None or not mosaic.pixel_size_nm:
+    if not positions or not shape or instrument is None:
         return []
     rows, cols = shape
-    radius = USEFUL_FOV_FRACTION * instrument.fov_diameter_nm / 2.0 / mosaic.pixel_size_nm
+    radius = useful_fov_radius_px(instrument)  # the mosaic keeps the camera's pixel size
     index = report.get("frame_index") or list(range(len(positions)))
-    unsure = set(report.get("uncertain_frames") or ())
+    unsure = set(mosaic.uncertain_frames)
     return [{"index": index[k], "x": x + (cols - 1) / 2.0, "y": y + (rows - 1) / 2.0, "r": radius,
              "uncertain": k in unsure} for k, (x, y) in enumerate(positions)]
 

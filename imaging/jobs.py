@@ -80,17 +80,22 @@ def scan_finished(scan: Scan) -> bool:
 
 # --- the work, run by imaging.tasks in a task worker --------------------------------------------
 
-def fov_mask_for(instrument, shape_rc):
-    """The sphere's useful circular field of view, centred on the frame, as a boolean mask.
-
-    Only the inner USEFUL_FOV_FRACTION of the radius: the sphere's image darkens steeply toward
-    its rim, which would make overlapping frames anti-correlated there."""
-    import numpy as np
-
+def useful_fov_radius_px(instrument) -> float:
+    """Radius (camera px) of the sphere's useful field of view: only the inner USEFUL_FOV_FRACTION,
+    since the sphere's image darkens steeply toward its rim, which would make overlapping frames
+    anti-correlated there."""
     from .stitching import USEFUL_FOV_FRACTION
 
+    return USEFUL_FOV_FRACTION * instrument.fov_diameter_nm / 2.0 / instrument.pixel_size_nm
+
+
+def fov_mask_for(instrument, shape_rc):
+    """The sphere's useful circular field of view (:func:`useful_fov_radius_px`), centred on the
+    frame, as a boolean mask."""
+    import numpy as np
+
     rows, cols = shape_rc
-    radius_px = USEFUL_FOV_FRACTION * instrument.fov_diameter_nm / 2.0 / instrument.pixel_size_nm
+    radius_px = useful_fov_radius_px(instrument)
     yy, xx = np.mgrid[0:rows, 0:cols]
     return (xx - (cols - 1) / 2.0) ** 2 + (yy - (rows - 1) / 2.0) ** 2 <= radius_px**2
 
@@ -273,12 +278,11 @@ def _unsure_area(mosaic, shape_rc):
     mosaic stitched before reports listed them)."""
     from .stitching import frame_footprint
 
-    report = mosaic.report or {}
-    unsure = report.get("uncertain_frames") or []
-    instrument = mosaic.scan.instrument
-    if not unsure or instrument is None or not report.get("frame_shape"):
+    unsure, instrument = mosaic.uncertain_frames, mosaic.scan.instrument
+    if not unsure or instrument is None or not mosaic.report.get("frame_shape"):
         return None
-    return frame_footprint(shape_rc, report["positions_px"], unsure, fov_mask_for(instrument, report["frame_shape"]))
+    return frame_footprint(shape_rc, mosaic.report["positions_px"], unsure,
+                           fov_mask_for(instrument, mosaic.report["frame_shape"]))
 
 
 def export_pairs_zip(pair_set: PairSet) -> str:

@@ -142,6 +142,12 @@ class Mosaic(Job):
     class Meta:
         ordering = ["-created_at"]
 
+    @property
+    def uncertain_frames(self) -> list[int]:
+        """Positions (in the report's frame list) of the frames the final stitch placed unsurely; [] for a
+        live mosaic or one stitched before reports listed them."""
+        return list((self.report or {}).get("uncertain_frames") or ())
+
 
 class PixelSizeSource(models.TextChoices):
     METADATA = "metadata", "File metadata"
