@@ -75,14 +75,11 @@ def frame_outlines(mosaic) -> list[dict]:
     """Each stitched frame's useful field of view on the mosaic, as a circle in mosaic px (its
     centre x, y and radius r), with the scan's frame index and whether the stitcher placed it
     unsurely; [] for a mosaic stitched without a report or an instrument."""
-    from imaging.jobs import useful_fov_radius_px
-
-    report, instrument = mosaic.report or {}, mosaic.scan.instrument
+    report, radius = mosaic.report or {}, mosaic.stitched_fov_radius_px
     positions, shape = report.get("positions_px") or [], report.get("frame_shape")
-    if not positions or not shape or instrument is None:
+    if not positions or not shape or radius is None:
         return []
-    rows, cols = shape
-    radius = useful_fov_radius_px(instrument)  # the mosaic keeps the camera's pixel size
+    rows, cols = shape  # the mosaic keeps the camera's pixel size
     index = report.get("frame_index") or list(range(len(positions)))
     unsure = set(mosaic.uncertain_frames)
     return [{"index": index[k], "x": x + (cols - 1) / 2.0, "y": y + (rows - 1) / 2.0, "r": radius,

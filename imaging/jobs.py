@@ -92,10 +92,14 @@ def useful_fov_radius_px(instrument) -> float:
 def fov_mask_for(instrument, shape_rc):
     """The sphere's useful circular field of view (:func:`useful_fov_radius_px`), centred on the
     frame, as a boolean mask."""
+    return circular_mask(useful_fov_radius_px(instrument), shape_rc)
+
+
+def circular_mask(radius_px: float, shape_rc):
+    """A circle of ``radius_px`` centred on a (rows, cols) frame, as a boolean mask."""
     import numpy as np
 
     rows, cols = shape_rc
-    radius_px = useful_fov_radius_px(instrument)
     yy, xx = np.mgrid[0:rows, 0:cols]
     return (xx - (cols - 1) / 2.0) ** 2 + (yy - (rows - 1) / 2.0) ** 2 <= radius_px**2
 
@@ -122,7 +126,8 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     pixel_size_nm = instrument.pixel_size_nm if instrument else None
     if pixel_size_nm is None:
         raise DomainError("The scan has no instrument, so its pixel size is unknown.")
-    mask = fov_mask_for(instrument, images[0].shape)
+    fov_radius_px = useful_fov_radius_px(instrument)
+    mask = circular_mask(fov_radius_px, images[0].shape)
     progress(0.15, "Registering neighbouring frames…")
     result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center",
                     flatfield=None if mosaic.options.get("flatfield") == "none" else "estimate")
@@ -133,7 +138,7 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     Mosaic.objects.filter(pk=mosaic.pk).update(
         image=rel, pixel_size_nm=result.pixel_size_nm, width=result.image.shape[1], height=result.image.shape[0],
         origin_x_nm=result.origin_nm[0], origin_y_nm=result.origin_nm[1], display_low=window.low,
-        display_high=window.high, report=_report_json(result.report, frames))
+        display_high=window.high, report=_report_json(result.report, frames, fov_radius_px))
     progress(0.8, "Building the deep-zoom pyramid…")
     del images  # streamed from the file just written: the frames and pyramid never share memory
     pyramid = build_pyramid_from_file(absolute(rel), window, f"scans/{scan.pk}/mosaics/{mosaic.pk}",
@@ -147,14 +152,16 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     return {"frames": len(frames), "size": list(result.image.shape)}
 
 
-def _report_json(report, frames) -> dict:
+def _report_json(report, frames, fov_radius_px: float) -> dict:
     """The stitching report as stored with the mosaic; its frame numbers are positions in the list
-    stitched, so ``frame_index`` maps them to the scan's frame indices (a scan cut short has gaps)."""
+    stitched, so ``frame_index`` maps them to the scan's frame indices (a scan cut short has gaps),
+    and ``fov_radius_px`` is the useful field of view stitched (the instrument's record may change later)."""
     import json
 
     data = report.to_json()
     data = json.loads(data) if isinstance(data, str) else data
     data["frame_index"] = [f.index for f in frames]
+    data["fov_radius_px"] = float(fov_radius_px)
     return data
 
 
@@ -278,11 +285,11 @@ def _unsure_area(mosaic, shape_rc):
     mosaic stitched before reports listed them)."""
     from .stitching import frame_footprint
 
-    unsure, instrument = mosaic.uncertain_frames, mosaic.scan.instrument
-    if not unsure or instrument is None or not mosaic.report.get("frame_shape"):
+    unsure, radius = mosaic.uncertain_frames, mosaic.stitched_fov_radius_px
+    if not unsure or radius is None or not mosaic.report.get("frame_shape"):
         return None
     return frame_footprint(shape_rc, mosaic.report["positions_px"], unsure,
-                           fov_mask_for(instrument, mosaic.report["frame_shape"]))
+                           circular_mask(radius, mosaic.report["frame_shape"]))
 
 
 def export_pairs_zip(pair_set: PairSet) -> str:

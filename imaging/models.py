@@ -148,6 +148,18 @@ class Mosaic(Job):
         live mosaic or one stitched before reports listed them."""
         return list((self.report or {}).get("uncertain_frames") or ())
 
+    @property
+    def stitched_fov_radius_px(self) -> float | None:
+        """Radius (px) of the useful field of view the frames were stitched with: stored in the report
+        since it names it, else the scan's instrument's current one; None without either."""
+        from .jobs import useful_fov_radius_px
+
+        stored = (self.report or {}).get("fov_radius_px")
+        if stored is not None:
+            return float(stored)
+        instrument = self.scan.instrument
+        return None if instrument is None else useful_fov_radius_px(instrument)
+
 
 class PixelSizeSource(models.TextChoices):
     METADATA = "metadata", "File metadata"

@@ -99,6 +99,15 @@ def test_viewer_outlines_the_stitched_frames_flagging_the_unsure_ones(mosaic, vi
                       {"index": 7, "x": 556.0, "y": 257.5, "r": pytest.approx(radius), "uncertain": True}]
     assert b"Outline the stitched frames" in response.content
 
+    # stitched with the field of view of the day: a later edit of the instrument does not move the outlines
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**Mosaic.objects.get(pk=mosaic.pk).report,
+                                                       "fov_radius_px": 180.0})
+    instrument = mosaic.scan.instrument
+    instrument.fov_diameter_nm *= 2
+    instrument.save(update_fields=["fov_diameter_nm"])
+    frames = config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["frames"]
+    assert [frame["r"] for frame in frames] == [180.0, 180.0]
+
 
 def test_viewer_maps_a_registered_sem_through_the_registration(mosaic, project, viewer):
     from imaging.models import Registration, SEMImage

@@ -43,7 +43,7 @@ def test_stitch_job_builds_mosaic_and_pyramid_served_only_to_members(api, scan_w
                                                                        django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         mosaic = queue_mosaic(scan_with_frames)
-    from imaging.jobs import stitch_work
+    from imaging.jobs import stitch_work, useful_fov_radius_px
 
     run_job("imaging.Mosaic", mosaic.pk, stitch_work)
     mosaic = Mosaic.objects.get(pk=mosaic.pk)
@@ -53,6 +53,7 @@ def test_stitch_job_builds_mosaic_and_pyramid_served_only_to_members(api, scan_w
     frames = scan_with_frames.frames.count()
     assert mosaic.report["frame_index"] == list(range(frames)) and len(mosaic.report["frame_confidence"]) == frames
     assert set(mosaic.report["uncertain_frames"]) <= set(range(frames))
+    assert mosaic.report["fov_radius_px"] == pytest.approx(useful_fov_radius_px(scan_with_frames.instrument))
     dzi = api(viewer).get(f"/api/mosaics/{mosaic.pk}/dzi/")
     assert dzi.status_code == 200 and b"TileSize" in b"".join(dzi.streaming_content)
     tile = api(viewer).get(f"/api/mosaics/{mosaic.pk}/tiles/0/0_0.jpeg")
