@@ -5,7 +5,8 @@ Pipeline (measured best in ../shared/reference/imaging_anchors.md §3.2):
    correlation on gradient magnitude and of NCC on local-contrast features of the log mosaic
    (``imaging.coarse_registration``), or ≥ 3 landmark pairs;
 2. candidates — each distinct coarse placement is polished by a bounded grid search of
-   gradient correlation (``imaging.registration_polish``) and verified independently
+   gradient correlation (``imaging.registration_polish``), moved by the similarity its SEM
+   windows re-located nearby fit where they say it is off, and verified independently
    (``imaging.registration_checks``: sub-windows in gradients, else in local-contrast features
    where SEM edge outlines defeat gradients); exactly one must pass, or the match is ambiguous;
 3. fine — Mattes mutual information, similarity then affine (SimpleITK), from the polish:
@@ -30,8 +31,16 @@ import numpy as np
 from imaging.coarse_registration import _scale_matrix, coarse_register
 from imaging.fine_registration import refine_ecc, refine_mutual_information
 from imaging.imageio import to_float32
-from imaging.registration_checks import extrapolation, footprint_overlap, registered_gradient_ncc, verify_placement
-from imaging.registration_polish import polish_placement
+from imaging.registration_checks import (
+    LocalCheck,
+    extrapolation,
+    footprint_overlap,
+    local_consistency,
+    registered_feature_ncc,
+    verify_placement,
+)
+from imaging.registration_features import similarity_lstsq
+from imaging.registration_polish import Polish, polish_placement
 
 __all__ = ["Registration", "register", "register_landmarks", "fit_landmarks", "check_landmarks"]
 
@@ -132,11 +141,7 @@ def fit_landmarks(
             )
     n = len(src)
     if model == "similarity":
-        # x' = a x − b y + tx ; y' = b x + a y + ty
-        design = np.zeros((2 * n, 4))
-        design[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)])
-        design[1::2] = np.column_stack([src[:, 1], src[:, 0], np.zeros(n), np.ones(n)])
-        (a, b, tx, ty), *_ = np.linalg.lstsq(design, dst.reshape(-1), rcond=None)
+        a, b, tx, ty = similarity_lstsq(src, dst)
         matrix = np.array([[a, -b, tx], [b, a, ty], [0, 0, 1.0]])
     else:
         design = np.column_stack([src, np.ones(n)])
@@ -207,6 +212,7 @@ def register(
     min_contrast_margin: float = -0.05,
     min_contrast_whole_margin: float = 0.08,
     max_extrapolation: float = 2.5,
+    max_local_offset_px: float = 1.5,
     candidate_score_ratio: float = 1.6,
     seed: int = 0,
 ) -> Registration:
@@ -219,8 +225,11 @@ def register(
     model : "similarity" or "affine" for the final mutual-information stage.
     Automatic: every distinct coarse placement scoring ≥ 1/``candidate_score_ratio`` of the best
     of its sweep (and ≥ ``min_score``) is polished (bounded gradient-correlation grid over scale,
-    rotation and shift, which gives the answer) and verified independently; the one that
-    verifies is cross-checked by MI and ECC. Checks, each making the result falsy: coarse correlation ≥ ``min_score``; exactly one
+    rotation and shift, which gives the answer), moved by the similarity fitted to its SEM windows
+    re-located within ±8 px when they say it is > ``LOCAL_CORRECTION_PX`` off and polished again
+    (up to twice, kept only where the whole-image correlation rises), and verified
+    independently; the one that verifies is cross-checked by MI and ECC. Checks, each making the
+    result falsy: coarse correlation ≥ ``min_score``; exactly one
     placement verifying, where verifying means ≥ ``min_subregion_agreement`` of 9 overlapping
     SEM windows (0.6 of each side), each searched over the whole mosaic, found within 3 mosaic
     px of the placement and the whole footprint correlating there ≥ ``min_whole_margin``
@@ -230,10 +239,14 @@ def register(
     features: ≥ ``min_subregion_agreement`` windows found uniquely at the claim, the whole
     footprint ≥ ``min_contrast_whole_margin`` better than elsewhere and no better gradient match
     elsewhere (wrong simulator placements reached 0.060 at most, correct ones 0.11–0.21);
-    ≥ ``min_overlap`` of the SEM footprint inside the mosaic; MI moving ≤ ``max_refine_shift_px``
-    mosaic px from its start unless MI's end point fails the independent check the answer
-    passed and the affine ECC ends within ``max_disagreement_px`` of the answer (MI drifts on
-    sparse content); the answer and the translation ECC agreeing within
+    the polish's gradient correlation ≥ ``min_score``, or, verified in contrast features, ≥ 3
+    SEM windows re-located nearby putting it within ``max_local_offset_px``; those windows, when
+    ≥ 2 are found, putting the answer within ``max_local_offset_px`` (a transform stuck off in
+    scale or rotation is right as a whole but not in its parts); ≥ ``min_overlap`` of the SEM
+    footprint inside the mosaic; MI moving ≤ ``max_refine_shift_px`` mosaic px from its start
+    unless MI's end point fails the independent check the answer passed and either ≥ 3 windows
+    confirm the answer or the affine ECC ends within ``max_disagreement_px`` of it (MI drifts
+    on sparse or periodic content); the answer and the translation ECC agreeing within
     ``max_disagreement_px`` mosaic px (when ECC converges); the SEM's detail spread enough that
     scale and rotation are not extrapolated far (``extrapolation`` ≤ ``max_extrapolation``: the
     synthetic table reaches 1.8, a simulator pair whose only detail is a cross in one part of
@@ -294,16 +307,22 @@ def register(
         for sem_to_mosaic_c, score_c in coarse.candidates:
             if score_c < min_score:
                 continue
-            polish_c = polish_placement(fixed, mosaic, sem_to_mosaic_c @ np.linalg.inv(down))
-            if polish_c is None:
+            polished_c = _polish_locally_consistent(fixed, mosaic, sem_to_mosaic_c @ np.linalg.inv(down))
+            if polished_c is None:
                 continue
+            polish_c, local_c = polished_c
             verdict = verify_placement(fixed, mosaic, polish_c.fixed_to_mosaic, min_agree=min_subregion_agreement,
                               min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
                               min_contrast_whole_margin=min_contrast_whole_margin)
             tried.append({"coarse_score": round(score_c, 4), "polish_score": round(polish_c.score, 4),
-                          **verdict})
-            if verdict["verified"] and polish_c.score >= min_score:
-                verified.append((polish_c, verdict))
+                          **verdict, "local": local_c})
+            # Where gradients cannot tell (SEM outlines, optical fills) their correlation stays
+            # low at the right place too: a placement verified in contrast features whose
+            # windows each sit where it puts them is strong enough without it.
+            confirmed_locally = (verdict["by"] == "contrast features" and local_c["located"] >= 3
+                                 and local_c["off_px"] <= max_local_offset_px)
+            if verdict["verified"] and (polish_c.score >= min_score or confirmed_locally):
+                verified.append((polish_c, verdict, local_c))
         details["candidates"] = tried
         weak = [t for t in tried if t["verified"]]
         if not verified and weak:
@@ -325,13 +344,19 @@ def register(
                         f"(gradients within {min_whole_margin}, contrast features within "
                         f"{min_contrast_whole_margin}); the match is probably on a wrong structure; use landmarks",
                         np.linalg.inv(sem_to_mosaic0), method)
-        polished, verdict = verified[0]
-        for other, _ in verified[1:]:
+        polished, verdict, local = verified[0]
+        for other, _, _ in verified[1:]:
             apart = _mean_displacement(polished.fixed_to_mosaic, other.fixed_to_mosaic, fixed.shape)
             if apart > max_disagreement_px:
                 return fail(f"ambiguous match: {len(verified)} placements {apart:.0f} mosaic px apart both pass "
                             "the independent check (repeating structure); use landmarks",
                             np.linalg.inv(polished.fixed_to_mosaic @ down), method)
+        if local["off_px"] is not None and local["off_px"] > max_local_offset_px:
+            return fail(f"the placement is right as a whole but not in its parts: {local['located']} SEM windows "
+                        f"re-located nearby say it is {local['off_px']:.1f} mosaic px off (limit "
+                        f"{max_local_offset_px}), so its scale or rotation is off; use landmarks",
+                        np.linalg.inv(polished.fixed_to_mosaic @ down), method)
+        details["local"] = local
         details["polish"] = {"score": round(polished.score, 4), "scale_change": round(polished.scale_change, 5),
                              "angle_change_deg": round(polished.angle_change_deg, 4),
                              "at_edge": polished.at_edge}
@@ -357,17 +382,20 @@ def register(
     sem_to_mosaic = final @ down
     mosaic_to_sem = np.linalg.inv(sem_to_mosaic)
     affine_ecc = refine_ecc(fixed, mosaic, fixed_to_mosaic0, motion=cv2.MOTION_AFFINE)
-    if shift > max_refine_shift_px and polished is not None and affine_ecc is not None:
-        # MI ran off (sparse content): harmless when its end point fails the independent check
-        # the answer passed and the affine ECC, a second full-freedom objective, stays with the
-        # answer (a polish stuck 4 px off in scale and rotation from a start 35 px away also
-        # verified, but the affine ECC left it by 4.4 px; the right one by 0.64)
+    if shift > max_refine_shift_px and polished is not None:
+        # MI ran off (sparse or periodic content: on one simulator pair MI started at the truth
+        # ends 12 px away): harmless when its end point fails the independent check the answer
+        # passed, and the answer is confirmed in its parts — ≥ 3 SEM windows re-located where
+        # it puts them (it passed that check above) or, with too few windows to tell, the
+        # affine ECC, a second full-freedom objective, staying with it (a polish stuck 4 px
+        # off in scale and rotation also verified, but the affine ECC left it by 4.4 px)
         mi_verdict = verify_placement(fixed, mosaic, fixed_to_mosaic_mi, min_agree=min_subregion_agreement,
                              min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
                              min_contrast_whole_margin=min_contrast_whole_margin)
         details["mi"]["end_verified"] = mi_verdict["verified"]
-        if (not mi_verdict["verified"]
-                and _mean_displacement(final, affine_ecc[0], fixed.shape) <= max_disagreement_px):
+        ecc_stays = (affine_ecc is not None
+                     and _mean_displacement(final, affine_ecc[0], fixed.shape) <= max_disagreement_px)
+        if not mi_verdict["verified"] and (local["located"] >= 3 or ecc_stays):
             shift = 0.0
     if shift > max_refine_shift_px:
         start_name = "the coarse estimate" if polished is None else "the gradient-correlation polish"
@@ -397,14 +425,16 @@ def register(
         details["ecc"]["affine_disagreement_px"] = round(
             _mean_displacement(final, affine_ecc[0], fixed.shape), 3)
 
-    score = registered_gradient_ncc(fixed, mosaic, final)
-    details["final_gradient_ncc"] = round(score, 4)
+    # scored in the features the placement was verified in (gradients unless they cannot tell)
+    features = "contrast" if method == "auto" and verdict["by"] == "contrast features" else "gradient"
+    score = registered_feature_ncc(fixed, mosaic, final, features=features, sigma=1.0)
+    details[f"final_{features}_ncc"] = round(score, 4)
     agreement = np.exp(-disagreement / max_disagreement_px) if np.isfinite(disagreement) else 0.5
     confidence = float(np.clip(score, 0, 1) ** 0.5 * agreement)
     details["seconds"] = round(time.perf_counter() - t0, 3)
     reason = ""
     if score < min_score:
-        reason = f"registered images correlate poorly (gradient correlation {score:.2f} < {min_score})"
+        reason = f"registered images correlate poorly ({features} correlation {score:.2f} < {min_score})"
     elif np.isfinite(disagreement) and disagreement > max_disagreement_px:
         reason = (f"the two refiners disagree by {disagreement:.2f} mosaic px (limit {max_disagreement_px}); "
                   "check with landmarks")
@@ -423,6 +453,43 @@ def register(
                       f"error at the detail, limit {max_extrapolation}); use landmarks spread over the image")
     return Registration(mosaic_to_sem=mosaic_to_sem, ok=not reason, reason=reason, method=method,
                         residual_px=disagreement, confidence=confidence, details=details)
+
+
+def _local_check(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray) -> LocalCheck:
+    """``local_consistency`` in gradients, or in contrast features where gradients locate < 2 windows."""
+    check = local_consistency(fixed, mosaic, fixed_to_mosaic)
+    return check if check.located >= 2 else local_consistency(fixed, mosaic, fixed_to_mosaic, features="contrast")
+
+
+#: SEM windows saying a polish is more than this off (mosaic px) propose a move: the windows'
+#: own bias on right placements reaches 0.5 px on simulator pairs, more on some synthetic ones,
+#: and a move is kept only where the whole-image correlation rises, so proposing is cheap.
+LOCAL_CORRECTION_PX = 0.5
+
+
+def _polish_locally_consistent(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray,
+                               ) -> tuple[Polish, dict] | None:
+    """Polish a placement; where its SEM windows say it is off (the polish stopped on a ridge of
+    the whole-image correlation in scale and rotation), move it by their fitted similarity and
+    polish again, keeping the move only where the whole-image correlation rises (the windows
+    propose, the polish's own objective decides; twice at most).
+
+    Returns (polish, JSON-able local check with ``off_px``: how far off the windows say it is,
+    from their fit with ≥ 3 windows, their median offset with 2, None with fewer), or None
+    when the image is too small to polish.
+    """
+    polish = polish_placement(fixed, mosaic, fixed_to_mosaic0)
+    if polish is None:
+        return None
+    check, corrections = _local_check(fixed, mosaic, polish.fixed_to_mosaic), 0
+    while check.correction is not None and check.correction_px > LOCAL_CORRECTION_PX and corrections < 2:
+        again = polish_placement(fixed, mosaic, polish.fixed_to_mosaic @ check.correction, fine_only=True)
+        if again is None or again.score <= polish.score:
+            break
+        polish, check, corrections = again, _local_check(fixed, mosaic, again.fixed_to_mosaic), corrections + 1
+    off = check.correction_px if check.correction is not None else (check.median_px if check.located == 2 else None)
+    return polish, {"located": check.located, "off_px": _json_float(None if off is None else round(off, 3)),
+                    "offsets_px": list(check.offsets_px), "corrections": corrections}
 
 
 def _to_mosaic_pixels(sem: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:

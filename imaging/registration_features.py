@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["contrast_features", "gradient_magnitude", "gradient_ncc", "subpixel_peak"]
+__all__ = ["contrast_features", "gradient_magnitude", "gradient_ncc", "similarity_lstsq", "subpixel_peak"]
 
 
 def gradient_magnitude(image: np.ndarray, *, sigma: float) -> np.ndarray:
@@ -55,6 +55,15 @@ def gradient_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -
     b = b - b.mean()
     denom = np.sqrt((a * a).sum() * (b * b).sum())
     return float((a * b).sum() / denom) if denom > 0 else 0.0
+
+
+def similarity_lstsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares (a, b, tx, ty) of dst = [[a, −b], [b, a]] src + t for (N, 2) point arrays (x, y)."""
+    n = len(src)
+    design = np.zeros((2 * n, 4))
+    design[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)])
+    design[1::2] = np.column_stack([src[:, 1], src[:, 0], np.zeros(n), np.ones(n)])
+    return np.linalg.lstsq(design, np.asarray(dst, np.float64).reshape(-1), rcond=None)[0]
 
 
 def subpixel_peak(surface: np.ndarray, r: int, c: int) -> tuple[float, float]:

@@ -110,15 +110,24 @@ def polish_similarity(
                   angle_change_deg=angle, at_edge=bool(at_edge))
 
 
-def polish_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray) -> Polish | None:
-    """Bounded gradient-correlation polish, coarse then fine grid; None when the image is too small."""
+def polish_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic0: np.ndarray, *,
+                     fine_only: bool = False) -> Polish | None:
+    """Bounded gradient-correlation polish, coarse then fine grid; None when the image is too small.
+
+    Each grid is searched again around its optimum while that lies on the grid's edge (up to 3
+    times); ``fine_only`` skips the coarse grid (a start already within a pixel or two).
+    """
+    coarse = dict(max_shift_px=6)
+    fine = dict(max_shift_px=2, max_scale_change=0.005, scale_step=0.001, max_angle_deg=0.15, angle_step_deg=0.03)
     try:
-        first = polish_similarity(fixed, mosaic, fixed_to_mosaic0, max_shift_px=6)
-        for _ in range(3):  # the optimum on the edge of the grid: search again around it
-            if not first.at_edge:
-                break
-            first = polish_similarity(fixed, mosaic, first.fixed_to_mosaic, max_shift_px=6)
-        return polish_similarity(fixed, mosaic, first.fixed_to_mosaic, max_shift_px=2, max_scale_change=0.005,
-                                 scale_step=0.001, max_angle_deg=0.15, angle_step_deg=0.03)
+        result = None
+        for grid in ((fine,) if fine_only else (coarse, fine)):
+            result = polish_similarity(fixed, mosaic, fixed_to_mosaic0 if result is None else result.fixed_to_mosaic,
+                                       **grid)
+            for _ in range(3):  # the optimum on the edge of the grid: search again around it
+                if not result.at_edge:
+                    break
+                result = polish_similarity(fixed, mosaic, result.fixed_to_mosaic, **grid)
+        return result
     except ValueError:
         return None

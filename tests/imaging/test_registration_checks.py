@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from imaging.registration_checks import extrapolation, subregion_agreement
+from imaging.registration_checks import extrapolation, local_consistency, subregion_agreement
 from tests.imaging.synthetic_ic import make_pair
 
 
@@ -31,6 +31,38 @@ def test_subregion_check_calls_a_grating_ambiguous():
     for claim in (truth, np.array([[1.0, 0, 12.0], [0, 1, 0], [0, 0, 1]]) @ truth):
         check = subregion_agreement(sem, mosaic, claim)
         assert check.whole_margin < 0.03 and check.agree == 0, check
+
+
+def test_local_consistency_measures_a_transform_stuck_off_in_scale_and_rotation():
+    """The true placement: windows found where it puts them. The same with 2 % scale and 0.8°
+    about the SEM's centre (right as a whole, corners pixels off): the windows' fitted similarity
+    says how far, and composing the claim with it lands back on the truth."""
+    pair = make_pair(seed=52, mosaic_size=320, ratio=1.0, rotation_deg=1.0)
+    mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
+    sem = pair.sem.astype(np.float32) / (65535.0 if pair.sem.dtype == np.uint16 else 1.0)
+    right = local_consistency(sem, mosaic, pair.sem_to_mosaic)
+    assert right.located >= 8 and right.correction_px < 0.5, right
+    h, w = sem.shape
+    a, scale = np.deg2rad(0.8), 1.02
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    off = np.eye(3)
+    off[:2, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    off[:2, 2] = centre - off[:2, :2] @ centre
+    stuck = pair.sem_to_mosaic @ off
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, 9), np.linspace(0, h - 1, 9))
+    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    truly_off = np.mean(np.hypot(*((stuck - pair.sem_to_mosaic) @ grid)[:2]))
+    check = local_consistency(sem, mosaic, stuck)
+    assert truly_off > 1.5 and check.located >= 8, (truly_off, check)
+    assert abs(check.correction_px - truly_off) < 0.5, (check.correction_px, truly_off)
+    corrected = stuck @ check.correction
+    assert np.mean(np.hypot(*((corrected - pair.sem_to_mosaic) @ grid)[:2])) < 0.5
+
+
+def test_local_consistency_locates_nothing_on_a_flat_image():
+    flat = np.full((120, 120), 0.5, np.float32)
+    check = local_consistency(flat[20:80, 20:80], flat, np.array([[1.0, 0, 20], [0, 1, 20], [0, 0, 1]]))
+    assert check.located == 0 and check.correction is None and np.isnan(check.median_px)
 
 
 def test_extrapolation_flags_detail_in_one_corner():

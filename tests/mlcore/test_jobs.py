@@ -137,3 +137,30 @@ def test_pairs_skip_tiles_over_frames_the_stitcher_placed_unsurely(api, register
     keeping, all_boxes = extract(skip_uncertain=False)
     assert keeping.skipped["uncertain_placement"] == 0 and len(all_boxes) == len(boxes) + 4
     assert api(operator).get(f"/api/pair-sets/{skipping.pk}/").json()["skipped"]["uncertain_placement"] == 4
+
+
+@pytest.mark.django_db
+def test_automatic_registration_job_stores_what_vouches_for_it(api, registered, project, operator, pair,
+                                                               django_capture_on_commit_callbacks):
+    """An SEM image of part of the mosaic (30, 40) px in: registered automatically as a job, the
+    transform within a pixel, and the stored details say how it was checked (the registration
+    page shows them)."""
+    write_image16(absolute("s/sem-part.tif"), pair.hr[40:200, 30:210].astype(np.uint16) * 257,
+                  pixel_size_nm=pair.pixel_size_nm)
+    part = SEMImage.objects.create(project=project, name="part", image="s/sem-part.tif", width=180, height=160,
+                                   pixel_size_nm=pair.pixel_size_nm, pixel_size_source="metadata")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/registrations/", {
+            "mosaic": registered.mosaic_id, "sem_image": part.pk, "method": "automatic"}, format="json")
+    assert response.status_code == 201, response.json()
+    run_job("imaging.Registration", response.json()["id"], registration_work)
+    body = api(operator).get(f"/api/registrations/{response.json()['id']}/").json()
+    assert body["status"] == JobStatus.SUCCEEDED, body["failure_reason"]
+    corners = np.array([[0, 0, 1], [179, 0, 1], [0, 159, 1], [179, 159, 1]], float).T
+    truth = corners.copy()
+    truth[0] += 30
+    truth[1] += 40
+    mapped = np.linalg.inv(np.asarray(body["mosaic_to_sem"])) @ corners  # SEM px → mosaic px
+    assert np.abs(mapped[:2] / mapped[2] - truth[:2]).max() < 1.0
+    assert body["details"]["verify_subregions"]["verified"]
+    assert body["details"]["local"]["located"] >= 3 and body["details"]["local"]["off_px"] < 1.5

@@ -25,10 +25,31 @@ function showResult(obj) {
   $("pairs-section").hidden = false;
   $("reg-residual").textContent = obj.residual_px == null ? "—" : `${Number(obj.residual_px).toFixed(2)} px`;
   $("reg-confidence").textContent = obj.confidence == null ? "—" : `${(100 * obj.confidence).toFixed(0)} %`;
+  $("reg-checked").textContent = checkedText(obj.details || {});
   $("reg-matrix").textContent = (obj.mosaic_to_sem || []).map((r) => `[${r.map((v) => Number(v).toPrecision(4)).join(", ")}]`).join(" ");
   $("open-viewer").href = cfg.viewer_url;
   $("accept").hidden = obj.accepted;
   if (!shown && obj.mosaic_to_sem) { shown = true; drawOverlay(obj.mosaic_to_sem).catch((err) => { $("accept-error").textContent = err.message; }); }
+}
+
+// What vouches for the transform: the independent check and the SEM windows re-located near it (automatic), or the
+// landmark fit's largest residual.
+function checkedText(details) {
+  const verified = details.verify_subregions;
+  const local = details.local;
+  if (verified) {
+    let text = `Verified in ${verified.by} against the whole mosaic`;
+    if (local && local.off_px != null) {
+      text += `; ${local.located} SEM windows re-located nearby put it within ${Number(local.off_px).toFixed(2)} px`;
+    }
+    return text;
+  }
+  const fit = details.n_landmarks != null ? details : (details.landmarks || {}).details;
+  if (fit && fit.n_landmarks != null) {
+    return `${fit.n_landmarks} landmark pairs, largest residual ${Number(fit.max_residual_px).toFixed(2)} px` +
+      (fit.note ? ` (${fit.note})` : "");
+  }
+  return "—";
 }
 
 // ---- overlay: one pyramid level small enough to be a single tile -----------------------------------------------------
