@@ -279,7 +279,8 @@ class RegistrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobA
         from .jobs import queue_registration
 
         registration = queue_registration(mosaic, sem, method=data.validated_data["method"],
-                                          landmarks=data.validated_data["landmarks"], user=request.user)
+                                          landmarks=data.validated_data["landmarks"],
+                                          search_box=data.validated_data["search_box"], user=request.user)
         return Response(self.get_serializer(registration).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from django.db import transaction
 
@@ -26,9 +27,16 @@ def queue_mosaic(scan: Scan, *, flatfield: str = "estimate") -> Mosaic:
     return mosaic
 
 
-def queue_registration(mosaic: Mosaic, sem, *, method: str, landmarks: list, user=None) -> Registration:
+def queue_registration(mosaic: Mosaic, sem, *, method: str, landmarks: list, search_box=None,
+                       user=None) -> Registration:
     if mosaic.status != JobStatus.SUCCEEDED:
         raise DomainError("The mosaic is not ready yet.", field="mosaic", code="invalid_state")
+    if search_box is not None:
+        x0, y0, x1, y1 = search_box
+        if x0 < 0 or y0 < 0 or x1 > mosaic.width or y1 > mosaic.height:
+            raise DomainError(f"The search box must lie within the mosaic (0…{mosaic.width} × 0…{mosaic.height} px).",
+                              field="search_box")
+        search_box = [math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1)]
     if sem.project_id != mosaic.scan.project_id:
         raise DomainError("The SEM image belongs to another project.", field="sem_image")
     if method == RegistrationMethod.LANDMARKS:
@@ -42,7 +50,7 @@ def queue_registration(mosaic: Mosaic, sem, *, method: str, landmarks: list, use
 
     with transaction.atomic():
         registration = Registration.objects.create(mosaic=mosaic, sem_image=sem, method=method, landmarks=landmarks,
-                                                   created_by=user)
+                                                   search_box=search_box, created_by=user)
         enqueue_after_commit(tasks.register_images, registration)
     return registration
 
@@ -222,8 +230,12 @@ def registration_work(registration: Registration, progress) -> dict:
         progress(0.1, "Reading the mosaic and the SEM image…")
         mosaic_image = read_image16(absolute(mosaic.image.name))
         sem_image = read_image16(absolute(sem.image.name))
+        x0, y0, x1, y1 = registration.search_box or (0, 0, mosaic_image.shape[1], mosaic_image.shape[0])
         progress(0.2, "Sweeping rotation and scale, then refining by mutual information…")
-        result = register(mosaic_image, sem_image, mosaic_px_nm=mosaic.pixel_size_nm, sem_px_nm=sem.pixel_size_nm)
+        result = register(mosaic_image[y0:y1, x0:x1], sem_image, mosaic_px_nm=mosaic.pixel_size_nm,
+                          sem_px_nm=sem.pixel_size_nm)
+        # the box's pixels are the mosaic's shifted by its corner
+        result = result.in_larger_image(x0, y0)
     Registration.objects.filter(pk=registration.pk).update(
         mosaic_to_sem=result.mosaic_to_sem.tolist(), residual_px=_finite_or_none(result.residual_px),
         confidence=_finite_or_none(result.confidence), details=result.to_dict()["details"])

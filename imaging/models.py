@@ -209,6 +209,8 @@ class Registration(Job):
     sem_image = models.ForeignKey(SEMImage, on_delete=models.CASCADE, related_name="registrations")
     method = models.CharField(max_length=16, choices=RegistrationMethod.choices, default=RegistrationMethod.AUTOMATIC)
     landmarks = models.JSONField(default=list, blank=True)  # [[mosaic_x, mosaic_y, sem_x, sem_y], ...]
+    # [x0, y0, x1, y1] mosaic px: where an automatic registration searches (None: the whole mosaic)
+    search_box = models.JSONField(null=True, blank=True)
     mosaic_to_sem = models.JSONField(null=True, blank=True)  # 3×3, mosaic pixel → SEM pixel
     residual_px = models.FloatField(null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -32,6 +32,7 @@ from imaging.coarse_registration import _scale_matrix, coarse_register
 from imaging.fine_registration import refine_ecc, refine_mutual_information
 from imaging.imageio import to_float32
 from imaging.registration_checks import (
+    MAX_MOSAIC_TO_FOOTPRINT_AREA,
     LocalCheck,
     extrapolation,
     footprint_overlap,
@@ -76,6 +77,14 @@ class Registration:
     @property
     def sem_to_mosaic(self) -> np.ndarray:
         return np.linalg.inv(self.mosaic_to_sem)
+
+    def in_larger_image(self, x0: float, y0: float) -> Registration:
+        """The same registration for a mosaic whose part from pixel (x0, y0) on was registered."""
+        if x0 == 0 and y0 == 0:
+            return self
+        to_part = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1]])  # mosaic px → px of the part
+        return replace(self, mosaic_to_sem=self.mosaic_to_sem @ to_part,
+                                   details={**self.details, "part_origin_px": [x0, y0]})
 
     def to_dict(self) -> dict:
         return {
@@ -229,7 +238,9 @@ def register(
     re-located within ±8 px when they say it is > ``LOCAL_CORRECTION_PX`` off and polished again
     (up to twice, kept only where the whole-image correlation rises), and verified
     independently; the one that verifies is cross-checked by MI and ECC. Checks, each making the
-    result falsy: coarse correlation ≥ ``min_score``; exactly one
+    result falsy: the SEM footprint ≥ 1/``MAX_MOSAIC_TO_FOOTPRINT_AREA`` of the mosaic's area
+    (checked first: the independent check searches the whole mosaic); coarse correlation ≥
+    ``min_score``; exactly one
     placement verifying, where verifying means ≥ ``min_subregion_agreement`` of 9 overlapping
     SEM windows (0.6 of each side), each searched over the whole mosaic, found within 3 mosaic
     px of the placement and the whole footprint correlating there ≥ ``min_whole_margin``
@@ -289,6 +300,11 @@ def register(
         sem_to_mosaic0 = start.sem_to_mosaic
     else:
         method = "auto"
+        share = fixed.size / mosaic.size
+        if share * MAX_MOSAIC_TO_FOOTPRINT_AREA < 1:
+            return fail(f"the SEM image covers only 1/{1 / share:.0f} of the mosaic's area, too little to check "
+                        f"a match against the whole mosaic (at least 1/{MAX_MOSAIC_TO_FOOTPRINT_AREA}); search only "
+                        "the part of the mosaic it lies in, or use landmarks", np.linalg.inv(down), method)
         coarse = coarse_register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm,
                                  max_rotation_deg=max_rotation_deg, max_scale_error=max_scale_error,
                                  candidate_score_ratio=candidate_score_ratio)

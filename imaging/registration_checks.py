@@ -25,6 +25,12 @@ from imaging.registration_features import (
     subpixel_peak,
 )
 
+#: The independent checks search the whole mosaic, warped into the SEM's frame: at most this many
+#: times the SEM footprint's area (memory and time; and a small footprint in a large repeating
+#: layout is where a wrong place verifies: a 120 px SEM in a 1200 px synthetic mosaic, without
+#: this bound, was accepted 290 px off).
+MAX_MOSAIC_TO_FOOTPRINT_AREA = 64
+
 __all__ = ["LocalCheck", "SubregionCheck", "contrast_margin", "extrapolation", "footprint_overlap",
            "local_consistency", "registered_feature_ncc", "sem_footprint",
            "subregion_agreement", "verify_placement"]
@@ -126,6 +132,12 @@ def _feature_pair(fixed: np.ndarray, mosaic: np.ndarray, features: str, sigma: f
     raise ValueError(f"features must be 'gradient' or 'contrast', got {features!r}")
 
 
+#: ``local_consistency``'s windows must be this wide (px) to be located at all, and the similarity
+#: fitted to their shifts this close to the identity (|scale − 1| and |rotation| in radians) to
+#: be a correction: a 40 px SEM image's 16 px windows once fitted a 50 % scale change.
+MIN_LOCAL_WINDOW_PX, MAX_LOCAL_SIMILARITY = 24, 0.05
+
+
 @dataclass(frozen=True)
 class LocalCheck:
     """Windows of the SEM re-located near where a placement puts them (see ``local_consistency``).
@@ -133,7 +145,8 @@ class LocalCheck:
     ``located`` : windows with a distinct local peak; ``offsets_px`` : their distances (mosaic
     px) from the claim; ``median_px`` : the median of those (nan when none was located);
     ``correction`` : (3, 3) fixed px → fixed px, the similarity fitted to the windows' shifts
-    (the claim composed with it puts them where they were found), None with fewer than 3;
+    (the claim composed with it puts them where they were found), None with fewer than 3 or
+    beyond ``MAX_LOCAL_SIMILARITY`` in scale or rotation (no small move the windows agree on);
     ``correction_px`` : mean distance (mosaic px) it moves the footprint (nan without one).
     """
 
@@ -171,9 +184,11 @@ def local_consistency(
     and SEM edges differ in width, windows are biased by the edges they hold).
     """
     h, w = fixed.shape
+    wh, ww = int(h * window_fraction), int(w * window_fraction)
+    if min(wh, ww) < MIN_LOCAL_WINDOW_PX:  # too little in a window to locate it
+        return LocalCheck(located=0, median_px=float("nan"), offsets_px=())
     feature_m, feature_f = _feature_pair(fixed, mosaic, features, sigma)
     canvas, x0, y0 = _fixed_frame_canvas(fixed.shape, feature_m, fixed_to_mosaic)
-    wh, ww = max(8, int(h * window_fraction)), max(8, int(w * window_fraction))
     centres, shifts = [], []  # fixed px
     for r in np.linspace(0, h - wh, grid).round().astype(int):
         for c in np.linspace(0, w - ww, grid).round().astype(int):
@@ -207,7 +222,8 @@ def local_consistency(
         field = np.stack([a * gx - b * gy + tx, b * gx + a * gy + ty]).reshape(2, -1)
         correction_px = float(np.mean(np.hypot(*(lin @ field))))
         cx, cy = (w - 1) / 2, (h - 1) / 2
-        correction = np.array([[1 + a, -b, tx - a * cx + b * cy], [b, 1 + a, ty - b * cx - a * cy], [0, 0, 1.0]])
+        if max(abs(a), abs(b)) <= MAX_LOCAL_SIMILARITY:  # beyond: the windows do not agree on a small move
+            correction = np.array([[1 + a, -b, tx - a * cx + b * cy], [b, 1 + a, ty - b * cx - a * cy], [0, 0, 1]])
     return LocalCheck(located=len(offsets), median_px=median, offsets_px=tuple(offsets), correction=correction,
                       correction_px=correction_px)
 
@@ -266,7 +282,7 @@ def _fixed_frame_canvas(fixed_shape: tuple[int, int], mosaic_feature: np.ndarray
     y0 = int(np.floor(min(mapped[1].min(), 0))) - 2
     x1 = int(np.ceil(max(mapped[0].max(), w))) + 2
     y1 = int(np.ceil(max(mapped[1].max(), h))) + 2
-    if (x1 - x0) * (y1 - y0) > 64 * h * w:
+    if (x1 - x0) * (y1 - y0) > MAX_MOSAIC_TO_FOOTPRINT_AREA * h * w:
         raise ValueError("the mosaic is too large relative to the SEM footprint")
     shift = np.array([[1.0, 0, x0], [0, 1.0, y0], [0, 0, 1]])  # canvas px → fixed px
     canvas = cv2.warpAffine(mosaic_feature, (fixed_to_mosaic @ shift)[:2], (x1 - x0, y1 - y0),

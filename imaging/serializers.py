@@ -128,8 +128,8 @@ class SEMUploadSerializer(serializers.Serializer):
 class RegistrationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Registration
-        fields = ["id", "mosaic", "sem_image", "method", "landmarks", "mosaic_to_sem", "residual_px", "confidence",
-                  "details", "accepted", "created_at", *JOB_FIELDS]
+        fields = ["id", "mosaic", "sem_image", "method", "landmarks", "search_box", "mosaic_to_sem", "residual_px",
+                  "confidence", "details", "accepted", "created_at", *JOB_FIELDS]
         read_only_fields = fields
 
 
@@ -148,10 +148,22 @@ class RegistrationCreateSerializer(serializers.Serializer):
     sem_image = serializers.IntegerField()
     method = serializers.ChoiceField(choices=RegistrationMethod.choices, default=RegistrationMethod.AUTOMATIC)
     landmarks = serializers.ListField(child=LandmarkField(), required=False, default=list, max_length=200)
+    search_box = serializers.ListField(
+        child=serializers.FloatField(), min_length=4, max_length=4, required=False, allow_null=True, default=None,
+        help_text="Automatic only: [x0, y0, x1, y1] in mosaic pixels, the part of the mosaic the SEM image lies in "
+                  "(needed where the SEM image covers less than 1/64 of the mosaic's area).")
 
     def validate(self, data):
         if data["method"] == RegistrationMethod.LANDMARKS and len(data["landmarks"]) < 3:
             raise serializers.ValidationError({"landmarks": "At least 3 landmark pairs are needed."})
+        box = data.get("search_box")
+        if box is not None:
+            if data["method"] != RegistrationMethod.AUTOMATIC:
+                raise serializers.ValidationError({"search_box": "A search box applies to automatic registration only."})
+            x0, y0, x1, y1 = box
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                raise serializers.ValidationError({"search_box": "Give [x0, y0, x1, y1] with x1 > x0 and y1 > y0, "
+                                                                 "at least 16 px each way."})
         return data
 
 

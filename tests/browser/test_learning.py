@@ -229,6 +229,43 @@ def translated(bench, truth):
     return translation
 
 
+def test_automatic_registration_searches_only_the_part_of_the_mosaic_in_view(page, bench, truth):
+    """The SEM image shows mosaic px (30…210, 40…200). Ticking "search only the part in view" and
+    zooming the mosaic around it sends that part as the search box; the registration finds the
+    SEM image there and its page says what checked it."""
+    from imaging.models import SEMImage
+
+    part = (truth.hr[40:200, 30:210].astype(np.uint16) * 257)
+    write_image16(absolute("s/part.tif"), part, pixel_size_nm=PIXEL_NM)
+    window = DisplayWindow(float(part.min()), float(part.max()))
+    sem = SEMImage.objects.create(project=bench["project"], name="part", image="s/part.tif", width=180, height=160,
+                                  pixel_size_nm=PIXEL_NM, pixel_size_source="metadata",
+                                  pyramid=build_pyramid_for(part, window, "s/part", pixel_size_nm=PIXEL_NM))
+    log_in(page, bench["url"])
+    page.goto(f"{bench['url']}/sem/{sem.pk}/")
+    expect(page.locator("#search-help")).to_contain_text("covers about 44 % of this mosaic's area")
+    expect(page.locator("#osd-search")).to_be_hidden()  # a large share: the whole mosaic is searched by default
+    page.get_by_label("Search only the part of the mosaic in view").check()
+    expect(page.locator("#osd-search")).to_be_visible()
+    page.wait_for_function("window.ssumPairViewers.search && window.ssumPairViewers.search.world.getItemCount() === 1")
+    page.evaluate("""(() => { const v = window.ssumPairViewers.search;
+        v.viewport.fitBounds(v.viewport.imageToViewportRectangle(10, 20, 240, 200), true); })()""")
+    screenshot(page, "sem-pair-search")
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_url(re.compile(r"/registrations/\d+/$"))
+    registration = Registration.objects.latest("created_at")
+    x0, y0, x1, y1 = registration.search_box
+    # fitBounds keeps the viewer's aspect ratio: the view holds the box asked for, clipped to the mosaic
+    assert x0 <= 10 and y0 <= 20 and x1 >= 250 and y1 >= 220 and (x1 - x0) * (y1 - y0) < SIZE * SIZE, registration.search_box
+    expect(page.get_by_text(f"searched in mosaic px {x0}–{x1} × {y0}–{y1}")).to_be_visible()
+    expect(page.locator("#reg-status")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#reg-checked")).to_have_text(re.compile(
+        r"^Verified in gradients against the whole mosaic; \d+ SEM windows re-located nearby put it within \d\.\d\d px"))
+    registration.refresh_from_db()
+    corner = np.linalg.inv(np.asarray(registration.mosaic_to_sem)) @ np.array([0.0, 0.0, 1.0])
+    assert np.allclose(corner[:2] / corner[2], (30, 40), atol=1.0)
+
+
 def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
     """Two layers on one mosaic grid: zooming the second zooms the first, and the URL brings the view back."""
     url, mosaic = bench["url"], bench["mosaic"]

@@ -292,3 +292,23 @@ def test_a_verified_but_weak_match_needs_its_parts_confirmed(monkeypatch):
     assert not weak
     assert weak.reason.startswith("the best placement passes the independent check (in contrast features) but "
                                   "its gradients correlate only 0.1"), weak.reason
+
+
+def test_an_sem_image_too_small_for_the_mosaic_is_refused_up_front():
+    """An SEM footprint of 1/100 of the mosaic's area: the independent check cannot search the
+    whole mosaic for it (and a small footprint in a large repeating layout is where wrong places
+    verify), so it is refused before the sweep, saying so and what to do instead. Searched in
+    a part of the mosaic 3 footprints wide around its place, it registers."""
+    pair = make_pair(seed=3, mosaic_size=1200, ratio=1.0, rotation_deg=2.0, sem_fraction=0.1,
+                     shift_mosaic_px=(37.0, -51.0))
+    result = register(pair.mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=pair.sem_px_nm)
+    assert not result
+    assert result.reason.startswith("the SEM image covers only 1/100 of the mosaic's area"), result.reason
+    assert result.reason.endswith("search only the part of the mosaic it lies in, or use landmarks")
+    assert "coarse" not in result.details
+    x0, y0 = 480, 370  # the SEM image's centre is at (637, 549)
+    part = register(pair.mosaic[y0:y0 + 360, x0:x0 + 360], pair.sem, mosaic_px_nm=pair.mosaic_px_nm,
+                    sem_px_nm=pair.sem_px_nm).in_larger_image(x0, y0)
+    assert part, part.reason
+    assert registration_error_px(pair.sem_to_mosaic, part.mosaic_to_sem, pair.sem.shape) < 1.0
+    assert part.details["part_origin_px"] == [x0, y0]

@@ -149,18 +149,39 @@ def test_automatic_registration_job_stores_what_vouches_for_it(api, registered, 
                   pixel_size_nm=pair.pixel_size_nm)
     part = SEMImage.objects.create(project=project, name="part", image="s/sem-part.tif", width=180, height=160,
                                    pixel_size_nm=pair.pixel_size_nm, pixel_size_source="metadata")
-    with django_capture_on_commit_callbacks(execute=False):
-        response = api(operator).post("/api/registrations/", {
-            "mosaic": registered.mosaic_id, "sem_image": part.pk, "method": "automatic"}, format="json")
-    assert response.status_code == 201, response.json()
-    run_job("imaging.Registration", response.json()["id"], registration_work)
-    body = api(operator).get(f"/api/registrations/{response.json()['id']}/").json()
-    assert body["status"] == JobStatus.SUCCEEDED, body["failure_reason"]
     corners = np.array([[0, 0, 1], [179, 0, 1], [0, 159, 1], [179, 159, 1]], float).T
     truth = corners.copy()
     truth[0] += 30
     truth[1] += 40
-    mapped = np.linalg.inv(np.asarray(body["mosaic_to_sem"])) @ corners  # SEM px → mosaic px
-    assert np.abs(mapped[:2] / mapped[2] - truth[:2]).max() < 1.0
-    assert body["details"]["verify_subregions"]["verified"]
-    assert body["details"]["local"]["located"] >= 3 and body["details"]["local"]["off_px"] < 1.5
+    for search_box in (None, [10, 25, 250, 215.5]):  # the whole mosaic, then only the part around it
+        with django_capture_on_commit_callbacks(execute=False):
+            response = api(operator).post("/api/registrations/", {
+                "mosaic": registered.mosaic_id, "sem_image": part.pk, "method": "automatic",
+                "search_box": search_box}, format="json")
+        assert response.status_code == 201, response.json()
+        run_job("imaging.Registration", response.json()["id"], registration_work)
+        body = api(operator).get(f"/api/registrations/{response.json()['id']}/").json()
+        assert body["status"] == JobStatus.SUCCEEDED, body["failure_reason"]
+        mapped = np.linalg.inv(np.asarray(body["mosaic_to_sem"])) @ corners  # SEM px → mosaic px
+        assert np.abs(mapped[:2] / mapped[2] - truth[:2]).max() < 1.0
+        assert body["details"]["verify_subregions"]["verified"]
+        assert body["details"]["local"]["located"] >= 3 and body["details"]["local"]["off_px"] < 1.5
+    assert body["search_box"] == [10, 25, 250, 216] and body["details"]["part_origin_px"] == [10, 25]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("extra, message", [
+    ({"search_box": [0, 0, 300, 100]}, "The search box must lie within the mosaic (0…256 × 0…256 px)."),
+    ({"search_box": [50, 50, 60, 200]}, "at least 16 px each way"),
+    ({"search_box": [0, 0, 100]}, ""),
+    ({"search_box": [0, 0, 100, 100], "method": "landmarks",
+      "landmarks": [[0, 0, 0, 0], [100, 0, 100, 0], [0, 100, 0, 100]]}, "applies to automatic registration only"),
+])
+def test_a_bad_search_box_is_refused_naming_it(api, registered, operator, extra, message):
+    response = api(operator).post("/api/registrations/", {
+        "mosaic": registered.mosaic_id, "sem_image": registered.sem_image_id, "method": "automatic", **extra},
+        format="json")
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "search_box" and message in error["message"], error
+    assert Registration.objects.count() == 1  # only the fixture's

@@ -78,10 +78,48 @@ function render() {
   $("landmark-help").dataset.pairs = String(pairs);
 }
 
+// ---- automatic: optionally only the part of the mosaic in view -------------------------------------------------------
+// The independent check searches the whole mosaic for the SEM image's place, which it refuses for an SEM image of
+// less than 1/64 of the mosaic's area: there the search box is ticked for the user, who zooms to the SEM's area.
+let searchViewer = null, searchOpened = null, searchTouched = false;
+const chosenMosaic = () => cfg.mosaics.find((m) => String(m.id) === $("mosaic").value);
+
+function footprintShare(mosaic) {
+  const scale = cfg.sem.pixel_size_nm / mosaic.pixel_size_nm;  // mosaic px per SEM px
+  return (cfg.sem.width * scale) * (cfg.sem.height * scale) / (mosaic.width * mosaic.height);
+}
+
+async function showSearch() {
+  const mosaic = chosenMosaic();
+  if (!mosaic) return;
+  const share = footprintShare(mosaic);
+  if (!searchTouched) $("search-in-view").checked = share < 1 / 64;
+  $("search-help").textContent = `The SEM image covers about ${share >= 0.1 ? `${Math.round(100 * share)} %` : `1/${Math.round(1 / share)}`} ` +
+    `of this mosaic's area${share < 1 / 64 ? " (less than 1/64: the search must be narrowed to where it lies)" : ""}. ` +
+    "Zoom the mosaic below to where the SEM image lies: the search then covers what you see.";
+  $("search-view").hidden = !$("search-in-view").checked;
+  if ($("search-view").hidden) return;
+  if (!searchViewer) {
+    searchViewer = OpenSeadragon({ element: $("osd-search"), prefixUrl: "/static/openseadragon/images/", drawer: "canvas",
+                                   crossOriginPolicy: false, maxZoomPixelRatio: 8, showNavigationControl: true });
+    viewers.search = searchViewer;
+  }
+  if (searchOpened !== mosaic.id) { searchOpened = mosaic.id; await open(searchViewer, mosaic.dzi_url); }
+}
+
+/** The part of the mosaic in view as [x0, y0, x1, y1] mosaic px, clipped to the mosaic. */
+function searchBox() {
+  const mosaic = chosenMosaic();
+  const r = searchViewer.viewport.viewportToImageRectangle(searchViewer.viewport.getBounds(true));
+  return [Math.max(0, r.x), Math.max(0, r.y), Math.min(mosaic.width, r.x + r.width), Math.min(mosaic.height, r.y + r.height)]
+    .map((v) => Math.round(v * 10) / 10);
+}
+
 async function showMethod() {
   const landmarks = form.method.value === "landmarks";
   $("landmark-tools").hidden = !landmarks;
-  if (!landmarks) return;
+  $("search-tools").hidden = landmarks;
+  if (!landmarks) { await showSearch(); return; }
   if (!viewers.mosaic) { makeViewer("mosaic", "osd-mosaic"); makeViewer("sem", "osd-sem"); await open(viewers.sem, cfg.sem.dzi_url); }
   await openMosaic();
 }
@@ -137,7 +175,8 @@ async function openMosaic() {
 if (form) {
   if (cfg.selected) $("mosaic").value = String(cfg.selected);
   for (const radio of form.querySelectorAll("[name=method]")) radio.addEventListener("change", showMethod);
-  $("mosaic").addEventListener("change", openMosaic);
+  $("mosaic").addEventListener("change", () => { openMosaic(); if (form.method.value === "automatic") showSearch(); });
+  $("search-in-view").addEventListener("change", () => { searchTouched = true; showSearch(); });
   $("undo-landmark").addEventListener("click", () => { const key = order.pop(); if (key) { points[key].pop(); render(); } });
   $("add-typed-landmark").addEventListener("click", addTypedPair);
   for (const input of $("typed-landmark").querySelectorAll("input")) {
@@ -150,6 +189,7 @@ if (form) {
     const n = Math.min(points.mosaic.length, points.sem.length);
     const body = { mosaic: Number($("mosaic").value), sem_image: cfg.sem.id, method };
     if (method === "landmarks") body.landmarks = Array.from({ length: n }, (_, i) => [...points.mosaic[i], ...points.sem[i]]);
+    else if ($("search-in-view").checked && searchViewer?.world.getItemCount()) body.search_box = searchBox();
     $("register").disabled = true;
     try {
       const registration = await api("/api/registrations/", { method: "POST", body });
