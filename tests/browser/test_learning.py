@@ -265,6 +265,12 @@ def test_automatic_registration_searches_only_the_part_of_the_mosaic_in_view(pag
     corner = np.linalg.inv(np.asarray(registration.mosaic_to_sem)) @ np.array([0.0, 0.0, 1.0])
     assert np.allclose(corner[:2] / corner[2], (30, 40), atol=1.0)
 
+    # an SEM image 60 px across at the mosaic's pixel size: the page says to use landmarks
+    tiny = SEMImage.objects.create(project=bench["project"], name="tiny", image="s/part.tif", width=120, height=120,
+                                   pixel_size_nm=PIXEL_NM / 2, pixel_size_source="metadata", pyramid=sem.pyramid)
+    page.goto(f"{bench['url']}/sem/{tiny.pk}/")
+    expect(page.locator("#search-help")).to_have_text(re.compile(r"^The SEM image is only 60 px across .* Use landmarks\.$"))
+
 
 def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
     """Two layers on one mosaic grid: zooming the second zooms the first, and the URL brings the view back."""

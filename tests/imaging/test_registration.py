@@ -146,14 +146,16 @@ def test_simulator_pairs_are_right_or_reported_failed(index, rotation, ratio, sc
 def test_small_footprint_with_a_better_gradient_match_elsewhere_is_not_accepted(copied):
     """An 80 px SEM footprint on a synthetic layout where gradients correlate better 69 px away
     (0.73 vs 0.57 at the truth): that place was once accepted; with the SEM's area also copied
-    elsewhere in the mosaic the match is ambiguous too. Either way: right, or falsy with a reason."""
+    elsewhere in the mosaic the match is ambiguous too. Either way: right, or falsy with a reason.
+    (By default a footprint this small is refused up front; the checks behind are tested here.)"""
     pair = make_pair(seed=71, mosaic_size=200, sem_fraction=0.4, ratio=1.0, rotation_deg=0.0,
                      shift_mosaic_px=(-45.0, -45.0))
     mosaic = pair.mosaic.astype(np.float32) / (65535.0 if pair.mosaic.dtype == np.uint16 else 1.0)
     if copied:
         noise = np.random.default_rng(1).normal(0, 0.01, (90, 90)).astype(np.float32)
         mosaic[105:195, 105:195] = mosaic[10:100, 10:100] + noise
-    result = register(mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=pair.sem_px_nm)
+    result = register(mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=pair.sem_px_nm, min_footprint_px=64)
+    assert "coarse" in result.details  # it went through the sweep and the checks
     if result and not copied:
         assert registration_error_px(pair.sem_to_mosaic, result.mosaic_to_sem, pair.sem.shape) < 1.0
     else:
@@ -292,6 +294,16 @@ def test_a_verified_but_weak_match_needs_its_parts_confirmed(monkeypatch):
     assert not weak
     assert weak.reason.startswith("the best placement passes the independent check (in contrast features) but "
                                   "its gradients correlate only 0.1"), weak.reason
+
+
+def test_an_sem_footprint_under_100_px_is_refused_up_front():
+    """80 mosaic px across: on synthetic layouts footprints this small were accepted pixels off
+    (once 80 px off), so automatic registration refuses them before the sweep, saying why."""
+    pair = make_pair(seed=71, mosaic_size=200, sem_fraction=0.4, ratio=2.0, rotation_deg=0.0)
+    result = register(pair.mosaic, pair.sem, mosaic_px_nm=pair.mosaic_px_nm, sem_px_nm=pair.sem_px_nm)
+    assert not result and "coarse" not in result.details
+    assert result.reason == ("the SEM image is only 80 mosaic px across at the mosaic's pixel size, too little to "
+                             "find and verify its place automatically (at least 100); use landmarks")
 
 
 def test_an_sem_image_too_small_for_the_mosaic_is_refused_up_front():

@@ -94,9 +94,13 @@ async function showSearch() {
   if (!mosaic) return;
   const share = footprintShare(mosaic);
   if (!searchTouched) $("search-in-view").checked = share < 1 / 64;
-  $("search-help").textContent = `The SEM image covers about ${share >= 0.1 ? `${Math.round(100 * share)} %` : `1/${Math.round(1 / share)}`} ` +
-    `of this mosaic's area${share < 1 / 64 ? " (less than 1/64: the search must be narrowed to where it lies)" : ""}. ` +
-    "Zoom the mosaic below to where the SEM image lies: the search then covers what you see.";
+  const across = Math.round(Math.min(cfg.sem.width, cfg.sem.height) * cfg.sem.pixel_size_nm / mosaic.pixel_size_nm);
+  $("search-help").textContent = across < 100
+    ? `The SEM image is only ${across} px across at this mosaic's pixel size: too little to find and verify its place ` +
+      "automatically (at least 100). Use landmarks."
+    : `The SEM image covers about ${share >= 0.1 ? `${Math.round(100 * share)} %` : `1/${Math.round(1 / share)}`} ` +
+      `of this mosaic's area${share < 1 / 64 ? " (less than 1/64: the search must be narrowed to where it lies)" : ""}. ` +
+      "Zoom the mosaic below to where the SEM image lies: the search then covers what you see.";
   $("search-view").hidden = !$("search-in-view").checked;
   if ($("search-view").hidden) return;
   if (!searchViewer) {
