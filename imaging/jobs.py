@@ -221,6 +221,7 @@ def registration_work(registration: Registration, progress) -> dict:
 
     from .imageio import read_image16
     from .registration import register, register_landmarks
+    from .registration_checks import MAX_MOSAIC_TO_FOOTPRINT_AREA
 
     mosaic, sem = registration.mosaic, registration.sem_image
     if registration.method == RegistrationMethod.LANDMARKS:
@@ -239,6 +240,10 @@ def registration_work(registration: Registration, progress) -> dict:
     Registration.objects.filter(pk=registration.pk).update(
         mosaic_to_sem=result.mosaic_to_sem.tolist(), residual_px=_finite_or_none(result.residual_px),
         confidence=_finite_or_none(result.confidence), details=result.to_dict()["details"])
+    if not result and registration.search_box and "footprint_share" in result.details:
+        raise DomainError(f"Registration failed: the SEM image covers only 1/{1 / result.details['footprint_share']:.0f} "
+                          f"of the search box's area, too little to check a match in all of it (at least "
+                          f"1/{MAX_MOSAIC_TO_FOOTPRINT_AREA}); zoom the mosaic closer to where the SEM image lies")
     if not result:
         raise DomainError(f"Registration failed: {result.reason}")
     return {"residual_px": _finite_or_none(result.residual_px), "confidence": _finite_or_none(result.confidence)}

@@ -309,6 +309,7 @@ def register(
                         f"too little to find and verify its place automatically (at least {min_footprint_px}); "
                         "use landmarks", np.linalg.inv(down), method)
         if share * MAX_MOSAIC_TO_FOOTPRINT_AREA < 1:
+            details["footprint_share"] = share
             return fail(f"the SEM image covers only 1/{1 / share:.0f} of the mosaic's area, too little to check "
                         f"a match against the whole mosaic (at least 1/{MAX_MOSAIC_TO_FOOTPRINT_AREA}); search only "
                         "the part of the mosaic it lies in, or use landmarks", np.linalg.inv(down), method)

@@ -170,6 +170,32 @@ def test_automatic_registration_job_stores_what_vouches_for_it(api, registered, 
 
 
 @pytest.mark.django_db
+def test_a_search_box_too_large_for_the_sem_image_says_to_zoom_closer(api, registered, project, operator, pair,
+                                                                    django_capture_on_commit_callbacks):
+    """A 100 px SEM image and a 900 px search box (1/81 of its area): refused before the search,
+    saying to zoom closer, not to search a part of the mosaic (it did)."""
+    big = np.tile(pair.lr, (4, 4))[:900, :900]
+    write_image16(absolute("m/big.tif"), big, pixel_size_nm=pair.pixel_size_nm)
+    mosaic = Mosaic.objects.create(scan=registered.mosaic.scan, status=JobStatus.SUCCEEDED, image="m/big.tif",
+                                   width=900, height=900, pixel_size_nm=pair.pixel_size_nm)
+    write_image16(absolute("s/sem-bit.tif"), pair.hr[0:100, 0:100].astype(np.uint16) * 257,
+                  pixel_size_nm=pair.pixel_size_nm)
+    bit = SEMImage.objects.create(project=project, name="bit", image="s/sem-bit.tif", width=100, height=100,
+                                  pixel_size_nm=pair.pixel_size_nm, pixel_size_source="metadata")
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/registrations/", {
+            "mosaic": mosaic.pk, "sem_image": bit.pk, "method": "automatic", "search_box": [0, 0, 900, 900]},
+            format="json")
+    assert response.status_code == 201, response.json()
+    run_job("imaging.Registration", response.json()["id"], registration_work)
+    body = api(operator).get(f"/api/registrations/{response.json()['id']}/").json()
+    assert body["status"] == JobStatus.FAILED
+    assert body["failure_reason"] == (
+        "Registration failed: the SEM image covers only 1/81 of the search box's area, too little to check a match "
+        "in all of it (at least 1/64); zoom the mosaic closer to where the SEM image lies")
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("extra, message", [
     ({"search_box": [0, 0, 300, 100]}, "The search box must lie within the mosaic (0…256 × 0…256 px)."),
     ({"search_box": [50, 50, 60, 200]}, "at least 16 px each way"),
