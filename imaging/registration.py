@@ -84,7 +84,7 @@ class Registration:
             return self
         to_part = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1]])  # mosaic px → px of the part
         return replace(self, mosaic_to_sem=self.mosaic_to_sem @ to_part,
-                                   details={**self.details, "part_origin_px": [x0, y0]})
+                       details={**self.details, "part_origin_px": [x0, y0]})
 
     def to_dict(self) -> dict:
         return {
@@ -511,7 +511,7 @@ def _polish_locally_consistent(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_m
         if again is None or again.score <= polish.score:
             break
         polish, check, corrections = again, _local_check(fixed, mosaic, again.fixed_to_mosaic), corrections + 1
-    off = check.correction_px if check.correction is not None else (check.median_px if check.located == 2 else None)
+    off = check.off_px
     return polish, {"located": check.located, "off_px": _json_float(None if off is None else round(off, 3)),
                     "offsets_px": list(check.offsets_px), "corrections": corrections}
 

@@ -156,6 +156,14 @@ class LocalCheck:
     correction: np.ndarray | None = None
     correction_px: float = float("nan")
 
+    @property
+    def off_px(self) -> float | None:
+        """How far off (mosaic px) the windows say the claim is: their fitted move with one, their
+        median offset with exactly 2 windows, None where they cannot say."""
+        if self.correction is not None:
+            return self.correction_px
+        return self.median_px if self.located == 2 else None
+
 
 def local_consistency(
     fixed: np.ndarray,

@@ -4,6 +4,7 @@ import { api, clearErrors, dziTileSource, el, jsonScript, showErrors } from "./c
 
 const cfg = jsonScript("pair-config");
 const $ = (id) => document.getElementById(id);
+const chosenMosaic = () => cfg.mosaics.find((m) => String(m.id) === $("mosaic").value);
 const form = $("pair-form");
 const points = { mosaic: [], sem: [] };
 const order = [];  // which viewer each point went to, for undo
@@ -82,7 +83,6 @@ function render() {
 // The independent check searches the whole mosaic for the SEM image's place, which it refuses for an SEM image of
 // less than 1/64 of the mosaic's area: there the search box is ticked for the user, who zooms to the SEM's area.
 let searchViewer = null, searchOpened = null, searchTouched = false;
-const chosenMosaic = () => cfg.mosaics.find((m) => String(m.id) === $("mosaic").value);
 
 function footprintShare(mosaic) {
   const scale = cfg.sem.pixel_size_nm / mosaic.pixel_size_nm;  // mosaic px per SEM px
@@ -133,7 +133,7 @@ function addTypedPair() {
   const box = $("typed-landmark");
   box.querySelectorAll(".field-error").forEach((e) => e.remove());
   box.querySelectorAll("[aria-invalid]").forEach((c) => { c.removeAttribute("aria-invalid"); c.removeAttribute("aria-describedby"); });
-  const mosaic = cfg.mosaics.find((m) => String(m.id) === $("mosaic").value) || { width: 0, height: 0 };
+  const mosaic = chosenMosaic() || { width: 0, height: 0 };
   const limits = { "lm-mosaic-x": mosaic.width, "lm-mosaic-y": mosaic.height, "lm-sem-x": cfg.sem.width, "lm-sem-y": cfg.sem.height };
   const values = {};
   let ok = true;
@@ -166,7 +166,7 @@ function addTypedPair() {
 let openedMosaic = null;
 async function openMosaic() {
   if (!viewers.mosaic) return;
-  const chosen = cfg.mosaics.find((m) => String(m.id) === $("mosaic").value);
+  const chosen = chosenMosaic();
   if (!chosen || openedMosaic === chosen.id) return;
   openedMosaic = chosen.id;
   $("lm-mosaic-x").max = String(chosen.width); $("lm-mosaic-y").max = String(chosen.height);
