@@ -37,7 +37,7 @@ __all__ = ["ScanEngine", "ScanState", "ScanResult", "RetryPolicy", "Timeouts", "
 log = logging.getLogger(__name__)
 
 
-class ScanState(str, enum.Enum):
+class ScanState(enum.StrEnum):
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
