@@ -16,12 +16,14 @@ to voting around loops and to the stage model (:func:`consensus_placement`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
 from imaging.pairwise import PairOffset
+from imaging.parallel import parallel_map
 from imaging.placement import (
     Link,
     Placement,
@@ -112,7 +114,8 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     model = fit_stage_model(links, min_score=min_score)
     if model is not None:
         for spread in dict.fromkeys((model.spread_px, model.inlier_spread_px)):
-            hypotheses.append([constrained(link, model, spread, register) for link in links])
+            hypotheses.append(parallel_map(functools.partial(constrained, model=model, spread_px=spread, register=register),
+                                           links))
     best = None
     for candidate in hypotheses:
         placement = solve_positions(nominal, candidate, min_score=min_score, max_residual_px=max_residual_px)
@@ -157,20 +160,19 @@ def mrf_links(nominal: np.ndarray, links: list[Link],
         if sigma < TIGHTER_PRIOR_FRACTION * widest:
             displacement, confidence = mrf_displacements(n, links, radius_px=radius, sigma_px=sigma,
                                                          tolerant=tolerant)
-    out = []
-    for link in links:
+    def measured_there(link: Link) -> Link:
         if link.surface is None or link.reason not in ("", "unrefined"):
-            out.append(link)
-            continue
+            return link
         target = np.asarray(link.nominal_offset_px) + displacement[link.j] - displacement[link.i]
         if tolerant:
             target = _local_peak(link, target)
         if not link.reason and np.all(np.abs(np.asarray(link.offset_px) - target) <= 1.0):
-            out.append(link)  # already measured on the peak the inference chose
-            continue
+            return link  # already measured on the peak the inference chose
         pair = register(link.i, link.j, target, 0.0)  # refine from there; no search
-        out.append(Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
-                          pair.reason, link.alternatives, link.surface, link.surface_base))
+        return Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information,
+                    pair.reason, link.alternatives, link.surface, link.surface_base)
+
+    out = parallel_map(measured_there, links)
     return out, np.asarray(nominal, float) + displacement, confidence
 
 
@@ -182,23 +184,28 @@ def settled(nominal: np.ndarray, links: list[Link], placement: Placement, refine
     fine periodic structure a refinement from a pixel off ends on a neighbouring optimum
     1–2 px away (simulated 4×4 flat chip: max error 0.69 → 0.49 px)."""
     for _ in range(SETTLE_ROUNDS):
-        updated, changed = list(links), False
-        for k, link in enumerate(links):
-            miss = placement.residual_px[k]
-            if link.reason or k in placement.dropped or not miss > SETTLE_RESIDUAL_PX:
-                continue
-            predicted = placement.positions_px[link.j] - placement.positions_px[link.i]
-            pair = refine(link.i, link.j, predicted)
-            if not pair.reason and np.hypot(*(np.asarray(pair.offset_px) - predicted)) < miss - 0.05:
-                updated[k] = Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score,
-                                  pair.information, "", link.alternatives, link.surface, link.surface_base)
-                changed = True
-        if not changed:
+        resettled = parallel_map(functools.partial(_resettled, placement, refine), enumerate(links))
+        if all(link is None for link in resettled):
             break
-        links = updated
+        links = [new or old for new, old in zip(resettled, links, strict=True)]
         placement = solve_positions(nominal, links, min_score=min_score, max_residual_px=max_residual_px,
                                     **prior)
     return links, placement
+
+
+def _resettled(placement: Placement, refine: Refine, indexed: tuple[int, Link]) -> Link | None:
+    """Link ``k`` (``indexed`` = (k, link)) refined again from the offset ``placement`` predicts for it, where it misses the
+    placement by more than ``SETTLE_RESIDUAL_PX`` and then misses by less; else None."""
+    k, link = indexed
+    miss = placement.residual_px[k]
+    if link.reason or k in placement.dropped or not miss > SETTLE_RESIDUAL_PX:
+        return None
+    predicted = placement.positions_px[link.j] - placement.positions_px[link.i]
+    pair = refine(link.i, link.j, predicted)
+    if pair.reason or not np.hypot(*(np.asarray(pair.offset_px) - predicted)) < miss - 0.05:
+        return None
+    return Link(link.i, link.j, link.nominal_offset_px, pair.offset_px, pair.score, pair.information, "",
+                link.alternatives, link.surface, link.surface_base)
 
 
 def voted(n: int, links: list[Link], register: Register, *, min_score: float) -> list[Link]:

@@ -29,6 +29,7 @@ from imaging.consensus import consensus_placement
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_pair, register_pair
+from imaging.parallel import parallel_map
 from imaging.placement import Link, disagreement
 
 __all__ = ["USEFUL_FOV_FRACTION", "UNCERTAIN_CONFIDENCE", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch", "frame_footprint"]
@@ -295,6 +296,37 @@ class IncrementalStitcher:
         """
         started = time.perf_counter()
         index = len(self._frames)
+        frame, nominal_px = self._checked(index, frame, nominal_xy_nm, anchor)
+        self._keep(frame, nominal_px, *self._prepared(frame))
+        new_links = parallel_map(lambda i: self._measure(i, index), self._neighbours(index))
+        region = self._place(index, new_links)
+        self._seconds += time.perf_counter() - started
+        return region
+
+    def add_frames(self, frames: Sequence[np.ndarray], nominal_xy_nm, *, anchor: str = "top_left") -> None:
+        """Add a batch of frames (a finished scan), as :meth:`add_frame` would one by one, with the
+        same links and positions, but their filters and links computed on all cores at once.
+
+        nominal_xy_nm : (N, 2) stage positions in nm, one per frame. Nothing is added unless
+        every frame and position passes :meth:`add_frame`'s checks.
+        """
+        started = time.perf_counter()
+        if len(frames) != len(nominal_xy_nm):
+            raise StitchingError(f"{len(frames)} frames but {len(nominal_xy_nm)} nominal positions")
+        first = len(self._frames)
+        checked = [self._checked(first + k, frame, nominal, anchor)
+                   for k, (frame, nominal) in enumerate(zip(frames, nominal_xy_nm, strict=True))]
+        prepared = parallel_map(lambda item: self._prepared(item[0]), checked)
+        for (frame, nominal_px), (corrected, features) in zip(checked, prepared, strict=True):
+            self._keep(frame, nominal_px, corrected, features)
+        indices = range(first, len(self._frames))
+        links = parallel_map(lambda pair: self._measure(*pair), [(i, j) for j in indices for i in self._neighbours(j)])
+        for j in indices:
+            self._place(j, [link for link in links if link.j == j])
+        self._seconds += time.perf_counter() - started
+
+    def _checked(self, index: int, frame: np.ndarray, nominal_xy_nm, anchor: str) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index``, checked, and its nominal top-left position (x, y) in px."""
         frame = _check_frame(frame, self.frame_shape, f"frame {index}")
         nominal = np.asarray(nominal_xy_nm, float)
         if nominal.shape != (2,) or not np.isfinite(nominal).all():
@@ -304,11 +336,21 @@ class IncrementalStitcher:
         nominal_px = nominal / self.pixel_size_nm
         if anchor == "center":
             nominal_px = nominal_px - np.array([self.frame_shape[1], self.frame_shape[0]]) / 2.0
+        return frame, nominal_px
+
+    def _prepared(self, frame: np.ndarray):
+        """(flat-field corrected frame, its filtered versions)."""
+        corrected = self._corrected(frame)
+        return corrected, self._filtered(corrected)
+
+    def _keep(self, frame, nominal_px, corrected, features) -> None:
         self._raw.append(frame)
-        self._frames.append(self._corrected(frame))
-        self._features.append(self._filtered(self._frames[-1]))
+        self._frames.append(corrected)
+        self._features.append(features)
         self._nominal_px.append(nominal_px)
-        new_links = [self._measure(i, index) for i in self._neighbours(index)]
+
+    def _place(self, index: int, new_links: list[Link]) -> Region:
+        """Keep a frame's links, place it from them and blend it into the live mosaic."""
         self._links.extend(new_links)
         position = self._live_position(index, new_links)
         self._positions.append(position)
@@ -317,7 +359,6 @@ class IncrementalStitcher:
             self._canvas = Canvas.empty(origin, (self.frame_shape[0] + 1, self.frame_shape[1] + 1))
         box, grew = self._canvas.add(self._frames[index], self._weight, position,
                                      margin=max(self.frame_shape) // 2)
-        self._seconds += time.perf_counter() - started
         ox, oy = self._canvas.origin_px
         return Region(int(box[0] - ox), int(box[1] - oy), int(box[2]), int(box[3]), bool(grew))
 
@@ -369,8 +410,8 @@ class IncrementalStitcher:
             if len(self._raw) >= 2:
                 self.flatfield = estimate_flatfield(self._raw, mask=self.mask)
                 self._frames = [self._corrected(f) for f in self._raw]
-                self._features = [self._filtered(f) for f in self._frames]
-                self._links = [self._measure(link.i, link.j) for link in self._links]
+                self._features = parallel_map(self._filtered, self._frames)
+                self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
                 method = "estimated"
             else:
                 self.flatfield = None
@@ -495,6 +536,5 @@ def stitch(
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
                                    flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
     stitcher._seconds = time.perf_counter() - started
-    for frame, position in zip(checked, nominal, strict=False):
-        stitcher.add_frame(frame, position, anchor=anchor)
+    stitcher.add_frames(checked, nominal, anchor=anchor)
     return stitcher.finish()

@@ -128,6 +128,30 @@ def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
     assert final.report.flatfield == "calibration"
 
 
+def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
+    def stitcher():
+        return IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+
+    one_by_one, batch = stitcher(), stitcher()
+    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
+        one_by_one.add_frame(frame, nominal)
+    batch.add_frames(scan.frames, scan.nominal_xy_nm)
+    assert [(link.i, link.j, link.offset_px) for link in batch._links] == \
+        [(link.i, link.j, link.offset_px) for link in one_by_one._links]
+    np.testing.assert_array_equal(batch.mosaic(), one_by_one.mosaic())
+    np.testing.assert_array_equal(batch.finish().positions_px, one_by_one.finish().positions_px)
+
+
+def test_a_batch_with_one_bad_frame_adds_nothing(scan):
+    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+    frames = [*scan.frames[:3], np.zeros((128, 100), np.uint16)]
+    with pytest.raises(StitchingError, match="frame 3 has shape"):
+        stitcher.add_frames(frames, scan.nominal_xy_nm[:4])
+    with pytest.raises(StitchingError, match="3 frames but 4 nominal positions"):
+        stitcher.add_frames(scan.frames[:3], scan.nominal_xy_nm[:4])
+    assert stitcher.frame_count == 0 and stitcher._links == []
+
+
 def test_single_frame_gives_a_one_frame_mosaic(scan):
     m = stitch(scan.frames[:1], scan.nominal_xy_nm[:1], pixel_size_nm=40.0, fov_mask=scan.fov_mask)
     assert m.image.shape == (129, 129) and m.report.links == ()
