@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from imaging.parallel import parallel_map
 from imaging.registration_features import contrast_features, gradient_magnitude, gradient_ncc, subpixel_peak
 
 __all__ = ["CoarseMatch", "coarse_register"]
@@ -198,35 +199,38 @@ def _sweep_phase_correlation(grad_m: np.ndarray, grad_s: np.ndarray, *, angles, 
     centre_s = np.array([(ws - 1) / 2, (hs - 1) / 2])
     centre_c = np.array([(diag - 1) / 2, (diag - 1) / 2])
     ones = np.ones((hs, ws), np.float32)
-    candidates = []
-    for angle in angles:
-        for scale in scales:
-            to_canvas = _canvas_transform(angle, scale, centre_s, centre_c)
-            canvas = cv2.warpAffine(template, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR)
-            raw = cv2.warpAffine(grad_s, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR)
-            mask = cv2.warpAffine(ones, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR) > 0.999
-            canvas_big = np.zeros((pad_h, pad_w), np.float32)
-            canvas_big[:diag, :diag] = canvas
-            cross = cv2.mulSpectrums(fm, cv2.dft(canvas_big, flags=cv2.DFT_COMPLEX_OUTPUT), 0, conjB=True)
-            magnitude = cv2.magnitude(cross[..., 0], cross[..., 1])
-            cross /= (magnitude + 1e-9 * float(magnitude.max()))[..., None]
-            surface = cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
-            # shift (dy, dx) places the canvas origin at mosaic (dx, dy); keep SEM centre inside the mosaic
-            dy = np.arange(pad_h)
-            dx = np.arange(pad_w)
-            dy = np.where(dy > pad_h - diag - 1, dy - pad_h, dy)
-            dx = np.where(dx > pad_w - diag - 1, dx - pad_w, dx)
-            cy = dy[:, None] + centre_c[1]
-            cx = dx[None, :] + centre_c[0]
-            valid = (cy >= 0) & (cy <= hm - 1) & (cx >= 0) & (cx <= wm - 1)
-            for r, c in _top_peaks(surface, valid, peaks, radius=3):
-                ox, oy = int(dx[c]), int(dy[r])
-                score = _placement_ncc(grad_m, raw, mask, ox, oy)
-                sr, sc = subpixel_peak(surface, r, c)
-                to_mosaic = np.eye(3)
-                to_mosaic[:2, 2] = (ox + sc, oy + sr)
-                candidates.append((score, ox + centre_c[0], oy + centre_c[1], angle, scale, to_mosaic @ to_canvas))
-    return candidates
+
+    def trial(angle_scale) -> list:
+        angle, scale = angle_scale
+        to_canvas = _canvas_transform(angle, scale, centre_s, centre_c)
+        canvas = cv2.warpAffine(template, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR)
+        raw = cv2.warpAffine(grad_s, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpAffine(ones, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR) > 0.999
+        canvas_big = np.zeros((pad_h, pad_w), np.float32)
+        canvas_big[:diag, :diag] = canvas
+        cross = cv2.mulSpectrums(fm, cv2.dft(canvas_big, flags=cv2.DFT_COMPLEX_OUTPUT), 0, conjB=True)
+        magnitude = cv2.magnitude(cross[..., 0], cross[..., 1])
+        cross /= (magnitude + 1e-9 * float(magnitude.max()))[..., None]
+        surface = cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+        # shift (dy, dx) places the canvas origin at mosaic (dx, dy); keep SEM centre inside the mosaic
+        dy = np.arange(pad_h)
+        dx = np.arange(pad_w)
+        dy = np.where(dy > pad_h - diag - 1, dy - pad_h, dy)
+        dx = np.where(dx > pad_w - diag - 1, dx - pad_w, dx)
+        cy = dy[:, None] + centre_c[1]
+        cx = dx[None, :] + centre_c[0]
+        valid = (cy >= 0) & (cy <= hm - 1) & (cx >= 0) & (cx <= wm - 1)
+        found = []
+        for r, c in _top_peaks(surface, valid, peaks, radius=3):
+            ox, oy = int(dx[c]), int(dy[r])
+            score = _placement_ncc(grad_m, raw, mask, ox, oy)
+            sr, sc = subpixel_peak(surface, r, c)
+            to_mosaic = np.eye(3)
+            to_mosaic[:2, 2] = (ox + sc, oy + sr)
+            found.append((score, ox + centre_c[0], oy + centre_c[1], angle, scale, to_mosaic @ to_canvas))
+        return found
+
+    return [cand for found in parallel_map(trial, itertools.product(angles, scales)) for cand in found]
 
 
 def _placement_ncc(grad_m: np.ndarray, canvas: np.ndarray, mask: np.ndarray, ox: int, oy: int) -> float:
@@ -257,33 +261,36 @@ def _sweep_ncc(feat_m: np.ndarray, feat_s: np.ndarray, *, angles, scales, max_sc
     centre_s = np.array([(ws - 1) / 2, (hs - 1) / 2])
     centre_c = np.array([(diag - 1) / 2, (diag - 1) / 2])
     ones = np.ones((hs, ws), np.float32)
-    candidates = []
-    for angle in angles:
-        for scale in scales:
-            to_canvas = _canvas_transform(angle, scale, centre_s, centre_c)
-            canvas = cv2.warpAffine(feat_s, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR)
-            mask = cv2.warpAffine(ones, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR) > 0.999
-            a = np.deg2rad(abs(angle))
-            mx = int(np.ceil(diag / 2 - scale * (ws * np.cos(a) - hs * np.sin(a)) / 2)) + 1
-            my = int(np.ceil(diag / 2 - scale * (hs * np.cos(a) - ws * np.sin(a)) / 2)) + 1
-            while mx < diag // 2 - 4 and my < diag // 2 - 4 and not mask[my : diag - my, mx : diag - mx].all():
-                mx, my = mx + 1, my + 1
-            template = canvas[my : diag - my, mx : diag - mx]
-            if min(template.shape) < 8 or template.shape[0] > big.shape[0] or template.shape[1] > big.shape[1]:
-                continue
-            surface = cv2.matchTemplate(big, template, cv2.TM_CCOEFF_NORMED)
-            # surface (r, c): canvas origin at mosaic (c − pad − mx, r − pad − my); keep the SEM centre inside
-            ox_all = np.arange(surface.shape[1]) - pad - mx
-            oy_all = np.arange(surface.shape[0]) - pad - my
-            cx = ox_all[None, :] + centre_c[0]
-            cy = oy_all[:, None] + centre_c[1]
-            valid = (cy >= 0) & (cy <= hm - 1) & (cx >= 0) & (cx <= wm - 1)
-            for r, c in _top_peaks(surface, valid, peaks, radius=3):
-                inner = 0 < r < surface.shape[0] - 1 and 0 < c < surface.shape[1] - 1
-                sr, sc = subpixel_peak(surface, r, c) if inner else (0.0, 0.0)
-                ox, oy = int(ox_all[c]), int(oy_all[r])
-                to_mosaic = np.eye(3)
-                to_mosaic[:2, 2] = (ox + sc, oy + sr)
-                candidates.append((float(surface[r, c]), ox + centre_c[0], oy + centre_c[1], angle, scale,
-                                   to_mosaic @ to_canvas))
-    return candidates
+
+    def trial(angle_scale) -> list:
+        angle, scale = angle_scale
+        to_canvas = _canvas_transform(angle, scale, centre_s, centre_c)
+        canvas = cv2.warpAffine(feat_s, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpAffine(ones, to_canvas[:2], (diag, diag), flags=cv2.INTER_LINEAR) > 0.999
+        a = np.deg2rad(abs(angle))
+        mx = int(np.ceil(diag / 2 - scale * (ws * np.cos(a) - hs * np.sin(a)) / 2)) + 1
+        my = int(np.ceil(diag / 2 - scale * (hs * np.cos(a) - ws * np.sin(a)) / 2)) + 1
+        while mx < diag // 2 - 4 and my < diag // 2 - 4 and not mask[my : diag - my, mx : diag - mx].all():
+            mx, my = mx + 1, my + 1
+        template = canvas[my : diag - my, mx : diag - mx]
+        if min(template.shape) < 8 or template.shape[0] > big.shape[0] or template.shape[1] > big.shape[1]:
+            return []
+        surface = cv2.matchTemplate(big, template, cv2.TM_CCOEFF_NORMED)
+        # surface (r, c): canvas origin at mosaic (c − pad − mx, r − pad − my); keep the SEM centre inside
+        ox_all = np.arange(surface.shape[1]) - pad - mx
+        oy_all = np.arange(surface.shape[0]) - pad - my
+        cx = ox_all[None, :] + centre_c[0]
+        cy = oy_all[:, None] + centre_c[1]
+        valid = (cy >= 0) & (cy <= hm - 1) & (cx >= 0) & (cx <= wm - 1)
+        found = []
+        for r, c in _top_peaks(surface, valid, peaks, radius=3):
+            inner = 0 < r < surface.shape[0] - 1 and 0 < c < surface.shape[1] - 1
+            sr, sc = subpixel_peak(surface, r, c) if inner else (0.0, 0.0)
+            ox, oy = int(ox_all[c]), int(oy_all[r])
+            to_mosaic = np.eye(3)
+            to_mosaic[:2, 2] = (ox + sc, oy + sr)
+            found.append((float(surface[r, c]), ox + centre_c[0], oy + centre_c[1], angle, scale,
+                          to_mosaic @ to_canvas))
+        return found
+
+    return [cand for found in parallel_map(trial, itertools.product(angles, scales)) for cand in found]

@@ -7,7 +7,8 @@ Two entry points share one engine:
   blended into the live mosaic; ``add_frame`` returns the touched :class:`Region` so a viewer
   (or a later live-translation step) only refreshes that box. ``finish()`` runs the global
   weighted least-squares solve over every link and re-blends.
-* :func:`stitch` does the same for a finished scan in one call.
+* :func:`stitch` does the same for a finished scan in one call (``add_frames``: every frame's
+  filters and every link measured at once, on all cores, :func:`imaging.parallel.parallel_map`).
 
 Coordinates: positions are (x, y) of a frame's top-left pixel; stage positions in nm, mosaic
 positions in px. Nominal positions may refer to any fixed point of the frame (top-left or
