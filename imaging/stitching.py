@@ -245,6 +245,7 @@ class IncrementalStitcher:
         self._nominal_px: list[np.ndarray] = []
         self._positions: list[np.ndarray] = []
         self._links: list[Link] = []
+        self._unmatched: list[int] = []
         self._canvas: Canvas | None = None
         self._seconds = 0.0
 
@@ -353,7 +354,11 @@ class IncrementalStitcher:
     def _place(self, index: int, new_links: list[Link]) -> Region:
         """Keep a frame's links, place it from them and blend it into the live mosaic."""
         self._links.extend(new_links)
-        position = self._live_position(index, new_links)
+        votes = [(self._positions[link.i] + np.asarray(link.offset_px), np.asarray(link.information) + np.eye(2) * 1e-6)
+                 for link in new_links if not link.reason and link.score >= self.min_score]
+        if new_links and not votes:
+            self._unmatched.append(index)
+        position = self._live_position(index, votes)
         self._positions.append(position)
         if self._canvas is None:
             origin = np.floor(position).astype(int)
@@ -363,10 +368,9 @@ class IncrementalStitcher:
         ox, oy = self._canvas.origin_px
         return Region(int(box[0] - ox), int(box[1] - oy), int(box[2]), int(box[3]), bool(grew))
 
-    def _live_position(self, index: int, links: list[Link]) -> np.ndarray:
-        """Place a new frame from its good links (information-weighted), else by the stage drift."""
-        votes = [(self._positions[link.i] + np.asarray(link.offset_px), np.asarray(link.information) + np.eye(2) * 1e-6)
-                 for link in links if not link.reason and link.score >= self.min_score]
+    def _live_position(self, index: int, votes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Place a new frame from its good links' votes ((position, information) each, weighted by
+        the information), else by the stage drift."""
         while votes:
             total = sum(w for _, w in votes)
             estimate = np.linalg.solve(total, sum(w @ p for p, w in votes))
@@ -379,6 +383,14 @@ class IncrementalStitcher:
             return self._nominal_px[index].copy()
         drift = np.median(np.array(self._positions) - np.array(self._nominal_px[:index]), axis=0)
         return self._nominal_px[index] + drift
+
+    @property
+    def unmatched_frames(self) -> tuple[int, ...]:
+        """Frames (in the order added) that overlap frames added before them but matched none of
+        them (every overlap blank or scoring under ``min_score``): the live mosaic shows them
+        where the stage put them, shifted by the others' drift, until ``finish()`` places them
+        from every link they have."""
+        return tuple(self._unmatched)
 
     @property
     def frame_count(self) -> int:

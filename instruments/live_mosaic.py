@@ -53,6 +53,7 @@ class LiveMosaic:
         self.translator = translator if translator is not None else self._translator_for(scan)
         self.closing = threading.Event()
         self.stitcher = None
+        self.frame_index: list[int] = []  # the scan's index of each frame the stitcher holds
         self.last_published = 0.0
         self.thread = threading.Thread(target=closing_connections(self._run), name=f"live-mosaic-{scan.pk}",
                                        daemon=True)
@@ -76,7 +77,7 @@ class LiveMosaic:
             return None
 
     def offer(self, frame_record, captured) -> None:
-        self.frames.put((captured.image, captured.commanded_xy_nm))
+        self.frames.put((captured.image, captured.commanded_xy_nm, captured.index))
 
     def _run(self) -> None:
         from imaging.stitching import IncrementalStitcher
@@ -85,12 +86,15 @@ class LiveMosaic:
             item = self.frames.get()
             if item is None or self.closing.is_set():
                 break
-            image, xy = item
+            image, xy, index = item
             try:
                 if self.stitcher is None:
                     self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
                                                         fov_mask=fov_mask_for(self.instrument, image.shape))
-                region = self.stitcher.add_frame(image, xy, anchor="center")
+                try:
+                    region = self.stitcher.add_frame(image, xy, anchor="center")
+                finally:  # a frame the stitcher kept, even one it then failed to place, has a scan index
+                    self.frame_index += [index] * (self.stitcher.frame_count - len(self.frame_index))
                 # Region boxes are relative to the live mosaic, whose origin moves as it grows; the
                 # translation keeps its work in mosaic coordinates.
                 ox, oy = self.stitcher.origin_px
@@ -116,8 +120,10 @@ class LiveMosaic:
         atomic_write_bytes(absolute(preview_name(self.mosaic)), jpeg.tobytes())
         count = self.stitcher.frame_count
         Mosaic.objects.filter(pk=self.mosaic.pk).update(width=mosaic_image.shape[1], height=mosaic_image.shape[0])
+        # frames that matched none of their overlaps stand where the stage put them: the page says so
+        unmatched = [self.frame_index[k] for k in self.stitcher.unmatched_frames]
         events.publish(scan_topic(self.scan_id), "mosaic.live", mosaic_id=self.mosaic.pk, frames=count,
-                       width=int(mosaic_image.shape[1]), height=int(mosaic_image.shape[0]),
+                       width=int(mosaic_image.shape[1]), height=int(mosaic_image.shape[0]), unmatched_frames=unmatched,
                        url=reverse("api:mosaic-preview", args=[self.mosaic.pk]) + f"?v={time.time_ns()}")
         self.last_published = time.monotonic()
         close_old_connections()

@@ -130,3 +130,51 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.wait_for_function("location.search.includes('z=')")
     assert "x=" in page.url and "layers=mosaic" in page.url
     assert not page.console_errors, page.console_errors
+
+
+def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, live_url, django_user_model):
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from imaging.services import scan_topic
+    from ssumweb import events
+    from ssumweb.models import Project
+
+    project = Project.objects.create(name="Demo lab")
+    user = django_user_model.objects.create_user(username="otto", password="pw-otto")
+    Membership.objects.create(project=project, user=user, role=Role.OPERATOR)
+    sample = Sample.objects.create(project=project, name="chip")
+    scan = Scan.objects.create(project=project, sample=sample, name="deep chip", origin_x_nm=0, origin_y_nm=0,
+                               size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
+                               contact_setpoint_nm=20, rows=2, cols=2, status="running")
+
+    def jpeg_url(side, seed):
+        image = cv2.GaussianBlur(np.random.default_rng(seed).integers(0, 255, (side, side), np.uint8), (0, 0), 3)
+        return "data:image/jpeg;base64," + base64.b64encode(cv2.imencode(".jpg", image)[1].tobytes()).decode()
+
+    log_in(page, live_url)
+    page.goto(f"{live_url}/scans/{scan.pk}/")
+    expect(page.locator("#scan-status")).to_have_text("running")
+    page.wait_for_timeout(500)  # the page's scan websocket is open
+    topic = scan_topic(scan.pk)
+    for index, (row, col) in enumerate([(0, 0), (0, 1), (1, 1), (1, 0)]):
+        events.publish(topic, "frame.saved", frame_id=100 + index, index=index, row=row, col=col, done=index + 1,
+                       total=4, thumbnail_url=jpeg_url(64, index))
+    expect(page.locator("#frame-grid img")).to_have_count(4)
+    events.publish(topic, "mosaic.live", mosaic_id=1, frames=4, width=700, height=700, unmatched_frames=[2],
+                   url=jpeg_url(350, 9))
+    expect(page.locator("#mosaic-status")).to_have_text("Live mosaic: 4 frames placed (700×700 px).")
+    expect(page.locator("#stitch-report .warning")).to_contain_text(
+        "Frame 2 matched none of its overlaps (outlined below): the live mosaic shows it where the stage put it")
+    expect(page.locator("#frame-grid a.uncertain")).to_have_count(1)
+    assert page.locator("#frame-grid a[data-index='2']").get_attribute("title").endswith(
+        "matched none of its overlaps: placed by the stage for now")
+    screenshot(page, "scan-live-unmatched")
+    # a live mosaic started afresh (the worker restarted on a resumed scan) has none yet: the warning goes
+    events.publish(topic, "mosaic.live", mosaic_id=1, frames=4, width=700, height=700, unmatched_frames=[],
+                   url=jpeg_url(350, 10))
+    expect(page.locator("#stitch-report")).to_be_hidden()
+    expect(page.locator("#frame-grid a.uncertain")).to_have_count(0)
+    assert page.locator("#frame-grid a[data-index='2']").get_attribute("title") == "Frame 2 (row 1, col 1)"

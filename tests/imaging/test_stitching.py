@@ -86,6 +86,18 @@ def test_one_corrupted_frame_does_not_bend_the_others(scan):
     assert {(link.i, link.j) for link in m.report.dropped_links} == {(1, 4), (3, 4), (4, 5), (4, 7)}
 
 
+def test_the_live_mosaic_knows_which_frames_matched_none_of_their_overlaps(scan):
+    frames = list(scan.frames)
+    other = ic_scene((128, 128), rng=np.random.default_rng(5))  # frame 4 shows a different place entirely
+    frames[4] = np.where(scan.fov_mask, other * 40000, 0).astype(np.uint16)
+    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+    for k, (frame, nominal) in enumerate(zip(frames, scan.nominal_xy_nm, strict=True)):
+        stitcher.add_frame(frame, nominal)
+        # the first frame overlaps nothing before it; frame 4 overlaps 0–3 and matches none of them, and
+        # the frames after it match their other neighbours
+        assert stitcher.unmatched_frames == (() if k < 4 else (4,))
+
+
 def test_frame_footprint_covers_where_the_frames_blend_in(scan, mosaic):
     mask = scan.fov_mask
     area = frame_footprint(mosaic.image.shape, mosaic.report.positions_px, [4], mask)

@@ -57,7 +57,10 @@ def test_a_small_scan_completes_with_every_planned_frame(bench, operator):
     live = Mosaic.objects.get(scan=scan, live=True)
     assert live.width > frames[0].width
     assert absolute(preview_name(live)).exists()
-    assert Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").exists()
+    live_events = Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live")
+    assert live_events.exists()
+    # each says which frames (scan indices) matched none of their overlaps so far
+    assert all(set(e.payload["unmatched_frames"]) <= {0, 1, 2, 3} for e in live_events)
     assert {(f.row, f.col) for f in frames} == {(0, 0), (0, 1), (1, 0), (1, 1)}
     for frame in frames:
         assert (frame.width, frame.height) == (512, 512)  # the camera window around the sphere, not the sensor

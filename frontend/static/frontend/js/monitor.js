@@ -192,6 +192,7 @@ async function showLayer(key, containerId, dziUrl, version, pixelSizeNm) {
   const source = await dziTileSource(dziUrl, null, version);
   let viewer = viewers[key];
   if (!viewer) {
+    container.closest(".viewer-box").hidden = false;  // OpenSeadragon sizes itself to a visible container
     container.replaceChildren();
     viewer = viewers[key] = OpenSeadragon({
       element: container, prefixUrl: "/static/openseadragon/images/", showNavigator: false,
@@ -212,6 +213,18 @@ function showLivePreview(ev) {
   img.alt = `Live mosaic from ${ev.frames} frames`;
   img.dataset.frames = String(ev.frames);
   $("mosaic-status").textContent = `Live mosaic: ${ev.frames} frame${ev.frames === 1 ? "" : "s"} placed (${ev.width}×${ev.height} px).`;
+  // Frames whose overlaps matched nothing stand where the stage put them, which can be pixels off: say so now,
+  // not only after the final stitch.
+  const unmatched = ev.unmatched_frames || [];
+  const box = $("stitch-report");
+  if (box && unmatched.length) {
+    const names = unmatched.length === 1 ? `Frame ${unmatched[0]} matched none of its overlaps` : `Frames ${listWords(unmatched)} matched none of their overlaps`;
+    box.replaceChildren(el("p", { class: "warning", text: `${names} (outlined below): the live mosaic shows `
+      + `${unmatched.length === 1 ? "it" : "them"} where the stage put ${unmatched.length === 1 ? "it" : "them"}, which can be pixels off. `
+      + "The final stitch places every frame from all its overlaps together." }));
+    box.hidden = false;
+  } else if (box) box.hidden = true;
+  markFrames(unmatched, "matched none of its overlaps: placed by the stage for now");
   scheduleMosaic();
 }
 
@@ -297,10 +310,15 @@ function showStitchReport(report, mosaicId) {
   }
   box.replaceChildren(...lines);
   box.hidden = false;
+  markFrames(unsure, "placed with low confidence");
+}
+
+// Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles.
+function markFrames(indices, why) {
   for (const a of document.querySelectorAll("#frame-grid a[data-index]")) {
-    const sure = !unsure.includes(Number(a.dataset.index));
-    a.classList.toggle("uncertain", !sure);
-    a.title = a.title.replace(/ — placed with low confidence$/, "") + (sure ? "" : " — placed with low confidence");
+    const marked = indices.includes(Number(a.dataset.index));
+    a.classList.toggle("uncertain", marked);
+    a.title = a.title.replace(/ — .*$/, "") + (marked ? ` — ${why}` : "");
   }
 }
 

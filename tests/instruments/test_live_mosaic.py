@@ -1,0 +1,44 @@
+"""The live mosaic: frames placed as they are saved, and the scan page told which frames matched none of
+their overlaps (they stand where the stage put them until the final stitch)."""
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from imaging.models import Sample, Scan
+from instruments.live_mosaic import LiveMosaic
+from instruments.models import Instrument
+from ssumweb.models import Event
+from tests.imaging.scan_factory import ic_scene, synthetic_scan
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_live_event_names_the_scan_frames_that_matched_none_of_their_overlaps(project):
+    synthetic = synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
+    # a useful field of view (USEFUL_FOV_FRACTION of the sphere's) that is the synthetic frames' whole circle
+    instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
+                                           fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
+    sample = Sample.objects.create(project=project, name="chip")
+    scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name="s1", origin_x_nm=0,
+                               origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
+                               contact_setpoint_nm=20, rows=3, cols=3)
+    frames = list(synthetic.frames)
+    other = ic_scene((128, 128), rng=np.random.default_rng(5))  # frame 4 shows a different place entirely
+    frames[4] = np.where(synthetic.fov_mask, other * 40000, 0).astype(np.uint16)
+    live = LiveMosaic(scan, instrument)
+    try:
+        # the scan's frame indices start at 10 (a resumed scan): the event speaks in them, not in the stitcher's
+        for k, (image, xy) in enumerate(zip(frames, synthetic.nominal_xy_nm, strict=True)):
+            live.offer(None, SimpleNamespace(image=image, commanded_xy_nm=tuple(xy), index=10 + k))
+        deadline = time.monotonic() + 30
+        while live.stitcher is None or live.stitcher.frame_count < 9 or not live.frames.empty():
+            assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
+            time.sleep(0.05)
+        live._publish()
+    finally:
+        live.finish(final=False)
+    last = Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").latest("seq")
+    assert last.payload["frames"] == 9 and last.payload["unmatched_frames"] == [14]
