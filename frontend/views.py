@@ -133,10 +133,22 @@ def scan_detail(request, pk):
 
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
-        "can_operate": can_operate, **translate_context(scan, request.user),
+        "can_operate": can_operate, "calibration_scans": _calibration_scans(scan, frames),
+        **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
                            "can_operate": can_operate, "translate_with": scan.translate_with_id}})
+
+
+def _calibration_scans(scan, frames) -> list:
+    """Scans that can serve as this one's flat field (bare silicon): same project and instrument, frames of
+    the same size (the newest 20, each with ``frame_count``)."""
+    if not frames:
+        return []
+    same_size = Q(frames__width=frames[0].width, frames__height=frames[0].height)
+    return list(Scan.objects.filter(project_id=scan.project_id, instrument_id=scan.instrument_id)
+                .exclude(pk=scan.pk).annotate(frame_count=Count("frames", filter=same_size))
+                .filter(frame_count__gt=0).order_by("-created_at")[:20])
 
 
 def sem_list(request):

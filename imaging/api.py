@@ -180,7 +180,8 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
         require(request.user, scan.project_id, Role.OPERATOR)
         from .jobs import queue_mosaic
 
-        mosaic = queue_mosaic(scan, flatfield=data.validated_data["flatfield"])
+        calibration = _get_visible(Scan, data.validated_data.get("calibration_scan"), request.user, "calibration_scan")
+        mosaic = queue_mosaic(scan, flatfield=data.validated_data["flatfield"], calibration_scan=calibration)
         return Response(self.get_serializer(mosaic).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "application/xml"): OpenApiTypes.STR})

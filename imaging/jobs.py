@@ -16,15 +16,46 @@ from .models import Mosaic, PairSet, Registration, RegistrationMethod, Scan, Sca
 log = logging.getLogger(__name__)
 
 
-def queue_mosaic(scan: Scan, *, flatfield: str = "estimate") -> Mosaic:
+def queue_mosaic(scan: Scan, *, flatfield: str = "estimate", calibration_scan: Scan | None = None) -> Mosaic:
+    """A stitch of ``scan`` queued. ``flatfield``: "estimate" (from the scan's own frames), "none", or
+    "calibration": from ``calibration_scan``, frames of bare silicon through the same sphere."""
     if scan.frames.count() == 0:
         raise DomainError("The scan has no frames to stitch yet.", field="scan", code="empty")
+    options = {"flatfield": flatfield}
+    if flatfield == "calibration":
+        _check_calibration(scan, calibration_scan)
+        options["calibration_scan"] = calibration_scan.pk
+    elif calibration_scan is not None:
+        raise DomainError('A calibration scan is only used with flatfield "calibration".', field="calibration_scan")
     from . import tasks
 
     with transaction.atomic():
-        mosaic = Mosaic.objects.create(scan=scan, options={"flatfield": flatfield})
+        mosaic = Mosaic.objects.create(scan=scan, options=options)
         enqueue_after_commit(tasks.stitch_mosaic, mosaic)
     return mosaic
+
+
+def _check_calibration(scan: Scan, calibration: Scan | None) -> None:
+    """A flat-field calibration must be frames of the same optics, the same size as the scan's."""
+    if calibration is None:
+        raise DomainError('flatfield "calibration" needs a calibration scan (bare silicon).', field="calibration_scan",
+                          code="required")
+    if calibration.pk == scan.pk:
+        raise DomainError("A scan cannot be its own flat-field calibration: choose a scan of bare silicon.",
+                          field="calibration_scan")
+    if calibration.project_id != scan.project_id:
+        raise DomainError("The calibration scan belongs to another project.", field="calibration_scan")
+    if calibration.instrument_id != scan.instrument_id:
+        raise DomainError("The calibration scan was taken on another instrument: its shading is not this scan's.",
+                          field="calibration_scan")
+    sizes = set(calibration.frames.values_list("width", "height"))
+    if not sizes:
+        raise DomainError("The calibration scan has no frames.", field="calibration_scan", code="empty")
+    own = set(scan.frames.values_list("width", "height"))
+    if sizes != own:
+        describe = ", ".join(f"{w}×{h}" for w, h in sorted(sizes))
+        raise DomainError(f"The calibration scan's frames are {describe} px; this scan's are "
+                          f"{', '.join(f'{w}×{h}' for w, h in sorted(own))} px.", field="calibration_scan")
 
 
 def queue_registration(mosaic: Mosaic, sem, *, method: str, landmarks: list, search_box=None,
@@ -136,9 +167,9 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
         raise DomainError("The scan has no instrument, so its pixel size is unknown.")
     fov_radius_px = useful_fov_radius_px(instrument)
     mask = circular_mask(fov_radius_px, images[0].shape)
+    flatfield = _flatfield_for(mosaic.options, mask, progress)
     progress(0.15, "Registering neighbouring frames…")
-    result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center",
-                    flatfield=None if mosaic.options.get("flatfield") == "none" else "estimate")
+    result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center", flatfield=flatfield)
     progress(0.7, "Writing the mosaic…")
     rel = f"scans/{scan.pk}/mosaics/{mosaic.pk}/mosaic.tif"
     write_image16(absolute(rel), result.image, pixel_size_nm=result.pixel_size_nm)
@@ -158,6 +189,32 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
         mosaic.status = JobStatus.SUCCEEDED  # the translation job only starts after this job has committed
         queue_translation(mosaic, scan.translate_with)
     return {"frames": len(frames), "size": list(result.image.shape)}
+
+
+def _flatfield_for(options: dict, mask, progress):
+    """What ``stitch`` is given for the mosaic's flat-field option: "estimate", None, or the
+    :class:`FlatField` of the calibration scan's frames (bare silicon), averaged."""
+    from ssumweb.media import absolute
+
+    from .flatfield import flatfield_from_calibration
+    from .imageio import read_image16
+
+    choice = options.get("flatfield", "estimate")
+    if choice != "calibration":
+        return None if choice == "none" else "estimate"
+    calibration = Scan.objects.filter(pk=options.get("calibration_scan")).first()
+    frames = list(calibration.frames.order_by("index")) if calibration else []
+    if not frames:
+        raise DomainError("The flat-field calibration scan no longer exists or has no frames; stitch again with "
+                          "another one or with the flat field estimated.")
+    progress(0.1, f"Averaging the {len(frames)} calibration frames of scan “{calibration.name}”…")
+    images = [read_image16(absolute(f.image.name)) for f in frames]
+    if any(image.shape != mask.shape for image in images):
+        raise DomainError(f"The calibration scan's frames are not {mask.shape[1]}×{mask.shape[0]} px like this scan's.")
+    try:
+        return flatfield_from_calibration(images, mask=mask)
+    except ValueError as exc:
+        raise DomainError(f"The calibration scan cannot serve as a flat field: {exc}.") from None
 
 
 def _report_json(report, frames, fov_radius_px: float) -> dict:

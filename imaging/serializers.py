@@ -99,7 +99,14 @@ class MosaicSerializer(serializers.ModelSerializer):
 
 class MosaicCreateSerializer(serializers.Serializer):
     scan = serializers.IntegerField()
-    flatfield = serializers.ChoiceField(choices=["estimate", "none"], default="estimate")
+    flatfield = serializers.ChoiceField(
+        choices=["estimate", "calibration", "none"], default="estimate",
+        help_text="Shading correction: estimated from the scan's own frames, from a calibration scan of bare "
+                  "silicon (calibration_scan), or none.")
+    calibration_scan = serializers.IntegerField(
+        required=False, allow_null=True,
+        help_text="With flatfield 'calibration': a scan of bare silicon, on the same instrument with frames of the "
+                  "same size; its frames are averaged into the flat field.")
 
 
 class SEMImageSerializer(serializers.ModelSerializer):

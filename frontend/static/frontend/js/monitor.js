@@ -1,5 +1,5 @@
 // Scan monitor: live camera, progress with ETA, frames filling in, the mosaic growing, readouts, controls, faults.
-import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, formatLength } from "./common.js";
+import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, formatLength, showErrors, clearErrors } from "./common.js";
 
 const cfg = jsonScript("monitor-config");
 const $ = (id) => document.getElementById(id);
@@ -241,11 +241,20 @@ function showLiveTranslation(ev) {
     : `SEM-like translation: ${ev.tiles_done} of ${ev.tiles_total} tiles — catching up with the scan.`;
 }
 
-$("stitch")?.addEventListener("click", async () => {
-  const button = $("stitch");
-  button.disabled = true;
-  try { await api("/api/mosaics/", { method: "POST", body: { scan: cfg.scan_id } }); scheduleMosaic(0); }
-  catch (err) { $("mosaic-status").textContent = err.message; button.disabled = false; }
+// Stitch (again), with the flat field estimated from the frames, from a scan of bare silicon, or none.
+$("stitch-form")?.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  const [flatfield, calibration] = form.elements.flatfield.value.split(":");
+  const body = { scan: cfg.scan_id, flatfield, ...(calibration ? { calibration_scan: Number(calibration) } : {}) };
+  $("stitch").disabled = true;
+  try { await api("/api/mosaics/", { method: "POST", body }); clearErrors(form); scheduleMosaic(0); }
+  catch (err) {
+    // the calibration scan is chosen in the same list as the flat field: its errors are shown there
+    for (const item of err.body?.errors || []) if (item.field === "calibration_scan") item.field = "flatfield";
+    showErrors(form, err);
+    $("stitch").disabled = false;
+  }
 });
 
 async function refreshMosaic() {
@@ -267,8 +276,12 @@ async function refreshMosaic() {
       },
     });
   }
-  const stitch = $("stitch");
-  if (stitch) stitch.hidden = !(cfg.can_operate && TERMINAL.includes(status) && !ready && !pending);
+  const stitchForm = $("stitch-form");
+  if (stitchForm) {
+    stitchForm.hidden = !(TERMINAL.includes(status) && !pending);
+    $("stitch").textContent = ready ? "Stitch again" : "Stitch the mosaic";
+    $("stitch").disabled = Boolean(pending);
+  }
   if (ready) {
     $("mosaic-live").hidden = true;
     const version = `${ready.id}-${ready.finished_at || ready.progress}`;
