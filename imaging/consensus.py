@@ -194,8 +194,8 @@ def settled(nominal: np.ndarray, links: list[Link], placement: Placement, refine
 
 
 def _resettled(placement: Placement, refine: Refine, indexed: tuple[int, Link]) -> Link | None:
-    """Link ``k`` (``indexed`` = (k, link)) refined again from the offset ``placement`` predicts for it, where it misses the
-    placement by more than ``SETTLE_RESIDUAL_PX`` and then misses by less; else None."""
+    """Link k (``indexed`` = (k, link)) refined again from the offset ``placement`` predicts for
+    it, where it misses the placement by more than ``SETTLE_RESIDUAL_PX`` and then by less; else None."""
     k, link = indexed
     miss = placement.residual_px[k]
     if link.reason or k in placement.dropped or not miss > SETTLE_RESIDUAL_PX:

@@ -322,9 +322,11 @@ class IncrementalStitcher:
         for (frame, nominal_px), (corrected, features) in zip(checked, prepared, strict=True):
             self._keep(frame, nominal_px, corrected, features)
         indices = range(first, len(self._frames))
-        links = parallel_map(lambda pair: self._measure(*pair), [(i, j) for j in indices for i in self._neighbours(j)])
+        by_frame: dict[int, list[Link]] = {j: [] for j in indices}
+        for link in parallel_map(lambda pair: self._measure(*pair), [(i, j) for j in indices for i in self._neighbours(j)]):
+            by_frame[link.j].append(link)
         for j in indices:
-            self._place(j, [link for link in links if link.j == j])
+            self._place(j, by_frame[j])
         self._seconds += time.perf_counter() - started
 
     def _checked(self, index: int, frame: np.ndarray, nominal_xy_nm, anchor: str) -> tuple[np.ndarray, np.ndarray]:
@@ -422,8 +424,7 @@ class IncrementalStitcher:
         if self.flatfield == "estimate":
             if len(self._raw) >= 2:
                 self.flatfield = estimate_flatfield(self._raw, mask=self.mask)
-                self._frames = [self._corrected(f) for f in self._raw]
-                self._features = parallel_map(self._filtered, self._frames)
+                self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
                 self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
                 method = "estimated"
             else:

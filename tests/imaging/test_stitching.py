@@ -140,6 +140,19 @@ def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
     assert final.report.flatfield == "calibration"
 
 
+def test_an_incremental_stitch_can_estimate_its_flat_field_when_finished(scan, mosaic):
+    # the live frames go uncorrected; finish() estimates the flat field from them and measures every link again
+    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
+                                   flatfield="estimate")
+    stitcher.add_frames(scan.frames, scan.nominal_xy_nm)
+    final = stitcher.finish()
+    assert final.report.flatfield == "estimated"
+    err = position_errors(final.positions_px, scan.true_xy_px)
+    assert err.mean() <= 0.15 and err.max() <= 0.5
+    np.testing.assert_allclose(final.positions_px - final.positions_px.mean(0),
+                               mosaic.positions_px - mosaic.positions_px.mean(0), atol=1e-6)
+
+
 def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
     def stitcher():
         return IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
