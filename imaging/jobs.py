@@ -16,23 +16,53 @@ from .models import Mosaic, PairSet, Registration, RegistrationMethod, Scan, Sca
 log = logging.getLogger(__name__)
 
 
-def queue_mosaic(scan: Scan, *, flatfield: str = "estimate", calibration_scan: Scan | None = None) -> Mosaic:
-    """A stitch of ``scan`` queued. ``flatfield``: "estimate" (from the scan's own frames), "none", or
-    "calibration": from ``calibration_scan``, frames of bare silicon through the same sphere."""
+def queue_mosaic(scan: Scan, *, flatfield: str | None = None, calibration_scan: Scan | None = None) -> Mosaic:
+    """A stitch of ``scan`` queued, with the flat field :func:`flatfield_options` gives."""
     if scan.frames.count() == 0:
         raise DomainError("The scan has no frames to stitch yet.", field="scan", code="empty")
-    options = {"flatfield": flatfield}
-    if flatfield == "calibration":
-        _check_calibration(scan, calibration_scan)
-        options["calibration_scan"] = calibration_scan.pk
-    elif calibration_scan is not None:
-        raise DomainError('A calibration scan is only used with flatfield "calibration".', field="calibration_scan")
+    options = flatfield_options(scan, flatfield, calibration_scan)
     from . import tasks
 
     with transaction.atomic():
         mosaic = Mosaic.objects.create(scan=scan, options=options)
         enqueue_after_commit(tasks.stitch_mosaic, mosaic)
     return mosaic
+
+
+def flatfield_options(scan: Scan, flatfield: str | None = None, calibration_scan: Scan | None = None) -> dict:
+    """A stitch's flat-field options. ``flatfield``: "estimate" (from the scan's own frames), "none",
+    "calibration" (from ``calibration_scan``, frames of bare silicon through the same sphere), or None:
+    the instrument's calibration (``Instrument.flatfield_calibration``) where it has one that can serve,
+    else estimated (``calibration_skipped`` then says why the instrument's was not used)."""
+    if flatfield is None:
+        if calibration_scan is not None:
+            flatfield = "calibration"
+        else:
+            instrument_calibration = scan.instrument.flatfield_calibration if scan.instrument_id else None
+            if instrument_calibration is None:
+                return {"flatfield": "estimate"}
+            try:
+                _check_calibration(scan, instrument_calibration)
+            except DomainError as exc:
+                return {"flatfield": "estimate", "calibration_skipped": exc.message}
+            return {"flatfield": "calibration", "calibration_scan": instrument_calibration.pk}
+    if flatfield == "calibration":
+        _check_calibration(scan, calibration_scan)
+        return {"flatfield": "calibration", "calibration_scan": calibration_scan.pk}
+    if calibration_scan is not None:
+        raise DomainError('A calibration scan is only used with flatfield "calibration".', field="calibration_scan")
+    return {"flatfield": flatfield}
+
+
+def set_flatfield_calibration(instrument, scan: Scan | None) -> None:
+    """Make ``scan`` (bare silicon, taken on ``instrument``) the instrument's flat field; None: none."""
+    if scan is not None:
+        if scan.instrument_id != instrument.pk:
+            raise DomainError("The scan was not taken on this instrument.", field="scan")
+        if not scan.frames.exists():
+            raise DomainError("The scan has no frames yet.", field="scan", code="empty")
+    type(instrument).objects.filter(pk=instrument.pk).update(flatfield_calibration=scan)
+    instrument.flatfield_calibration = scan
 
 
 def _check_calibration(scan: Scan, calibration: Scan | None) -> None:
@@ -52,7 +82,7 @@ def _check_calibration(scan: Scan, calibration: Scan | None) -> None:
     if not sizes:
         raise DomainError("The calibration scan has no frames.", field="calibration_scan", code="empty")
     own = set(scan.frames.values_list("width", "height"))
-    if sizes != own:
+    if own and sizes != own:
         describe = ", ".join(f"{w}×{h}" for w, h in sorted(sizes))
         raise DomainError(f"The calibration scan's frames are {describe} px; this scan's are "
                           f"{', '.join(f'{w}×{h}' for w, h in sorted(own))} px.", field="calibration_scan")

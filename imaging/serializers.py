@@ -100,9 +100,10 @@ class MosaicSerializer(serializers.ModelSerializer):
 class MosaicCreateSerializer(serializers.Serializer):
     scan = serializers.IntegerField()
     flatfield = serializers.ChoiceField(
-        choices=["estimate", "calibration", "none"], default="estimate",
+        choices=["estimate", "calibration", "none"], required=False, allow_null=True, default=None,
         help_text="Shading correction: estimated from the scan's own frames, from a calibration scan of bare "
-                  "silicon (calibration_scan), or none.")
+                  "silicon (calibration_scan), or none. Left out: the instrument's flat-field calibration where "
+                  "it has one, else estimated.")
     calibration_scan = serializers.IntegerField(
         required=False, allow_null=True,
         help_text="With flatfield 'calibration': a scan of bare silicon, on the same instrument with frames of the "

@@ -4,13 +4,14 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from ssumweb.access import for_user
 from ssumweb.api import ProjectScopedViewSet
-from ssumweb.errors import InvalidTransition
+from ssumweb.errors import DomainError, InvalidTransition
 from ssumweb.models import Role
 
 from .control import notify_worker
 from .models import Instrument
-from .serializers import InstrumentSerializer, JogSerializer, LiveSerializer
+from .serializers import FlatfieldCalibrationSerializer, InstrumentSerializer, JogSerializer, LiveSerializer
 
 
 class InstrumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
@@ -29,6 +30,28 @@ class InstrumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
         if instrument.scans.filter(status="running").exists():
             raise InvalidTransition("The instrument is scanning; pause the scan before jogging.")
         notify_worker(instrument.pk, {"command": "jog", **data.validated_data})
+        return Response(InstrumentSerializer(instrument).data)
+
+    @extend_schema(request=FlatfieldCalibrationSerializer, responses=InstrumentSerializer)
+    @action(detail=True, methods=["post"], url_path="flatfield-calibration",
+            serializer_class=FlatfieldCalibrationSerializer)
+    def flatfield_calibration(self, request, pk=None):
+        """Make a scan of bare silicon this instrument's flat field (or none, with null)."""
+        from imaging.jobs import set_flatfield_calibration
+        from imaging.models import Scan
+
+        instrument = self.get_object()
+        self.require_role(instrument, Role.OPERATOR)
+        data = FlatfieldCalibrationSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        scan = None
+        if data.validated_data["scan"] is not None:
+            scan = for_user(Scan.objects.all(), request.user, Scan.PROJECT_PATH).filter(
+                pk=data.validated_data["scan"]).first()
+            if scan is None:
+                raise DomainError(f"No scan with id {data.validated_data['scan']} in your projects.", field="scan",
+                                  code="does_not_exist")
+        set_flatfield_calibration(instrument, scan)
         return Response(InstrumentSerializer(instrument).data)
 
     @extend_schema(request=LiveSerializer, responses=InstrumentSerializer)

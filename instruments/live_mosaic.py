@@ -17,7 +17,7 @@ from django.db import close_old_connections, transaction
 from django.urls import reverse
 
 from imaging.imageio import apply_display_window, atomic_write_bytes, display_window
-from imaging.jobs import fov_mask_for
+from imaging.jobs import flatfield_options, fov_mask_for
 from imaging.models import Mosaic, Scan
 from imaging.services import scan_topic
 from ssumweb import events
@@ -141,7 +141,10 @@ class LiveMosaic:
             return
         from imaging import tasks
 
+        scan = Scan.objects.select_related("instrument__flatfield_calibration").get(pk=self.scan_id)
         with transaction.atomic():
-            Mosaic.objects.filter(pk=self.mosaic.pk).update(status=JobStatus.QUEUED, message="Final stitch queued.")
+            # the flat field the instrument is calibrated with, if it has one, else estimated from the frames
+            Mosaic.objects.filter(pk=self.mosaic.pk).update(status=JobStatus.QUEUED, message="Final stitch queued.",
+                                                            options=flatfield_options(scan))
             self.mosaic.refresh_from_db()
             enqueue_after_commit(tasks.stitch_mosaic, self.mosaic)

@@ -32,6 +32,10 @@ class Instrument(models.Model):
     travel_x_nm = models.FloatField(default=100_000.0)
     travel_y_nm = models.FloatField(default=100_000.0)
     sim_seed = models.IntegerField(default=0)
+    # A scan of bare silicon through the sphere whose frames are this instrument's flat field: stitches of
+    # its scans use it unless told otherwise (imaging.jobs.flatfield_options).
+    flatfield_calibration = models.ForeignKey("imaging.Scan", null=True, blank=True, on_delete=models.SET_NULL,
+                                              related_name="+")
     # Written by the hardware worker.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker_state = models.JSONField(default=dict, blank=True)  # position, contact, live view on/off

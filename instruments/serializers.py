@@ -10,8 +10,11 @@ class InstrumentSerializer(serializers.ModelSerializer):
         model = Instrument
         fields = ["id", "project", "name", "piezo_address", "focus_address", "camera_address", "pixel_size_nm",
                   "fov_diameter_nm", "frame_width_px", "frame_height_px", "travel_x_nm", "travel_y_nm", "online",
-                  "heartbeat_at", "worker_state"]
+                  "heartbeat_at", "worker_state", "flatfield_calibration"]
         read_only_fields = fields
+        extra_kwargs = {"flatfield_calibration": {"help_text": (
+            "The scan of bare silicon whose frames are this instrument's flat field: stitches of its scans use "
+            "it unless asked otherwise (set with POST flatfield-calibration/).")}}
 
 
 class JogSerializer(serializers.Serializer):
@@ -22,3 +25,8 @@ class JogSerializer(serializers.Serializer):
 
 class LiveSerializer(serializers.Serializer):
     on = serializers.BooleanField()
+
+
+class FlatfieldCalibrationSerializer(serializers.Serializer):
+    scan = serializers.IntegerField(allow_null=True, help_text="A scan of bare silicon taken on this instrument; "
+                                                                "null: no calibration (flat fields estimated).")

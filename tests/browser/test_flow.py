@@ -218,9 +218,20 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
     gone = scan_of("bare silicon, deleted", [shading] * 2, [(0, 0)] * 2)
 
     log_in(page, live_url)
+    # the bare-silicon scan is made the instrument's flat field on its own page...
+    page.goto(f"{live_url}/scans/{bare.pk}/")
+    expect(page.locator("#calibration-state")).to_have_text("A scan of bare silicon can serve as sim bench's flat field for stitching.")
+    page.get_by_role("button", name="Use this scan as the flat field").click()
+    expect(page.locator("#calibration-state")).to_have_text(
+        "This scan is sim bench's flat field: its scans are stitched with it.")
+    expect(page.get_by_role("button", name="Stop using it")).to_be_visible()
+    instrument.refresh_from_db()
+    assert instrument.flatfield_calibration_id == bare.pk
+    # ...and the chip scan's stitch form offers it first
     page.goto(f"{live_url}/scans/{scan.pk}/")
     flatfield = page.get_by_label("Flat field")
     expect(flatfield).to_be_visible()
+    expect(flatfield).to_have_value(f"calibration:{bare.pk}")
     expect(page.get_by_role("button", name="Stitch the mosaic")).to_be_visible()
     # a calibration scan deleted after the page was opened: the reason beside the list, nothing queued
     flatfield.select_option(label="Calibration on bare silicon: bare silicon, deleted (2 frames)")
@@ -240,5 +251,6 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
     mosaic = Mosaic.objects.get(scan=scan)
     assert mosaic.options == {"flatfield": "calibration", "calibration_scan": bare.pk}
     assert mosaic.report["flatfield"] == "calibration"
+    expect(page.locator("#stitch-report")).to_contain_text("Shading corrected with a flat field calibrated on bare silicon.")
     expect(page.get_by_role("button", name="Stitch again")).to_be_visible()
     screenshot(page, "scan-stitched-with-calibration")

@@ -96,7 +96,16 @@ def test_scan_page_offers_scans_of_the_same_optics_as_flat_field_calibrations(sc
     options = html[html.index('id="stitch-flatfield"'):html.index("</select>", html.index('id="stitch-flatfield"'))]
     assert "Calibration on bare silicon: bare silicon (2 frames)" in options
     assert "smaller window" not in options and "other bench" not in options and ": s1 " not in options
-    assert 'id="stitch-form"' not in login(viewer).get(f"/scans/{scan.pk}/").content.decode()
+    as_viewer = login(viewer).get(f"/scans/{scan.pk}/").content.decode()
+    assert 'id="stitch-form"' not in as_viewer and 'id="calibration-toggle"' not in as_viewer
+    assert "Use this scan as the flat field" in html
+    # the instrument's calibration comes selected
+    bare = Scan.objects.get(name="bare silicon")
+    Instrument.objects.filter(pk=scan.instrument_id).update(flatfield_calibration=bare)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert f'<option value="calibration:{bare.pk}" selected>' in html
+    html = login(operator).get(f"/scans/{bare.pk}/").content.decode()
+    assert "This scan is sim's flat field" in html and "Stop using it" in html
 
 
 def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):

@@ -136,6 +136,28 @@ def test_a_calibration_that_cannot_serve_is_refused_naming_the_field(api, operat
 
 
 @pytest.mark.django_db
+def test_the_instruments_calibration_is_the_default_flat_field(scan_with_frames, simulated,
+                                                              django_capture_on_commit_callbacks):
+    from imaging.jobs import set_flatfield_calibration
+
+    instrument = scan_with_frames.instrument
+    bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        assert queue_mosaic(scan_with_frames).options == {"flatfield": "estimate"}
+        set_flatfield_calibration(instrument, bare)
+        assert queue_mosaic(scan_with_frames).options == {"flatfield": "calibration", "calibration_scan": bare.pk}
+        # asked for explicitly, another choice wins
+        assert queue_mosaic(scan_with_frames, flatfield="estimate").options == {"flatfield": "estimate"}
+        # a calibration that cannot serve this scan (another camera window) is skipped, saying why
+        Frame.objects.filter(scan=bare).update(width=256, height=256)
+        skipped = queue_mosaic(scan_with_frames).options
+    assert skipped["flatfield"] == "estimate" and "are 256×256 px" in skipped["calibration_skipped"]
+    bare.delete()
+    instrument.refresh_from_db()
+    assert instrument.flatfield_calibration is None
+
+
+@pytest.mark.django_db
 def test_a_stitch_whose_calibration_scan_went_away_fails_saying_so(scan_with_frames, simulated,
                                                                    django_capture_on_commit_callbacks):
     bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=1))

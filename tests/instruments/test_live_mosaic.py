@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from imaging.models import Sample, Scan
 from instruments.live_mosaic import LiveMosaic
@@ -42,3 +43,28 @@ def test_the_live_event_names_the_scan_frames_that_matched_none_of_their_overlap
         live.finish(final=False)
     last = Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").latest("seq")
     assert last.payload["frames"] == 9 and last.payload["unmatched_frames"] == [14]
+
+
+def test_the_final_stitch_of_a_live_scan_uses_the_instruments_flat_field_calibration(project):
+    from imaging.jobs import set_flatfield_calibration
+    from imaging.models import Frame, Mosaic
+    from ssumweb.models import JobStatus
+
+    instrument = Instrument.objects.create(project=project, name="sim")
+    sample = Sample.objects.create(project=project, name="chip")
+
+    def scan(name):
+        return Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
+                                   origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                                   exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=1)
+
+    bare, chip = scan("bare silicon"), scan("chip")
+    Frame.objects.create(scan=bare, index=0, row=0, col=0, commanded_x_nm=0, commanded_y_nm=0, measured_x_nm=0,
+                         measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5, image="f.tif", width=512,
+                         height=512)
+    set_flatfield_calibration(instrument, bare)
+    live = LiveMosaic(chip, instrument)
+    live.finish(final=True)
+    mosaic = Mosaic.objects.get(scan=chip, live=True)
+    assert mosaic.status == JobStatus.QUEUED
+    assert mosaic.options == {"flatfield": "calibration", "calibration_scan": bare.pk}

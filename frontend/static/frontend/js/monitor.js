@@ -257,6 +257,23 @@ $("stitch-form")?.addEventListener("submit", async (e) => {
   }
 });
 
+// A scan of bare silicon made (or no longer) its instrument's flat-field calibration.
+$("calibration-toggle")?.addEventListener("click", async (e) => {
+  const button = e.target;
+  const on = !button.dataset.on;
+  button.disabled = true;
+  try {
+    await api(`/api/instruments/${button.dataset.instrument}/flatfield-calibration/`,
+      { method: "POST", body: { scan: on ? Number(button.dataset.scan) : null } });
+    button.dataset.on = on ? "1" : "";
+    button.textContent = on ? "Stop using it" : "Use this scan as the flat field";
+    $("calibration-state").textContent = on
+      ? `This scan is ${button.dataset.instrumentName}'s flat field: its scans are stitched with it.`
+      : `A scan of bare silicon can serve as ${button.dataset.instrumentName}'s flat field for stitching.`;
+  } catch (err) { $("calibration-state").textContent = err.body?.errors?.[0]?.message || err.message; }
+  button.disabled = false;
+});
+
 async function refreshMosaic() {
   let list;
   try { list = await api(`/api/mosaics/?scan=${cfg.scan_id}&ordering=-created_at`); } catch { return; }
@@ -295,7 +312,7 @@ async function refreshMosaic() {
     if (cfg.translate_with) refreshTranslation(ready.id);
     if (ready.status === "succeeded") {  // the final stitch is done (a live one is "running")
       offerTranslation(ready);
-      showStitchReport(ready.report, ready.id);
+      showStitchReport(ready.report, ready.id, ready.options || {});
     }
   }
   if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
@@ -303,7 +320,7 @@ async function refreshMosaic() {
 
 // What the final stitch measured, in words: how well the frames agree, and which ones it could not place surely
 // (their thumbnails are outlined too), so nobody trains on a seam that is several pixels off without knowing.
-function showStitchReport(report, mosaicId) {
+function showStitchReport(report, mosaicId, options = {}) {
   const box = $("stitch-report");
   if (!box || !report || !report.links) return;
   const index = report.frame_index || report.positions_px.map((_, k) => k);
@@ -312,7 +329,13 @@ function showStitchReport(report, mosaicId) {
   const lines = [el("p", { text: frames === 1 ? "One frame: there are no overlaps to place it by."
     : !used ? `None of the ${report.links.length} overlaps could be measured; the ${frames} frames sit where the stage put them.`
     : `${frames} frames placed from ${used} of ${report.links.length} overlap${report.links.length === 1 ? "" : "s"}; `
-      + `they agree to ${report.mean_residual_px.toFixed(2)} px on average (${report.max_residual_px.toFixed(2)} px at worst).` })];
+      + `they agree to ${report.mean_residual_px.toFixed(2)} px on average (${report.max_residual_px.toFixed(2)} px at worst).` }),
+    el("p", { class: "muted", text: { calibration: "Shading corrected with a flat field calibrated on bare silicon.",
+      estimated: "Shading corrected with a flat field estimated from the frames themselves.",
+      none: "Shading not corrected." }[report.flatfield] || "" })];
+  if (options.calibration_skipped) {
+    lines.push(el("p", { class: "warning", text: `The instrument's flat-field calibration was not used: ${options.calibration_skipped}` }));
+  }
   const unsure = (report.uncertain_frames || []).map((k) => index[k]);
   if (unsure.length) {
     const names = unsure.length === 1 ? `Frame ${unsure[0]} is` : `Frames ${listWords(unsure)} are`;
