@@ -146,8 +146,11 @@ def test_the_instruments_calibration_is_the_default_flat_field(scan_with_frames,
         assert queue_mosaic(scan_with_frames).options == {"flatfield": "estimate"}
         set_flatfield_calibration(instrument, bare)
         assert queue_mosaic(scan_with_frames).options == {"flatfield": "calibration", "calibration_scan": bare.pk}
-        # asked for explicitly, another choice wins
+        # asked for explicitly, another choice wins; a calibration scan given alone is a calibration
         assert queue_mosaic(scan_with_frames, flatfield="estimate").options == {"flatfield": "estimate"}
+        other = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=1, seed=1), name="other wafer")
+        assert queue_mosaic(scan_with_frames, calibration_scan=other).options == {
+            "flatfield": "calibration", "calibration_scan": other.pk}
         # a calibration that cannot serve this scan (another camera window) is skipped, saying why
         Frame.objects.filter(scan=bare).update(width=256, height=256)
         skipped = queue_mosaic(scan_with_frames).options
