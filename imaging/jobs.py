@@ -83,9 +83,11 @@ def _check_calibration(scan: Scan, calibration: Scan | None) -> None:
         raise DomainError("The calibration scan has no frames.", field="calibration_scan", code="empty")
     own = set(scan.frames.values_list("width", "height"))
     if own and sizes != own:
-        describe = ", ".join(f"{w}×{h}" for w, h in sorted(sizes))
-        raise DomainError(f"The calibration scan's frames are {describe} px; this scan's are "
-                          f"{', '.join(f'{w}×{h}' for w, h in sorted(own))} px.", field="calibration_scan")
+        def described(pairs):
+            return ", ".join(f"{w}×{h}" for w, h in sorted(pairs))
+
+        raise DomainError(f"The calibration scan's frames are {described(sizes)} px; this scan's are "
+                          f"{described(own)} px.", field="calibration_scan")
 
 
 def queue_registration(mosaic: Mosaic, sem, *, method: str, landmarks: list, search_box=None,
