@@ -12,8 +12,8 @@ from rest_framework.response import Response
 
 from instruments.models import Instrument
 from ssumweb import jobs
-from ssumweb.access import for_user, require, visible_projects
-from ssumweb.api import ProjectScopedViewSet, project_id_of
+from ssumweb.access import require, visible_projects
+from ssumweb.api import ProjectScopedViewSet, get_visible, project_id_of
 from ssumweb.errors import DomainError
 from ssumweb.events import events_after
 from ssumweb.media import send_file
@@ -23,16 +23,6 @@ from . import sem_service, services
 from . import serializers as s
 from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, Scan, SEMImage
 from .tiles import serve_pyramid
-
-
-def _get_visible(model, pk, user, field: str):
-    """An object the user can see, or a 400 naming the field (never leaks other projects' objects)."""
-    if pk is None:
-        return None
-    obj = for_user(model.objects.all(), user, model.PROJECT_PATH).filter(pk=pk).first()
-    if obj is None:
-        raise DomainError(f"No {model._meta.verbose_name} with id {pk} in your projects.", field=field, code="does_not_exist")
-    return obj
 
 
 class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -86,12 +76,12 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
         plan = s.ScanPlanSerializer(data=request.data)
         plan.is_valid(raise_exception=True)
         data = dict(plan.validated_data)
-        sample = _get_visible(Sample, data.pop("sample"), request.user, "sample")
+        sample = get_visible(Sample, data.pop("sample"), request.user, "sample")
         require(request.user, sample.project_id, Role.OPERATOR)
-        instrument = _get_visible(Instrument, data.pop("instrument", None), request.user, "instrument")
+        instrument = get_visible(Instrument, data.pop("instrument", None), request.user, "instrument")
         from mlcore.models import TrainedModel
 
-        model = _get_visible(TrainedModel, data.pop("translate_with", None), request.user, "translate_with")
+        model = get_visible(TrainedModel, data.pop("translate_with", None), request.user, "translate_with")
         scan = services.plan_scan(sample=sample, name=data.pop("name"), instrument=instrument, translate_with=model,
                                   autofocus=data.pop("autofocus"), plan=data, user=request.user)
         return Response(self.get_serializer(self.get_queryset().get(pk=scan.pk)).data, status=status.HTTP_201_CREATED)
@@ -176,11 +166,11 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
     def create(self, request):
         data = s.MosaicCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        scan = _get_visible(Scan, data.validated_data["scan"], request.user, "scan")
+        scan = get_visible(Scan, data.validated_data["scan"], request.user, "scan")
         require(request.user, scan.project_id, Role.OPERATOR)
         from .jobs import queue_mosaic
 
-        calibration = _get_visible(Scan, data.validated_data.get("calibration_scan"), request.user, "calibration_scan")
+        calibration = get_visible(Scan, data.validated_data.get("calibration_scan"), request.user, "calibration_scan")
         mosaic = queue_mosaic(scan, flatfield=data.validated_data["flatfield"], calibration_scan=calibration)
         return Response(self.get_serializer(mosaic).data, status=status.HTTP_201_CREATED)
 
@@ -239,7 +229,7 @@ class SEMImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
         if project is None:
             raise DomainError(f"No project with id {data['project']} among yours.", field="project", code="does_not_exist")
         require(request.user, project.pk, Role.OPERATOR)
-        sample = _get_visible(Sample, data.get("sample"), request.user, "sample")
+        sample = get_visible(Sample, data.get("sample"), request.user, "sample")
         if sample is not None and sample.project_id != project.pk:
             raise DomainError("The sample belongs to another project.", field="sample")
         sem = sem_service.import_sem_upload(project=project, sample=sample, upload=data["file"],
@@ -274,8 +264,8 @@ class RegistrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobA
     def create(self, request):
         data = s.RegistrationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        mosaic = _get_visible(Mosaic, data.validated_data["mosaic"], request.user, "mosaic")
-        sem = _get_visible(SEMImage, data.validated_data["sem_image"], request.user, "sem_image")
+        mosaic = get_visible(Mosaic, data.validated_data["mosaic"], request.user, "mosaic")
+        sem = get_visible(SEMImage, data.validated_data["sem_image"], request.user, "sem_image")
         require(request.user, project_id_of(mosaic), Role.OPERATOR)
         from .jobs import queue_registration
 
@@ -308,7 +298,7 @@ class PairSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAction
     def create(self, request):
         data = s.PairSetCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        registration = _get_visible(Registration, data.validated_data["registration"], request.user, "registration")
+        registration = get_visible(Registration, data.validated_data["registration"], request.user, "registration")
         require(request.user, project_id_of(registration), Role.OPERATOR)
         from .jobs import queue_pairs
 

@@ -4,9 +4,8 @@ from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from ssumweb.access import for_user
-from ssumweb.api import ProjectScopedViewSet
-from ssumweb.errors import DomainError, InvalidTransition
+from ssumweb.api import ProjectScopedViewSet, get_visible
+from ssumweb.errors import InvalidTransition
 from ssumweb.models import Role
 
 from .control import notify_worker
@@ -44,14 +43,7 @@ class InstrumentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
         self.require_role(instrument, Role.OPERATOR)
         data = FlatfieldCalibrationSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        scan = None
-        if data.validated_data["scan"] is not None:
-            scan = for_user(Scan.objects.all(), request.user, Scan.PROJECT_PATH).filter(
-                pk=data.validated_data["scan"]).first()
-            if scan is None:
-                raise DomainError(f"No scan with id {data.validated_data['scan']} in your projects.", field="scan",
-                                  code="does_not_exist")
-        set_flatfield_calibration(instrument, scan)
+        set_flatfield_calibration(instrument, get_visible(Scan, data.validated_data["scan"], request.user, "scan"))
         return Response(InstrumentSerializer(instrument).data)
 
     @extend_schema(request=LiveSerializer, responses=InstrumentSerializer)

@@ -5,11 +5,11 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from imaging.api import JobActionsMixin, _get_visible
+from imaging.api import JobActionsMixin
 from imaging.models import Mosaic, Registration
 from imaging.tiles import serve_pyramid
 from ssumweb.access import require
-from ssumweb.api import ProjectScopedViewSet, project_id_of
+from ssumweb.api import ProjectScopedViewSet, get_visible, project_id_of
 from ssumweb.errors import DomainError
 from ssumweb.media import send_file
 from ssumweb.models import Project, Role
@@ -34,7 +34,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAc
         if not Project.objects.filter(pk=project_id).exists():
             raise DomainError(f"No project with id {project_id}.", field="project", code="does_not_exist")
         require(request.user, project_id, Role.OPERATOR)
-        registrations = [_get_visible(Registration, pk, request.user, "registrations")
+        registrations = [get_visible(Registration, pk, request.user, "registrations")
                          for pk in dict.fromkeys(data.validated_data["registrations"])]
         for registration in registrations:
             if project_id_of(registration) != project_id:
@@ -90,8 +90,8 @@ class TranslationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAc
     def create(self, request):
         data = s.TranslationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        mosaic = _get_visible(Mosaic, data.validated_data["mosaic"], request.user, "mosaic")
-        model = _get_visible(TrainedModel, data.validated_data["model"], request.user, "model")
+        mosaic = get_visible(Mosaic, data.validated_data["mosaic"], request.user, "mosaic")
+        model = get_visible(TrainedModel, data.validated_data["model"], request.user, "model")
         require(request.user, project_id_of(mosaic), Role.OPERATOR)
         if model.project_id != project_id_of(mosaic):
             raise DomainError("The model belongs to another project.", field="model")

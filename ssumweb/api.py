@@ -74,6 +74,17 @@ def project_id_of(obj) -> int:
     return getattr(obj, f"{parts[-1]}_id")
 
 
+def get_visible(model, pk, user, field: str):
+    """An object the user can see, or a 400 naming the field (never leaks other projects' objects);
+    None for a None ``pk``."""
+    if pk is None:
+        return None
+    obj = for_user(model.objects.all(), user, model.PROJECT_PATH).filter(pk=pk).first()
+    if obj is None:
+        raise DomainError(f"No {model._meta.verbose_name} with id {pk} in your projects.", field=field, code="does_not_exist")
+    return obj
+
+
 class ProjectScopedViewSet(viewsets.GenericViewSet):
     """Lists only what the user's projects hold; object actions check the role they need."""
 

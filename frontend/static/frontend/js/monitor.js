@@ -218,9 +218,11 @@ function showLivePreview(ev) {
   const unmatched = ev.unmatched_frames || [];
   const box = $("stitch-report");
   if (box && unmatched.length) {
-    const names = unmatched.length === 1 ? `Frame ${unmatched[0]} matched none of its overlaps` : `Frames ${listWords(unmatched)} matched none of their overlaps`;
+    const one = unmatched.length === 1;
+    const names = one ? `Frame ${unmatched[0]} matched none of its overlaps` : `Frames ${listWords(unmatched)} matched none of their overlaps`;
+    const them = one ? "it" : "them";
     box.replaceChildren(el("p", { class: "warning", text: `${names} (outlined below): the live mosaic shows `
-      + `${unmatched.length === 1 ? "it" : "them"} where the stage put ${unmatched.length === 1 ? "it" : "them"}, which can be pixels off. `
+      + `${them} where the stage put ${them}, which can be pixels off. `
       + "The final stitch places every frame from all its overlaps together." }));
     box.hidden = false;
   } else if (box) box.hidden = true;
@@ -266,10 +268,10 @@ $("calibration-toggle")?.addEventListener("click", async (e) => {
     await api(`/api/instruments/${button.dataset.instrument}/flatfield-calibration/`,
       { method: "POST", body: { scan: on ? Number(button.dataset.scan) : null } });
     button.dataset.on = on ? "1" : "";
-    button.textContent = on ? "Stop using it" : "Use this scan as the flat field";
-    $("calibration-state").textContent = on
-      ? `This scan is ${button.dataset.instrumentName}'s flat field: its scans are stitched with it.`
-      : `A scan of bare silicon can serve as ${button.dataset.instrumentName}'s flat field for stitching.`;
+    // both wordings come from the page (data-on / data-off), which shows one of them to begin with
+    button.textContent = on ? button.dataset.buttonOn : button.dataset.buttonOff;
+    const state = $("calibration-state");
+    state.textContent = on ? state.dataset.on : state.dataset.off;
   } catch (err) { $("calibration-state").textContent = err.body?.errors?.[0]?.message || err.message; }
   button.disabled = false;
 });
