@@ -5,6 +5,7 @@ from django.http import Http404
 from django.shortcuts import render
 
 from imaging.models import Sample, Scan, ScanStatus, SEMImage
+from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS
 from instruments.models import Instrument
 from mlcore.models import TrainedModel, TrainingRun, Translation
 from ssumweb import events
@@ -129,15 +130,32 @@ def scan_detail(request, pk):
     after_seq = Event.objects.filter(topic=events.topic_for("scan", scan.pk)).aggregate(m=Max("seq"))["m"] or 0
     frames = list(scan.frames.order_by("index"))
     can_operate = _can_operate(request.user, scan)
+    # A completed or aborted scan never moves again: the instrument's live view and readouts belong to
+    # whatever it does now, so the page shows the scan's own last readouts instead.
+    ended = not SCAN_TRANSITIONS[scan.status]
+    online = bool(scan.instrument and scan.instrument.online)
     from .learning_views import translate_context
 
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
+        "last_frame": frames[-1] if frames else None, "ended": ended, "instrument_online": online,
         "can_operate": can_operate, "calibration_scans": _calibration_scans(scan, frames),
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
-                           "can_operate": can_operate, "translate_with": scan.translate_with_id}})
+                           "can_operate": can_operate, "translate_with": scan.translate_with_id,
+                           "ended": ended, "instrument_online": online, "last_readout": _readout(frames[-1] if frames else None),
+                           "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
+                           "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
+                                                   if not onward)}})
+
+
+def _readout(frame) -> dict | None:
+    """What the instrument read when it captured ``frame``, as the live readouts name it."""
+    if frame is None:
+        return None
+    return {"x_nm": frame.measured_x_nm, "y_nm": frame.measured_y_nm, "z_nm": frame.measured_z_nm,
+            "focus_nm": frame.focus_nm, "deflection_nm": frame.deflection_nm}
 
 
 def _calibration_scans(scan, frames) -> list:

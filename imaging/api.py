@@ -144,6 +144,14 @@ class FrameViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScop
         return send_file(request, sem_service.thumbnail_for(frame.image.name), content_type="image/jpeg",
                          max_age=86400, immutable=True)
 
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        """The frame as a JPEG of at most 512 px across, in its display window."""
+        frame = self.get_object()
+        return send_file(request, sem_service.preview_for(frame.image.name), content_type="image/jpeg",
+                         max_age=86400, immutable=True)
+
 
 class JobActionsMixin:
     @extend_schema(request=None)

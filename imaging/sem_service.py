@@ -16,6 +16,7 @@ from .imageio import ImageFileError, atomic_path, display_window, read_image16, 
 from .models import PixelSizeSource, SEMImage
 
 THUMB_PX = 160
+PREVIEW_PX = 512
 
 
 class UploadTooLargeError(DomainError):
@@ -88,11 +89,21 @@ def _remove_folder(folder: str) -> None:
 
 def thumbnail_for(image_rel: str) -> str:
     """The small JPEG beside a 16-bit frame (made on first request if the worker did not make it)."""
+    return _jpeg_beside(image_rel, "thumbs", THUMB_PX)
+
+
+def preview_for(image_rel: str) -> str:
+    """A screen-sized JPEG of a 16-bit frame (at most ``PREVIEW_PX`` wide), made on first request."""
+    return _jpeg_beside(image_rel, "previews", PREVIEW_PX)
+
+
+def _jpeg_beside(image_rel: str, folder: str, size: int) -> str:
     parent, stem = os.path.split(image_rel)
-    thumb_rel = os.path.join(os.path.dirname(parent), "thumbs", os.path.splitext(stem)[0] + ".jpg")
-    if not absolute(thumb_rel).exists():
-        write_thumbnail(read_image16(absolute(image_rel)), thumb_rel)
-    return thumb_rel
+    jpeg_rel = os.path.join(os.path.dirname(parent), folder, os.path.splitext(stem)[0] + ".jpg")
+    if not absolute(jpeg_rel).exists():
+        image = read_image16(absolute(image_rel))
+        write_thumbnail(image, jpeg_rel, size=min(size, image.shape[1]))
+    return jpeg_rel
 
 
 def write_thumbnail(image: np.ndarray, thumb_rel: str, size: int = THUMB_PX) -> str:

@@ -72,6 +72,9 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#frame-grid img")).to_have_count(4)
     expect(page.locator("#scan-status")).to_have_text("completed", timeout=20_000)
     expect(page.locator("#deflection")).not_to_have_text("—")
+    # the scan has ended: the page stops following the instrument (its next scan is not this one's)
+    expect(page.locator("#live-info")).to_have_text("The scan has ended: this is the last image the camera sent.")
+    expect(page.locator("#readouts-title")).to_have_text("Readouts at the last frame")
     if not Mosaic.objects.filter(scan=scan).exists():
         page.get_by_role("button", name="Stitch the mosaic").click()
     screenshot(page, "scan-monitor")
@@ -100,6 +103,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3]})
     second, fourth = report["frame_index"][1], report["frame_index"][3]
     page.reload()
+    expect(page.locator("#live-canvas")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Last frame", exact=True)).to_be_visible()
+    page.wait_for_function("document.getElementById('last-frame').naturalWidth > 0")
+    expect(page.locator("#stage")).to_contain_text("µm")  # the last frame's readouts
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"Frames {second} and {fourth} are placed with low confidence")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)

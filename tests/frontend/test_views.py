@@ -1,5 +1,6 @@
 """Pages through Django's test client: login required, other projects' objects are 404, pages render their parts."""
 import json
+import re
 
 import pytest
 from django.test import Client
@@ -69,6 +70,55 @@ def test_scan_monitor_carries_the_seq_to_resume_from_and_the_operator_flag(scan,
     as_viewer = login(viewer).get(f"/scans/{scan.pk}/")
     assert config(as_viewer, "monitor-config")["can_operate"] is False
     assert b'disabled title="Only operators' in as_viewer.content
+
+
+def test_scan_controls_follow_the_servers_rules(scan, operator):
+    from imaging.services import USER_ACTIONS
+
+    cfg = config(login(operator).get(f"/scans/{scan.pk}/"), "monitor-config")
+    assert {action: set(states) for action, states in cfg["actions"].items()} == USER_ACTIONS
+    assert "failed" in cfg["actions"]["resume"]  # a failed scan goes on where it stopped
+    assert sorted(cfg["ending_states"]) == ["aborted", "completed"]
+
+
+def test_live_view_says_when_the_instruments_worker_is_offline(scan, operator):
+    from django.utils import timezone
+
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert "sim is offline: its hardware worker is not running" in html
+    assert f"python manage.py hardware_worker {scan.instrument_id}" in html
+    assert re.search(r'<canvas id="live-canvas"[^>]* hidden>', html)  # no black box
+    Instrument.objects.filter(pk=scan.instrument_id).update(heartbeat_at=timezone.now())
+    response = login(operator).get(f"/scans/{scan.pk}/")
+    html = response.content.decode()
+    assert "Connecting to the camera" in html and not re.search(r'<canvas id="live-canvas"[^>]* hidden>', html)
+    assert config(response, "monitor-config")["instrument_online"] is True
+
+
+def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view(scan, operator):
+    from django.utils import timezone
+
+    from imaging.models import Frame
+
+    for index in range(2):
+        Frame.objects.create(scan=scan, index=index, row=0, col=index, commanded_x_nm=0, commanded_y_nm=0,
+                             measured_x_nm=1000.0 * index, measured_y_nm=5.0, measured_z_nm=80.0, focus_nm=-1200.0,
+                             deflection_nm=20.0 + index, captured_at=timezone.now(), exposure_ms=5,
+                             image=f"f{index}.tif", width=64, height=64)
+    running = config(login(operator).get(f"/scans/{scan.pk}/"), "monitor-config")
+    assert running["ended"] is False and running["last_readout"]["deflection_nm"] == 21.0
+    Scan.objects.filter(pk=scan.pk).update(status="completed")
+    response = login(operator).get(f"/scans/{scan.pk}/")
+    html = response.content.decode()
+    assert 'id="live-canvas"' not in html and "The scan has ended, so the instrument's live view is not shown" in html
+    assert re.search(rf'<img id="last-frame"[^>]* src="/api/frames/{Frame.objects.get(scan=scan, index=1).pk}/preview/?"', html)
+    assert "Readouts at the last frame" in html
+    cfg = config(response, "monitor-config")
+    assert cfg["ended"] is True
+    assert cfg["last_readout"] == {"x_nm": 1000.0, "y_nm": 5.0, "z_nm": 80.0, "focus_nm": -1200.0,
+                                   "deflection_nm": 21.0}
+    Scan.objects.filter(pk=scan.pk).update(status="failed")  # a failed scan may go on: the live view stays
+    assert 'id="live-canvas"' in login(operator).get(f"/scans/{scan.pk}/").content.decode()
 
 
 def test_scan_page_offers_scans_of_the_same_optics_as_flat_field_calibrations(scan, operator, viewer, project):

@@ -157,3 +157,35 @@ def test_schema_and_docs_need_login(client, viewer):
     client.force_login(viewer)
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("width, preview_width", [(700, 512), (300, 300)])
+def test_a_frame_is_served_as_tiff_thumbnail_and_preview_to_members_only(api, sample, instrument, operator, viewer,
+                                                                         outsider, width, preview_width):
+    import cv2
+    import numpy as np
+    from django.utils import timezone
+
+    from imaging.imageio import write_image16
+    from imaging.models import Frame
+    from ssumweb.media import absolute
+
+    scan = Scan.objects.create(project=sample.project, sample=sample, instrument=instrument, name="s", origin_x_nm=0,
+                               origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                               exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=1)
+    image = np.tile(np.linspace(1000, 40000, width, dtype=np.uint16), (200, 1))
+    rel = f"scans/{scan.pk}/frames/000000.tif"
+    write_image16(absolute(rel), image, pixel_size_nm=32.5)
+    frame = Frame.objects.create(scan=scan, index=0, row=0, col=0, commanded_x_nm=0, commanded_y_nm=0,
+                                 measured_x_nm=0, measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5,
+                                 image=rel, width=width, height=200)
+    for kind, expected_width in [("thumbnail", 160), ("preview", preview_width)]:
+        url = f"/api/frames/{frame.pk}/{kind}/"
+        response = api(viewer).get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg", kind
+        jpeg = cv2.imdecode(np.frombuffer(b"".join(response.streaming_content), np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert jpeg.shape[1] == expected_width and jpeg[:, 0].mean() < 20 < 235 < jpeg[:, -1].mean(), kind
+        assert api(outsider).get(url).status_code == 404 and api(None).get(url).status_code == 401
+    tiff = api(operator).get(f"/api/frames/{frame.pk}/image/")
+    assert tiff.status_code == 200 and tiff["Content-Type"] == "image/tiff"

@@ -39,13 +39,13 @@ function setStatus(next, reason) {
   $("status-reason").textContent = reason || "";
   updateControls();
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
+  if (cfg.ending_states.includes(next)) endLive();
 }
 
 function updateControls() {
-  const allowed = { start: ["planned"], pause: ["running"], resume: ["paused"], abort: ["planned", "running", "paused"] };
   for (const button of document.querySelectorAll("[data-scan-action]")) {
     const action = button.dataset.scanAction;
-    button.disabled = !cfg.can_operate || !allowed[action].includes(status);
+    button.disabled = !cfg.can_operate || !cfg.actions[action].includes(status);
     if (!cfg.can_operate) button.title = "Only operators of this project can control scans.";
     else button.title = button.disabled ? `Cannot ${action} a ${status} scan.` : "";
   }
@@ -120,43 +120,75 @@ function onScanEvent(ev) {
 
 new EventStream(`/ws/scans/${cfg.scan_id}/`, { onEvent: onScanEvent, onState: connection("scan"), after: cfg.after_seq });
 
-if (cfg.instrument_id) {
-  new EventStream(`/ws/instruments/${cfg.instrument_id}/`, {
+function showReadout(r) {
+  if ("x_nm" in r) showStage(r.x_nm, r.y_nm, r.z_nm);
+  if (typeof r.deflection_nm === "number") $("deflection").textContent = `${r.deflection_nm.toFixed(1)} nm`;
+  if (typeof r.focus_nm === "number") $("focus").textContent = formatLength(r.focus_nm);
+}
+
+if (cfg.last_readout) showReadout(cfg.last_readout);
+
+// The instrument's live view and readouts, while this scan can still move (not once it has ended).
+let instrumentStream = null;
+let live = null;
+if (cfg.instrument_id && !cfg.ended) {
+  instrumentStream = new EventStream(`/ws/instruments/${cfg.instrument_id}/`, {
     onState: connection("instrument"),
     onEvent: (ev) => {
       if (ev.type !== "instrument.state") return;
-      if ("x_nm" in ev) showStage(ev.x_nm, ev.y_nm, ev.z_nm);
-      if (typeof ev.deflection_nm === "number") $("deflection").textContent = `${ev.deflection_nm.toFixed(1)} nm`;
-      if (typeof ev.focus_nm === "number") $("focus").textContent = formatLength(ev.focus_nm);
+      live?.heartbeat();
+      showReadout(ev);
       if (ev.error) $("instrument-error").textContent = ev.error;
     },
   });
-  startLive();
+  live = startLive();
+}
+
+function endLive() {
+  if (!instrumentStream) return;
+  instrumentStream.close();
+  delete $("conn-status").dataset.instrument;
+  instrumentStream = null;
+  live.stop();
+  $("readouts-title").textContent = "Readouts at the last frame";
 }
 
 // ---- live camera: newest frame only, ack after drawing ------------------------------------------------------------
+// The worker beats every few seconds (instrument.state); after OFFLINE_AFTER_MS without one it is offline.
+const OFFLINE_AFTER_MS = 15000;
+
 function startLive() {
   const canvas = $("live-canvas");
   const ctx = canvas.getContext("2d");
   const info = $("live-info");
   let delay = 500;
   let count = 0;
+  let ws = null;
+  let stopped = false;
+  let online = cfg.instrument_online;
+  let lastBeat = online ? Date.now() : 0;
+  const waiting = () => { if (!count) info.textContent = online ? "Waiting for the camera…" : info.dataset.offline; };
+  const watchdog = setInterval(() => {
+    if (online && Date.now() - lastBeat > OFFLINE_AFTER_MS) { online = false; waiting(); }
+  }, 5000);
   const open = () => {
-    const ws = new WebSocket(wsUrl(`/ws/instruments/${cfg.instrument_id}/live/`));
+    ws = new WebSocket(wsUrl(`/ws/instruments/${cfg.instrument_id}/live/`));
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => { delay = 500; info.textContent = "Waiting for the camera…"; };
+    ws.onopen = () => { delay = 500; waiting(); };
     ws.onmessage = async (msg) => {
-      if (!(msg.data instanceof ArrayBuffer) || msg.data.byteLength < 16) return;
+      if (stopped || !(msg.data instanceof ArrayBuffer) || msg.data.byteLength < 16) return;
       const view = new DataView(msg.data);
       const seq = Number(view.getBigUint64(0));
       const t = view.getFloat64(8);
       try {
         const bitmap = await createImageBitmap(new Blob([new Uint8Array(msg.data, 16)], { type: "image/jpeg" }));
+        if (stopped) { bitmap.close(); return; }  // the scan ended while this one decoded
         if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
           canvas.width = bitmap.width; canvas.height = bitmap.height;
         }
         ctx.drawImage(bitmap, 0, 0);
         bitmap.close();
+        canvas.hidden = false;
         count += 1;
         canvas.dataset.seq = String(seq);
         canvas.dataset.frames = String(count);
@@ -167,6 +199,7 @@ function startLive() {
       if (ws.readyState === WebSocket.OPEN) ws.send("ack");
     };
     ws.onclose = (e) => {
+      if (stopped) return;
       if (e.code === 4401 || e.code === 4404) { info.textContent = "The live view is not available to you."; return; }
       info.textContent = `Live view disconnected; retrying in ${Math.round(delay / 1000)} s…`;
       setTimeout(open, delay);
@@ -174,6 +207,18 @@ function startLive() {
     };
   };
   open();
+  return {
+    heartbeat() {
+      lastBeat = Date.now();
+      if (!online) { online = true; canvas.hidden = false; waiting(); }
+    },
+    stop() {  // the scan has ended: keep its last image, stop following the instrument
+      stopped = true;
+      clearInterval(watchdog);
+      ws?.close();
+      info.textContent = count ? "The scan has ended: this is the last image the camera sent." : "The scan has ended.";
+    },
+  };
 }
 
 // ---- the mosaic (and its translation) growing ---------------------------------------------------------------------
