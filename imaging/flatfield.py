@@ -239,7 +239,10 @@ def flatfield_from_calibration(
 ) -> FlatField:
     """Build a flat field from frames of a featureless reference (bare silicon) through the sphere.
 
-    flat_frames : one (H, W) frame or a sequence of them (averaged to beat shot noise).
+    flat_frames : one (H, W) frame or a sequence of them, taken at different places on the
+        reference. Three or more are combined by their per-pixel median: dust and defects on the
+        sample move from frame to frame and drop out, where a mean would print each into every
+        corrected frame. Dirt on the optics stays put, belongs to the shading, and is kept.
     dark_frames : optional frame(s) with the shutter closed / no light; default zero dark.
     mask : (H, W) bool useful field of view.
     smooth_sigma_px : Gaussian smoothing (px) applied to the averaged reference; 0 keeps it raw.
@@ -259,7 +262,7 @@ def flatfield_from_calibration(
         if darks.shape[1:] != shape:
             raise ValueError(f"dark_frames shape {darks.shape[1:]} does not match flat_frames {shape}")
         dark = darks.mean(0)
-    flat = flats.mean(0) - dark
+    flat = (np.median(flats, axis=0) if len(flats) >= 3 else flats.mean(0)) - dark
     if smooth_sigma_px > 0:
         flat = _smooth(flat, mask, smooth_sigma_px)
         dark = _smooth(dark, mask, smooth_sigma_px)

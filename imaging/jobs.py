@@ -225,7 +225,8 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
 
 def _flatfield_for(options: dict, mask, progress):
     """What ``stitch`` is given for the mosaic's flat-field option: "estimate", None, or the
-    :class:`FlatField` of the calibration scan's frames (bare silicon), averaged."""
+    :class:`FlatField` of the calibration scan's frames (bare silicon), combined by
+    :func:`~imaging.flatfield.flatfield_from_calibration`."""
     from ssumweb.media import absolute
 
     from .flatfield import flatfield_from_calibration
@@ -239,7 +240,7 @@ def _flatfield_for(options: dict, mask, progress):
     if not frames:
         raise DomainError("The flat-field calibration scan no longer exists or has no frames; stitch again with "
                           "another one or with the flat field estimated.")
-    progress(0.1, f"Averaging the {len(frames)} calibration frames of scan “{calibration.name}”…")
+    progress(0.1, f"Combining the {len(frames)} calibration frames of scan “{calibration.name}”…")
     images = [read_image16(absolute(f.image.name)) for f in frames]
     if any(image.shape != mask.shape for image in images):
         raise DomainError(f"The calibration scan's frames are not {mask.shape[1]}×{mask.shape[0]} px like this scan's.")

@@ -67,6 +67,23 @@ def test_calibration_flat_from_bare_silicon():
     assert np.allclose(ff.dark[mask], 300 / 65535, atol=1e-6)
 
 
+def test_calibration_ignores_dust_on_the_reference_but_keeps_dirt_on_the_optics():
+    rng = np.random.default_rng(2)
+    mask = circular_mask(80)
+    flat = radial_flat(80, vignetting=0.3, mask=mask)
+    flat[30:34, 44:48] *= 0.8  # a speck on the sphere: in every frame, at the same place
+    frames = []
+    for _ in range(5):
+        frame = flat * 20000
+        y, x = rng.integers(20, 56, size=2)
+        frame[y:y + 5, x:x + 5] *= 0.3  # a particle on the wafer: somewhere else in each frame
+        frames.append(np.where(mask, rng.poisson(frame), 0).astype(np.uint16))
+    ff = flatfield_from_calibration(frames, mask=mask, smooth_sigma_px=0)
+    assert _relative_error(ff, flat, mask).max() < 0.03
+    averaged = flatfield_from_calibration(frames[:2], mask=mask, smooth_sigma_px=0)  # too few for a median
+    assert _relative_error(averaged, flat, mask).max() > 0.2
+
+
 @pytest.mark.parametrize(
     "frames, match",
     [
