@@ -21,7 +21,7 @@ from ssumweb.models import Role
 
 from . import sem_service, services
 from . import serializers as s
-from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, Scan, SEMImage
+from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, Scan, SEMImage, SimSurface
 from .tiles import serve_pyramid
 
 
@@ -43,7 +43,9 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         require(request.user, project.pk, Role.OPERATOR)
         sample = services.create_sample(project=project, name=serializer.validated_data["name"],
                                         description=serializer.validated_data.get("description", ""),
-                                        sim_seed=serializer.validated_data.get("sim_seed"), user=request.user)
+                                        sim_seed=serializer.validated_data.get("sim_seed"),
+                                        sim_surface=serializer.validated_data.get("sim_surface", SimSurface.CHIP),
+                                        user=request.user)
         sample.scan_count = 0
         return Response(self.get_serializer(sample).data, status=status.HTTP_201_CREATED)
 

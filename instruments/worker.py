@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from imaging.imageio import apply_display_window, display_window
-from imaging.models import Scan, ScanStatus
+from imaging.models import Scan, ScanStatus, SimSurface
 from imaging.services import scan_topic, transition
 from ssumweb import events
 from ssumweb.workers import closing_connections
@@ -177,6 +177,7 @@ class HardwareWorker:
             from .sim.world import FOCUS_REFERENCE_NM
 
             world = self.rig.world
+            self.sim_chip = world.layout  # what the bench images unless a scan's sample is another surface
             x0, y0, width, height = world.default_roi
             pitch = world.camera.pixel_pitch_nm
             Instrument.objects.filter(pk=instrument.pk).update(
@@ -305,6 +306,8 @@ class HardwareWorker:
         from .django_store import DjangoFrameStore
 
         instrument = Instrument.objects.get(pk=self.instrument_id)
+        if self.rig is not None:
+            self.rig.world.mount(self._sim_surface(scan.sample))
         spec = spec_for(scan, instrument, self.rig)
         store = DjangoFrameStore(scan, pixel_size_nm=instrument.pixel_size_nm, on_saved=self._frame_saved)
         self.scan_id = scan.pk
@@ -314,6 +317,15 @@ class HardwareWorker:
         self.scan_thread = threading.Thread(target=closing_connections(self._run_scan), args=(scan.pk, spec),
                                             name=f"hw{self.instrument_id}-scan{scan.pk}", daemon=True)
         self.scan_thread.start()
+
+    def _sim_surface(self, sample):
+        """The simulated surface under the sphere for a scan of ``sample``: the bench's chip or, for a
+        flat-field reference, a bare-silicon wafer of the chip's size."""
+        if sample.sim_surface == SimSurface.BARE_SILICON:
+            from .sim.chip import bare_silicon
+
+            return bare_silicon(self.sim_chip.bounds_nm)
+        return self.sim_chip
 
     def _live_mosaic_for(self, scan, instrument):
         if not self.live_mosaics:

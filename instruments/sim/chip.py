@@ -146,6 +146,12 @@ class BlockLayout:
         return sorted((b for b in self.blocks if _overlaps(b, x0, y0, x1, y1)), key=lambda b: b.layer)
 
 
+def bare_silicon(bounds: tuple[float, float, float, float]) -> BlockLayout:
+    """A polished silicon wafer over ``bounds`` (nm): nothing but the substrate, the reference a
+    flat field is calibrated on."""
+    return BlockLayout(blocks=(), bounds=tuple(map(float, bounds)))
+
+
 # ---------------------------------------------------------------- procedural chip
 
 

@@ -148,6 +148,12 @@ class SimWorld:
         """Chip (x, y) nm under the sphere's axis at the true position."""
         return (self.scan_origin_nm[0] + self._s.true[0], self.scan_origin_nm[1] + self._s.true[1])
 
+    def mount(self, layout: Layout) -> None:
+        """Put another sample on the stage (a bare-silicon reference in place of the chip, say): from
+        now on the sphere touches and the camera sees ``layout``, under the same scan origin."""
+        self.layout = layout
+        self._s.cache = {}  # contact heights and scenes of the sample that was there
+
     # ---------------------------------------------------------------- contact
 
     def contact_height_nm(self) -> float:

@@ -160,6 +160,9 @@ def test_scan_page_offers_scans_of_the_same_optics_as_flat_field_calibrations(sc
 
 def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):
     assert b'id="plan-form"' in login(operator).get(f"/samples/{scan.sample_id}/").content
+    wafer = Sample.objects.create(project=scan.project, name="wafer", sim_surface="bare_silicon")
+    assert b"bare silicon on a simulated bench: a flat-field reference" in login(viewer).get(
+        f"/samples/{wafer.pk}/").content
     page = login(viewer).get(f"/samples/{scan.sample_id}/").content
     assert b'id="plan-form"' not in page and b"Only operators" in page
 

@@ -189,3 +189,17 @@ def test_a_frame_is_served_as_tiff_thumbnail_and_preview_to_members_only(api, sa
         assert api(outsider).get(url).status_code == 404 and api(None).get(url).status_code == 401
     tiff = api(operator).get(f"/api/frames/{frame.pk}/image/")
     assert tiff.status_code == 200 and tiff["Content-Type"] == "image/tiff"
+
+
+@pytest.mark.django_db
+def test_a_sample_can_be_bare_silicon_for_a_simulated_bench_and_bad_surfaces_are_named(api, project, operator):
+    created = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer",
+                                                   "sim_surface": "bare_silicon"}, format="json")
+    assert created.status_code == 201 and created.json()["sim_surface"] == "bare_silicon"
+    assert Sample.objects.get(name="wafer").sim_surface == "bare_silicon"
+    plain = api(operator).post("/api/samples/", {"project": project.pk, "name": "chip 2"}, format="json")
+    assert plain.json()["sim_surface"] == "chip"
+    bad = api(operator).post("/api/samples/", {"project": project.pk, "name": "glass", "sim_surface": "glass"},
+                             format="json")
+    assert bad.status_code == 400 and fields_of(bad) == {"sim_surface"}
+    assert not Sample.objects.filter(name="glass").exists()

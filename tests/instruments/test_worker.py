@@ -2,6 +2,7 @@
 pauses and resumes, and survives a worker restart with no frame lost or saved twice."""
 import time
 
+import numpy as np
 import pytest
 
 from imaging.models import Frame, Mosaic, Sample, Scan, ScanStatus
@@ -34,13 +35,13 @@ def bench(project, operator):
     worker.stop()
 
 
-def small_scan(instrument, sample, operator, **extra):
+def small_scan(instrument, sample, operator, name="small", **extra):
     # A 2 × 2 grid: the area is one step wider than the usable square in x and y.
     side = instrument.fov_diameter_nm / 2**0.5
     step = side * 0.6
     plan = dict(origin_x_nm=20000, origin_y_nm=20000, size_x_nm=side + step, size_y_nm=side + step, overlap=0.4,
                 exposure_ms=5, contact_setpoint_nm=20, **extra)
-    return plan_scan(sample=sample, name="small", plan=plan, instrument=instrument, user=operator)
+    return plan_scan(sample=sample, name=name, plan=plan, instrument=instrument, user=operator)
 
 
 def test_a_small_scan_completes_with_every_planned_frame(bench, operator):
@@ -89,3 +90,31 @@ def test_pause_resume_and_restart_lose_and_duplicate_nothing(bench, operator):
         replacement.stop()
     indices = list(Frame.objects.filter(scan=scan).values_list("index", flat=True))
     assert sorted(indices) == [0, 1, 2, 3]
+
+
+def test_a_bare_silicon_sample_is_imaged_as_a_featureless_wafer_then_the_chip_again(bench, operator, project):
+    from imaging.imageio import read_image16
+    from imaging.models import SimSurface
+    from imaging.pairwise import bandpass
+
+    worker, instrument, chip = bench
+    wafer = Sample.objects.create(project=project, name="wafer", sim_surface=SimSurface.BARE_SILICON)
+
+    def scanned(sample, name):
+        scan = small_scan(instrument, sample, operator, name=name)
+        request_action(scan, "start")
+        wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.COMPLETED, what=f"{name} to complete")
+        return [read_image16(absolute(f.image.name)).astype(np.float32)
+                for f in Frame.objects.filter(scan=scan).order_by("index")]
+
+    disc = worker.rig.world.fov_mask(fraction=0.8)
+
+    def structure(frames):  # edges inside the sphere's field of view, relative to its brightness
+        return np.median([bandpass(f, disc, low_sigma_px=1, high_sigma_px=8)[disc].std() / f[disc].mean()
+                          for f in frames])
+
+    bare, chip_frames = scanned(wafer, "bare"), scanned(chip, "chip")
+    assert structure(bare) < 0.25 * structure(chip_frames)
+    # the wafer shows the shading alone: the sphere's image darkens towards its rim
+    centre, rim = worker.rig.world.fov_mask(fraction=0.3), disc & ~worker.rig.world.fov_mask(fraction=0.7)
+    assert all(f[rim].mean() < 0.9 * f[centre].mean() for f in bare)

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from imaging.models import Sample
+from imaging.models import Sample, SimSurface
 from instruments.models import Instrument
 from ssumweb.models import Membership, Project, Role
 
@@ -38,6 +38,11 @@ class Command(BaseCommand):
                 Sample.objects.get_or_create(project=project, name="Synthetic IC chip",
                                              defaults={"sim_seed": DEMO_SEED, "created_by": admin,
                                                        "description": "A procedurally generated IC layout (seed 7)."})
+                Sample.objects.get_or_create(
+                    project=project, name="Bare silicon wafer",
+                    defaults={"sim_surface": SimSurface.BARE_SILICON, "created_by": admin,
+                              "description": "A polished wafer with nothing on it: scan it and use that scan as the "
+                                             "instrument's flat field (docs/instruments.md, “The flat field”)."})
         if password:
             self.stdout.write(self.style.SUCCESS(
                 f"Created the admin account.\n  Username: {admin.username}\n  Password: {password}\n"
