@@ -324,7 +324,7 @@ class HardwareWorker:
         if sample.sim_surface == SimSurface.BARE_SILICON:
             from .sim.chip import bare_silicon
 
-            return bare_silicon(self.sim_chip.bounds_nm)
+            return bare_silicon(self.sim_chip.bounds_nm, seed=self.rig.world.seed)
         return self.sim_chip
 
     def _live_mosaic_for(self, scan, instrument):

@@ -65,3 +65,20 @@ def test_scaled_layers_flatten_the_chip():
 
     m = rasterize(Chip(seed=0, layers=scaled_layers(0.1)), origin_nm=(0, 0), shape=(100, 100), pixel_size_nm=500)
     assert m.height_nm.max() <= 190.0 + 1e-3  # 10 % of the 1.9 µm pad height
+
+
+def test_bare_silicon_is_substrate_with_seeded_dust():
+    from instruments.sim.chip import PARTICLES_PER_MM2, bare_silicon
+
+    bounds = (0.0, 0.0, 200_000.0, 200_000.0)
+    wafer = bare_silicon(bounds, seed=4)
+    expected = PARTICLES_PER_MM2 * 0.04  # 0.2 × 0.2 mm
+    assert abs(len(wafer.blocks) - expected) < 4 * expected**0.5
+    assert [(b.bbox) for b in wafer.blocks] == [(b.bbox) for b in bare_silicon(bounds, seed=4).blocks]
+    assert all(300 <= b.bbox[2] - b.bbox[0] <= 1510 for b in wafer.blocks)
+    clean = rasterize(bare_silicon(bounds, particles_per_mm2=0), origin_nm=(1000, 1000), shape=(64, 64),
+                      pixel_size_nm=100)
+    assert np.all(clean.reflectance == DEFAULT_LAYERS[0].material.reflectance) and np.all(clean.height_nm == 0)
+    speck = wafer.blocks[0].bbox
+    dusty = rasterize(wafer, origin_nm=(speck[0] - 1000, speck[1] - 1000), shape=(40, 40), pixel_size_nm=100)
+    assert dusty.reflectance.min() < 0.1  # a particle is dark

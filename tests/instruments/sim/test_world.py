@@ -97,3 +97,27 @@ def test_binning_and_default_roi():
 def test_out_of_range_requests_raise_naming_the_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call(SimWorld(seed=0))
+
+
+def test_mounting_bare_silicon_changes_what_the_sphere_touches_and_the_camera_sees():
+    import cv2
+
+    from instruments.sim.chip import bare_silicon
+
+    world = SimWorld(seed=1)
+    chip = world.layout
+    world.set_piezo_nm(50_000, 50_000, 0.0)
+    world.set_piezo_nm(50_000, 50_000, world.contact_z_nm())
+    world.set_focus_nm(world.virtual_image_focus_nm())
+    disc = world.fov_mask(fraction=0.5)
+
+    def detail(rate):  # what is left of the image once its smooth shading is taken away
+        return np.std((rate - cv2.GaussianBlur(rate, (0, 0), 4))[disc]) / rate[disc].mean()
+
+    on_chip = (world.contact_height_nm(), world.expected_electrons_per_s().copy())
+    world.mount(bare_silicon(chip.bounds_nm, particles_per_mm2=0))
+    assert world.contact_height_nm() == 0.0 < on_chip[0]
+    assert detail(world.expected_electrons_per_s()) < 0.01 * detail(on_chip[1])
+    world.mount(chip)
+    assert world.contact_height_nm() == on_chip[0]
+    assert np.array_equal(world.expected_electrons_per_s(), on_chip[1])
