@@ -3,7 +3,9 @@
 For each seed, on the simulated bench (one focal plane):
 
 - a 4×4 scan of the default chip (30 % overlap): the flat field estimated from its own frames
-  (``imaging.flatfield.estimate_flatfield``, what stitching does by default) is the baseline;
+  (``imaging.flatfield.estimate_flatfield``, BaSiC-style) is the baseline; stitching then fits it
+  again to where the placed frames overlap (``flatfield_from_overlaps`` at the stitch's positions,
+  the frames it placed from links; the seconds exclude the stitch);
 - ``--bare N`` frames of a bare-silicon wafer with dust on it (``instruments.sim.chip.bare_silicon``
   mounted on the same bench, a scan step apart): the flat field calibrated from them
   (``flatfield_from_calibration``: the per-pixel median, what the app does), and their mean (what it
@@ -29,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imaging.flatfield import estimate_flatfield, flatfield_from_calibration  # noqa: E402
-from imaging.stitching import USEFUL_FOV_FRACTION  # noqa: E402
+from imaging.flatfield import estimate_flatfield, flatfield_from_calibration, flatfield_from_overlaps  # noqa: E402
+from imaging.stitching import USEFUL_FOV_FRACTION, stitch  # noqa: E402
 from instruments.sim.camera import expose  # noqa: E402
 from instruments.sim.chip import bare_silicon  # noqa: E402
 from instruments.sim.dataset import default_step_nm, simulate_scan  # noqa: E402
@@ -69,9 +71,14 @@ def run_seed(seed: int, n_bare: int) -> list[tuple[str, float, float, float]]:
     dark = expose(np.zeros(bare[0].shape, np.float32), camera=world.camera, exposure_s=0.01,
                   rng=np.random.default_rng(seed), noise_seed=seed)
     truth = true_shading(world, mask)
+    placed = stitch(list(scan.frames), scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=mask,
+                    anchor="center")
+    by_links = [k for k in range(len(scan.frames)) if k not in placed.report.placed_by_stage]
     rows = []
     for name, make in [
         (f"estimated from the {len(scan.frames)} chip frames (baseline)", lambda: estimate_flatfield(scan.frames, mask=mask)),
+        ("fitted to the chip scan's overlaps (stitching's)", lambda: flatfield_from_overlaps(
+            scan.frames[by_links], placed.positions_px[by_links], mask=mask)),
         (f"bare silicon, median of {n_bare} (ours)", lambda: flatfield_from_calibration(bare, mask=mask)),
         (f"bare silicon, mean of {n_bare}", lambda: flatfield_from_calibration(
             [np.round(bare.mean(0)).astype(np.uint16)], mask=mask)),

@@ -6,7 +6,8 @@ Two entry points share one engine:
   registered against the already-placed frames it overlaps, placed from those links at once and
   blended into the live mosaic; ``add_frame`` returns the touched :class:`Region` so a viewer
   (or a later live-translation step) only refreshes that box. ``finish()`` runs the global
-  weighted least-squares solve over every link and re-blends.
+  weighted least-squares solve over every link and re-blends; an estimated flat field is fitted
+  again first to where the placed frames overlap (:func:`imaging.flatfield.flatfield_from_overlaps`).
 * :func:`stitch` does the same for a finished scan in one call (``add_frames``: every frame's
   filters and every link measured at once, on all cores, :func:`imaging.parallel.parallel_map`).
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from imaging.blending import Canvas, feather_weight
 from imaging.consensus import consensus_placement
-from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield
+from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield, flatfield_from_overlaps
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_pair, register_pair
 from imaging.parallel import parallel_map
@@ -128,7 +129,7 @@ class StitchReport:
     links: tuple[LinkReport, ...]
     placed_by_stage: tuple[int, ...]
     stage_matrix: tuple[tuple[float, float], tuple[float, float]]
-    flatfield: str
+    flatfield: str  # "estimated", "overlaps" (estimated, then fitted to the overlaps), "calibration" or "none"
     mean_residual_px: float
     max_residual_px: float
     score_threshold: float
@@ -437,6 +438,16 @@ class IncrementalStitcher:
                                                      refine=self._refine, min_score=self.min_score,
                                                      max_residual_px=self.max_residual_px)
         positions = placement.positions_px
+        if isinstance(self.flatfield, FlatField) and self.flatfield.method == "estimated":
+            # Placed, the frames show the same spots at different places in the field: a better
+            # flat field than the estimate, for the blend (the links are measured on band-passed
+            # frames, where shading hardly matters).
+            placed = [k for k in range(len(positions)) if k not in set(placement.placed_by_stage)]
+            refined = (flatfield_from_overlaps([self._raw[k] for k in placed], positions[placed], mask=self.mask)
+                       if len(placed) >= 2 else None)
+            if refined is not None:
+                self.flatfield, method = refined, refined.method
+                self._frames = parallel_map(self._corrected, self._raw)
         # a link to a frame with no link left (a frame of another place, a blank one) is that frame's fault
         lonely = set(placement.placed_by_stage)
         disagreeing = disagreement(len(positions), self._links, positions,
@@ -526,8 +537,9 @@ def stitch(
     fov_mask : (rows, cols) bool useful field of view; None = whole frame.
     useful_fov_fraction : shrink ``fov_mask`` to this fraction of its radius first
         (:data:`USEFUL_FOV_FRACTION` for a mask that is the sphere's full circle).
-    flatfield : ``"estimate"`` (from these frames, BaSiC-style), a :class:`FlatField`
-        (e.g. from a bare-silicon calibration) or None.
+    flatfield : ``"estimate"`` (from these frames, BaSiC-style, and fitted again to their
+        overlaps once they are placed), a :class:`FlatField` (e.g. from a bare-silicon
+        calibration) or None.
     Other options as for :class:`IncrementalStitcher`.
     """
     if frames is None or len(frames) == 0:

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield, flatfield_from_calibration
+from imaging.flatfield import (
+    FlatField,
+    apply_flatfield,
+    estimate_flatfield,
+    flatfield_from_calibration,
+    flatfield_from_overlaps,
+)
 from tests.imaging.scan_factory import circular_mask, radial_flat, synthetic_scan
 
 
@@ -19,6 +25,30 @@ def test_estimate_recovers_vignette_from_scan_frames():
     assert err.mean() < 0.005 and err.max() < 0.02  # BaSiC reaches 0.35 % mean on 30 tiles
     assert ff.flat.dtype == np.float32 and np.all(ff.flat[~scan.fov_mask] == 1)
     assert abs(ff.flat[scan.fov_mask].mean() - 1) < 1e-4
+
+
+def test_overlaps_of_placed_frames_pin_the_vignette_down_better_than_the_estimate():
+    scan = synthetic_scan(grid=(3, 3), frame_px=128, seed=1)
+    estimated = _relative_error(estimate_flatfield(scan.frames, mask=scan.fov_mask), scan.flat, scan.fov_mask)
+    ff = flatfield_from_overlaps(scan.frames, scan.true_xy_px, mask=scan.fov_mask)
+    err = _relative_error(ff, scan.flat, scan.fov_mask)
+    assert ff.method == "overlaps" and abs(ff.flat[scan.fov_mask].mean() - 1) < 1e-4
+    assert err.mean() < 0.002 and err.max() < 0.01
+    assert err.mean() < estimated.mean() / 3  # the sample's own contrast cancels in the overlaps
+    # a frame misplaced by a few pixels is outvoted
+    misplaced = scan.true_xy_px.copy()
+    misplaced[4] += (4.0, -3.0)
+    assert _relative_error(flatfield_from_overlaps(scan.frames, misplaced, mask=scan.fov_mask), scan.flat,
+                           scan.fov_mask).mean() < 0.004
+
+
+def test_overlaps_along_one_direction_or_none_leave_the_estimate_in_charge():
+    row = synthetic_scan(grid=(1, 4), frame_px=96, seed=4)
+    assert flatfield_from_overlaps(row.frames, row.true_xy_px, mask=row.fov_mask) is None
+    apart = synthetic_scan(grid=(2, 2), frame_px=96, seed=4)
+    assert flatfield_from_overlaps(apart.frames, apart.true_xy_px * 3, mask=apart.fov_mask) is None
+    with pytest.raises(ValueError, match="positions_px"):
+        flatfield_from_overlaps(apart.frames, apart.true_xy_px[:3], mask=apart.fov_mask)
 
 
 def test_estimate_with_few_frames_is_still_close():

@@ -59,7 +59,7 @@ def test_mosaic_output_is_16_bit_with_pixel_size_and_report(scan, mosaic):
     assert w >= mosaic.positions_px[:, 0].max() + 128 and h >= mosaic.positions_px[:, 1].max() + 128
     assert mosaic.positions_px.min() >= 0
     report = json.loads(mosaic.report.to_json())
-    assert len(report["links"]) == 12 and report["flatfield"] == "estimated"
+    assert len(report["links"]) == 12 and report["flatfield"] == "overlaps"  # estimated, then fitted to them
     assert all(link["residual_px"] < 0.5 for link in report["links"])
 
 
@@ -71,6 +71,25 @@ def test_mosaic_reproduces_the_scene(scan, mosaic):
     truth = scan.scene[ty + 40:ty + 88, tx + 40:tx + 88] * (40000 / 65535)
     gain = np.median(patch / truth)
     assert np.abs(patch / gain - truth).mean() < 0.02
+
+
+def test_the_mosaic_is_as_bright_as_the_scene_everywhere(scan, mosaic):
+    # 15 px blocks of mosaic / scene across everything the frames cover: shading left over shows as spread
+    # (uncorrected 9 %; the estimated flat field alone left 0.98 %, fitted to the overlaps 0.74 %)
+    import cv2
+
+    assert mosaic.report.flatfield == "overlaps"
+    offset = np.round(mosaic.positions_px[0] - scan.true_xy_px[0]).astype(int)  # mosaic (x, y) of scene (0, 0)
+    image = mosaic.image.astype(np.float64) / 65535
+    scene = np.zeros_like(image)
+    part = scan.scene[max(0, -offset[1]):, max(0, -offset[0]):][:image.shape[0] - max(0, offset[1]),
+                                                                 :image.shape[1] - max(0, offset[0])]
+    scene[max(0, offset[1]):max(0, offset[1]) + part.shape[0], max(0, offset[0]):max(0, offset[0]) + part.shape[1]] = part
+    covered = ((image > 0) & (scene > 0)).astype(np.float64)
+    blocks = [cv2.blur(a, (15, 15)) for a in (image * covered, scene * covered, covered)]
+    whole = blocks[2] > 0.99
+    ratio = blocks[0][whole] / blocks[1][whole]
+    assert ratio.std() / ratio.mean() < 0.0085
 
 
 def test_one_corrupted_frame_does_not_bend_the_others(scan):
@@ -146,7 +165,7 @@ def test_an_incremental_stitch_can_estimate_its_flat_field_when_finished(scan, m
                                    flatfield="estimate")
     stitcher.add_frames(scan.frames, scan.nominal_xy_nm)
     final = stitcher.finish()
-    assert final.report.flatfield == "estimated"
+    assert final.report.flatfield == "overlaps"
     err = position_errors(final.positions_px, scan.true_xy_px)
     assert err.mean() <= 0.15 and err.max() <= 0.5
     np.testing.assert_allclose(final.positions_px - final.positions_px.mean(0),

@@ -379,6 +379,7 @@ function showStitchReport(report, mosaicId, options = {}) {
       + `they agree to ${report.mean_residual_px.toFixed(2)} px on average (${report.max_residual_px.toFixed(2)} px at worst).` }),
     el("p", { class: "muted", text: { calibration: "Shading corrected with a flat field calibrated on bare silicon.",
       estimated: "Shading corrected with a flat field estimated from the frames themselves.",
+      overlaps: "Shading corrected with a flat field fitted to where the frames overlap (the same spot seen at different places in the field).",
       none: "Shading not corrected." }[report.flatfield] || "" })];
   if (options.calibration_skipped) {
     lines.push(el("p", { class: "warning", text: `The instrument's flat-field calibration was not used: ${options.calibration_skipped}` }));
