@@ -199,7 +199,7 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
         raise DomainError("The scan has no instrument, so its pixel size is unknown.")
     fov_radius_px = useful_fov_radius_px(instrument)
     mask = circular_mask(fov_radius_px, images[0].shape)
-    flatfield = _flatfield_for(mosaic.options, mask, progress)
+    flatfield = flatfield_for(mosaic.options, mask, progress)
     progress(0.15, "Registering neighbouring frames…")
     result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center", flatfield=flatfield)
     progress(0.7, "Writing the mosaic…")
@@ -223,7 +223,7 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     return {"frames": len(frames), "size": list(result.image.shape)}
 
 
-def _flatfield_for(options: dict, mask, progress):
+def flatfield_for(options: dict, mask, progress=lambda fraction, message: None):
     """What ``stitch`` is given for the mosaic's flat-field option: "estimate", None, or the
     :class:`FlatField` of the calibration scan's frames (bare silicon), combined by
     :func:`~imaging.flatfield.flatfield_from_calibration`."""

@@ -17,7 +17,7 @@ from django.db import close_old_connections, transaction
 from django.urls import reverse
 
 from imaging.imageio import apply_display_window, atomic_write_bytes, display_window
-from imaging.jobs import flatfield_options, fov_mask_for
+from imaging.jobs import flatfield_for, flatfield_options, fov_mask_for
 from imaging.models import Mosaic, Scan
 from imaging.services import scan_topic
 from ssumweb import events
@@ -89,8 +89,9 @@ class LiveMosaic:
             image, xy, index = item
             try:
                 if self.stitcher is None:
+                    mask = fov_mask_for(self.instrument, image.shape)
                     self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
-                                                        fov_mask=fov_mask_for(self.instrument, image.shape))
+                                                        fov_mask=mask, flatfield=self._calibration(mask))
                 try:
                     region = self.stitcher.add_frame(image, xy, anchor="center")
                 finally:  # a frame the stitcher kept, even one it then failed to place, has a scan index
@@ -104,6 +105,18 @@ class LiveMosaic:
                     self._publish()
             except Exception:
                 log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
+
+    def _calibration(self, mask):
+        """The instrument's bare-silicon flat field where it can serve this scan, else None: with it the
+        live mosaic shows the sample, not the sphere's shading. (Estimating one needs the whole scan.)"""
+        from imaging.flatfield import FlatField
+
+        try:
+            flatfield = flatfield_for(flatfield_options(Scan.objects.get(pk=self.scan_id)), mask)
+        except Exception:  # the live view is a convenience: the final stitch says what was wrong
+            log.warning("live mosaic of scan %s: no flat-field calibration", self.scan_id, exc_info=True)
+            return None
+        return flatfield if isinstance(flatfield, FlatField) else None
 
     def _publish(self) -> None:
         mosaic_image = self.stitcher.mosaic()

@@ -103,3 +103,22 @@ def position_errors(found_xy_px: np.ndarray, true_xy_px: np.ndarray, *, exclude=
     d = np.asarray(found_xy_px, float) - np.asarray(true_xy_px, float)
     d = d - d[keep].mean(0)
     return np.hypot(d[:, 0], d[:, 1])
+
+
+def shading_left(mosaic_image: np.ndarray, scan: SyntheticScan, frame0_xy_px, *, block_px: int = 15) -> float:
+    """How uneven a mosaic's brightness is against the scene it shows: the relative spread of
+    mosaic / scene over ``block_px`` blocks wholly inside what the frames cover (0 for no shading
+    left). ``frame0_xy_px``: where the mosaic put frame 0's top-left pixel."""
+    import cv2
+
+    offset = np.round(np.asarray(frame0_xy_px) - scan.true_xy_px[0]).astype(int)  # mosaic (x, y) of scene (0, 0)
+    image = mosaic_image.astype(np.float64) / 65535
+    scene = np.zeros_like(image)
+    x0, y0 = max(0, offset[0]), max(0, offset[1])
+    part = scan.scene[y0 - offset[1]:, x0 - offset[0]:][:image.shape[0] - y0, :image.shape[1] - x0]
+    scene[y0:y0 + part.shape[0], x0:x0 + part.shape[1]] = part
+    covered = ((image > 0) & (scene > 0)).astype(np.float64)
+    blocks = [cv2.blur(a, (block_px, block_px)) for a in (image * covered, scene * covered, covered)]
+    whole = blocks[2] > 0.99
+    ratio = blocks[0][whole] / blocks[1][whole]
+    return float(ratio.std() / ratio.mean())

@@ -68,3 +68,51 @@ def test_the_final_stitch_of_a_live_scan_uses_the_instruments_flat_field_calibra
     mosaic = Mosaic.objects.get(scan=chip, live=True)
     assert mosaic.status == JobStatus.QUEUED
     assert mosaic.options == {"flatfield": "calibration", "calibration_scan": bare.pk}
+
+
+def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_instrument_is_calibrated(project):
+    from imaging.imageio import write_image16
+    from imaging.jobs import set_flatfield_calibration
+    from imaging.models import Frame
+    from ssumweb.media import absolute
+    from tests.imaging.scan_factory import shading_left
+
+    synthetic = synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
+    instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
+                                           fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
+    sample = Sample.objects.create(project=project, name="chip")
+
+    def scan(name):
+        return Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
+                                   origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                                   exposure_ms=5, contact_setpoint_nm=20, rows=3, cols=3)
+
+    def live_mosaic(chip):
+        live = LiveMosaic(chip, instrument)
+        try:
+            for k, (image, xy) in enumerate(zip(synthetic.frames, synthetic.nominal_xy_nm, strict=True)):
+                live.offer(None, SimpleNamespace(image=image, commanded_xy_nm=tuple(xy), index=k))
+            deadline = time.monotonic() + 30
+            while live.stitcher is None or live.stitcher.frame_count < 9 or not live.frames.empty():
+                assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
+                time.sleep(0.05)
+            return live.stitcher
+        finally:
+            live.finish(final=False)
+
+    uncorrected = live_mosaic(scan("before"))
+    bare = scan("bare silicon")
+    rng = np.random.default_rng(3)
+    for index in range(3):
+        rel = f"scans/{bare.pk}/frames/{index:06d}.tif"
+        write_image16(absolute(rel), np.where(synthetic.fov_mask, rng.poisson(synthetic.flat * 30000), 0)
+                      .astype(np.uint16), pixel_size_nm=synthetic.pixel_size_nm)
+        Frame.objects.create(scan=bare, index=index, row=0, col=index, commanded_x_nm=0, commanded_y_nm=0,
+                             measured_x_nm=0, measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5, image=rel,
+                             width=128, height=128)
+    set_flatfield_calibration(instrument, bare)
+    calibrated = live_mosaic(scan("after"))
+    assert uncorrected.flatfield is None and calibrated.flatfield.method == "calibration"
+    first = [np.asarray(s._positions[0]) - np.asarray(s.origin_px) for s in (uncorrected, calibrated)]
+    before, after = (shading_left(s.mosaic(), synthetic, xy) for s, xy in zip((uncorrected, calibrated), first))
+    assert after < 0.015 < 0.05 < before
