@@ -113,6 +113,8 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
     set_flatfield_calibration(instrument, bare)
     calibrated = live_mosaic(scan("after"))
     assert uncorrected.flatfield is None and calibrated.flatfield.method == "calibration"
-    first = [np.asarray(s._positions[0]) - np.asarray(s.origin_px) for s in (uncorrected, calibrated)]
-    before, after = (shading_left(s.mosaic(), synthetic, xy) for s, xy in zip((uncorrected, calibrated), first))
-    assert after < 0.015 < 0.05 < before
+
+    def shading(stitcher):  # frame 0's top-left sits at its position less the live mosaic's origin
+        return shading_left(stitcher.mosaic(), synthetic, np.asarray(stitcher._positions[0]) - stitcher.origin_px)
+
+    assert shading(calibrated) < 0.015 < 0.05 < shading(uncorrected)  # measured: 1.0 % and 8.8 %
