@@ -275,6 +275,8 @@ def flatfield_from_calibration(
 
 #: Pixel pairs the overlap fit samples at most (a 100-frame scan has ~400 overlapping pairs).
 _MAX_OVERLAP_SAMPLES = 400_000
+#: Frames are fitted at most this many pixels across.
+_OVERLAP_WORKING_PX = 512
 #: The overlaps' offsets must spread across both axes: the second moment along the narrower
 #: direction at least this fraction of the wider one's (a grid: ~1; one row with the stage's
 #: jitter: ~0.01).
@@ -312,21 +314,41 @@ def flatfield_from_overlaps(
     direction only (a one-row scan compares the field's columns but never its rows; with the
     stage's jitter the fit there is noise, 10 % off at worst on a synthetic 1×4 scan).
     """
-    stack = _check_stack(frames, "frames")
-    n, h, w = stack.shape
-    shape = (h, w)
-    mask = _check_mask(mask, shape)
+    if len(frames) == 0:
+        raise ValueError("frames is empty; give at least one frame")
+    shapes = {np.shape(f) for f in frames}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"frames must be 2-D and all the same shape, got {sorted(shapes)}")
+    n, (full_h, full_w) = len(frames), shapes.pop()
+    full_mask = _check_mask(mask, (full_h, full_w))
     positions = np.asarray(positions_px, float)
     if positions.shape != (n, 2) or not np.isfinite(positions).all():
         raise ValueError(f"positions_px must be {n} finite (x, y) pairs, got shape {positions.shape}")
     if not 1 <= degree <= 8:
         raise ValueError(f"degree must be in [1, 8], got {degree}")
+    # A degree-4 shading needs no more than ~512 px across: larger frames are fitted shrunk (the
+    # polynomial's coordinates span the frame at any size), one frame in memory at a time.
+    scale = min(1.0, _OVERLAP_WORKING_PX / max(full_h, full_w))
+    h, w = (full_h, full_w) if scale == 1 else (round(full_h * scale), round(full_w * scale))
+    shape = (h, w)
+    mask = full_mask if scale == 1 else cv2.resize(full_mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0.99
+    positions = positions * np.array([w / full_w, h / full_h])
     margin = int(np.ceil(2 * smooth_sigma_px)) + 1  # where smoothing has not mixed in the outside
     inner = cv2.erode(mask.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)).astype(bool)
     if not inner.any():
         return None
-    logs = [np.log(np.maximum(cv2.GaussianBlur(f, (0, 0), smooth_sigma_px) if smooth_sigma_px > 0 else f, 1e-6))
-            .astype(np.float32) for f in stack]
+
+    def log_of(frame):
+        if np.issubdtype(np.asarray(frame).dtype, np.floating) and not np.isfinite(frame).all():
+            raise ValueError("frames contain NaN or infinite values")
+        image = to_float32(frame)
+        if scale < 1:
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        if smooth_sigma_px > 0:
+            image = cv2.GaussianBlur(image, (0, 0), smooth_sigma_px)
+        return np.log(np.maximum(image, 1e-6)).astype(np.float32)
+
+    logs = [log_of(f) for f in frames]
     pairs = []
     for i in range(n):
         for j in range(i + 1, n):
@@ -366,9 +388,9 @@ def flatfield_from_overlaps(
         residual = b - design @ coeffs
         scale = 1.4826 * np.median(np.abs(residual)) + 1e-9
         weights = np.minimum(1.0, 2.0 * scale / np.maximum(np.abs(residual), 1e-12))  # Huber
-    flat = np.exp(_evaluate(np.concatenate([[0.0], coeffs]), shape, degree))
-    flat /= np.float32(flat[mask].mean())
-    return _finish(flat, np.zeros(shape, np.float32), mask, "overlaps")
+    flat = np.exp(_evaluate(np.concatenate([[0.0], coeffs]), (full_h, full_w), degree))
+    flat /= np.float32(flat[full_mask].mean())
+    return _finish(flat, np.zeros((full_h, full_w), np.float32), full_mask, "overlaps")
 
 
 def _smooth(image: np.ndarray, mask: np.ndarray, sigma: float, degree: int = 4) -> np.ndarray:

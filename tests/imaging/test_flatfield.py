@@ -42,6 +42,14 @@ def test_overlaps_of_placed_frames_pin_the_vignette_down_better_than_the_estimat
                            scan.fov_mask).mean() < 0.004
 
 
+def test_overlaps_of_large_frames_are_fitted_shrunk_to_the_same_answer():
+    scan = synthetic_scan(grid=(3, 3), frame_px=768, seed=1)
+    ff = flatfield_from_overlaps(scan.frames, scan.true_xy_px, mask=scan.fov_mask)  # fitted at 512 px
+    assert ff.flat.shape == (768, 768)
+    err = _relative_error(ff, scan.flat, scan.fov_mask)
+    assert err.mean() < 0.002 and err.max() < 0.01
+
+
 def test_overlaps_along_one_direction_or_none_leave_the_estimate_in_charge():
     row = synthetic_scan(grid=(1, 4), frame_px=96, seed=4)
     assert flatfield_from_overlaps(row.frames, row.true_xy_px, mask=row.fov_mask) is None
@@ -49,6 +57,8 @@ def test_overlaps_along_one_direction_or_none_leave_the_estimate_in_charge():
     assert flatfield_from_overlaps(apart.frames, apart.true_xy_px * 3, mask=apart.fov_mask) is None
     with pytest.raises(ValueError, match="positions_px"):
         flatfield_from_overlaps(apart.frames, apart.true_xy_px[:3], mask=apart.fov_mask)
+    with pytest.raises(ValueError, match="NaN"):
+        flatfield_from_overlaps([np.full((96, 96), np.nan)] * 4, apart.true_xy_px, mask=apart.fov_mask)
 
 
 def test_estimate_with_few_frames_is_still_close():
