@@ -98,6 +98,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     report = mosaic.report
     used = sum(1 for link in report["links"] if not link["dropped"])
     expect(page.locator("#stitch-report")).to_contain_text(f"4 frames placed from {used} of {len(report['links'])} overlaps")
+    assert report["flatfield"] == "overlaps"  # estimated, then fitted to where the placed frames overlap
+    expect(page.locator("#stitch-report")).to_contain_text("flat field fitted to where the frames overlap")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(len(report["uncertain_frames"]))
     # (as a deep chip's report would: the second and fourth frames stitched unsure)
     Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3]})
