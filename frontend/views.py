@@ -4,7 +4,7 @@ from django.db.models import Count, Max, Min, Q
 from django.http import Http404
 from django.shortcuts import render
 
-from imaging.models import Sample, Scan, ScanStatus, SEMImage
+from imaging.models import Sample, SampleSurface, Scan, ScanStatus, SEMImage
 from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS
 from instruments.models import Instrument
 from mlcore.models import TrainedModel, TrainingRun, Translation
@@ -133,18 +133,21 @@ def scan_detail(request, pk):
     # A completed or aborted scan never moves again: the instrument's live view and readouts belong to
     # whatever it does now, so the page shows the scan's own last readouts instead.
     ended = not SCAN_TRANSITIONS[scan.status]
+    reference = scan.sample.surface == SampleSurface.BARE_SILICON  # a flat field, not a mosaic
     online = bool(scan.instrument and scan.instrument.online)
     from .learning_views import translate_context
 
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
         "last_frame": frames[-1] if frames else None, "ended": ended, "instrument_online": online,
+        "reference": reference,
         "can_operate": can_operate, "calibration_scans": _calibration_scans(scan, frames),
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
                            "can_operate": can_operate, "translate_with": scan.translate_with_id,
                            "ended": ended, "instrument_online": online, "last_readout": _readout(frames[-1] if frames else None),
+                           "reference": reference,
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})
@@ -159,12 +162,14 @@ def _readout(frame) -> dict | None:
 
 
 def _calibration_scans(scan, frames) -> list:
-    """Scans that can serve as this one's flat field (bare silicon): same project and instrument, frames of
-    the same size (the newest 20, each with ``frame_count``)."""
+    """Scans that can serve as this one's flat field: of bare silicon (or already the instrument's flat
+    field), same project and instrument, frames of the same size (the newest 20, each with ``frame_count``)."""
     if not frames:
         return []
     same_size = Q(frames__width=frames[0].width, frames__height=frames[0].height)
+    current = scan.instrument.flatfield_calibration_id if scan.instrument_id else None
     return list(Scan.objects.filter(project_id=scan.project_id, instrument_id=scan.instrument_id)
+                .filter(Q(sample__surface=SampleSurface.BARE_SILICON) | Q(pk=current))
                 .exclude(pk=scan.pk).annotate(frame_count=Count("frames", filter=same_size))
                 .filter(frame_count__gt=0).order_by("-created_at")[:20])
 

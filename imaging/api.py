@@ -21,7 +21,7 @@ from ssumweb.models import Role
 
 from . import sem_service, services
 from . import serializers as s
-from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, Scan, SEMImage, SimSurface
+from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, SampleSurface, Scan, SEMImage
 from .tiles import serve_pyramid
 
 
@@ -44,7 +44,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         sample = services.create_sample(project=project, name=serializer.validated_data["name"],
                                         description=serializer.validated_data.get("description", ""),
                                         sim_seed=serializer.validated_data.get("sim_seed"),
-                                        sim_surface=serializer.validated_data.get("sim_surface", SimSurface.CHIP),
+                                        surface=serializer.validated_data.get("surface", SampleSurface.CHIP),
                                         user=request.user)
         sample.scan_count = 0
         return Response(self.get_serializer(sample).data, status=status.HTTP_201_CREATED)

@@ -273,8 +273,9 @@ def flatfield_from_calibration(
     return _finish((flat / mean).astype(np.float32), dark.astype(np.float32), mask, "calibration")
 
 
-#: Pixel pairs the overlap fit samples at most (a 100-frame scan has ~400 overlapping pairs).
-_MAX_OVERLAP_SAMPLES = 400_000
+#: Pixel pairs the overlap fit samples at most: 14 coefficients need far fewer (on synthetic 3×3 and
+#: 6×6 scans 20 000 were as accurate as 400 000, which took 4× the time).
+_MAX_OVERLAP_SAMPLES = 100_000
 #: Frames are fitted at most this many pixels across.
 _OVERLAP_WORKING_PX = 512
 #: The overlaps' offsets must spread across both axes: the second moment along the narrower

@@ -9,8 +9,9 @@ from django.db import models
 from ssumweb.models import Job, Project
 
 
-class SimSurface(models.TextChoices):
-    """What a simulated bench images when it scans the sample."""
+class SampleSurface(models.TextChoices):
+    """What a sample is, for imaging: a chip, or bare silicon, the reference a flat field is calibrated
+    on (its scans are offered as flat fields and not stitched; a simulated bench images each as it is)."""
 
     CHIP = "chip", "IC chip"
     BARE_SILICON = "bare_silicon", "Bare silicon (a flat-field reference)"
@@ -24,7 +25,7 @@ class Sample(models.Model):
     description = models.TextField(blank=True)
     # For simulated chips: the generator's seed and size, so the demo is reproducible.
     sim_seed = models.IntegerField(null=True, blank=True)
-    sim_surface = models.CharField(max_length=16, choices=SimSurface.choices, default=SimSurface.CHIP)
+    surface = models.CharField(max_length=16, choices=SampleSurface.choices, default=SampleSurface.CHIP)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

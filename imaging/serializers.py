@@ -15,7 +15,7 @@ class SampleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Sample
-        fields = ["id", "project", "name", "description", "sim_seed", "sim_surface", "created_at", "scan_count"]
+        fields = ["id", "project", "name", "description", "sim_seed", "surface", "created_at", "scan_count"]
         read_only_fields = ["id", "created_at", "scan_count"]
         validators = []  # uniqueness is the service's to check, with an error that names the field
 

@@ -12,7 +12,7 @@ from ssumweb import events
 from ssumweb.errors import DomainError, InvalidTransition
 from ssumweb.models import Project
 
-from .models import Sample, Scan, ScanStatus, SimSurface
+from .models import Sample, SampleSurface, Scan, ScanStatus
 
 # The scan's life: planned → running ⇄ paused → completed | failed | aborted.
 SCAN_TRANSITIONS: dict[str, set[str]] = {
@@ -39,14 +39,14 @@ def scan_topic(scan_id: int) -> str:
 
 
 def create_sample(*, project: Project, name: str, description: str = "", sim_seed: int | None = None,
-                  sim_surface: str = SimSurface.CHIP, user=None) -> Sample:
+                  surface: str = SampleSurface.CHIP, user=None) -> Sample:
     name = name.strip()
     if not name:
         raise DomainError("A sample needs a name.", field="name")
     if Sample.objects.filter(project=project, name=name).exists():
         raise DomainError(f"The project already has a sample called {name!r}.", field="name", code="unique")
     return Sample.objects.create(project=project, name=name, description=description, sim_seed=sim_seed,
-                                 sim_surface=sim_surface, created_by=user)
+                                 surface=surface, created_by=user)
 
 
 def limits_for(instrument) -> InstrumentLimits:

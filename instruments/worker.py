@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from imaging.imageio import apply_display_window, display_window
-from imaging.models import Scan, ScanStatus, SimSurface
+from imaging.models import SampleSurface, Scan, ScanStatus
 from imaging.services import scan_topic, transition
 from ssumweb import events
 from ssumweb.workers import closing_connections
@@ -307,7 +307,7 @@ class HardwareWorker:
 
         instrument = Instrument.objects.get(pk=self.instrument_id)
         if self.rig is not None:
-            self.rig.world.mount(self._sim_surface(scan.sample))
+            self.rig.world.mount(self._simulated(scan.sample))
         spec = spec_for(scan, instrument, self.rig)
         store = DjangoFrameStore(scan, pixel_size_nm=instrument.pixel_size_nm, on_saved=self._frame_saved)
         self.scan_id = scan.pk
@@ -318,18 +318,18 @@ class HardwareWorker:
                                             name=f"hw{self.instrument_id}-scan{scan.pk}", daemon=True)
         self.scan_thread.start()
 
-    def _sim_surface(self, sample):
-        """The simulated surface under the sphere for a scan of ``sample``: the bench's chip or, for a
-        flat-field reference, a bare-silicon wafer of the chip's size."""
-        if sample.sim_surface == SimSurface.BARE_SILICON:
+    def _simulated(self, sample):
+        """What the simulated bench has under the sphere for a scan of ``sample``: its chip, or a wafer of
+        bare silicon of the chip's size."""
+        if sample.surface == SampleSurface.BARE_SILICON:
             from .sim.chip import bare_silicon
 
             return bare_silicon(self.sim_chip.bounds_nm, seed=self.rig.world.seed)
         return self.sim_chip
 
     def _live_mosaic_for(self, scan, instrument):
-        if not self.live_mosaics:
-            return None
+        if not self.live_mosaics or scan.sample.surface == SampleSurface.BARE_SILICON:
+            return None  # bare silicon has nothing to stitch: its frames are a flat field
         from .live_mosaic import LiveMosaic
 
         try:

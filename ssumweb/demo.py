@@ -14,7 +14,7 @@ import numpy as np
 from django.db import transaction
 from django.urls import reverse
 
-from imaging.models import Mosaic, Registration, Sample, Scan, ScanStatus, SimSurface
+from imaging.models import Mosaic, Registration, Sample, SampleSurface, Scan, ScanStatus
 from imaging.services import plan_scan, request_action
 
 from . import events
@@ -89,7 +89,7 @@ def demo_work(demo: DemoRun, progress) -> dict:
     steps = Steps(demo, progress)
     project = demo.project
     instrument = project.instruments.filter(piezo_address="sim").first()
-    chips = Sample.objects.filter(project=project, sim_seed__isnull=False, sim_surface=SimSurface.CHIP)
+    chips = Sample.objects.filter(project=project, sim_seed__isnull=False, surface=SampleSurface.CHIP)
     sample = chips.first() or Sample.objects.create(
         project=project, name="Synthetic IC chip", sim_seed=instrument.sim_seed)
     user = demo.created_by

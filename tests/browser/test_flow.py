@@ -205,9 +205,10 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
     simulated = simulate_scan(seed=2, grid=(2, 2))
     instrument = Instrument.objects.create(project=project, name="sim bench", pixel_size_nm=simulated.pixel_size_nm,
                                            fov_diameter_nm=0.9 * simulated.frames.shape[1] * simulated.pixel_size_nm)
-    sample = Sample.objects.create(project=project, name="chip")
+    chip = Sample.objects.create(project=project, name="chip")
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
 
-    def scan_of(name, images, nominal):
+    def scan_of(name, images, nominal, sample=wafer):
         scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
                                    origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
                                    exposure_ms=5, contact_setpoint_nm=20, rows=2, cols=2, status="completed")
@@ -219,7 +220,7 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
                                  exposure_ms=5, image=rel, width=image.shape[1], height=image.shape[0])
         return scan
 
-    scan = scan_of("chip corner", simulated.frames, simulated.nominal_xy_nm)
+    scan = scan_of("chip corner", simulated.frames, simulated.nominal_xy_nm, sample=chip)
     # bare silicon through the sphere: its shading alone (a bright disc darkening towards the rim)
     yy, xx = np.mgrid[0:512, 0:512]
     shading = np.clip(30000 * (1 - ((xx - 255.5) ** 2 + (yy - 255.5) ** 2) / 300**2), 0, None).astype(np.uint16)
@@ -229,7 +230,10 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
     log_in(page, live_url)
     # the bare-silicon scan is made the instrument's flat field on its own page...
     page.goto(f"{live_url}/scans/{bare.pk}/")
-    expect(page.locator("#calibration-state")).to_have_text("A scan of bare silicon can serve as sim bench's flat field for stitching.")
+    expect(page.locator("#calibration-state")).to_have_text(
+        "This scan of bare silicon can serve as sim bench's flat field for stitching.")
+    expect(page.locator("#mosaic-status")).to_contain_text("Bare silicon is not stitched")
+    expect(page.locator("#stitch-form")).to_be_hidden()
     page.get_by_role("button", name="Use this scan as the flat field").click()
     expect(page.locator("#calibration-state")).to_have_text(
         "This scan is sim bench's flat field: its scans are stitched with it.")

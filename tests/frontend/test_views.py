@@ -121,13 +121,16 @@ def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view
     assert 'id="live-canvas"' in login(operator).get(f"/scans/{scan.pk}/").content.decode()
 
 
-def test_scan_page_offers_scans_of_the_same_optics_as_flat_field_calibrations(scan, operator, viewer, project):
+def test_scan_page_offers_bare_silicon_scans_of_the_same_optics_as_flat_field_calibrations(scan, operator, viewer,
+                                                                                          project):
     from django.utils import timezone
 
     from imaging.models import Frame
 
-    def scan_with_frames(name, instrument, size):
-        other = Scan.objects.create(project=project, sample=scan.sample, instrument=instrument, name=name,
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
+
+    def scan_with_frames(name, instrument, size, sample=wafer):
+        other = Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name,
                                     origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3,
                                     overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=2)
         for index in range(2):
@@ -142,26 +145,37 @@ def test_scan_page_offers_scans_of_the_same_optics_as_flat_field_calibrations(sc
     scan_with_frames("bare silicon", scan.instrument, 512)
     scan_with_frames("smaller window", scan.instrument, 256)
     scan_with_frames("other bench", Instrument.objects.create(project=project, name="other"), 512)
+    chip = scan_with_frames("another chip scan", scan.instrument, 512, sample=scan.sample)
     html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
     options = html[html.index('id="stitch-flatfield"'):html.index("</select>", html.index('id="stitch-flatfield"'))]
     assert "Calibration on bare silicon: bare silicon (2 frames)" in options
     assert "smaller window" not in options and "other bench" not in options and ": s1 " not in options
+    assert "another chip scan" not in options  # a chip is no flat field
+    # a chip scan does not offer itself as a flat field; a scan of bare silicon does
+    assert 'id="calibration-line"' not in html
     as_viewer = login(viewer).get(f"/scans/{scan.pk}/").content.decode()
     assert 'id="stitch-form"' not in as_viewer and 'id="calibration-toggle"' not in as_viewer
-    assert "Use this scan as the flat field" in html
-    # the instrument's calibration comes selected
     bare = Scan.objects.get(name="bare silicon")
+    html = login(operator).get(f"/scans/{bare.pk}/").content.decode()
+    assert "This scan of bare silicon can serve as sim's flat field" in html and "Use this scan as the flat field" in html
+    assert 'id="translate-section"' not in html and config(login(operator).get(f"/scans/{bare.pk}/"),
+                                                           "monitor-config")["reference"] is True
+    # the instrument's calibration comes selected, and stays offered even if it is not of a bare-silicon sample
     Instrument.objects.filter(pk=scan.instrument_id).update(flatfield_calibration=bare)
     html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
     assert f'<option value="calibration:{bare.pk}" selected>' in html
     html = login(operator).get(f"/scans/{bare.pk}/").content.decode()
     assert "This scan is sim's flat field" in html and "Stop using it" in html
+    Instrument.objects.filter(pk=scan.instrument_id).update(flatfield_calibration=chip)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert f'<option value="calibration:{chip.pk}" selected>' in html
+    assert "Stop using it" in login(operator).get(f"/scans/{chip.pk}/").content.decode()
 
 
 def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):
     assert b'id="plan-form"' in login(operator).get(f"/samples/{scan.sample_id}/").content
-    wafer = Sample.objects.create(project=scan.project, name="wafer", sim_surface="bare_silicon")
-    assert b"bare silicon on a simulated bench: a flat-field reference" in login(viewer).get(
+    wafer = Sample.objects.create(project=scan.project, name="wafer", surface="bare_silicon")
+    assert b"bare silicon: a flat-field reference" in login(viewer).get(
         f"/samples/{wafer.pk}/").content
     page = login(viewer).get(f"/samples/{scan.sample_id}/").content
     assert b'id="plan-form"' not in page and b"Only operators" in page

@@ -194,12 +194,12 @@ def test_a_frame_is_served_as_tiff_thumbnail_and_preview_to_members_only(api, sa
 @pytest.mark.django_db
 def test_a_sample_can_be_bare_silicon_for_a_simulated_bench_and_bad_surfaces_are_named(api, project, operator):
     created = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer",
-                                                   "sim_surface": "bare_silicon"}, format="json")
-    assert created.status_code == 201 and created.json()["sim_surface"] == "bare_silicon"
-    assert Sample.objects.get(name="wafer").sim_surface == "bare_silicon"
+                                                   "surface": "bare_silicon"}, format="json")
+    assert created.status_code == 201 and created.json()["surface"] == "bare_silicon"
+    assert Sample.objects.get(name="wafer").surface == "bare_silicon"
     plain = api(operator).post("/api/samples/", {"project": project.pk, "name": "chip 2"}, format="json")
-    assert plain.json()["sim_surface"] == "chip"
-    bad = api(operator).post("/api/samples/", {"project": project.pk, "name": "glass", "sim_surface": "glass"},
+    assert plain.json()["surface"] == "chip"
+    bad = api(operator).post("/api/samples/", {"project": project.pk, "name": "glass", "surface": "glass"},
                              format="json")
-    assert bad.status_code == 400 and fields_of(bad) == {"sim_surface"}
+    assert bad.status_code == 400 and fields_of(bad) == {"surface"}
     assert not Sample.objects.filter(name="glass").exists()

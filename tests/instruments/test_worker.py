@@ -94,11 +94,11 @@ def test_pause_resume_and_restart_lose_and_duplicate_nothing(bench, operator):
 
 def test_a_bare_silicon_sample_is_imaged_as_a_featureless_wafer_then_the_chip_again(bench, operator, project):
     from imaging.imageio import read_image16
-    from imaging.models import SimSurface
+    from imaging.models import SampleSurface
     from imaging.pairwise import bandpass
 
     worker, instrument, chip = bench
-    wafer = Sample.objects.create(project=project, name="wafer", sim_surface=SimSurface.BARE_SILICON)
+    wafer = Sample.objects.create(project=project, name="wafer", surface=SampleSurface.BARE_SILICON)
 
     def scanned(sample, name):
         scan = small_scan(instrument, sample, operator, name=name)
@@ -114,6 +114,7 @@ def test_a_bare_silicon_sample_is_imaged_as_a_featureless_wafer_then_the_chip_ag
                           for f in frames])
 
     bare, chip_frames = scanned(wafer, "bare"), scanned(chip, "chip")
+    assert not Mosaic.objects.filter(scan__sample=wafer).exists()  # a flat field, not a mosaic: nothing stitched
     assert structure(bare) < 0.25 * structure(chip_frames)
     # the wafer shows the shading alone: the sphere's image darkens towards its rim
     centre, rim = worker.rig.world.fov_mask(fraction=0.3), disc & ~worker.rig.world.fov_mask(fraction=0.7)

@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from imaging.models import Sample, SimSurface
+from imaging.models import Sample, SampleSurface
 from instruments.models import Instrument
 from ssumweb.models import Membership, Project, Role
 
@@ -26,8 +26,8 @@ def test_first_run_creates_the_admin_and_a_demo_project_with_a_chip_and_bare_sil
     project = Project.objects.get(name="Demo lab")
     assert Membership.objects.get(project=project, user=admin).role == Role.ADMIN
     assert Instrument.objects.filter(project=project, name="Simulated SSUM").count() == 1
-    samples = {s.name: s.sim_surface for s in Sample.objects.filter(project=project)}
-    assert samples == {"Synthetic IC chip": SimSurface.CHIP, "Bare silicon wafer": SimSurface.BARE_SILICON}
+    samples = {s.name: s.surface for s in Sample.objects.filter(project=project)}
+    assert samples == {"Synthetic IC chip": SampleSurface.CHIP, "Bare silicon wafer": SampleSurface.BARE_SILICON}
     # a second run creates nothing and shows no password
     again = bootstrap()
     assert "Password" not in again and "Log in as admin" in again

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from imaging.models import Sample, SimSurface
+from imaging.models import Sample, SampleSurface
 from instruments.models import Instrument
 from ssumweb.models import Membership, Project, Role
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
                                                        "description": "A procedurally generated IC layout (seed 7)."})
                 Sample.objects.get_or_create(
                     project=project, name="Bare silicon wafer",
-                    defaults={"sim_surface": SimSurface.BARE_SILICON, "created_by": admin,
+                    defaults={"surface": SampleSurface.BARE_SILICON, "created_by": admin,
                               "description": "A polished wafer with nothing on it: scan it and use that scan as the "
                                              "instrument's flat field (docs/instruments.md, “The flat field”)."})
         if password:

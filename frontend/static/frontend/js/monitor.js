@@ -329,6 +329,7 @@ async function refreshMosaic() {
   const pending = mosaics.find((m) => ["queued", "running"].includes(m.status));
   const note = $("mosaic-status");
   if (pending) note.textContent = `Stitching… ${Math.round((pending.progress || 0) * 100)}% ${pending.message || ""}`;
+  else if (!ready && cfg.reference) note.textContent = "Bare silicon is not stitched: its frames are a flat field for the instrument's scans (see below).";
   else if (!ready) note.textContent = TERMINAL.includes(status) ? "No mosaic yet." : "The mosaic appears after the first frames are stitched.";
   else note.textContent = "";
   if (pending && watchedJob !== pending.id) {
@@ -342,7 +343,7 @@ async function refreshMosaic() {
   }
   const stitchForm = $("stitch-form");
   if (stitchForm) {
-    stitchForm.hidden = !(TERMINAL.includes(status) && !pending);
+    stitchForm.hidden = cfg.reference || !(TERMINAL.includes(status) && !pending);
     $("stitch").textContent = ready ? "Stitch again" : "Stitch the mosaic";
     $("stitch").disabled = Boolean(pending);
   }
@@ -413,7 +414,7 @@ function listWords(items) {
 // A page opened before the final stitch learns of the mosaic here: it joins the "Translate" form's choices.
 function offerTranslation(mosaic) {
   const select = $("translate-mosaic");
-  if (!select) { $("translate-needs-mosaic").hidden = true; return; }  // no model to translate with yet
+  if (!select) { const needs = $("translate-needs-mosaic"); if (needs) needs.hidden = true; return; }  // no model (or bare silicon)
   if (![...select.options].some((o) => o.value === String(mosaic.id))) {
     select.prepend(el("option", { value: String(mosaic.id), text: `Mosaic ${mosaic.id} (${mosaic.width}×${mosaic.height} px)` }));
     select.value = String(mosaic.id);

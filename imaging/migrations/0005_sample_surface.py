@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name='sample',
-            name='sim_surface',
+            name='surface',
             field=models.CharField(choices=[('chip', 'IC chip'), ('bare_silicon', 'Bare silicon (a flat-field reference)')], default='chip', max_length=16),
         ),
     ]
