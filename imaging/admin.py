@@ -7,8 +7,8 @@ JOB_FIELDS = ["status", "progress", "message", "failure_reason", "heartbeat_at",
 
 @admin.register(Sample)
 class SampleAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "sim_seed", "created_at"]
-    list_filter = ["project"]
+    list_display = ["name", "project", "surface", "sim_seed", "created_at"]
+    list_filter = ["project", "surface"]
     search_fields = ["name", "description"]
 
 
