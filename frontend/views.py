@@ -91,6 +91,7 @@ def project_detail(request, pk):
         # The demo project is the one created for the embedded default, with simulated instruments.
         "is_demo": project.is_demo or "demo" in project.name.lower() and project.instruments.filter(piezo_address="sim").exists(),
         "can_operate": _can_operate_project(request.user, project.pk),
+        "surfaces": SampleSurface.choices,
     })
 
 

@@ -267,3 +267,30 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
     expect(page.locator("#stitch-report")).to_contain_text("Shading corrected with a flat field calibrated on bare silicon.")
     expect(page.get_by_role("button", name="Stitch again")).to_be_visible()
     screenshot(page, "scan-stitched-with-calibration")
+
+
+def test_an_operator_adds_a_sample_on_the_project_page(page, live_url, django_user_model):
+    from ssumweb.models import Project
+
+    project = Project.objects.create(name="Wafer lab")
+    user = django_user_model.objects.create_user(username="otto", password="pw-otto")
+    Membership.objects.create(project=project, user=user, role=Role.OPERATOR)
+    Sample.objects.create(project=project, name="die 4")
+    log_in(page, live_url)
+    page.goto(f"{live_url}/projects/{project.pk}/")
+    page.get_by_text("Add a sample").click()
+    form = page.locator("#sample-form")
+    form.get_by_label("Name").fill("die 4")  # taken: the reason beside the name, nothing created
+    form.get_by_role("button", name="Add sample").click()
+    expect(form.locator("#sample-name-error")).to_contain_text("already has a sample called 'die 4'")
+    screenshot(page, "project-add-sample-error")
+    form.get_by_label("Name").fill("wafer offcut")
+    form.get_by_label("Surface").select_option(label="Bare silicon (a flat-field reference)")
+    form.get_by_label("Description").fill("for the flat field")
+    form.get_by_role("button", name="Add sample").click()
+    page.wait_for_url(re.compile(r"/samples/\d+/$"))
+    sample = Sample.objects.get(project=project, name="wafer offcut")
+    assert sample.surface == "bare_silicon" and sample.description == "for the flat field"
+    expect(page.get_by_text("bare silicon: a flat-field reference")).to_be_visible()
+    assert Sample.objects.filter(project=project).count() == 2
+    assert not page.console_errors, page.console_errors

@@ -265,6 +265,14 @@ def test_project_page_without_scans_says_what_to_do_next(project, viewer):
     assert "No scans yet. Open a sample below to plan a scan on it." in page
 
 
+def test_project_page_offers_operators_a_form_to_add_a_sample(project, operator, viewer):
+    empty = login(operator).get(f"/projects/{project.pk}/").content.decode()
+    assert 'id="sample-form"' in empty and "Add a sample below first" in empty
+    assert '<option value="bare_silicon">Bare silicon (a flat-field reference)</option>' in empty
+    as_viewer = login(viewer).get(f"/projects/{project.pk}/").content.decode()
+    assert 'id="sample-form"' not in as_viewer and "An operator of this project adds them." in as_viewer
+
+
 def test_dashboard_searches_and_pages_projects(viewer, django_user_model):
     from ssumweb.models import Membership, Project, Role
 
