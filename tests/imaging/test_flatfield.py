@@ -61,6 +61,13 @@ def test_overlaps_along_one_direction_or_none_leave_the_estimate_in_charge():
         flatfield_from_overlaps([np.full((96, 96), np.nan)] * 4, apart.true_xy_px, mask=apart.fov_mask)
 
 
+def test_estimate_on_large_frames_averages_the_sample_away_without_the_shading():
+    # a one-row scan, where stitching keeps the estimate: 64 px cells left 1.7 % mean error here
+    scan = synthetic_scan(grid=(1, 4), frame_px=512, seed=2)
+    err = _relative_error(estimate_flatfield(scan.frames, mask=scan.fov_mask), scan.flat, scan.fov_mask)
+    assert err.mean() < 0.005 and err.max() < 0.02
+
+
 def test_estimate_with_few_frames_is_still_close():
     scan = synthetic_scan(grid=(3, 3), frame_px=96, seed=4)
     err = _relative_error(estimate_flatfield(scan.frames, mask=scan.fov_mask), scan.flat, scan.fov_mask)
