@@ -89,8 +89,9 @@ function addFrame(ev) {
 }
 
 function showStage(x, y, z) {
-  const f = (v) => (v === null || v === undefined ? "—" : (v / 1000).toFixed(3));
-  $("stage").textContent = `x ${f(x)}  y ${f(y)}  z ${f(z)} µm`;
+  const known = (v) => v !== null && v !== undefined;
+  const parts = [["x", x], ["y", y], ["z", z]].filter(([, v]) => known(v)).map(([axis, v]) => `${axis} ${(v / 1000).toFixed(3)}`);
+  $("stage").textContent = parts.length ? `${parts.join("  ")} µm` : "—";
 }
 
 function addFault(reason, kind = "fault") {
