@@ -1,6 +1,6 @@
 """"Run the demo": the whole lab workflow on the simulated instrument, each step visible as it happens.
 
-scan → live mosaic → final stitch → a simulated SEM image uploaded like a user's → registration
+flat field on bare silicon → scan → live mosaic → final stitch → a simulated SEM image uploaded like a user's → registration
 (automatic; the simulator's ground truth as landmarks if that fails, and the page says so) →
 pairs → a short CPU training run → translation of the mosaic → the side-by-side viewer.
 Each step uses the same services, jobs and files as a user's own work.
@@ -25,6 +25,7 @@ from .models import DemoRun, JobStatus, Project
 log = logging.getLogger(__name__)
 
 STEPS = [
+    ("flatfield", "Calibrate the flat field on bare silicon"),
     ("scan", "Scan a 3 × 3 field on the chip"),
     ("mosaic", "Stitch the mosaic"),
     ("sem", "Upload a simulated SEM image"),
@@ -74,6 +75,35 @@ class Steps:
                 return
 
 
+def run_scan(scan: Scan, progress) -> Scan:
+    """Start a planned scan and wait until it stops; a scan that did not complete is the step's failure."""
+    request_action(scan, "start")
+    wait_for(lambda: Scan.objects.filter(pk=scan.pk, status__in=[ScanStatus.COMPLETED, ScanStatus.FAILED,
+                                                                 ScanStatus.ABORTED, ScanStatus.PAUSED]).first(),
+             f"the scan “{scan.name}”", progress)
+    scan.refresh_from_db()
+    if scan.status != ScanStatus.COMPLETED:
+        raise DomainError(f"The scan “{scan.name}” stopped ({scan.status}): {scan.status_reason}")
+    return scan
+
+
+def calibrate_flat_field(project, instrument, user, demo, progress) -> str:
+    """The instrument's flat field from a 2 × 2 scan of the project's bare-silicon wafer, unless it has one:
+    the chip's live mosaic, final stitch and training pairs are then free of the sphere's shading."""
+    from imaging.jobs import set_flatfield_calibration
+
+    if instrument.flatfield_calibration_id is not None:
+        return f"Already calibrated with scan “{instrument.flatfield_calibration.name}”."
+    wafer = Sample.objects.filter(project=project, surface=SampleSurface.BARE_SILICON).first() or Sample.objects.create(
+        project=project, name="Bare silicon wafer", surface=SampleSurface.BARE_SILICON)
+    side = instrument.fov_diameter_nm / 2**0.5  # frames a step apart: dust on the wafer moves, the shading stays
+    bare = run_scan(plan_scan(sample=wafer, name=f"Demo flat field {demo.pk}", instrument=instrument, user=user,
+                              plan=dict(origin_x_nm=10_000, origin_y_nm=10_000, size_x_nm=2 * side, size_y_nm=2 * side,
+                                        overlap=0.0, exposure_ms=10, contact_setpoint_nm=20)), progress)
+    set_flatfield_calibration(instrument, bare)
+    return f"{bare.frames.count()} frames of bare silicon are now {instrument.name}'s flat field."
+
+
 def wait_for(predicate, what: str, progress, timeout_s: float = STEP_TIMEOUT_S, poll_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -93,22 +123,21 @@ def demo_work(demo: DemoRun, progress) -> dict:
     sample = chips.first() or Sample.objects.create(
         project=project, name="Synthetic IC chip", sim_seed=instrument.sim_seed)
     user = demo.created_by
+    side = instrument.fov_diameter_nm / 2**0.5
+
+    steps.set("flatfield", "running", "Scanning bare silicon through the sphere…")
+    calibration_note = calibrate_flat_field(project, instrument, user, demo, progress)
+    steps.set("flatfield", "succeeded", calibration_note,
+              reverse("frontend:scan", args=[instrument.flatfield_calibration_id]))
 
     steps.set("scan", "running", "Planning and starting the scan…")
-    side = instrument.fov_diameter_nm / 2**0.5
     step_nm = side * 0.7
     scan = plan_scan(sample=sample, name=f"Demo scan {demo.pk}", instrument=instrument, user=user, plan=dict(
         origin_x_nm=40_000, origin_y_nm=40_000, size_x_nm=side + 2 * step_nm, size_y_nm=side + 2 * step_nm,
         overlap=0.3, exposure_ms=10, contact_setpoint_nm=20))
-    request_action(scan, "start")
     scan_url = reverse("frontend:scan", args=[scan.pk])
     steps.set("scan", "running", f"Scanning {scan.frames_total} fields of view…", scan_url)
-    wait_for(lambda: Scan.objects.filter(pk=scan.pk, status__in=[ScanStatus.COMPLETED, ScanStatus.FAILED,
-                                                                 ScanStatus.ABORTED, ScanStatus.PAUSED]).first(),
-             "the scan", progress)
-    scan.refresh_from_db()
-    if scan.status != ScanStatus.COMPLETED:
-        raise DomainError(f"The scan stopped ({scan.status}): {scan.status_reason}")
+    run_scan(scan, progress)
     steps.set("scan", "succeeded", f"{scan.frames.count()} frames saved.", scan_url)
 
     steps.set("mosaic", "running", "Final stitch: global solve, flat field, pyramid…", scan_url)

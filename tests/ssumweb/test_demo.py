@@ -48,3 +48,13 @@ def test_the_demo_runs_every_step_and_ends_in_the_viewer(api, lab, lab_admin, vi
     assert [s["status"] for s in state["steps"]] == ["succeeded"] * len(demo.STEPS)
     assert "/viewer/?mosaic=" in state["steps"][-1]["url"] and "translation=" in state["steps"][-1]["url"]
     assert DemoRun.objects.get().status == JobStatus.SUCCEEDED
+    # the first step made a scan of bare silicon the instrument's flat field, and the chip's mosaic used it
+    from imaging.models import Mosaic
+
+    instrument = Instrument.objects.get(project=lab)
+    calibration = instrument.flatfield_calibration
+    assert calibration.sample.surface == "bare_silicon" and calibration.frames.count() == 4
+    assert not Mosaic.objects.filter(scan=calibration).exists()
+    mosaic = Mosaic.objects.get(scan__sample__name="Synthetic IC chip", status=JobStatus.SUCCEEDED)
+    assert mosaic.report["flatfield"] == "calibration"
+    assert state["steps"][0]["url"] == f"/scans/{calibration.pk}/"
