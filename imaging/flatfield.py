@@ -10,8 +10,10 @@ low-rank part is ``B ⊗ S + 1 ⊗ D`` with ``S`` and ``D`` restricted to low-de
 polynomials (our stand-in for BaSiC's DCT smoothness prior), the sparse part — the sample's structures — is
 down-weighted by iteratively reweighted least squares with Cauchy weights. Everything runs on
 frames shrunk to a small working size, so 100 frames of 2048² cost well under a second.
-:func:`flatfield_from_calibration` builds the same object from frames of a featureless
-reference (bare silicon) instead. Pixels outside the circular field of view are ignored.
+:func:`flatfield_from_overlaps` fits ``S`` again once the frames are placed, to where they overlap
+(the same spot seen at two places in the field: the sample cancels). :func:`flatfield_from_calibration`
+builds the same object from frames of a featureless reference (bare silicon) instead. Pixels
+outside the circular field of view are ignored.
 """
 
 from __future__ import annotations
@@ -307,9 +309,9 @@ def flatfield_from_overlaps(
     ``log S`` is a Legendre polynomial of total ``degree``: only differences of ``S`` at the scan's
     few offsets are seen, and on simulated 4×4 scans degree 5 was already ill-posed (1.5 % mean
     error against 0.4 % at degree 4; a weak pull towards :func:`estimate_flatfield`'s answer let
-    that one's errors in and did worse). Frames are smoothed by
-    ``smooth_sigma_px`` first, and pixels that disagree beyond the shading (a misplaced frame,
-    a layer focused differently) are down-weighted (iteratively reweighted least squares).
+    that one's errors in and did worse). Frames are smoothed by ``smooth_sigma_px`` first, and
+    pixels that disagree beyond the shading (a misplaced frame, a layer focused differently) are
+    down-weighted (iteratively reweighted least squares).
 
     frames : N (H, W) frames as captured (uint16, uint8 or float in [0, 1]).
     positions_px : (N, 2) (x, y) top-left of each frame in the mosaic, from the stitch.
@@ -362,8 +364,8 @@ def flatfield_from_overlaps(
             if abs(d[0]) < w and abs(d[1]) < h:
                 pairs.append((i, j, d))
     offsets = np.array([d / (w, h) for _, _, d in pairs]).reshape(-1, 2)
-    spread = np.linalg.eigvalsh(offsets.T @ offsets) if len(offsets) else np.zeros(2)
-    if spread[0] < MIN_OFFSET_SPREAD * spread[1] or spread[1] == 0:
+    moments = np.linalg.eigvalsh(offsets.T @ offsets) if len(offsets) else np.zeros(2)
+    if moments[1] == 0 or moments[0] < MIN_OFFSET_SPREAD * moments[1]:
         return None
     # one sampling stride for every pair, as fine as the sample budget allows
     shared = sum(max(0.0, (w - abs(d[0])) * (h - abs(d[1]))) for _, _, d in pairs) * inner.mean()
@@ -392,8 +394,8 @@ def flatfield_from_overlaps(
         lhs = design.T @ (design * weights[:, None])
         coeffs = np.linalg.solve(lhs + 1e-9 * np.trace(lhs) / len(lhs) * np.eye(len(lhs)), design.T @ (weights * b))
         residual = b - design @ coeffs
-        scale = 1.4826 * np.median(np.abs(residual)) + 1e-9
-        weights = np.minimum(1.0, 2.0 * scale / np.maximum(np.abs(residual), 1e-12))  # Huber
+        noise = 1.4826 * np.median(np.abs(residual)) + 1e-9
+        weights = np.minimum(1.0, 2.0 * noise / np.maximum(np.abs(residual), 1e-12))  # Huber
     flat = np.exp(_evaluate(np.concatenate([[0.0], coeffs]), (full_h, full_w), degree))
     flat /= np.float32(flat[full_mask].mean())
     return _finish(flat, np.zeros((full_h, full_w), np.float32), full_mask, "overlaps")
