@@ -14,7 +14,13 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["feather_weight", "Canvas"]
+__all__ = ["feather_weight", "frame_gains", "Canvas"]
+
+#: A frame is compared with another only where they share at least this many sampled pixels.
+_MIN_SHARED_SAMPLES = 100
+#: Gains are applied only if, left out in turn, each overlap's brightness ratio is predicted by the
+#: others' gains to within this fraction of the ratios' own median (the median over overlaps).
+GAIN_PREDICTS = 0.5
 
 
 def feather_weight(mask: np.ndarray, *, ramp_px: float | None = None) -> np.ndarray:
@@ -30,6 +36,73 @@ def feather_weight(mask: np.ndarray, *, ramp_px: float | None = None) -> np.ndar
             raise ValueError(f"ramp_px must be > 0, got {ramp_px}")
         distance = np.minimum(distance, np.float32(ramp_px))
     return distance
+
+
+def frame_gains(frames, positions_px, mask: np.ndarray, pairs, *, smooth_px: float = 2.0,
+                stride: int | None = None) -> np.ndarray:
+    """Each frame's brightness relative to the others, from where they overlap (gain compensation).
+
+    A lamp that flickers, an exposure that drifts or a focus that moves makes whole frames a few
+    per cent brighter or darker than their neighbours, and their seams show in the mosaic. For
+    every overlapping pair the median log-ratio of the two frames over their shared pixels
+    (smoothed by ``smooth_px``, sampled every ``stride`` px: by default 1 px in 128) measures
+    ``log g_i − log g_j``; a least squares over all pairs (Huber-weighted), with the gains'
+    geometric mean held at 1, gives the gains.
+
+    frames : N (H, W) float frames, flat-field corrected; positions_px : (N, 2) (x, y) top-left of
+        each in the mosaic; mask : (H, W) bool useful field of view.
+    pairs : (i, j) frames to compare: those whose overlap placed them (a pair that matched no
+        offset shows two different places, whose brightness says nothing of the gains).
+    Returns (N,) float64: divide frame i by its gain. A frame in no pair keeps 1, and every frame
+    does where the differences are not per frame (:data:`GAIN_PREDICTS`).
+    """
+    n = len(frames)
+    positions = np.asarray(positions_px, float)
+    h, w = mask.shape
+    stride = stride or max(1, min(h, w) // 128)
+    inner = ndimage.binary_erosion(mask, iterations=int(np.ceil(2 * smooth_px)) + 1)
+    ys, xs = np.nonzero(inner[::stride, ::stride])
+    ys, xs = ys * stride, xs * stride
+    logs = [np.log(np.maximum(cv2.GaussianBlur(np.asarray(f, np.float32), (0, 0), smooth_px), 1e-6)) for f in frames]
+    rows, ratios, weights = [], [], []
+    for i, j in sorted({tuple(sorted(pair)) for pair in pairs if pair[0] != pair[1]}):
+        d = np.round(positions[j] - positions[i]).astype(int)
+        yj, xj = ys - d[1], xs - d[0]
+        ok = (yj >= 0) & (yj < h) & (xj >= 0) & (xj < w)
+        ok[ok] = inner[yj[ok], xj[ok]]
+        if ok.sum() < _MIN_SHARED_SAMPLES:
+            continue
+        rows.append((i, j))
+        ratios.append(float(np.median(logs[i][ys[ok], xs[ok]] - logs[j][yj[ok], xj[ok]])))
+        weights.append(np.sqrt(ok.sum()))
+    gains = np.ones(n)
+    linked = sorted({k for pair in rows for k in pair})
+    if not rows:
+        return gains
+    column = {k: c for c, k in enumerate(linked)}
+    design = np.zeros((len(rows) + 1, len(linked)))
+    for r, (i, j) in enumerate(rows):
+        design[r, column[i]], design[r, column[j]] = 1.0, -1.0
+    design[-1] = 1.0  # the gains' geometric mean is 1: the mosaic keeps the frames' brightness overall
+    target = np.append(ratios, 0.0)
+    base = np.append(weights, max(weights))
+    weight = base.copy()
+    for _ in range(5):  # an overlap whose two frames disagree beyond their gains (a layer focused in one only) counts less
+        solution, *_ = np.linalg.lstsq(design * weight[:, None], target * weight, rcond=None)
+        residual = np.abs(design @ solution - target)[:-1]
+        noise = 1.4826 * np.median(residual) + 1e-4
+        weight = base * np.append(np.sqrt(np.minimum(1.0, 2.0 * noise / np.maximum(residual, 1e-12))), 1.0)
+    # Are the differences per frame at all? Each overlap's ratio predicted by the gains fitted without
+    # it (leave-one-out, from the hat matrix). On simulated deep chips, where a layer is in focus in
+    # one frame and not the next, gains refitted without each overlap predicted it worse than no gains
+    # (median 0.4–1.6 % became 0.6–2.2 %); on a flat chip with ±2 % gains, 1.24 % became 0.19 %.
+    weighted = design * weight[:, None]
+    hat = np.einsum("ij,ji->i", weighted, np.linalg.pinv(weighted))[:-1]
+    held_out = np.abs(design @ solution - target)[:-1] / np.maximum(1.0 - hat, 1e-3)
+    if np.median(held_out) > GAIN_PREDICTS * np.median(np.abs(ratios)):
+        return gains
+    gains[linked] = np.exp(solution)
+    return gains
 
 
 @dataclass

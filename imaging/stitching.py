@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from imaging.blending import Canvas, feather_weight
+from imaging.blending import Canvas, feather_weight, frame_gains
 from imaging.consensus import consensus_placement
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield, flatfield_from_overlaps
 from imaging.imageio import ImagingError, to_float32, to_uint16
@@ -142,6 +142,9 @@ class StitchReport:
     frame_disagreement: tuple[float, ...] = ()
     #: frames whose seams may be off by pixels (:data:`UNCERTAIN_CONFIDENCE`), or placed by the stage alone
     uncertain_frames: tuple[int, ...] = ()
+    #: per frame, its brightness relative to the others where they overlap (1: as bright), divided
+    #: out in the blend (:func:`imaging.blending.frame_gains`)
+    frame_gain: tuple[float, ...] = ()
 
     @property
     def dropped_links(self) -> tuple[LinkReport, ...]:
@@ -454,9 +457,13 @@ class IncrementalStitcher:
                                    skip={k for k in placement.dropped if {self._links[k].i, self._links[k].j} & lonely})
         corner = np.floor(positions.min(axis=0)).astype(int)
         extent = np.ceil(positions.max(axis=0)).astype(int) - corner
+        # gain compensation, where the frames are corrected for shading (else the vignette decides the ratios)
+        used_pairs = [(link.i, link.j) for k, link in enumerate(self._links) if k not in placement.dropped]
+        gains = (frame_gains(self._frames, positions, self.mask, used_pairs) if self.flatfield is not None
+                 else np.ones(len(self._frames)))
         canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
-        for frame, position in zip(self._frames, positions, strict=False):
-            canvas.add(frame, self._weight, position)
+        for frame, position, gain in zip(self._frames, positions, gains, strict=False):
+            canvas.add(frame / np.float32(gain), self._weight, position)
         image = to_uint16(np.clip(canvas.image(), 0.0, 1.0))
         link_reports = tuple(
             LinkReport(link.i, link.j, link.nominal_offset_px, tuple(map(float, link.offset_px)), float(link.score),
@@ -480,6 +487,7 @@ class IncrementalStitcher:
             frame_confidence=() if placement.confidence is None else tuple(map(float, placement.confidence)),
             frame_disagreement=() if placement.confidence is None else tuple(map(float, disagreeing)),
             uncertain_frames=_uncertain_frames(placement, disagreeing),
+            frame_gain=tuple(map(float, gains)),
         )
         origin_nm = tuple(float(v) for v in corner * self.pixel_size_nm)
         return Mosaic(image, self.pixel_size_nm, origin_nm, local, report)

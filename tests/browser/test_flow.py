@@ -102,7 +102,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#stitch-report")).to_contain_text("flat field fitted to where the frames overlap")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(len(report["uncertain_frames"]))
     # (as a deep chip's report would: the second and fourth frames stitched unsure)
-    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3]})
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3],
+                                                       "frame_gain": [1.0, 1.042, 0.99, 0.97]})
     second, fourth = report["frame_index"][1], report["frame_index"][3]
     page.reload()
     expect(page.locator("#live-canvas")).to_have_count(0)
@@ -112,6 +113,7 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"Frames {second} and {fourth} are placed with low confidence")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
+    expect(page.locator("#stitch-report")).to_contain_text("one was 4.2 % brighter or darker than the rest")
     expect(page.get_by_role("link", name="See them on the mosaic")).to_have_attribute(
         "href", f"/viewer/?mosaic={mosaic.pk}&frames=1")
     assert page.locator(f"#frame-grid a[data-index='{fourth}']").get_attribute("title").endswith(

@@ -37,3 +37,23 @@ def test_frames_at_true_positions_reproduce_the_scene():
             canvas.add(scene[y:y + 40, x:x + 40], weight, (x, y))
     assert canvas.origin_px.tolist() == [0, 0]
     np.testing.assert_allclose(canvas.image()[1:69, 1:95], scene[1:69, 1:95], atol=1e-5)
+
+
+def test_frame_gains_recover_each_frames_brightness_from_the_overlaps():
+    from imaging.blending import frame_gains
+    from imaging.pairwise import mask_overlap_px
+    from tests.imaging.scan_factory import synthetic_scan
+
+    scan = synthetic_scan(grid=(3, 4), frame_px=128, seed=5)
+    truth = np.random.default_rng(1).uniform(0.9, 1.1, len(scan.frames))
+    truth /= np.exp(np.log(truth).mean())  # geometric mean 1, as the solve holds it
+    frames = [f / 65535.0 / scan.flat * g for f, g in zip(scan.frames, truth, strict=True)]
+    pairs = [(i, j) for i in range(len(frames)) for j in range(i + 1, len(frames))
+             if mask_overlap_px(scan.fov_mask, scan.true_xy_px[j] - scan.true_xy_px[i]) > 500]
+    gains = frame_gains(frames, scan.true_xy_px, scan.fov_mask, pairs)
+    np.testing.assert_allclose(gains, truth, rtol=0.005)
+    # frames in no pair keep 1; the others still agree with each other
+    alone = frame_gains(frames, scan.true_xy_px, scan.fov_mask, [p for p in pairs if 0 not in p])
+    assert alone[0] == 1.0
+    ratio = alone[1:] / truth[1:]
+    assert np.ptp(ratio) < 0.01

@@ -383,6 +383,11 @@ function showStitchReport(report, mosaicId, options = {}) {
       estimated: "Shading corrected with a flat field estimated from the frames themselves.",
       overlaps: "Shading corrected with a flat field fitted to where the frames overlap (the same spot seen at different places in the field).",
       none: "Shading not corrected." }[report.flatfield] || "" })];
+  const gains = report.frame_gain || [];
+  const spread = gains.length ? Math.max(...gains.map((g) => Math.abs(g - 1))) : 0;
+  if (spread >= 0.005) {
+    lines.push(el("p", { class: "muted", text: `Brightness evened out between the frames where they overlap: one was ${(100 * spread).toFixed(1)} % brighter or darker than the rest (a flickering lamp, a drifting exposure).` }));
+  }
   if (options.calibration_skipped) {
     lines.push(el("p", { class: "warning", text: `The instrument's flat-field calibration was not used: ${options.calibration_skipped}` }));
   }
