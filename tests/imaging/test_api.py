@@ -203,3 +203,7 @@ def test_a_sample_can_be_bare_silicon_for_a_simulated_bench_and_bad_surfaces_are
                              format="json")
     assert bad.status_code == 400 and fields_of(bad) == {"surface"}
     assert not Sample.objects.filter(name="glass").exists()
+    # a sample recorded as a chip that turns out to be the lab's bare wafer
+    chip = Sample.objects.get(name="chip 2")
+    assert api(operator).patch(f"/api/samples/{chip.pk}/", {"surface": "bare_silicon"}, format="json").status_code == 200
+    assert Sample.objects.get(pk=chip.pk).surface == "bare_silicon"
