@@ -113,6 +113,9 @@ def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view
     assert 'id="live-canvas"' not in html and "The scan has ended, so the instrument's live view is not shown" in html
     assert re.search(rf'<img id="last-frame"[^>]* src="/api/frames/{Frame.objects.get(scan=scan, index=1).pk}/preview/?"', html)
     assert "Readouts at the last frame" in html
+    # a frame in the grid opens as a picture in a new tab, not as a 16-bit TIFF download
+    first = Frame.objects.get(scan=scan, index=0).pk
+    assert re.search(rf'<a data-index="0"[^>]* href="/api/frames/{first}/preview/?" target="_blank"', html)
     cfg = config(response, "monitor-config")
     assert cfg["ended"] is True
     assert cfg["last_readout"] == {"x_nm": 1000.0, "y_nm": 5.0, "z_nm": 80.0, "focus_nm": -1200.0,

@@ -72,11 +72,11 @@ function addFrame(ev) {
   const grid = $("frame-grid");
   let cell = grid.querySelector(`[data-index="${ev.index}"]`);
   if (!cell) {
-    cell = el("a", { "data-index": ev.index });
+    cell = el("a", { "data-index": ev.index, target: "_blank", rel: "noopener" });
     cell.style.gridRow = ev.row + 1; cell.style.gridColumn = ev.col + 1;
     grid.append(cell);
   }
-  cell.href = `/api/frames/${ev.frame_id}/image/`;
+  cell.href = `/api/frames/${ev.frame_id}/preview/`;
   cell.title = `Frame ${ev.index} (row ${ev.row}, col ${ev.col})`;
   cell.classList.remove("pending");
   cell.replaceChildren(el("img", { src: ev.thumbnail_url || `/api/frames/${ev.frame_id}/thumbnail/`, alt: `Frame ${ev.index}` }));
