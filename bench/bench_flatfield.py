@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_stitching import stopwatch  # noqa: E402
 
 from imaging.flatfield import estimate_flatfield, flatfield_from_calibration, flatfield_from_overlaps  # noqa: E402
 from imaging.stitching import USEFUL_FOV_FRACTION, stitch  # noqa: E402
@@ -50,12 +52,6 @@ def error_pct(flat: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[fl
     flat = flat / flat[mask].mean()  # a flat field's overall gain is arbitrary
     err = np.abs(flat[mask] / truth[mask] - 1) * 100
     return float(err.mean()), float(np.percentile(err, 99))
-
-
-def timed(fn):
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
 
 
 def run_seed(seed: int, n_bare: int) -> list[tuple[str, float, float, float]]:
@@ -85,8 +81,9 @@ def run_seed(seed: int, n_bare: int) -> list[tuple[str, float, float, float]]:
         (f"bare silicon, median of {n_bare}, dark subtracted (not in the app)",
          lambda: flatfield_from_calibration(bare, dark_frames=dark, mask=mask)),
     ]:
-        ff, seconds = timed(make)
-        rows.append((name, *error_pct(ff.flat, truth, mask), seconds))
+        elapsed = stopwatch()
+        ff = make()
+        rows.append((name, *error_pct(ff.flat, truth, mask), elapsed().wall_s))
     return rows
 
 

@@ -130,6 +130,7 @@ def scan_detail(request, pk):
     # Read the seq first: an event published between the two reads is then replayed, never lost.
     after_seq = Event.objects.filter(topic=events.topic_for("scan", scan.pk)).aggregate(m=Max("seq"))["m"] or 0
     frames = list(scan.frames.order_by("index"))
+    last_frame = frames[-1] if frames else None
     can_operate = _can_operate(request.user, scan)
     # A completed or aborted scan never moves again: the instrument's live view and readouts belong to
     # whatever it does now, so the page shows the scan's own last readouts instead.
@@ -140,14 +141,14 @@ def scan_detail(request, pk):
 
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
-        "last_frame": frames[-1] if frames else None, "ended": ended, "instrument_online": online,
+        "last_frame": last_frame, "ended": ended, "instrument_online": online,
         "reference": reference,
         "can_operate": can_operate, "calibration_scans": _calibration_scans(scan, frames),
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
                            "can_operate": can_operate, "translate_with": scan.translate_with_id,
-                           "ended": ended, "instrument_online": online, "last_readout": _readout(frames[-1] if frames else None),
+                           "ended": ended, "instrument_online": online, "last_readout": _readout(last_frame),
                            "reference": reference,
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()

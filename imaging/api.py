@@ -142,16 +142,17 @@ class FrameViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScop
     @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
     def thumbnail(self, request, pk=None):
-        frame = self.get_object()
-        return send_file(request, sem_service.thumbnail_for(frame.image.name), content_type="image/jpeg",
-                         max_age=86400, immutable=True)
+        return self._jpeg(request, sem_service.thumbnail_for)
 
     @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
     def preview(self, request, pk=None):
         """The frame as a JPEG of at most 512 px across, in its display window."""
-        frame = self.get_object()
-        return send_file(request, sem_service.preview_for(frame.image.name), content_type="image/jpeg",
+        return self._jpeg(request, sem_service.preview_for)
+
+    def _jpeg(self, request, jpeg_for):
+        """The frame's JPEG that ``jpeg_for`` makes (once, beside the TIFF); it never changes."""
+        return send_file(request, jpeg_for(self.get_object().image.name), content_type="image/jpeg",
                          max_age=86400, immutable=True)
 
 

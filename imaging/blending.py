@@ -98,7 +98,7 @@ def frame_gains(frames, positions_px, mask: np.ndarray, pairs, *, smooth_px: flo
     # (median 0.4–1.6 % became 0.6–2.2 %); on a flat chip with ±2 % gains, 1.24 % became 0.19 %.
     weighted = design * weight[:, None]
     hat = np.einsum("ij,ji->i", weighted, np.linalg.pinv(weighted))[:-1]
-    held_out = np.abs(design @ solution - target)[:-1] / np.maximum(1.0 - hat, 1e-3)
+    held_out = residual / np.maximum(1.0 - hat, 1e-3)
     if np.median(held_out) > GAIN_PREDICTS * np.median(np.abs(ratios)):
         return gains
     gains[linked] = np.exp(solution)

@@ -87,7 +87,7 @@ def run_scan(scan: Scan, progress) -> Scan:
     return scan
 
 
-def calibrate_flat_field(project, instrument, user, demo, progress) -> str:
+def calibrate_flat_field(project, instrument, user, demo, progress, *, side: float) -> str:
     """The instrument's flat field from a 2 × 2 scan of the project's bare-silicon wafer, unless it has one:
     the chip's live mosaic, final stitch and training pairs are then free of the sphere's shading."""
     from imaging.jobs import set_flatfield_calibration
@@ -96,7 +96,7 @@ def calibrate_flat_field(project, instrument, user, demo, progress) -> str:
         return f"Already calibrated with scan “{instrument.flatfield_calibration.name}”."
     wafer = Sample.objects.filter(project=project, surface=SampleSurface.BARE_SILICON).first() or Sample.objects.create(
         project=project, name="Bare silicon wafer", surface=SampleSurface.BARE_SILICON)
-    side = instrument.fov_diameter_nm / 2**0.5  # frames a step apart: dust on the wafer moves, the shading stays
+    # frames a step (the usable square's ``side``) apart: dust on the wafer moves, the shading stays
     bare = run_scan(plan_scan(sample=wafer, name=f"Demo flat field {demo.pk}", instrument=instrument, user=user,
                               plan=dict(origin_x_nm=10_000, origin_y_nm=10_000, size_x_nm=2 * side, size_y_nm=2 * side,
                                         overlap=0.0, exposure_ms=10, contact_setpoint_nm=20)), progress)
@@ -126,7 +126,7 @@ def demo_work(demo: DemoRun, progress) -> dict:
     side = instrument.fov_diameter_nm / 2**0.5
 
     steps.set("flatfield", "running", "Scanning bare silicon through the sphere…")
-    calibration_note = calibrate_flat_field(project, instrument, user, demo, progress)
+    calibration_note = calibrate_flat_field(project, instrument, user, demo, progress, side=side)
     steps.set("flatfield", "succeeded", calibration_note,
               reverse("frontend:scan", args=[instrument.flatfield_calibration_id]))
 
