@@ -111,12 +111,12 @@ def shading_left(mosaic_image: np.ndarray, scan: SyntheticScan, frame0_xy_px, *,
     left). ``frame0_xy_px``: where the mosaic put frame 0's top-left pixel."""
     import cv2
 
-    offset = np.round(np.asarray(frame0_xy_px) - scan.true_xy_px[0]).astype(int)  # mosaic (x, y) of scene (0, 0)
+    # the scene resampled where the mosaic shows it, to the fraction of a pixel: rounded, half a
+    # pixel off would count the edges' mismatch as shading
+    ox, oy = np.asarray(frame0_xy_px, float) - scan.true_xy_px[0]  # mosaic (x, y) of scene (0, 0)
     image = mosaic_image.astype(np.float64) / 65535
-    scene = np.zeros_like(image)
-    x0, y0 = max(0, offset[0]), max(0, offset[1])
-    part = scan.scene[y0 - offset[1]:, x0 - offset[0]:][:image.shape[0] - y0, :image.shape[1] - x0]
-    scene[y0:y0 + part.shape[0], x0:x0 + part.shape[1]] = part
+    scene = cv2.warpAffine(scan.scene.astype(np.float64), np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]]),
+                           (image.shape[1], image.shape[0]), flags=cv2.INTER_CUBIC, borderValue=0.0)
     covered = ((image > 0) & (scene > 0)).astype(np.float64)
     blocks = [cv2.blur(a, (block_px, block_px)) for a in (image * covered, scene * covered, covered)]
     whole = blocks[2] > 0.99

@@ -74,9 +74,9 @@ def test_mosaic_reproduces_the_scene(scan, mosaic):
 
 
 def test_the_mosaic_is_as_bright_as_the_scene_everywhere(scan, mosaic):
-    # uncorrected 9 % of shading is left; with the estimated flat field alone 0.98 %, fitted to the overlaps 0.74 %
+    # uncorrected 8.8 % of shading is left; with the estimated flat field alone 0.74 %, fitted to the overlaps 0.36 %
     assert mosaic.report.flatfield == "overlaps"
-    assert shading_left(mosaic.image, scan, mosaic.positions_px[0]) < 0.0085
+    assert shading_left(mosaic.image, scan, mosaic.positions_px[0]) < 0.0055
 
 
 def test_frames_of_different_brightness_are_evened_out_and_equal_ones_left_alone(scan, mosaic):
@@ -91,10 +91,10 @@ def test_frames_of_different_brightness_are_evened_out_and_equal_ones_left_alone
                     flatfield=calibrated)
     gains = np.array(evened.report.frame_gain)
     np.testing.assert_allclose(gains / gains.mean(), lamp / lamp.mean(), rtol=0.01)
-    assert shading_left(evened.image, scan, evened.positions_px[0]) < 0.012  # 3.7 % without the gains
+    assert shading_left(evened.image, scan, evened.positions_px[0]) < 0.008  # 0.33 %; 3.6 % without the gains
     # with the flat field estimated, the fit to the overlaps takes up a little of the flicker itself
     estimated = stitch(frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
-    assert shading_left(estimated.image, scan, estimated.positions_px[0]) < 0.025  # 3.9 % without the gains
+    assert shading_left(estimated.image, scan, estimated.positions_px[0]) < 0.025  # 1.6 %; 3.8 % without the gains
 
 
 def test_one_corrupted_frame_does_not_bend_the_others(scan):
