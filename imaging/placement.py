@@ -437,13 +437,13 @@ def _link_potential(link: Link, reach: int, sharpness: float, floor: float, tole
     return psi
 
 
-#: States of a belief that hold less than this share of its mass (each below it / side²) may be left
-#: out of a message: normalised, it then moves by < 1e-6 / (1e-3 · side²) (the floor's share),
-#: 5e-8 on 512 px frames' 145² states, where 1e-4 is convergence.
+#: A belief's states outside the few about its mode may be left out of a message where they hold
+#: less than this share of its mass: normalised, the message then moves by < 1e-6 / (1e-3 · side²)
+#: (the floor's share), 5e-8 on 512 px frames' 145² states, where 1e-4 is convergence.
 MESSAGE_NEGLIGIBLE_MASS = 1e-6
-#: A message from a belief whose states lie within this many states per axis is a small direct
-#: convolution, not an FFT (512 px frames' links: 0.04–0.11 ms up to 8×8 states, 0.27 ms from
-#: 11×11, where OpenCV turns to a DFT of its own; the transforms take 0.31 ms).
+#: ... the DIRECT_MESSAGE_SPAN² states about the mode, whose message is a small direct convolution
+#: instead of FFTs (512 px frames' links: 0.04–0.11 ms up to 8×8 states, 0.27 ms from 11×11,
+#: where OpenCV turns to a DFT of its own; the transforms take 0.31 ms).
 DIRECT_MESSAGE_SPAN = 8
 
 class _MessageKernel:
@@ -477,10 +477,12 @@ class _MessageKernel:
 
     def apply(self, b: np.ndarray, base: float) -> np.ndarray:
         """The message from belief ``b`` (side², float64), ``base`` (the floor's share) added."""
-        rows, cols = np.divmod(np.flatnonzero(b > MESSAGE_NEGLIGIBLE_MASS / b.size), self.side)
-        if rows.size and max(rows.max() - rows.min(), cols.max() - cols.min()) < DIRECT_MESSAGE_SPAN:
-            return self._convolved(b, (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1),
-                                   base)
+        # the few states about the mode, where they hold all but a negligible share of the mass
+        r, c = divmod(int(np.argmax(b)), self.side)
+        half = DIRECT_MESSAGE_SPAN // 2
+        box = (max(r - half + 1, 0), min(r + half + 1, self.side), max(c - half + 1, 0), min(c + half + 1, self.side))
+        if b[box[0]:box[1], box[2]:box[3]].sum() >= (1.0 - MESSAGE_NEGLIGIBLE_MASS) * b.sum():
+            return self._convolved(b, box, base)
         full = fft.irfft2(self.spectrum * fft.rfft2(b.astype(np.float32), self.shape), self.shape)
         (w0r, lor, hir, _), (w0c, loc, hic, _) = self.axes
         out = np.full((self.side, self.side), base)  # the box of ψ always reaches some kept outputs
@@ -511,6 +513,13 @@ class _MessageKernel:
             out[r0:r1, c0:c1] += full[r0 - ar: r1 - ar, c0 - ac: c1 - ac]
         return out
 
+
+#: Below this many frames the order messages go in is not what keeps them from settling (on a
+#: 3×3 scan every frame is two links from every other), and on 3×3 simulator scans passing them
+#: back and forth as well moved placements more often for the worse (seeds 1–6: 0.26 → 0.34 and
+#: 1.07 → 1.92 px, 0.68 → 0.56 px) at 1.5× the time; of the 4×4 ones it changed three for the
+#: better (1.24 → 1.12, 7.06 → 6.24, 8.13 → 4.55 px) and two for the worse (1.54 → 2.06, 9.07 → 9.12 px).
+BACK_AND_FORTH_MIN_FRAMES = 16
 
 #: Sweeps of the joint inference. On simulator scans it had not converged after 20 (messages
 #: still moving by 1e-3): over 25 scans of flat, default and Z-stacked chips (seeds 1–8), 50
@@ -643,11 +652,10 @@ def mrf_displacements(
     # In the links' order, what the first frames' links say reaches the last frames within a
     # sweep but comes back one link a sweep. A 15×15 scan of 512 px frames had not settled after
     # 50 sweeps, its frames 16 px off; back and forth by turns it settled in 31, on the truth
-    # (0.016 px). Where the links' order has not settled, both run and the placement the model
-    # finds more probable is kept (not always: on small simulator scans either order was as
-    # often the better one, so a settled first run stands).
+    # (0.016 px). Where the links' order has not settled on a scan of BACK_AND_FORTH_MIN_FRAMES
+    # or more, both run and the placement the model finds more probable is kept.
     displacement, confidence, log_p, settled = propagate(False)
-    if not settled:
+    if not settled and n >= BACK_AND_FORTH_MIN_FRAMES:
         other = propagate(True)
         if other[2] > log_p:
             displacement, confidence = other[0], other[1]
