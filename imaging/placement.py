@@ -446,6 +446,7 @@ MESSAGE_NEGLIGIBLE_MASS = 1e-6
 #: where OpenCV turns to a DFT of its own; the transforms take 0.31 ms).
 DIRECT_MESSAGE_SPAN = 8
 
+
 class _MessageKernel:
     """One direction of a link's message, m(a) = Σ_b h(b) · lift(a − b + 2r) over states a, b ∈ [0, side),
     side = 2r + 1, of ψ minus its constant floor, whose share (floor · Σh) comes in as ``base``.
@@ -516,8 +517,8 @@ class _MessageKernel:
 
 #: Below this many frames the order messages go in is not what keeps them from settling (on a
 #: 3×3 scan every frame is two links from every other), and on 3×3 simulator scans passing them
-#: back and forth as well moved placements more often for the worse (seeds 1–6: 0.26 → 0.34 and
-#: 1.07 → 1.92 px, 0.68 → 0.56 px) at 1.5× the time; of the 4×4 ones it changed three for the
+#: back and forth as well moved placements more often for the worse (seeds 1–6: two worse,
+#: 0.26 → 0.34 and 1.07 → 1.92 px; one better, 0.68 → 0.56 px) at 1.5× the time; of the 4×4 ones it changed three for the
 #: better (1.24 → 1.12, 7.06 → 6.24, 8.13 → 4.55 px) and two for the worse (1.54 → 2.06, 9.07 → 9.12 px).
 BACK_AND_FORTH_MIN_FRAMES = 16
 
