@@ -23,6 +23,7 @@ at the true offset: on the default chip each layer's defocus changes from frame 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -38,20 +39,13 @@ from tests.imaging.scan_factory import position_errors  # noqa: E402
 
 
 def model(links, *, sigma_px: float, radius_px: int, tolerant: bool = False):
-    """log p(displacements) under the joint inference's model: stage prior + link potentials."""
-    reach = 2 * radius_px
-    potentials = [(link.i, link.j, np.log(psi)) for link in links
-                  if (psi := placement._link_potential(link, reach, placement.MRF_SHARPNESS, placement.MRF_FLOOR, tolerant)) is not None]
-
-    def log_probability(displacement) -> float:
-        d = np.asarray(displacement, float)
-        total = -0.5 * float((d**2).sum()) / sigma_px**2
-        for i, j, log_psi in potentials:
-            dx, dy = np.rint(d[j] - d[i]).astype(int) + reach
-            inside = 0 <= dy < log_psi.shape[0] and 0 <= dx < log_psi.shape[1]
-            total += float(log_psi[dy, dx]) if inside else float(np.log(placement.MRF_FLOOR))
-        return total
-    return log_probability
+    """log p(displacements) under the joint inference's model (stage prior + link potentials),
+    scored as the inference scores its own placements."""
+    floor = placement.MRF_FLOOR
+    edges = placement._mrf_edges(links, radius_px=radius_px, sharpness=placement.MRF_SHARPNESS, floor=floor,
+                                 tolerant=tolerant)
+    return functools.partial(placement._log_probability, edges=edges, sigma_px=sigma_px, radius_px=radius_px,
+                             floor=floor)
 
 
 def best_near(score, start: np.ndarray) -> tuple[float, np.ndarray]:

@@ -578,18 +578,11 @@ def mrf_displacements(
     """
     if iterations is None:
         iterations = MRF_TOLERANT_ITERATIONS if tolerant else MRF_ITERATIONS
-    reach = 2 * radius_px
     side = 2 * radius_px + 1
     grid = np.arange(-radius_px, radius_px + 1, dtype=float)
     prior = np.exp(-0.5 * (grid[:, None] ** 2 + grid[None, :] ** 2) / sigma_px**2)
     prior /= prior.sum()
-    edges = []
-    for link in links:
-        psi = _link_potential(link, reach, sharpness, floor, tolerant)
-        if psi is not None and (psi > floor).any():
-            lift = psi - floor
-            edges.append((link.i, link.j, _MessageKernel(lift, side), _MessageKernel(lift[::-1, ::-1], side)))
-
+    edges = _mrf_edges(links, radius_px=radius_px, sharpness=sharpness, floor=floor, tolerant=tolerant)
     incoming: dict[int, list[tuple[int, int]]] = {f: [] for f in range(n)}
     for e, (i, j, _, _) in enumerate(edges):
         incoming[j].append((e, 0))
@@ -645,9 +638,7 @@ def mrf_displacements(
             r, c = np.unravel_index(int(np.argmax(b)), b.shape)
             displacement[f] = (c - radius_px, r - radius_px)
             confidence[f] = float(b[max(0, r - 2): r + 3, max(0, c - 2): c + 3].sum())
-        log_p = -0.5 * float((displacement.astype(float) ** 2).sum()) / sigma_px**2
-        for i, j, kernel, _ in edges:
-            log_p += math.log(floor + kernel.lift_at(displacement[j] - displacement[i] + reach))
+        log_p = _log_probability(displacement, edges, sigma_px=sigma_px, radius_px=radius_px, floor=floor)
         return displacement, confidence, log_p, settled
 
     # In the links' order, what the first frames' links say reaches the last frames within a
@@ -663,6 +654,29 @@ def mrf_displacements(
     return displacement, confidence
 
 
+
+
+def _mrf_edges(links: list[Link], *, radius_px: int, sharpness: float, floor: float,
+               tolerant: bool) -> list[tuple[int, int, _MessageKernel, _MessageKernel]]:
+    """(i, j, message kernel to j, message kernel to i) of every link with a potential above its floor."""
+    side = 2 * radius_px + 1
+    edges = []
+    for link in links:
+        psi = _link_potential(link, 2 * radius_px, sharpness, floor, tolerant)
+        if psi is not None and (psi > floor).any():
+            lift = psi - floor
+            edges.append((link.i, link.j, _MessageKernel(lift, side), _MessageKernel(lift[::-1, ::-1], side)))
+    return edges
+
+
+def _log_probability(displacement, edges, *, sigma_px: float, radius_px: int, floor: float) -> float:
+    """log p of (N, 2) whole-pixel displacements under the joint inference's model (up to a
+    constant): the stage prior plus each edge's log ψ at d_j − d_i (the floor beyond its window)."""
+    d = np.rint(np.asarray(displacement, float)).astype(int)
+    log_p = -0.5 * float((d.astype(float) ** 2).sum()) / sigma_px**2
+    for i, j, kernel, _ in edges:
+        log_p += math.log(floor + kernel.lift_at(d[j] - d[i] + 2 * radius_px))
+    return log_p
 
 
 def disagreement(n: int, links: list[Link], positions_px: np.ndarray, *, skip=()) -> np.ndarray:
