@@ -150,9 +150,9 @@ def run_floor(scan):
     for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, nominal, anchor="center")
     links = []
-    for link in stitcher._links:  # the links ours measures, each refined from the truth instead
+    for link in stitcher.links:  # the links ours measures, each refined from the truth instead
         true = scan.true_xy_px[link.j] - scan.true_xy_px[link.i]
-        pair = stitcher._refine(link.i, link.j, true)
+        pair = stitcher.refine_link(link.i, link.j, true)
         # a link whose frames have no optimum near the truth (a blank or low-contrast overlap the
         # refinement slides off) pins nothing: dropped, as ours drops it
         wandered = np.hypot(*(np.asarray(pair.offset_px) - true)) > 2.0
@@ -160,7 +160,7 @@ def run_floor(scan):
                           pair.information, pair.reason or ("no optimum near the truth" if wandered else "")))
     # where the links leave a frame free (parallel lines only), ours follows the joint inference's
     # placement; here the truth takes its place
-    nominal = np.array(stitcher._nominal_px)
+    nominal = scan.nominal_xy_nm / scan.pixel_size_nm  # top-left or centre: only differences count
     truth = nominal[0] + scan.true_xy_px - scan.true_xy_px[0]
     placement = solve_positions(nominal, links, min_score=-1.0, max_residual_px=1e3, prior_xy_px=truth,
                                 prior_weight=INFERRED_PRIOR_WEIGHT)

@@ -404,6 +404,22 @@ class IncrementalStitcher:
         return len(self._frames)
 
     @property
+    def positions_px(self) -> np.ndarray:
+        """(N, 2) float (x, y) of each frame's top-left pixel in the live mosaic so far, in the
+        same mosaic px as :attr:`origin_px` (a copy; ``finish()`` returns the final ones)."""
+        return np.array(self._positions, float).reshape(-1, 2)
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """The links measured so far between overlapping frames (``finish()`` measures some again)."""
+        return tuple(self._links)
+
+    def refine_link(self, i: int, j: int, start_px):
+        """The offset of frame ``j`` from frame ``i`` refined (sub-pixel, no search) from ``start_px``
+        (x, y), on the frames as corrected now: an :class:`imaging.pairwise.PairOffset`."""
+        return self._refine(i, j, np.asarray(start_px, float))
+
+    @property
     def origin_px(self) -> tuple[int, int]:
         """(x, y) mosaic px of the live mosaic's top-left pixel; :class:`Region` boxes are relative
         to it, and it moves as the mosaic grows up or left ((0, 0) before the first frame)."""

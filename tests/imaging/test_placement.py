@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from imaging.placement import (
+    MRF_FLOOR,
+    MRF_SHARPNESS,
     Link,
+    _joined_blocks,
     _MessageKernel,
+    _mrf_edges,
     disagreement,
     fit_stage_model,
     mrf_displacements,
@@ -231,6 +235,33 @@ def test_mrf_passes_back_and_forth_where_the_links_order_has_not_settled():
     links, truth, nominal = _aliased_grid(6, np.random.default_rng(7))
     displacement, _ = mrf_displacements(36, links, radius_px=30, sigma_px=10.0, iterations=6)
     np.testing.assert_array_equal(displacement - displacement[0], (truth - nominal) - (truth - nominal)[0])
+
+
+def test_blocks_settled_apart_are_moved_together_where_that_is_more_probable():
+    # 3×6 grid, one clean peak per link; the right three columns settled 3 px right and 2 px up
+    # of the left ones, every link across the seam on its floor (as loopy belief propagation left
+    # a 15×15 scan). Moving the block onto the seam's links is more probable: it is moved, though
+    # one of the three (8 → 9) lies, its only peak 12 px off. Once placed right, nothing moves.
+    rng = np.random.default_rng(8)
+    rows, cols = 3, 6
+    nominal = np.array([(200.0 * c, 200.0 * r) for r in range(rows) for c in range(cols)])
+    truth = nominal + rng.integers(-8, 9, nominal.shape)
+    links = []
+    for a in range(rows * cols):
+        for b in (a + 1, a + cols):
+            if b >= rows * cols or (b == a + 1 and b % cols == 0):
+                continue
+            nom, true = nominal[b] - nominal[a], truth[b] - truth[a]
+            peak = (true[0] + 12, true[1], 0.9) if (a, b) == (8, 9) else (*true, 0.95)
+            surface, base = _surface([peak], nom)
+            links.append(Link(a, b, tuple(nom), peak[:2], peak[2], surface=surface, surface_base=base))
+    edges = _mrf_edges(links, radius_px=30, sharpness=MRF_SHARPNESS, floor=MRF_FLOOR, tolerant=False)
+    right = np.arange(rows * cols) % cols >= 3
+    true_d = (truth - nominal).astype(int)
+    apart = true_d + np.where(right[:, None], (3, -2), (0, 0))
+    joined = _joined_blocks(apart, edges, sigma_px=10.0, radius_px=30, floor=MRF_FLOOR)
+    np.testing.assert_array_equal(joined - joined[0], true_d - true_d[0])
+    assert _joined_blocks(true_d, edges, sigma_px=10.0, radius_px=30, floor=MRF_FLOOR) is None
 
 
 def _aliased_grid(side, rng, lying=None):

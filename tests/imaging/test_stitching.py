@@ -151,7 +151,7 @@ def test_incremental_matches_final_and_reports_growing_regions(scan, mosaic):
         assert region.x_px + region.width_px <= live.shape[1] and region.y_px + region.height_px <= live.shape[0]
         sizes.append(live.size)
     assert sizes == sorted(sizes) and sizes[-1] > 4 * sizes[0]
-    live_positions = np.array(stitcher._positions)
+    live_positions = stitcher.positions_px
     # The live mosaic's origin (mosaic px) is at or above-left of every frame placed in it.
     assert np.all(np.array(stitcher.origin_px) <= np.floor(live_positions.min(axis=0)))
     final = stitcher.finish()
@@ -185,8 +185,8 @@ def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
     for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         one_by_one.add_frame(frame, nominal)
     batch.add_frames(scan.frames, scan.nominal_xy_nm)
-    assert [(link.i, link.j, link.offset_px) for link in batch._links] == \
-        [(link.i, link.j, link.offset_px) for link in one_by_one._links]
+    assert [(link.i, link.j, link.offset_px) for link in batch.links] == \
+        [(link.i, link.j, link.offset_px) for link in one_by_one.links]
     np.testing.assert_array_equal(batch.mosaic(), one_by_one.mosaic())
     np.testing.assert_array_equal(batch.finish().positions_px, one_by_one.finish().positions_px)
 
@@ -198,7 +198,7 @@ def test_a_batch_with_one_bad_frame_adds_nothing(scan):
         stitcher.add_frames(frames, scan.nominal_xy_nm[:4])
     with pytest.raises(StitchingError, match="3 frames but 4 nominal positions"):
         stitcher.add_frames(scan.frames[:3], scan.nominal_xy_nm[:4])
-    assert stitcher.frame_count == 0 and stitcher._links == []
+    assert stitcher.frame_count == 0 and stitcher.links == ()
 
 
 def test_single_frame_gives_a_one_frame_mosaic(scan):

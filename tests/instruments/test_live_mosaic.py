@@ -115,6 +115,6 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
     assert uncorrected.flatfield is None and calibrated.flatfield.method == "calibration"
 
     def shading(stitcher):  # frame 0's top-left sits at its position less the live mosaic's origin
-        return shading_left(stitcher.mosaic(), synthetic, np.asarray(stitcher._positions[0]) - stitcher.origin_px)
+        return shading_left(stitcher.mosaic(), synthetic, stitcher.positions_px[0] - stitcher.origin_px)
 
     assert shading(calibrated) < 0.01 < 0.05 < shading(uncorrected)  # measured: 0.35 % and 8.8 %
