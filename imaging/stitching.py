@@ -255,15 +255,16 @@ class IncrementalStitcher:
 
     # -- live ---------------------------------------------------------------------------
     def _corrected(self, frame: np.ndarray) -> np.ndarray:
-        if isinstance(self.flatfield, FlatField):
-            return apply_flatfield(frame, self.flatfield).astype(np.float32)
-        return to_float32(frame)
+        """The frame flat-field corrected, float32, zero outside the field of view (which nothing
+        reads: blending weighs it 0), so that it serves as the refinement's frame as well."""
+        corrected = apply_flatfield(frame, self.flatfield) if isinstance(self.flatfield, FlatField) else to_float32(frame)
+        return np.where(self.mask, corrected, np.float32(0)).astype(np.float32, copy=False)
 
     def _filtered(self, frame: np.ndarray):
-        """(search, refine) versions of a corrected frame; see :func:`imaging.pairwise.bandpass`."""
+        """(search, refine, precise) versions of a corrected frame; see :func:`imaging.pairwise.bandpass`."""
         def filtered(band):
-            if band is None:  # the corrected frame itself, zeroed outside the field of view
-                return np.where(self.mask, frame, 0).astype(np.float32)
+            if band is None:  # the corrected frame itself (the same array: 1 MB a 512 px frame)
+                return frame
             return bandpass(frame, self.mask, low_sigma_px=band[0], high_sigma_px=band[1])
 
         return filtered(SEARCH_BAND_PX), filtered(REFINE_BAND_PX), (None if PRECISE_BAND_PX is None
@@ -309,12 +310,15 @@ class IncrementalStitcher:
         self._seconds += time.perf_counter() - started
         return region
 
-    def add_frames(self, frames: Sequence[np.ndarray], nominal_xy_nm, *, anchor: str = "top_left") -> None:
+    def add_frames(self, frames: Sequence[np.ndarray], nominal_xy_nm, *, anchor: str = "top_left",
+                   blend: bool = True) -> None:
         """Add a batch of frames (a finished scan), as :meth:`add_frame` would one by one, with the
         same links and positions, but their filters and links computed on all cores at once.
 
         nominal_xy_nm : (N, 2) stage positions in nm, one per frame. Nothing is added unless
         every frame and position passes :meth:`add_frame`'s checks.
+        blend : False leaves these frames out of the live mosaic (a finished scan stitched at once
+            wants only ``finish()``'s, which blends every frame; the live one would cost as much memory).
         """
         started = time.perf_counter()
         if len(frames) != len(nominal_xy_nm):
@@ -330,7 +334,7 @@ class IncrementalStitcher:
         for link in parallel_map(lambda pair: self._measure(*pair), [(i, j) for j in indices for i in self._neighbours(j)]):
             by_frame[link.j].append(link)
         for j in indices:
-            self._place(j, by_frame[j])
+            self._place(j, by_frame[j], blend=blend)
         self._seconds += time.perf_counter() - started
 
     def _checked(self, index: int, frame: np.ndarray, nominal_xy_nm, anchor: str) -> tuple[np.ndarray, np.ndarray]:
@@ -357,8 +361,8 @@ class IncrementalStitcher:
         self._features.append(features)
         self._nominal_px.append(nominal_px)
 
-    def _place(self, index: int, new_links: list[Link]) -> Region:
-        """Keep a frame's links, place it from them and blend it into the live mosaic."""
+    def _place(self, index: int, new_links: list[Link], *, blend: bool = True) -> Region | None:
+        """Keep a frame's links, place it from them and blend it into the live mosaic (``blend``)."""
         self._links.extend(new_links)
         votes = [(self._positions[link.i] + np.asarray(link.offset_px), np.asarray(link.information) + np.eye(2) * 1e-6)
                  for link in new_links if not link.reason and link.score >= self.min_score]
@@ -366,6 +370,8 @@ class IncrementalStitcher:
             self._unmatched.append(index)
         position = self._live_position(index, votes)
         self._positions.append(position)
+        if not blend:
+            return None
         if self._canvas is None:
             origin = np.floor(position).astype(int)
             self._canvas = Canvas.empty(origin, (self.frame_shape[0] + 1, self.frame_shape[1] + 1))
@@ -436,7 +442,8 @@ class IncrementalStitcher:
 
     # -- final --------------------------------------------------------------------------
     def finish(self) -> Mosaic:
-        """Global solve over all links, re-blend, and return the :class:`Mosaic` with its report."""
+        """Global solve over all links, re-blend, and return the :class:`Mosaic` with its report
+        (:meth:`mosaic` and :attr:`origin_px` are then the final mosaic's)."""
         if not self._frames:
             raise StitchingError("no frames were added; a scan needs at least one frame")
         started = time.perf_counter()
@@ -477,9 +484,11 @@ class IncrementalStitcher:
         used_pairs = [(link.i, link.j) for k, link in enumerate(self._links) if k not in placement.dropped]
         gains = (frame_gains(self._frames, positions, self.mask, used_pairs) if self.flatfield is not None
                  else np.ones(len(self._frames)))
+        self._canvas = None  # the live mosaic gives way to the final one (each is 8 bytes a mosaic pixel)
         canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
         for frame, position, gain in zip(self._frames, positions, gains, strict=False):
             canvas.add(frame / np.float32(gain), self._weight, position)
+        self._canvas = canvas
         image = to_uint16(np.clip(canvas.image(), 0.0, 1.0))
         link_reports = tuple(
             LinkReport(link.i, link.j, link.nominal_offset_px, tuple(map(float, link.offset_px)), float(link.score),
@@ -586,5 +595,5 @@ def stitch(
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
                                    flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
     stitcher._seconds = time.perf_counter() - started
-    stitcher.add_frames(checked, nominal, anchor=anchor)
+    stitcher.add_frames(checked, nominal, anchor=anchor, blend=False)
     return stitcher.finish()

@@ -191,6 +191,24 @@ def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
     np.testing.assert_array_equal(batch.finish().positions_px, one_by_one.finish().positions_px)
 
 
+def test_a_batch_left_out_of_the_live_mosaic_stitches_the_same(scan):
+    # a finished scan needs no live mosaic (it would hold as much memory as the final one)
+    def stitcher():
+        return IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+
+    live, batch = stitcher(), stitcher()
+    live.add_frames(scan.frames, scan.nominal_xy_nm)
+    batch.add_frames(scan.frames, scan.nominal_xy_nm, blend=False)
+    assert batch.mosaic().shape == (0, 0) and batch.frame_count == 9
+    np.testing.assert_array_equal(batch.positions_px, live.positions_px)
+    a, b = live.finish(), batch.finish()
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.positions_px, b.positions_px)
+    # once finished, the live mosaic is the final one, where the final one is
+    np.testing.assert_array_equal(live.mosaic(), a.image)
+    assert np.array(live.origin_px) * scan.pixel_size_nm == pytest.approx(a.origin_nm)
+
+
 def test_a_batch_with_one_bad_frame_adds_nothing(scan):
     stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
     frames = [*scan.frames[:3], np.zeros((128, 100), np.uint16)]
