@@ -64,7 +64,8 @@ def apply_flatfield(frame: np.ndarray, flatfield: FlatField) -> np.ndarray:
     return (image - flatfield.dark) / flatfield.flat
 
 
-def _check_stack(frames: Sequence[np.ndarray], name: str) -> np.ndarray:
+def _check_frames(frames: Sequence[np.ndarray], name: str) -> tuple[int, int]:
+    """The frames' common (rows, cols), or ValueError naming ``name`` and what is wrong."""
     if len(frames) == 0:
         raise ValueError(f"{name} is empty; give at least one frame")
     shapes = {np.shape(f) for f in frames}
@@ -73,10 +74,14 @@ def _check_stack(frames: Sequence[np.ndarray], name: str) -> np.ndarray:
     shape = shapes.pop()
     if len(shape) != 2:
         raise ValueError(f"{name} must be 2-D (rows, cols) images, got shape {shape}")
-    stack = np.stack([to_float32(f) for f in frames])
     if any(np.issubdtype(np.asarray(f).dtype, np.floating) and not np.isfinite(f).all() for f in frames):
         raise ValueError(f"{name} contain NaN or infinite values")
-    return stack
+    return shape
+
+
+def _check_stack(frames: Sequence[np.ndarray], name: str) -> np.ndarray:
+    _check_frames(frames, name)
+    return np.stack([to_float32(f) for f in frames])
 
 
 def _check_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -117,19 +122,20 @@ def _evaluate(coeffs: np.ndarray, shape: tuple[int, int], degree: int) -> np.nda
     return (v @ table @ u.T).astype(np.float32)
 
 
-def _shrink(stack: np.ndarray, mask: np.ndarray, working_size: int):
-    """Masked area-average of the frames to ≈ working_size; returns (N, P) values and cell centres.
+def _shrink(frames: Sequence[np.ndarray], mask: np.ndarray, working_size: int):
+    """Masked area-average of the (checked) frames to ≈ working_size; returns (N, P) values and
+    cell centres. One frame at a time: a stack of a scan's frames in float32 would be 4 bytes a pixel.
 
     Cells cut by the edge of the field of view are kept (averaged over their masked part only)
     so the fit reaches the rim, where vignetting is strongest.
     """
-    n, h, w = stack.shape
+    h, w = mask.shape
     scale = min(1.0, working_size / max(h, w))
     hs, ws = max(4, round(h * scale)), max(4, round(w * scale))
     m = mask.astype(np.float32)
     cover = cv2.resize(m, (ws, hs), interpolation=cv2.INTER_AREA)
     keep = cover > 0.25
-    small = np.stack([cv2.resize(f * m, (ws, hs), interpolation=cv2.INTER_AREA) for f in stack])
+    small = np.stack([cv2.resize(to_float32(f) * m, (ws, hs), interpolation=cv2.INTER_AREA) for f in frames])
     r, c = np.nonzero(keep)
     # Centre of mass of the masked part of each cell, in full-resolution pixel coordinates.
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
@@ -166,18 +172,17 @@ def estimate_flatfield(
 
     Returns a :class:`FlatField` with ``method="estimated"``.
     """
-    stack = _check_stack(frames, "frames")
-    if len(stack) < 2:
+    shape = _check_frames(frames, "frames")
+    if len(frames) < 2:
         raise ValueError("frames: need at least 2 frames to estimate a flat field")
     if not 1 <= degree <= 12:
         raise ValueError(f"degree must be in [1, 12], got {degree}")
     if working_size is None:
-        working_size = int(np.clip(max(stack.shape[1:]) // 4, 64, 128))
+        working_size = int(np.clip(max(shape) // 4, 64, 128))
     if working_size < 8:
         raise ValueError(f"working_size must be ≥ 8, got {working_size}")
-    shape = stack.shape[1:]
     mask = _check_mask(mask, shape)
-    data, rows, cols = _shrink(stack, mask, working_size)  # (N, P)
+    data, rows, cols = _shrink(frames, mask, working_size)  # (N, P)
     basis = _basis(rows, cols, shape, degree)  # (P, K)
     n, _ = data.shape
 
