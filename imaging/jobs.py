@@ -11,7 +11,7 @@ from ssumweb.errors import DomainError, InvalidTransition
 from ssumweb.models import JobStatus
 from ssumweb.tasking import enqueue_after_commit
 
-from .models import Mosaic, PairSet, Registration, RegistrationMethod, Scan, ScanStatus
+from .models import Mosaic, PairSet, Registration, RegistrationMethod, SampleSurface, Scan, ScanStatus
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,11 @@ def queue_mosaic(scan: Scan, *, flatfield: str | None = None, calibration_scan: 
     """A stitch of ``scan`` queued, with the flat field :func:`flatfield_options` gives."""
     if scan.frames.count() == 0:
         raise DomainError("The scan has no frames to stitch yet.", field="scan", code="empty")
+    if scan.sample.surface == SampleSurface.BARE_SILICON:
+        # nothing to register the frames on: a bare wafer's scan is a flat field, not a mosaic
+        raise DomainError(f"“{scan.sample.name}” is bare silicon: its scans are flat-field calibrations, with nothing "
+                          "to stitch. Use this scan as the flat field of the chip's scans instead.",
+                          field="scan", code="bare_silicon")
     options = flatfield_options(scan, flatfield, calibration_scan)
     from . import tasks
 

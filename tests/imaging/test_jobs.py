@@ -186,6 +186,20 @@ def test_an_empty_scan_cannot_be_stitched(api, project, operator):
 
 
 @pytest.mark.django_db
+def test_a_scan_of_bare_silicon_is_not_stitched(api, operator, scan_with_frames, simulated):
+    # its frames are a flat field: the scan page offers no stitch, and the API refuses one saying why
+    wafer = Sample.objects.create(project=scan_with_frames.project, name="wafer", surface="bare_silicon")
+    bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=2))
+    Scan.objects.filter(pk=bare.pk).update(sample=wafer)
+    response = api(operator).post("/api/mosaics/", {"scan": bare.pk}, format="json")
+    assert response.status_code == 400, response.json()
+    error = response.json()["errors"][0]
+    assert error["field"] == "scan" and error["code"] == "bare_silicon"
+    assert "“wafer” is bare silicon" in error["message"] and "as the flat field" in error["message"]
+    assert not Mosaic.objects.exists()
+
+
+@pytest.mark.django_db
 def test_frames_of_mixed_sizes_fail_with_a_reason(scan_with_frames, django_capture_on_commit_callbacks):
     odd = Frame.objects.filter(scan=scan_with_frames).last()
     write_image16(absolute(odd.image.name), np.zeros((100, 100), np.uint16))
