@@ -15,6 +15,7 @@ from imaging.placement import (
     disagreement,
     fit_stage_model,
     mrf_displacements,
+    peak_shoulder,
     solve_positions,
     vote_offsets,
 )
@@ -239,8 +240,8 @@ def test_mrf_passes_back_and_forth_where_the_links_order_has_not_settled():
 
 def test_blocks_settled_apart_are_moved_together_where_that_is_more_probable():
     # 3×6 grid, one clean peak per link; the right three columns settled 3 px right and 2 px up
-    # of the left ones, every link across the seam on its floor (as loopy belief propagation left
-    # a 15×15 scan). Moving the block onto the seam's links is more probable: it is moved, though
+    # of the left ones, every link across the seam off its peak (as loopy belief propagation left
+    # 15×15 scans). Moving the block onto the seam's links is more probable: it is moved, though
     # one of the three (8 → 9) lies, its only peak 12 px off. Once placed right, nothing moves.
     rng = np.random.default_rng(8)
     rows, cols = 3, 6
@@ -255,13 +256,28 @@ def test_blocks_settled_apart_are_moved_together_where_that_is_more_probable():
             peak = (true[0] + 12, true[1], 0.9) if (a, b) == (8, 9) else (*true, 0.95)
             surface, base = _surface([peak], nom)
             links.append(Link(a, b, tuple(nom), peak[:2], peak[2], surface=surface, surface_base=base))
-    edges = _mrf_edges(links, radius_px=30, sharpness=MRF_SHARPNESS, floor=MRF_FLOOR, tolerant=False)
+    edges = _mrf_edges(links, radius_px=30, sharpness=MRF_SHARPNESS, floor=MRF_FLOOR, tolerant=True)
     right = np.arange(rows * cols) % cols >= 3
     true_d = (truth - nominal).astype(int)
     apart = true_d + np.where(right[:, None], (3, -2), (0, 0))
     joined = _joined_blocks(apart, edges, sigma_px=10.0, radius_px=30, floor=MRF_FLOOR)
     np.testing.assert_array_equal(joined - joined[0], true_d - true_d[0])
     assert _joined_blocks(true_d, edges, sigma_px=10.0, radius_px=30, floor=MRF_FLOOR) is None
+
+
+def test_a_peak_one_pixel_wide_keeps_little_of_its_support_a_pixel_aside():
+    # the stitcher infers tolerant from the start where the scan's links peak narrowly (< 0.75)
+    bump, base = _surface([(100, 3, 0.95)], (100.0, 0.0))  # σ 1.5 px: already narrow in Fisher z
+    grid = np.arange(-45, 46)
+    blurred = (0.2 + 0.75 * np.exp(-0.5 * (grid[None, :] ** 2 + (grid[:, None] - 3) ** 2) / 12.0**2)).astype(np.float32)
+    spike = np.full_like(bump, 0.2)
+    spike[45 + 3, 45] = 0.99
+
+    def shoulder(surface):
+        return peak_shoulder(Link(0, 1, (100.0, 0.0), (100.0, 3.0), 0.95, surface=surface, surface_base=base))
+
+    assert shoulder(blurred) > 0.75 > 0.03 > shoulder(bump) > 0.02 > 1e-3 > shoulder(spike)
+    assert peak_shoulder(Link(0, 1, (100.0, 0.0), (100.0, 0.0), 0.0, reason="blank")) is None
 
 
 def _aliased_grid(side, rng, lying=None):
