@@ -205,8 +205,8 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     fov_radius_px = useful_fov_radius_px(instrument)
     mask = circular_mask(fov_radius_px, images[0].shape)
     flatfield = flatfield_for(mosaic.options, mask, progress)
-    progress(0.15, "Registering neighbouring frames…")
-    result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center", flatfield=flatfield)
+    result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center", flatfield=flatfield,
+                    progress=lambda fraction, message: progress(0.15 + 0.55 * fraction, message))
     progress(0.7, "Writing the mosaic…")
     rel = f"scans/{scan.pk}/mosaics/{mosaic.pk}/mosaic.tif"
     write_image16(absolute(rel), result.image, pixel_size_nm=result.pixel_size_nm)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -70,6 +70,14 @@ PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on 
 UNCERTAIN_CONFIDENCE = 0.5
 SURE_CONFIDENCE = 0.9
 DISAGREEING_NCC = 0.2
+
+
+#: ``progress(fraction, message)``: told as each step of a stitch begins (a job's progress bar).
+Progress = Callable[[float, str], None]
+
+
+def _quiet(fraction: float, message: str) -> None:
+    """No one to tell."""
 
 
 class StitchingError(ValueError, ImagingError):
@@ -441,15 +449,18 @@ class IncrementalStitcher:
         return to_uint16(self._canvas.image())
 
     # -- final --------------------------------------------------------------------------
-    def finish(self) -> Mosaic:
+    def finish(self, progress: Progress | None = None) -> Mosaic:
         """Global solve over all links, re-blend, and return the :class:`Mosaic` with its report
-        (:meth:`mosaic` and :attr:`origin_px` are then the final mosaic's)."""
+        (:meth:`mosaic` and :attr:`origin_px` are then the final mosaic's). ``progress(fraction,
+        message)`` is told as each step begins (fraction of ``finish()``'s work, 0–1)."""
         if not self._frames:
             raise StitchingError("no frames were added; a scan needs at least one frame")
+        report = progress or _quiet
         started = time.perf_counter()
         method = "none"
         if self.flatfield == "estimate":
             if len(self._raw) >= 2:
+                report(0.0, "Estimating the flat field and measuring the overlaps again…")
                 self.flatfield = estimate_flatfield(self._raw, mask=self.mask)
                 self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
                 self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
@@ -460,6 +471,7 @@ class IncrementalStitcher:
             method = self.flatfield.method
         nominal = np.array(self._nominal_px)
         threshold = self.min_score
+        report(0.1, f"Placing the {len(self._frames)} frames from all {len(self._links)} overlaps together…")
         self._links, placement = consensus_placement(nominal, self._links, register=self._register,
                                                      refine=self._refine, min_score=self.min_score,
                                                      max_residual_px=self.max_residual_px)
@@ -469,6 +481,7 @@ class IncrementalStitcher:
             # flat field than the estimate, for the blend (the links are measured on band-passed
             # frames, where shading hardly matters).
             placed = [k for k in range(len(positions)) if k not in set(placement.placed_by_stage)]
+            report(0.8, "Fitting the flat field to where the frames overlap…")
             refined = (flatfield_from_overlaps([self._raw[k] for k in placed], positions[placed], mask=self.mask)
                        if len(placed) >= 2 else None)
             if refined is not None:
@@ -484,6 +497,7 @@ class IncrementalStitcher:
         used_pairs = [(link.i, link.j) for k, link in enumerate(self._links) if k not in placement.dropped]
         gains = (frame_gains(self._frames, positions, self.mask, used_pairs) if self.flatfield is not None
                  else np.ones(len(self._frames)))
+        report(0.9, "Blending the mosaic…")
         self._canvas = None  # the live mosaic gives way to the final one (each is 8 bytes a mosaic pixel)
         canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
         for frame, position, gain in zip(self._frames, positions, gains, strict=False):
@@ -561,6 +575,7 @@ def stitch(
     max_shift_nm: float | None = None,
     min_score: float = 0.6,
     useful_fov_fraction: float = 1.0,
+    progress: Progress | None = None,
 ) -> Mosaic:
     """Stitch a finished scan.
 
@@ -573,6 +588,8 @@ def stitch(
     flatfield : ``"estimate"`` (from these frames, BaSiC-style, and fitted again to their
         overlaps once they are placed), a :class:`FlatField` (e.g. from a bare-silicon
         calibration) or None.
+    progress : optional ``progress(fraction, message)``, told as each step begins (0–1 of the stitch),
+        from the calling thread.
     Other options as for :class:`IncrementalStitcher`.
     """
     if frames is None or len(frames) == 0:
@@ -590,10 +607,15 @@ def stitch(
     started = time.perf_counter()
     if fov_mask is not None:
         fov_mask = useful_fov_mask(fov_mask, useful_fov_fraction)
-    if isinstance(flatfield, str) and flatfield == "estimate":
-        flatfield = estimate_flatfield(checked, mask=fov_mask) if len(checked) >= 2 else None
+    report = progress or _quiet
+    if isinstance(flatfield, str) and flatfield == "estimate" and len(checked) >= 2:
+        report(0.0, f"Estimating the flat field from the {len(checked)} frames…")
+        flatfield = estimate_flatfield(checked, mask=fov_mask)
+    elif isinstance(flatfield, str) and flatfield == "estimate":
+        flatfield = None
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
                                    flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
     stitcher._seconds = time.perf_counter() - started
+    report(0.05, f"Registering each of the {len(checked)} frames with its neighbours…")
     stitcher.add_frames(checked, nominal, anchor=anchor, blend=False)
-    return stitcher.finish()
+    return stitcher.finish(progress=lambda fraction, message: report(0.45 + 0.55 * fraction, message))

@@ -211,6 +211,18 @@ def test_a_batch_left_out_of_the_live_mosaic_stitches_the_same(scan):
     assert np.array(live.origin_px) * scan.pixel_size_nm == pytest.approx(a.origin_nm)
 
 
+def test_a_stitch_says_what_it_is_doing_as_it_goes(scan, mosaic):
+    # a job's progress bar (and its cancel check) hear from each step, in order, from this thread
+    told = []
+    again = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
+                   progress=lambda fraction, message: told.append((fraction, message)))
+    fractions, messages = zip(*told, strict=True)
+    assert list(fractions) == sorted(fractions) and 0 <= fractions[0] and fractions[-1] < 1
+    assert [m.split(" ")[0] for m in messages] == ["Estimating", "Registering", "Placing", "Fitting", "Blending"]
+    assert "9 frames" in messages[1] and "12 overlaps" in messages[2]
+    np.testing.assert_array_equal(again.image, mosaic.image)
+
+
 def test_a_batch_with_one_bad_frame_adds_nothing(scan):
     stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
     frames = [*scan.frames[:3], np.zeros((128, 100), np.uint16)]
