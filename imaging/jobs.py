@@ -415,14 +415,18 @@ def export_pairs_zip(pair_set: PairSet) -> str:
         raise DomainError("The pairs are not ready yet.", field="pair_set", code="invalid_state")
     rel = f"pairs/{pair_set.pk}/pairs.zip"
     if not absolute(rel).exists():
-        tiles = tuple(
-            core.TilePair(lr=to_float32(read_image16(absolute(p.lr_image.name))),
-                          hr=to_float32(read_image16(absolute(p.hr_image.name))),
-                          box_px=(p.box_x, p.box_y, p.box_x + p.box_size, p.box_y + p.box_size),
-                          box_mosaic_px=(p.box_x, p.box_y, p.box_x + p.box_size, p.box_y + p.box_size),
-                          split=p.split, block=(0, 0))
-            for p in pair_set.pairs.order_by("pk"))
+        grid_to_mosaic = pair_set.pixel_size_nm / pair_set.registration.mosaic.pixel_size_nm
+
+        def tile(p):
+            box = (p.box_x, p.box_y, p.box_x + p.box_size, p.box_y + p.box_size)
+            return core.TilePair(lr=to_float32(read_image16(absolute(p.lr_image.name))),
+                                 hr=to_float32(read_image16(absolute(p.hr_image.name))), box_px=box,
+                                 box_mosaic_px=core.box_in_mosaic(box, grid_to_mosaic), split=p.split,
+                                 block=core.block_of(box, tile_px=pair_set.tile_px))
+
+        tiles = tuple(tile(p) for p in pair_set.pairs.order_by("pk"))
         core.export_zip(core.PairSet(pairs=tiles, pixel_size_nm=pair_set.pixel_size_nm, tile_px=pair_set.tile_px,
-                                     stride_px=pair_set.stride_px, registration={"id": pair_set.registration_id}),
+                                     stride_px=pair_set.stride_px or pair_set.tile_px, skipped=dict(pair_set.skipped or {}),
+                                     registration={"id": pair_set.registration_id}),
                         absolute(rel))
     return rel

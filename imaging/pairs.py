@@ -22,7 +22,7 @@ import numpy as np
 
 from imaging.imageio import atomic_path, to_float32, to_uint16
 
-__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "export_zip"]
+__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "box_in_mosaic", "block_of", "export_zip"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,23 @@ def _mosaic_mask_on_grid(mask: np.ndarray, f: float, shape: tuple[int, int]) -> 
     return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
+#: Train/test blocks are this many tiles wide (see :func:`cut_pairs`).
+BLOCK_TILES = 2
+
+
+def box_in_mosaic(box_px, grid_to_mosaic: float) -> tuple[float, float, float, float]:
+    """A tile's (x0, y0, x1, y1) on the pairs' grid as the same box in mosaic pixels (pixel centres
+    line up: grid px k covers mosaic px (k + ½)·f − ½), ``grid_to_mosaic`` = f, mosaic px per grid px."""
+    f = float(grid_to_mosaic)
+    return tuple(float((v + 0.5) * f - 0.5) for v in box_px)
+
+
+def block_of(box_px, *, tile_px: int, block_tiles: int = BLOCK_TILES) -> tuple[int, int]:
+    """(bx, by) of the train/test block that holds a tile's top-left corner."""
+    block_px = block_tiles * tile_px
+    return int(box_px[0]) // block_px, int(box_px[1]) // block_px
+
+
 def cut_pairs(
     mosaic: np.ndarray,
     sem: np.ndarray,
@@ -125,7 +142,7 @@ def cut_pairs(
     stride_px: int | None = None,
     min_std: float = 0.01,
     test_fraction: float = 0.2,
-    block_tiles: int = 2,
+    block_tiles: int = BLOCK_TILES,
     seed: int = 0,
     mosaic_valid: np.ndarray | None = None,
     mosaic_unsure: np.ndarray | None = None,
@@ -177,7 +194,7 @@ def cut_pairs(
             if unsure is not None and unsure[y1, x1] - unsure[y0, x1] - unsure[y1, x0] + unsure[y0, x0]:
                 skipped["uncertain_placement"] += 1
                 continue
-            bx, by = x0 // block_px, y0 // block_px
+            bx, by = block_of((x0, y0, x1, y1), tile_px=tile_px, block_tiles=block_tiles)
             split_test = is_test[by, bx]
             covered = is_test[by : (y1 - 1) // block_px + 1, bx : (x1 - 1) // block_px + 1]
             if (covered != split_test).any():
@@ -187,9 +204,8 @@ def cut_pairs(
             if lr_tile.std() < min_std * lr_range or hr_tile.std() < min_std * hr_range:
                 skipped["low_structure"] += 1
                 continue
-            box_mosaic = ((x0 + 0.5) * f - 0.5, (y0 + 0.5) * f - 0.5, (x1 + 0.5) * f - 0.5, (y1 + 0.5) * f - 0.5)
             pairs.append(TilePair(lr=lr_tile.copy(), hr=hr_tile.copy(), box_px=(x0, y0, x1, y1),
-                                  box_mosaic_px=tuple(float(v) for v in box_mosaic),
+                                  box_mosaic_px=box_in_mosaic((x0, y0, x1, y1), f),
                                   split="test" if split_test else "train", block=(int(bx), int(by))))
     return PairSet(pairs=tuple(pairs), pixel_size_nm=float(pixel_size_nm or mosaic_px_nm), tile_px=tile_px,
                    stride_px=stride_px, skipped=skipped, registration=dict(registration or {}))

@@ -1,5 +1,9 @@
 """The learning half through the Django shell: registration by landmarks → pairs → training run →
 trained model with metrics → translation with pyramids, each as the job a user starts from the API."""
+import io
+import json
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -59,7 +63,22 @@ def test_landmark_registration_pairs_training_and_translation(api, registered, p
     assert pair_set.status == JobStatus.SUCCEEDED, pair_set.failure_reason
     splits = set(ImagePair.objects.filter(pair_set=pair_set).values_list("split", flat=True))
     assert splits == {"train", "test"}
-    assert api(operator).get(f"/api/pair-sets/{pair_set_id}/export/").status_code == 200
+    exported = api(operator).get(f"/api/pair-sets/{pair_set_id}/export/")
+    assert exported.status_code == 200
+    # the zip's manifest keeps each pair's provenance: its box in the mosaic, its train/test block,
+    # and what the cut skipped
+    with zipfile.ZipFile(io.BytesIO(b"".join(exported.streaming_content))) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+    assert manifest["skipped"] == pair_set.skipped and set(manifest["skipped"]) >= {"outside_overlap", "low_structure"}
+    assert manifest["stride_px"] == 64 and manifest["registration"] == {"id": registered.pk}
+    for record in manifest["pairs"]:
+        x0, y0, x1, y1 = record["box_px"]
+        assert record["box_mosaic_px"] == [x0, y0, x1, y1]  # one pixel size: the same box
+        assert record["block"] == [x0 // 128, y0 // 128]  # blocks of two 64 px tiles
+    by_block = {}
+    for record in manifest["pairs"]:
+        by_block.setdefault(tuple(record["block"]), set()).add(record["split"])
+    assert all(len(splits) == 1 for splits in by_block.values()) and len(by_block) > 1
 
     settings = {"steps": 4, "crop_px": 32, "batch_size": 2, "blocks": 1, "features": 4, "seed": 1}
     with django_capture_on_commit_callbacks(execute=False):
