@@ -107,7 +107,8 @@ class MosaicCreateSerializer(serializers.Serializer):
     calibration_scan = serializers.IntegerField(
         required=False, allow_null=True,
         help_text="With flatfield 'calibration': a scan of bare silicon, on the same instrument with frames of the "
-                  "same size; its frames are averaged into the flat field.")
+                  "same size; its frames are combined pixel by pixel into the flat field (their median, from three "
+                  "frames on, so dust that moves between them drops out).")
 
 
 class SEMImageSerializer(serializers.ModelSerializer):

@@ -14,7 +14,8 @@ function showStatus(obj) {
   $("reg-progress").value = obj.progress || 0;
   $("reg-progress-text").textContent = progressText(obj);
   $("reg-progress-box").hidden = FINAL.includes(obj.status);
-  $("reg-failure").textContent = obj.status === "failed" ? `Registration failed: ${obj.failure_reason || "no reason given"}` : "";
+  // the reason is a whole sentence ("Registration failed: …"), as the page renders it on load
+  $("reg-failure").textContent = obj.status === "failed" ? obj.failure_reason || "Registration failed." : "";
   $("reg-accepted").hidden = !obj.accepted;
   if (obj.status === "succeeded") showResult(obj);
 }
