@@ -737,9 +737,6 @@ def _joined_blocks(displacement, edges, *, sigma_px: float, radius_px: int, floo
     first, second = (np.array([edge[k] for edge in edges], int).reshape(-1) for k in (0, 1))
     peaks = np.array([kernel.peak() for _, _, kernel, _ in edges], int).reshape(-1, 2)
 
-    def log_psi(k, delta) -> float:
-        return math.log(floor + edges[k][2].lift_at(delta + 2 * radius_px))
-
     moved = False
     for _ in range(n):
         offsets = d[second] - d[first]
@@ -758,7 +755,8 @@ def _joined_blocks(displacement, edges, *, sigma_px: float, radius_px: int, floo
                 gain = -0.5 * float(((d[members] + move) ** 2 - d[members] ** 2).sum()) / sigma_px**2
                 for c in np.flatnonzero(members[first] != members[second]):
                     now = offsets[c] + (move if members[second[c]] else -move)
-                    gain += log_psi(c, now) - log_psi(c, offsets[c])
+                    kernel = edges[c][2]
+                    gain += _log_psi(kernel, now, radius_px, floor) - _log_psi(kernel, offsets[c], radius_px, floor)
                 if gain > best_gain:
                     best_gain, best = gain, (members, move)
         if best is None:
@@ -766,8 +764,6 @@ def _joined_blocks(displacement, edges, *, sigma_px: float, radius_px: int, floo
         d[best[0]] += best[1]
         moved = True
     return d if moved else None
-
-
 
 
 def _mrf_edges(links: list[Link], *, radius_px: int, sharpness: float, floor: float,
@@ -789,8 +785,13 @@ def _log_probability(displacement, edges, *, sigma_px: float, radius_px: int, fl
     d = np.rint(np.asarray(displacement, float)).astype(int)
     log_p = -0.5 * float((d.astype(float) ** 2).sum()) / sigma_px**2
     for i, j, kernel, _ in edges:
-        log_p += math.log(floor + kernel.lift_at(d[j] - d[i] + 2 * radius_px))
+        log_p += _log_psi(kernel, d[j] - d[i], radius_px, floor)
     return log_p
+
+
+def _log_psi(kernel: _MessageKernel, delta, radius_px: int, floor: float) -> float:
+    """log ψ of an edge (its kernel towards j) at the (x, y) whole-pixel offset δ = d_j − d_i."""
+    return math.log(floor + kernel.lift_at(np.asarray(delta) + 2 * radius_px))
 
 
 def disagreement(n: int, links: list[Link], positions_px: np.ndarray, *, skip=()) -> np.ndarray:
