@@ -33,7 +33,13 @@ the third, ±60 px, with rotation ±1° and scale ±1 % about the SEM's centre),
 replaced by that one candidate, the rest of ``register`` unchanged: how often a start the
 sweep could have proposed leads to a wrong answer being accepted.
 
-Run: .venv/bin/python bench/bench_registration.py [--quick] [--source both|sim|synthetic] [--mosaic-size 320] [--starts 7]
+Landmarks (``--landmarks PX``, default 1; 0 skips): each case again from 4 landmark pairs spread
+over the SEM image, each click off by PX mosaic px rms per axis in both images (seeded): the
+clicks' own least-squares fit (the baseline: what the job answered before refining) against
+``imaging.registration.register_by_landmarks`` (the fit polished on the images, or the fit itself
+where the refinement is refused).
+
+Run: .venv/bin/python bench/bench_registration.py [--quick] [--source both|sim|synthetic] [--mosaic-size 320] [--starts 7] [--landmarks 1]
 """
 
 from __future__ import annotations
@@ -53,7 +59,12 @@ import numpy as np  # noqa: E402
 
 from imaging.fine_registration import refine_mutual_information  # noqa: E402
 from imaging.imageio import to_float32  # noqa: E402
-from imaging.registration import _to_mosaic_pixels, register  # noqa: E402
+from imaging.registration import (  # noqa: E402
+    _to_mosaic_pixels,
+    register,
+    register_by_landmarks,
+    register_landmarks,
+)
 from imaging.registration_checks import verify_placement  # noqa: E402
 from tests.imaging.synthetic_ic import make_pair, registration_error_px  # noqa: E402
 
@@ -208,6 +219,43 @@ def adversarial_table(cases, count: int) -> None:
           f"{(np.median(errs[ok]) if ok.any() else float('nan')):.3f} px")
 
 
+def landmark_table(title: str, cases, click_px: float) -> None:
+    """Each case from 4 clicked landmark pairs, each click off by ``click_px`` rms per axis in both
+    images (seeded): the clicks' own least-squares fit (the baseline) against ``register_by_landmarks``."""
+    print(f"\n{title}: 4 landmark pairs, clicks {click_px} mosaic px rms off per axis in each image")
+    print(f"{'case':>4} | {'fit px':>7} | {'ours px':>7} {'refined':>7} {'s':>5}")
+    rows = []
+    for i, (_, case) in enumerate(cases):
+        sem, truth = case["sem"], case["true_sem_to_mosaic"]
+        h, w = sem.shape
+        ratio = case["mosaic_px_nm"] / case["nominal_sem_px_nm"]  # SEM px per mosaic px
+        sem_xy = np.array([[0.2 * w, 0.2 * h], [0.8 * w, 0.25 * h], [0.75 * w, 0.8 * h], [0.25 * w, 0.75 * h]])
+        mosaic_xy = (truth @ np.column_stack([sem_xy, np.ones(4)]).T)[:2].T
+        rng = np.random.default_rng(i)
+        mosaic_xy = mosaic_xy + rng.normal(0, click_px, mosaic_xy.shape)
+        sem_xy = sem_xy + rng.normal(0, click_px * ratio, sem_xy.shape)
+        fit = register_landmarks(mosaic_xy, sem_xy)
+        t = time.perf_counter()
+        ours = register_by_landmarks(case["mosaic"], sem, mosaic_px_nm=case["mosaic_px_nm"],
+                                     sem_px_nm=case["nominal_sem_px_nm"], mosaic_xy=mosaic_xy, sem_xy=sem_xy)
+        seconds = time.perf_counter() - t
+        row = (registration_error_px(truth, fit.mosaic_to_sem, sem.shape), bool(fit),
+               registration_error_px(truth, ours.mosaic_to_sem, sem.shape), bool(ours),
+               ours.method == "landmarks+polish", seconds)
+        rows.append(row)
+        print(f"{i:>4} | {row[0]:>7.3f} | {row[2]:>7.3f} {'y' if row[4] else 'N':>7} {seconds:>5.2f}"
+              + ("" if row[4] else f"  ({ours.details.get('refinement_refused') or ours.reason})"), flush=True)
+    r = np.array(rows, float)
+    ok, refined = r[:, 3] == 1, r[:, 4] == 1
+    print(f"clicks' fit (baseline): median {np.median(r[ok, 0]):.3f} px, max {r[ok, 0].max():.2f} px, "
+          f"{int(ok.sum())} of {len(r)} consistent")
+    print(f"ours: median {np.median(r[ok, 2]):.3f} px, max {r[ok, 2].max():.2f} px; refined {int(refined.sum())} "
+          f"(median {np.median(r[refined, 2]) if refined.any() else float('nan'):.3f}, ≥ 1 px off "
+          f"{int(np.sum(refined & (r[:, 2] >= 1)))}), the clicks kept {int(np.sum(ok & ~refined))}; "
+          f"error ratio fit/ours {np.median(r[ok, 0]) / max(np.median(r[ok, 2]), 1e-9):.1f}x; "
+          f"{np.mean(r[:, 5]):.2f} s/pair")
+
+
 def table(title: str, cases) -> None:
     print(f"\n{title}")
     print(f"{'case':>4} {'rot':>4} {'ratio':>5} {'meta':>5} {'inv':>4} | {'ours px':>8} {'ok':>3} {'ECC≠MI':>6} {'s':>5}"
@@ -268,14 +316,20 @@ def main() -> None:
     parser.add_argument("--source", choices=("both", "sim", "synthetic"), default="both")
     parser.add_argument("--starts", type=int, default=0,
                         help="also register each simulator case from this many perturbed coarse starts")
+    parser.add_argument("--landmarks", type=float, default=1.0, metavar="PX",
+                        help="also register each case from 4 landmark pairs clicked this many px rms off (0: not)")
     args = parser.parse_args()
     if args.source in ("both", "synthetic"):
-        table("synthetic IC-like pairs (tests/imaging/synthetic_ic.make_pair)",
-              synthetic_cases(args.quick, args.mosaic_size or SYNTHETIC_MOSAIC_PX))
+        size = args.mosaic_size or SYNTHETIC_MOSAIC_PX
+        table("synthetic IC-like pairs (tests/imaging/synthetic_ic.make_pair)", synthetic_cases(args.quick, size))
+        if args.landmarks:
+            landmark_table("synthetic IC-like pairs", synthetic_cases(args.quick, size), args.landmarks)
     if args.source in ("both", "sim"):
         size = args.mosaic_size or SIM_MOSAIC_PX
         table(f"physics simulator pairs: simulate_pair(...).lr mosaic {size} px at 32.5 nm vs "
               "simulate_sem of the same chip (error in mosaic px)", sim_cases(args.quick, size))
+        if args.landmarks:
+            landmark_table("physics simulator pairs", sim_cases(args.quick, size), args.landmarks)
         if args.starts:
             adversarial_table(sim_cases(args.quick, size), args.starts)
 

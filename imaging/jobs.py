@@ -315,19 +315,22 @@ def registration_work(registration: Registration, progress) -> dict:
     from ssumweb.media import absolute
 
     from .imageio import read_image16
-    from .registration import register, register_landmarks
+    from .registration import register, register_by_landmarks
     from .registration_checks import MAX_MOSAIC_TO_FOOTPRINT_AREA
 
     mosaic, sem = registration.mosaic, registration.sem_image
+    progress(0.1, "Reading the mosaic and the SEM image…")
+    mosaic_image = read_image16(absolute(mosaic.image.name))
+    sem_image = read_image16(absolute(sem.image.name))
     if registration.method == RegistrationMethod.LANDMARKS:
         points = registration.landmarks
-        result = register_landmarks([p[:2] for p in points], [p[2:] for p in points])
+        progress(0.2, "Fitting the landmarks, then refining them on the images…")
+        result = register_by_landmarks(mosaic_image, sem_image, mosaic_px_nm=mosaic.pixel_size_nm,
+                                       sem_px_nm=sem.pixel_size_nm, mosaic_xy=[p[:2] for p in points],
+                                       sem_xy=[p[2:] for p in points])
     else:
-        progress(0.1, "Reading the mosaic and the SEM image…")
-        mosaic_image = read_image16(absolute(mosaic.image.name))
-        sem_image = read_image16(absolute(sem.image.name))
         x0, y0, x1, y1 = registration.search_box or (0, 0, mosaic_image.shape[1], mosaic_image.shape[0])
-        progress(0.2, "Sweeping rotation and scale, then refining by mutual information…")
+        progress(0.2, "Sweeping rotation and scale, then polishing and checking each candidate…")
         result = register(mosaic_image[y0:y1, x0:x1], sem_image, mosaic_px_nm=mosaic.pixel_size_nm,
                           sem_px_nm=sem.pixel_size_nm)
         # the box's pixels are the mosaic's shifted by its corner

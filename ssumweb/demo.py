@@ -153,7 +153,7 @@ def demo_work(demo: DemoRun, progress) -> dict:
     steps.set("sem", "succeeded", f"{sem.width} × {sem.height} px at {sem.pixel_size_nm:.1f} nm/px "
                                   f"(pixel size from the file; data bar of {sem.data_bar_rows} rows cut).")
 
-    steps.set("registration", "running", "Sweeping rotation and scale, refining by mutual information…")
+    steps.set("registration", "running", "Sweeping rotation and scale, polishing and checking each candidate…")
     registration = run_registration(mosaic, sem, user, progress)
     note = "automatic"
     if registration.status != JobStatus.SUCCEEDED:

@@ -18,6 +18,7 @@ from mlcore.models import TrainedModel, TrainingRun, Translation
 from ssumweb.jobs import run_job
 from ssumweb.media import absolute
 from ssumweb.models import JobStatus
+from tests.imaging.synthetic_ic import registration_error_px
 
 SIZE = 256
 
@@ -51,7 +52,11 @@ def registered(project, operator, pair):
 def test_landmark_registration_pairs_training_and_translation(api, registered, project, operator,
                                                               django_capture_on_commit_callbacks):
     assert registered.status == JobStatus.SUCCEEDED, registered.failure_reason
-    assert np.allclose(registered.mosaic_to_sem, np.eye(3), atol=1e-6)
+    # the clicks' fit (exact here) refined on the images, which match best about a pixel away
+    # (the SEM stand-in is the simulator's sharp target, the mosaic its SSUM view)
+    assert registered.details["landmarks"]["method"] == "landmarks"
+    assert "polish_from_clicks_px" in registered.details
+    assert registration_error_px(np.eye(3), np.asarray(registered.mosaic_to_sem), (SIZE, SIZE)) < 1.5
 
     with django_capture_on_commit_callbacks(execute=False):
         response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 64,
@@ -114,6 +119,21 @@ def test_training_needs_pairs(api, registered, project, operator):
     response = api(operator).post("/api/training-runs/", {"project": project.pk, "name": "x",
                                                           "registrations": [registered.pk]}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "registrations"
+
+
+@pytest.mark.django_db
+def test_landmarks_the_images_put_far_off_succeed_as_clicked_saying_so(registered):
+    """All clicks 10 px off: refining would move further than clicks err, so the job keeps the
+    clicks' fit (the user's placement, consistent in itself) and says the refinement was refused."""
+    corners = [[0, 0], [SIZE - 1, 0], [0, SIZE - 1], [SIZE - 1, SIZE - 1]]
+    shifted = Registration.objects.create(mosaic=registered.mosaic, sem_image=registered.sem_image, method="landmarks",
+                                          landmarks=[[x + 10, y, x, y] for x, y in corners])
+    run_job("imaging.Registration", shifted.pk, registration_work)
+    shifted.refresh_from_db()
+    assert shifted.status == JobStatus.SUCCEEDED, shifted.failure_reason
+    assert np.allclose(shifted.mosaic_to_sem, [[1, 0, -10], [0, 1, 0], [0, 0, 1]], atol=1e-6)
+    assert "match best" in shifted.details["refinement_refused"]
+    assert shifted.residual_px == pytest.approx(0, abs=1e-6)
 
 
 @pytest.mark.django_db

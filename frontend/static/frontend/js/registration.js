@@ -34,21 +34,24 @@ function showResult(obj) {
 }
 
 // What vouches for the transform: the independent check and the SEM windows re-located near it (automatic), or the
-// landmark fit's largest residual.
+// landmark fit's largest residual and what refining it on the images did (or why it was not refined).
 function checkedText(details) {
   const verified = details.verify_subregions;
   const local = details.local;
-  if (verified) {
-    let text = `Verified in ${verified.by} against the whole mosaic`;
-    if (local && local.off_px != null) {
-      text += `; ${local.located} SEM windows re-located nearby put it within ${Number(local.off_px).toFixed(2)} px`;
-    }
-    return text;
-  }
+  const windows = local && local.off_px != null
+    ? `${local.located} SEM windows re-located nearby put it within ${Number(local.off_px).toFixed(2)} px` : "";
+  if (verified) return `Verified in ${verified.by} against the whole mosaic` + (windows ? `; ${windows}` : "");
   const fit = details.n_landmarks != null ? details : (details.landmarks || {}).details;
   if (fit && fit.n_landmarks != null) {
-    return `${fit.n_landmarks} landmark pairs, largest residual ${Number(fit.max_residual_px).toFixed(2)} px` +
+    let text = `${fit.n_landmarks} landmark pairs, largest residual ${Number(fit.max_residual_px).toFixed(2)} px` +
       (fit.note ? ` (${fit.note})` : "");
+    if (details.polish_from_clicks_px != null) {
+      text += `; refined on the images, ${Number(details.polish_from_clicks_px).toFixed(2)} px from the clicks` +
+        (windows ? `; ${windows}` : "");
+    } else if (details.refinement_refused) {
+      text += `; the clicks alone, not refined on the images: ${details.refinement_refused}`;
+    }
+    return text;
   }
   return "—";
 }
