@@ -114,6 +114,12 @@ def queue_registration(mosaic: Mosaic, sem, *, method: str, landmarks: list, sea
             check_landmarks(landmarks)
         except ValueError as exc:
             raise DomainError(str(exc), field="landmarks") from None
+        for number, (mx, my, sx, sy) in enumerate(landmarks, start=1):
+            for name, x, y, width, height in (("mosaic", mx, my, mosaic.width, mosaic.height),
+                                              ("SEM", sx, sy, sem.width, sem.height)):
+                if not (0 <= x <= width and 0 <= y <= height):
+                    raise DomainError(f"Landmark {number}: the {name} point ({x:g}, {y:g}) lies outside the {name} "
+                                      f"image (0…{width} × 0…{height} px).", field="landmarks")
     from . import tasks
 
     with transaction.atomic():
@@ -312,27 +318,32 @@ def sem_pyramid_work(sem_id: int) -> dict:
 
 
 def registration_work(registration: Registration, progress) -> dict:
+    import numpy as np
+
     from ssumweb.media import absolute
 
     from .imageio import read_image16
-    from .registration import register, register_by_landmarks
+    from .pyramid import read_region
+    from .registration import landmark_box, register, register_by_landmarks
     from .registration_checks import MAX_MOSAIC_TO_FOOTPRINT_AREA
 
     mosaic, sem = registration.mosaic, registration.sem_image
-    progress(0.1, "Reading the mosaic and the SEM image…")
-    mosaic_image = read_image16(absolute(mosaic.image.name))
+    progress(0.1, "Reading the SEM image and the part of the mosaic to search…")
     sem_image = read_image16(absolute(sem.image.name))
+    # Only the part of the mosaic searched is read: a large mosaic is never decoded whole for it.
     if registration.method == RegistrationMethod.LANDMARKS:
-        points = registration.landmarks
+        mosaic_xy, sem_xy = [p[:2] for p in registration.landmarks], [p[2:] for p in registration.landmarks]
+        box = landmark_box(mosaic_xy, sem_xy, sem_image.shape, (mosaic.height, mosaic.width))
+        # None: the fit's footprint misses the mosaic (clicks far from consistent); the fit says so
+        part = read_region(absolute(mosaic.image.name), box) if box else np.zeros((0, 0), np.uint16)
         progress(0.2, "Fitting the landmarks, then refining them on the images…")
-        result = register_by_landmarks(mosaic_image, sem_image, mosaic_px_nm=mosaic.pixel_size_nm,
-                                       sem_px_nm=sem.pixel_size_nm, mosaic_xy=[p[:2] for p in points],
-                                       sem_xy=[p[2:] for p in points])
+        result = register_by_landmarks(part, sem_image, mosaic_px_nm=mosaic.pixel_size_nm, sem_px_nm=sem.pixel_size_nm,
+                                       mosaic_xy=mosaic_xy, sem_xy=sem_xy, origin=box[:2] if box else (0, 0))
     else:
-        x0, y0, x1, y1 = registration.search_box or (0, 0, mosaic_image.shape[1], mosaic_image.shape[0])
+        x0, y0, x1, y1 = registration.search_box or (0, 0, mosaic.width, mosaic.height)
         progress(0.2, "Sweeping rotation and scale, then polishing and checking each candidate…")
-        result = register(mosaic_image[y0:y1, x0:x1], sem_image, mosaic_px_nm=mosaic.pixel_size_nm,
-                          sem_px_nm=sem.pixel_size_nm)
+        result = register(read_region(absolute(mosaic.image.name), (x0, y0, x1, y1)), sem_image,
+                          mosaic_px_nm=mosaic.pixel_size_nm, sem_px_nm=sem.pixel_size_nm)
         # the box's pixels are the mosaic's shifted by its corner
         result = result.in_larger_image(x0, y0)
     Registration.objects.filter(pk=registration.pk).update(

@@ -31,7 +31,7 @@ from imaging.imageio import (
     display_window,
 )
 
-__all__ = ["DziInfo", "TilePathError", "write_dzi", "write_dzi_file", "read_subsample", "read_dzi",
+__all__ = ["DziInfo", "TilePathError", "write_dzi", "write_dzi_file", "read_subsample", "read_region", "read_dzi",
            "write_pyramidal_tiff", "tile_path", "dzi_level_count"]
 
 _DZI_NS = "http://schemas.microsoft.com/deepzoom/2008"
@@ -200,6 +200,20 @@ def read_subsample(path: str | os.PathLike, *, max_pixels: int = 1_000_000,
     if step > 1:
         image = image.subsample(step, step)
     return image.numpy()
+
+
+def read_region(path: str | os.PathLike, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Pixels ``[y0:y1, x0:x1]`` of the 8- or 16-bit image in ``path`` as (H, W) uint16 (8-bit ×257),
+    decoding only the strips or tiles the box touches: a part of a giant mosaic without the whole.
+
+    ``box`` is (x0, y0, x1, y1), clipped to the image; ``ImageFileError`` if nothing is left.
+    """
+    image = _open16(Path(path), divide_by=None)
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(image.width, int(box[2])), min(image.height, int(box[3]))
+    if x1 <= x0 or y1 <= y0:
+        raise ImageFileError(f"{Path(path).name}: box {tuple(box)} lies outside the {image.width}×{image.height} image")
+    return image.crop(x0, y0, x1 - x0, y1 - y0).numpy()
 
 
 def _open16(path: Path, *, divide_by: float | None, raw_float: bool = False, access: str = "random"):

@@ -140,3 +140,24 @@ def test_subsample_statistics_match_the_full_image(tmp_path):
     tifffile.imwrite(tmp_path / "r.tif", risk, tile=(256, 256))
     sampled = np.percentile(read_subsample(tmp_path / "r.tif", max_pixels=100_000), 99.5)
     assert sampled == pytest.approx(np.percentile(risk, 99.5), rel=0.03)
+
+
+def test_a_region_is_the_same_pixels_as_the_whole_image_cut(tmp_path):
+    """A stored mosaic (16-bit TIFF as the stitch writes it) and an 8-bit PNG: the box's pixels,
+    clipped to the image; a box beside the image is refused."""
+    from PIL import Image
+
+    from imaging.imageio import ImageFileError, read_image16, write_image16
+    from imaging.pyramid import read_region
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 65535, (700, 500), dtype=np.uint16)
+    write_image16(tmp_path / "mosaic.tif", image, pixel_size_nm=32.5)
+    assert np.array_equal(read_region(tmp_path / "mosaic.tif", (40, 310, 260, 520)), image[310:520, 40:260])
+    assert np.array_equal(read_region(tmp_path / "mosaic.tif", (-5, 650, 900, 800)), image[650:, :])
+    small = rng.integers(0, 255, (60, 80), dtype=np.uint8)
+    Image.fromarray(small).save(tmp_path / "sem8.png")
+    assert np.array_equal(read_region(tmp_path / "sem8.png", (10, 5, 30, 50)),
+                          read_image16(tmp_path / "sem8.png")[5:50, 10:30])
+    with pytest.raises(ImageFileError, match="outside"):
+        read_region(tmp_path / "mosaic.tif", (600, 0, 700, 10))

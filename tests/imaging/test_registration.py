@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from imaging.registration import Registration, fit_landmarks, register, register_by_landmarks, register_landmarks
+from imaging.registration import (
+    Registration,
+    fit_landmarks,
+    landmark_box,
+    register,
+    register_by_landmarks,
+    register_landmarks,
+)
 from tests.imaging.synthetic_ic import make_pair, registration_error_px
 
 # (seed, ratio, rotation °, inverted contrast, metadata scale error): spans the table
@@ -189,6 +196,12 @@ def test_landmarks_inside_a_repeating_array_are_refined_where_the_automatic_regi
     assert registration_error_px(on_larger, fit.mosaic_to_sem, sem.shape) > 1.0
     assert registration_error_px(on_larger, result.mosaic_to_sem, sem.shape) < 0.5
     assert np.allclose(result.details["landmarks"]["mosaic_to_sem"], fit.mosaic_to_sem)  # in the larger mosaic's px
+    # given only the part the refinement reads (as the job reads it from the file): the same answer
+    x0, y0, x1, y1 = landmark_box(clicked_larger, sem_pts, sem.shape, larger.shape)
+    assert (x1 - x0) * (y1 - y0) < larger.size / 2
+    from_part = register_by_landmarks(larger[y0:y1, x0:x1], sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm,
+                                      mosaic_xy=clicked_larger, sem_xy=sem_pts, origin=(x0, y0))
+    assert np.allclose(from_part.mosaic_to_sem, result.mosaic_to_sem)
 
 
 @pytest.mark.parametrize("copied", [False, True])

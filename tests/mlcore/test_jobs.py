@@ -125,9 +125,9 @@ def test_training_needs_pairs(api, registered, project, operator):
 def test_landmarks_the_images_put_far_off_succeed_as_clicked_saying_so(registered):
     """All clicks 10 px off: refining would move further than clicks err, so the job keeps the
     clicks' fit (the user's placement, consistent in itself) and says the refinement was refused."""
-    corners = [[0, 0], [SIZE - 1, 0], [0, SIZE - 1], [SIZE - 1, SIZE - 1]]
+    spots = [[20, 20], [SIZE - 30, 20], [20, SIZE - 30], [SIZE - 30, SIZE - 30]]
     shifted = Registration.objects.create(mosaic=registered.mosaic, sem_image=registered.sem_image, method="landmarks",
-                                          landmarks=[[x + 10, y, x, y] for x, y in corners])
+                                          landmarks=[[x + 10, y, x, y] for x, y in spots])
     run_job("imaging.Registration", shifted.pk, registration_work)
     shifted.refresh_from_db()
     assert shifted.status == JobStatus.SUCCEEDED, shifted.failure_reason
@@ -142,6 +142,20 @@ def test_collinear_landmarks_are_refused(api, registered, operator):
         "mosaic": registered.mosaic_id, "sem_image": registered.sem_image_id, "method": "landmarks",
         "landmarks": [[0, 0, 0, 0], [10, 10, 10, 10], [20, 20, 20, 20]]}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "landmarks"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("row, named", [([300, 5, 5, 5], "the mosaic point (300, 5)"),
+                                        ([5, 5, 5, -1], "the SEM point (5, -1)")])
+def test_a_landmark_outside_its_image_is_refused(api, registered, operator, row, named):
+    count = Registration.objects.count()
+    response = api(operator).post("/api/registrations/", {
+        "mosaic": registered.mosaic_id, "sem_image": registered.sem_image_id, "method": "landmarks",
+        "landmarks": [[10, 10, 10, 10], [200, 20, 200, 20], [30, 220, 30, 220], row]}, format="json")
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "landmarks" and f"Landmark 4: {named} lies outside" in error["message"]
+    assert Registration.objects.count() == count
 
 
 @pytest.mark.django_db
