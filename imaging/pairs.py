@@ -87,7 +87,11 @@ def resample_to_common_grid(
     if abs(f - 1) < 1e-9:
         lr = mosaic[:h, :w].copy()
     else:
-        lr = cv2.resize(mosaic, (w, h), interpolation=cv2.INTER_AREA if f > 1 else cv2.INTER_CUBIC)
+        # At the exact scale 1/f (dsize from fx, fy), then cut to (h, w): resizing to (w, h) itself
+        # scales by W / w, not f, and the mosaic drifted from the SEM warped by grid_to_mosaic by up
+        # to f mosaic px across it (1.27 px over 3000 px at f = 2.5).
+        lr = cv2.resize(mosaic, None, fx=1 / f, fy=1 / f,
+                        interpolation=cv2.INTER_AREA if f > 1 else cv2.INTER_CUBIC)[:h, :w]
     grid_to_sem = np.asarray(mosaic_to_sem, np.float64) @ grid_to_mosaic
     sem_px_per_grid_px = float(np.sqrt(abs(np.linalg.det(grid_to_sem[:2, :2]))))
     if sem_px_per_grid_px > 1.2:  # anti-alias before decimating the finer SEM image
@@ -111,7 +115,7 @@ def _mosaic_mask_on_grid(mask: np.ndarray, f: float, shape: tuple[int, int]) -> 
     mask = np.asarray(mask, bool)
     if abs(f - 1) <= 1e-9:
         return mask[:h, :w]
-    return cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return cv2.resize(mask.astype(np.uint8), None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_NEAREST)[:h, :w] > 0
 
 
 #: Train/test blocks are this many tiles wide (see :func:`cut_pairs`).
