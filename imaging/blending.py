@@ -161,6 +161,4 @@ class Canvas:
     def image(self) -> np.ndarray:
         """(rows, cols) float32 mosaic; 0 where no frame reached."""
         out = np.zeros_like(self.numerator)
-        covered = self.denominator > 1e-6
-        out[covered] = self.numerator[covered] / self.denominator[covered]
-        return out
+        return np.divide(self.numerator, self.denominator, out=out, where=self.denominator > 1e-6)

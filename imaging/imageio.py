@@ -67,14 +67,15 @@ def to_float32(image: np.ndarray) -> np.ndarray:
     clipped to [0, 1] (NaN → 0). Other integer types raise ``ValueError``.
     """
     image = np.asarray(image)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / np.float32(65535.0)
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255.0)
+    # One new array, worked on in place: a mosaic's temporaries cost as much as the mosaic.
+    if image.dtype in (np.uint16, np.uint8):
+        out = image.astype(np.float32)
+        out /= np.float32(65535.0 if image.dtype == np.uint16 else 255.0)
+        return out
     if image.dtype == np.bool_:
         return image.astype(np.float32)
     if np.issubdtype(image.dtype, np.floating):
-        out = np.nan_to_num(image.astype(np.float32, copy=True), nan=0.0, posinf=1.0, neginf=0.0)
+        out = np.nan_to_num(image.astype(np.float32, copy=True), copy=False, nan=0.0, posinf=1.0, neginf=0.0)
         return np.clip(out, 0.0, 1.0, out=out)
     raise ValueError(f"image dtype must be uint8, uint16, bool or float, got {image.dtype}")
 
@@ -86,7 +87,19 @@ def to_uint16(image: np.ndarray) -> np.ndarray:
         return image
     if image.dtype == np.uint8:
         return image.astype(np.uint16) * np.uint16(257)  # 255 → 65535 exactly
-    return np.round(to_float32(image) * np.float32(65535.0)).astype(np.uint16)
+    if image.ndim == 0:
+        return to_uint16(image.reshape(1))[0]
+    # A few million pixels at a time: converting a mosaic whole made four float copies of it.
+    out = np.empty(image.shape, np.uint16)
+    step = max(1, _CHUNK_PX // max(1, image[0].size if len(image) else 1))
+    for start in range(0, len(image), step):
+        block = to_float32(image[start:start + step])
+        block *= np.float32(65535.0)
+        out[start:start + step] = np.rint(block, out=block)
+    return out
+
+
+_CHUNK_PX = 1 << 22
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

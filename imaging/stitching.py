@@ -503,7 +503,7 @@ class IncrementalStitcher:
         for frame, position, gain in zip(self._frames, positions, gains, strict=False):
             canvas.add(frame / np.float32(gain), self._weight, position)
         self._canvas = canvas
-        image = to_uint16(np.clip(canvas.image(), 0.0, 1.0))
+        image = to_uint16(canvas.image())  # clipped to [0, 1] on the way
         link_reports = tuple(
             LinkReport(link.i, link.j, link.nominal_offset_px, tuple(map(float, link.offset_px)), float(link.score),
                        None if not np.isfinite(res) else float(res), placement.dropped.get(k, ""))
