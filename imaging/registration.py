@@ -56,7 +56,8 @@ class Registration:
     mosaic_to_sem : (3, 3) float64, mosaic pixel (x, y) → SEM pixel (x, y).
     ok / reason : ``bool(registration)`` is ``ok``; ``reason`` says why it failed (or "").
     method : "auto", "landmarks" (the clicks' fit) or "landmarks+polish" (refined on the images).
-    residual_px : mosaic px — disagreement of the two refiners (auto) or RMS landmark residual.
+    residual_px : mosaic px — how far the translation ECC lands from the answer ("auto",
+        "landmarks+polish") or the clicks' RMS residual ("landmarks").
     confidence : 0…1, higher is better (gradient correlation × agreement).
     details : JSON-able diagnostics (scores, angles, timings).
     """
@@ -253,8 +254,10 @@ def landmark_box(mosaic_xy: Sequence[Sequence[float]], sem_xy: Sequence[Sequence
     their fit gives, ``LANDMARK_MARGIN_PX`` around, inside the mosaic; None where < 16 px is left."""
     matrix, _ = fit_landmarks(mosaic_xy, sem_xy)
     corners = sem_footprint(np.linalg.inv(matrix), sem_shape_rc)
-    x0, y0 = (max(0, int(np.floor(v)) - LANDMARK_MARGIN_PX) for v in corners.min(axis=0))
-    x1, y1 = (min(n, int(np.ceil(v)) + LANDMARK_MARGIN_PX) for v, n in zip(corners.max(axis=0), mosaic_shape_rc[::-1]))
+    (low_x, low_y), (high_x, high_y) = corners.min(axis=0), corners.max(axis=0)
+    rows, cols = mosaic_shape_rc
+    x0, y0 = (max(0, int(np.floor(v)) - LANDMARK_MARGIN_PX) for v in (low_x, low_y))
+    x1, y1 = min(cols, int(np.ceil(high_x)) + LANDMARK_MARGIN_PX), min(rows, int(np.ceil(high_y)) + LANDMARK_MARGIN_PX)
     return (x0, y0, x1, y1) if x1 - x0 >= 16 and y1 - y0 >= 16 else None
 
 
@@ -356,7 +359,6 @@ def register(
     # be matched by the optical image anyway, and it keeps MI fast.
     fixed, down = _to_mosaic_pixels(sem, ratio)
 
-    polished = None
     if landmarks is not None:
         method = "landmarks+polish"
         start = register_landmarks(*landmarks, model="similarity")
@@ -454,18 +456,16 @@ def register(
                             "the independent check (repeating structure); use landmarks",
                             np.linalg.inv(polished.fixed_to_mosaic @ down), method)
 
-    if polished is not None:
-        if local["off_px"] is not None and local["off_px"] > max_local_offset_px:
-            advice = "check the clicks" if landmarks is not None else "use landmarks"
-            return fail(f"the placement is right as a whole but not in its parts: {local['located']} SEM windows "
-                        f"re-located nearby say it is {local['off_px']:.1f} mosaic px off (limit "
-                        f"{max_local_offset_px}), so its scale or rotation is off; {advice}",
-                        np.linalg.inv(polished.fixed_to_mosaic @ down), method)
-        details["local"] = local
-        details["polish"] = {"score": round(polished.score, 4), "scale_change": round(polished.scale_change, 5),
-                             "angle_change_deg": round(polished.angle_change_deg, 4),
-                             "at_edge": polished.at_edge}
-        sem_to_mosaic0 = polished.fixed_to_mosaic @ down
+    if local["off_px"] is not None and local["off_px"] > max_local_offset_px:
+        advice = "check the clicks" if landmarks is not None else "use landmarks"
+        return fail(f"the placement is right as a whole but not in its parts: {local['located']} SEM windows "
+                    f"re-located nearby say it is {local['off_px']:.1f} mosaic px off (limit "
+                    f"{max_local_offset_px}), so its scale or rotation is off; {advice}",
+                    np.linalg.inv(polished.fixed_to_mosaic @ down), method)
+    details["local"] = local
+    details["polish"] = {"score": round(polished.score, 4), "scale_change": round(polished.scale_change, 5),
+                         "angle_change_deg": round(polished.angle_change_deg, 4), "at_edge": polished.at_edge}
+    sem_to_mosaic0 = polished.fixed_to_mosaic @ down
 
     overlap = footprint_overlap(sem_to_mosaic0, sem.shape, mosaic.shape)
     details["overlap"] = round(overlap, 4)
@@ -491,10 +491,11 @@ def register(
     if shift > max_refine_shift_px:
         # MI ran off (sparse or periodic content: on one simulator pair MI started at the truth
         # ends 12 px away): harmless when its end point fails the independent check the answer
-        # passed, and the answer is confirmed in its parts — ≥ 3 SEM windows re-located where
-        # it puts them (it passed that check above) or, with too few windows to tell, the
-        # affine ECC, a second full-freedom objective, staying with it (a polish stuck 4 px
-        # off in scale and rotation also verified, but the affine ECC left it by 4.4 px)
+        # passed (for landmarks: the clicks stand in for it), and the answer is confirmed in its
+        # parts — ≥ 3 SEM windows re-located where it puts them (it passed that check above) or,
+        # with too few windows to tell, the affine ECC, a second full-freedom objective, staying
+        # with it (a polish stuck 4 px off in scale and rotation also verified, but the affine
+        # ECC left it by 4.4 px)
         mi_verdict = verify_placement(fixed, mosaic, fixed_to_mosaic_mi, min_agree=min_subregion_agreement,
                              min_margin=min_whole_margin, min_contrast_margin=min_contrast_margin,
                              min_contrast_whole_margin=min_contrast_whole_margin)
