@@ -609,9 +609,10 @@ def stitch(
         fov_mask = useful_fov_mask(fov_mask, useful_fov_fraction)
     report = progress or _quiet
     if isinstance(flatfield, str) and flatfield == "estimate":
+        flatfield = None  # one frame has nothing to estimate it from
         if len(checked) >= 2:
             report(0.0, f"Estimating the flat field from the {len(checked)} frames…")
-        flatfield = estimate_flatfield(checked, mask=fov_mask) if len(checked) >= 2 else None
+            flatfield = estimate_flatfield(checked, mask=fov_mask)
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
                                    flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
     stitcher._seconds = time.perf_counter() - started
