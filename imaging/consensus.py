@@ -64,10 +64,14 @@ PRIOR_ONLY_FACTOR = 4.0
 NARROW_PEAK_SHOULDER = 0.75
 
 #: The inference is run again with the stage prior tightened only when the sure frames' spread is
-#: below this fraction of the first prior's σ: a prior narrower by a few per cent moves no mode
-#: (synthetic 3×3 of 256 px: σ 8.96 → 8.85 px, the same positions), and a rerun is half the
-#: inference's time. The tightened σ is 0.48–0.69 of the first on simulated scans.
-TIGHTER_PRIOR_FRACTION = 0.9
+#: below this fraction of the first prior's σ: when the stage proved several times better than
+#: assumed. Tightened by less (0.55–0.69 on the bench's simulated scans, stage errors 3σ = 10 % of
+#: the step), the prior was too sure of itself: the spread of the sure frames underestimates the
+#: stage's, and a frame 3σ off was put on an alias nearer its stage position (4×4 flat chips,
+#: seeds 1–6: 1.82 px mean error tightened, 0.70 not; stacked 4×4, seeds 1–3: 2.99, 1.75; 3×3
+#: flat 0.23, 0.30; default chips the same). A prior narrower by a few per cent moves no mode,
+#: and a rerun is half the inference's time.
+TIGHTER_PRIOR_FRACTION = 0.45
 
 #: Pull (px⁻², σ ≈ 3 px) of each frame towards the joint inference's whole-pixel placement in
 #: the final solve. It decides what the links leave open: a frame held only by lenses of nearly
