@@ -372,17 +372,31 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
 
     from .imageio import read_image16, write_image16
     from .models import ImagePair
-    from .pairs import cut_pairs
+    from .pairs import cut_pairs, footprint_box
+    from .pyramid import read_region
 
     registration = pair_set.registration
     mosaic, sem = registration.mosaic, registration.sem_image
     progress(0.1, "Resampling the mosaic and the SEM image to one pixel size…")
-    mosaic_image = read_image16(absolute(mosaic.image.name))
-    unsure = _unsure_area(mosaic, mosaic_image.shape) if pair_set.skip_uncertain else None
-    result = cut_pairs(mosaic_image, read_image16(absolute(sem.image.name)), np.asarray(registration.mosaic_to_sem),
+    sem_image = read_image16(absolute(sem.image.name))
+    mosaic_to_sem = np.asarray(registration.mosaic_to_sem)
+    # At the mosaic's own pixel size only the SEM image's footprint is read: pairs can come from
+    # nowhere else, and a large mosaic is never decoded whole for them.
+    own_size = not pair_set.pixel_size_nm or abs(pair_set.pixel_size_nm / mosaic.pixel_size_nm - 1) < 1e-9
+    box = (footprint_box(mosaic_to_sem, sem_image.shape, (mosaic.height, mosaic.width))
+           if own_size and mosaic.width and mosaic.height else None)
+    if own_size and mosaic.width and mosaic.height and box is None:
+        raise DomainError("The registered SEM image lies outside the mosaic: there is nothing to cut pairs from.")
+    if box:
+        mosaic_image, origin = read_region(absolute(mosaic.image.name), box), box[:2]
+    else:
+        mosaic_image, origin = read_image16(absolute(mosaic.image.name)), (0, 0)
+    unsure = _unsure_area(mosaic, mosaic_image.shape, origin) if pair_set.skip_uncertain else None
+    result = cut_pairs(mosaic_image, sem_image, mosaic_to_sem,
                        mosaic_px_nm=mosaic.pixel_size_nm, pixel_size_nm=pair_set.pixel_size_nm,
                        tile_px=pair_set.tile_px, stride_px=pair_set.stride_px, test_fraction=pair_set.test_fraction,
-                       mosaic_valid=mosaic_image > 0, mosaic_unsure=unsure, registration={"id": registration.pk})
+                       mosaic_valid=mosaic_image > 0, mosaic_unsure=unsure, registration={"id": registration.pk},
+                       origin_px=origin, mosaic_shape=(mosaic.height, mosaic.width) if box else None)
     if not result.pairs:
         hint = (" Most of the mosaic lies over frames placed with low confidence: rescan with a Z-stack or more "
                 "overlap, or keep those tiles." if result.skipped.get("uncertain_placement") else " Try smaller tiles.")
@@ -406,16 +420,19 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
     return {"pairs": len(records), "skipped": result.skipped}
 
 
-def _unsure_area(mosaic, shape_rc):
-    """Where the mosaic's report says frames were placed with low confidence (None: nowhere, or a
-    mosaic stitched before reports listed them)."""
+def _unsure_area(mosaic, shape_rc, origin=(0, 0)):
+    """Where the mosaic's report says frames were placed with low confidence, over the ``shape_rc``
+    pixels from ``origin`` (x, y) of the mosaic (None: nowhere, or a mosaic stitched before reports
+    listed them)."""
+    import numpy as np
+
     from .stitching import frame_footprint
 
     unsure, radius = mosaic.uncertain_frames, mosaic.stitched_fov_radius_px
     if not unsure or radius is None or not mosaic.report.get("frame_shape"):
         return None
-    return frame_footprint(shape_rc, mosaic.report["positions_px"], unsure,
-                           circular_mask(radius, mosaic.report["frame_shape"]))
+    positions = np.asarray(mosaic.report["positions_px"], float) - np.asarray(origin, float)
+    return frame_footprint(shape_rc, positions, unsure, circular_mask(radius, mosaic.report["frame_shape"]))
 
 
 def export_pairs_zip(pair_set: PairSet) -> str:

@@ -22,7 +22,8 @@ import numpy as np
 
 from imaging.imageio import atomic_path, to_float32, to_uint16
 
-__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "box_in_mosaic", "block_of", "export_zip"]
+__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "footprint_box", "box_in_mosaic", "block_of",
+           "export_zip"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,20 @@ def _mosaic_mask_on_grid(mask: np.ndarray, f: float, shape: tuple[int, int]) -> 
     return cv2.resize(mask.astype(np.uint8), None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_NEAREST)[:h, :w] > 0
 
 
+def footprint_box(mosaic_to_sem: np.ndarray, sem_shape_rc: tuple[int, int],
+                  mosaic_shape_rc: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The part of the mosaic pairs can come from, (x0, y0, x1, y1) end-exclusive: the SEM image's
+    footprint through the registration with a pixel around it (the bilinear warp's reach),
+    inside the mosaic; None where the footprint misses the mosaic."""
+    from imaging.registration_checks import sem_footprint
+
+    corners = sem_footprint(np.linalg.inv(np.asarray(mosaic_to_sem, np.float64)), sem_shape_rc)
+    rows, cols = mosaic_shape_rc
+    x0, y0 = (max(0, int(np.floor(v)) - 1) for v in corners.min(axis=0))
+    x1, y1 = min(cols, int(np.ceil(corners[:, 0].max())) + 2), min(rows, int(np.ceil(corners[:, 1].max())) + 2)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
 #: Train/test blocks are this many tiles wide (see :func:`cut_pairs`).
 BLOCK_TILES = 2
 
@@ -151,6 +166,8 @@ def cut_pairs(
     mosaic_valid: np.ndarray | None = None,
     mosaic_unsure: np.ndarray | None = None,
     registration: dict | None = None,
+    origin_px: tuple[int, int] = (0, 0),
+    mosaic_shape: tuple[int, int] | None = None,
 ) -> PairSet:
     """Cut ``tile_px``² LR/HR pairs every ``stride_px`` (default ``tile_px``) over the overlap.
 
@@ -162,6 +179,13 @@ def cut_pairs(
     split, so train and test tiles never overlap. ``mosaic_unsure`` (mosaic-sized bool) marks where
     frames placed with low confidence contribute (:func:`imaging.stitching.frame_footprint`): a tile
     touching it is skipped, since its seams, and so its alignment with the SEM image, may be pixels off.
+
+    ``mosaic`` may be a part of a larger mosaic: the pixels from ``origin_px`` (x, y) of a mosaic of
+    ``mosaic_shape`` (rows, cols), with ``mosaic_to_sem``, boxes and blocks those of the whole
+    mosaic and ``mosaic_valid`` / ``mosaic_unsure`` over the part's pixels. A part holding the
+    SEM footprint (:func:`footprint_box`) gives the pairs the whole mosaic gives, without the rest
+    of a large mosaic in memory. Only at the mosaic's own pixel size: on another grid a part's
+    tiles would not fall on the whole mosaic's.
     """
     if tile_px < 8:
         raise ValueError(f"tile_px must be >= 8, got {tile_px}")
@@ -172,9 +196,21 @@ def cut_pairs(
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if block_tiles < 1:
         raise ValueError(f"block_tiles must be >= 1, got {block_tiles}")
-    lr, hr, valid, f = resample_to_common_grid(mosaic, sem, mosaic_to_sem, mosaic_px_nm=mosaic_px_nm,
+    ox, oy = (int(v) for v in origin_px)
+    full_rows, full_cols = mosaic_shape or mosaic.shape[:2]
+    part = (ox, oy, full_rows, full_cols) != (0, 0, *mosaic.shape[:2])
+    if part:
+        if pixel_size_nm and abs(pixel_size_nm / mosaic_px_nm - 1) > 1e-9:
+            raise ValueError("a part of a mosaic is cut at the mosaic's own pixel size only "
+                             f"({mosaic_px_nm} nm, not {pixel_size_nm} nm)")
+        if ox < 0 or oy < 0 or ox + mosaic.shape[1] > full_cols or oy + mosaic.shape[0] > full_rows:
+            raise ValueError(f"the part at {(ox, oy)} of {mosaic.shape[1]}×{mosaic.shape[0]} px does not fit "
+                             f"in the {full_cols}×{full_rows} px mosaic")
+    part_to_sem = np.asarray(mosaic_to_sem, np.float64) @ np.array([[1.0, 0, ox], [0, 1.0, oy], [0, 0, 1]])
+    lr, hr, valid, f = resample_to_common_grid(mosaic, sem, part_to_sem, mosaic_px_nm=mosaic_px_nm,
                                                pixel_size_nm=pixel_size_nm, mosaic_valid=mosaic_valid)
-    h, w = lr.shape
+    part_h, part_w = lr.shape
+    h, w = (full_rows, full_cols) if part else (part_h, part_w)  # the whole mosaic's grid, its tiles and blocks
     block_px = block_tiles * tile_px
     n_bx, n_by = -(-w // block_px), -(-h // block_px)
     rng = np.random.default_rng(seed)
@@ -185,17 +221,20 @@ def cut_pairs(
     # summed-area table: count of valid pixels in any box in O(1)
     integral = cv2.integral(valid.astype(np.uint8))
     unsure = None if mosaic_unsure is None else cv2.integral(
-        _mosaic_mask_on_grid(mosaic_unsure, f, (h, w)).astype(np.uint8))
+        _mosaic_mask_on_grid(mosaic_unsure, f, (part_h, part_w)).astype(np.uint8))
     skipped = {"outside_overlap": 0, "uncertain_placement": 0, "low_structure": 0, "straddles_split": 0}
     pairs = []
     for y0 in range(0, h - tile_px + 1, stride_px):
         for x0 in range(0, w - tile_px + 1, stride_px):
             x1, y1 = x0 + tile_px, y0 + tile_px
-            inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+            # (u0, v0)–(u1, v1): the tile in the part's pixels; one reaching out of it is outside the overlap
+            u0, v0, u1, v1 = x0 - ox, y0 - oy, x1 - ox, y1 - oy
+            inside = (integral[v1, u1] - integral[v0, u1] - integral[v1, u0] + integral[v0, u0]
+                      if u0 >= 0 and v0 >= 0 and u1 <= part_w and v1 <= part_h else 0)
             if inside < tile_px * tile_px:
                 skipped["outside_overlap"] += 1
                 continue
-            if unsure is not None and unsure[y1, x1] - unsure[y0, x1] - unsure[y1, x0] + unsure[y0, x0]:
+            if unsure is not None and unsure[v1, u1] - unsure[v0, u1] - unsure[v1, u0] + unsure[v0, u0]:
                 skipped["uncertain_placement"] += 1
                 continue
             bx, by = block_of((x0, y0, x1, y1), tile_px=tile_px, block_tiles=block_tiles)
@@ -204,7 +243,7 @@ def cut_pairs(
             if (covered != split_test).any():
                 skipped["straddles_split"] += 1
                 continue
-            lr_tile, hr_tile = lr[y0:y1, x0:x1], hr[y0:y1, x0:x1]
+            lr_tile, hr_tile = lr[v0:v1, u0:u1], hr[v0:v1, u0:u1]
             if lr_tile.std() < min_std * lr_range or hr_tile.std() < min_std * hr_range:
                 skipped["low_structure"] += 1
                 continue

@@ -269,3 +269,48 @@ def test_a_bad_search_box_is_refused_naming_it(api, registered, operator, extra,
     error = response.json()["errors"][0]
     assert error["field"] == "search_box" and message in error["message"], error
     assert Registration.objects.count() == 1  # only the fixture's
+
+
+@pytest.mark.django_db
+def test_pairs_read_only_the_sem_footprint_of_the_mosaic(api, registered, operator, monkeypatch,
+                                                          django_capture_on_commit_callbacks):
+    # The SEM image registered 64 px right and 32 px down: it covers x ≥ 64, y ≥ 32 of the mosaic. The job
+    # decodes that part (and a pixel around) only, and cuts the pairs the whole mosaic gives.
+    from imaging import pairs, pyramid
+    from imaging.imageio import read_image16
+
+    shift = np.array([[1.0, 0, -64], [0, 1, -32], [0, 0, 1]])
+    Registration.objects.filter(pk=registered.pk).update(mosaic_to_sem=shift.tolist())
+    boxes, whole_reads = [], []
+    read_region = pyramid.read_region
+    monkeypatch.setattr(pyramid, "read_region", lambda path, box: boxes.append(box) or read_region(path, box))
+    monkeypatch.setattr("imaging.imageio.read_image16",
+                        lambda path, **kw: whole_reads.append(str(path)) or read_image16(path, **kw))
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 32,
+                                                          "stride_px": 16, "test_fraction": 0.3}, format="json")
+    assert response.status_code == 201, response.json()
+    run_job("imaging.PairSet", response.json()["id"], pairs_work)
+    pair_set = PairSet.objects.get(pk=response.json()["id"])
+    assert pair_set.status == JobStatus.SUCCEEDED, pair_set.failure_reason
+    assert boxes == [(62, 30, SIZE, SIZE)] and not any(path.endswith("mosaic.tif") for path in whole_reads)
+    mosaic = read_image16(absolute(registered.mosaic.image.name))
+    whole = pairs.cut_pairs(mosaic, read_image16(absolute(registered.sem_image.image.name)), shift,
+                            mosaic_px_nm=registered.mosaic.pixel_size_nm, tile_px=32, stride_px=16, test_fraction=0.3,
+                            mosaic_valid=mosaic > 0)
+    stored = ImagePair.objects.filter(pair_set=pair_set).order_by("pk")
+    assert [(p.box_x, p.box_y, p.split) for p in stored] == [(p.box_px[0], p.box_px[1], p.split) for p in whole.pairs]
+    assert pair_set.skipped == whole.skipped and whole.pairs
+
+
+@pytest.mark.django_db
+def test_pairs_of_an_sem_image_registered_outside_the_mosaic_fail_saying_so(api, registered, operator,
+                                                                          django_capture_on_commit_callbacks):
+    Registration.objects.filter(pk=registered.pk).update(mosaic_to_sem=[[1.0, 0, -1000], [0, 1, 0], [0, 0, 1]])
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 32}, format="json")
+    assert response.status_code == 201, response.json()
+    run_job("imaging.PairSet", response.json()["id"], pairs_work)
+    pair_set = PairSet.objects.get(pk=response.json()["id"])
+    assert pair_set.status == JobStatus.FAILED
+    assert "lies outside the mosaic" in pair_set.failure_reason and not ImagePair.objects.filter(pair_set=pair_set)
