@@ -16,14 +16,15 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import cv2
 import numpy as np
 
 from imaging.imageio import atomic_path, to_float32, to_uint16
 
-__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "footprint_box", "box_in_mosaic", "block_of",
-           "export_zip"]
+__all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "footprint_box", "grid_period_px",
+           "box_in_mosaic", "block_of", "export_zip"]
 
 
 @dataclass(frozen=True)
@@ -119,17 +120,41 @@ def _mosaic_mask_on_grid(mask: np.ndarray, f: float, shape: tuple[int, int]) -> 
     return cv2.resize(mask.astype(np.uint8), None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_NEAREST)[:h, :w] > 0
 
 
-def footprint_box(mosaic_to_sem: np.ndarray, sem_shape_rc: tuple[int, int],
-                  mosaic_shape_rc: tuple[int, int]) -> tuple[int, int, int, int] | None:
+#: A part of a mosaic is cut on another grid only where a whole number of mosaic px of at most this
+#: many is a whole number of grid px (:func:`grid_period_px`); else the whole mosaic is read.
+MAX_GRID_PERIOD_PX = 1000
+
+
+def grid_period_px(grid_to_mosaic: float) -> int | None:
+    """The fewest mosaic px that make a whole number of grid px (``grid_to_mosaic`` = f, mosaic px per
+    grid px: 1 at f = 1, 5 at 2.5, 20 at 50 nm / 32.5 nm), so that a part of the mosaic starting at a
+    multiple of it has its grid pixels where the whole mosaic's are; None beyond MAX_GRID_PERIOD_PX."""
+    f = float(grid_to_mosaic)
+    ratio = Fraction(f).limit_denominator(MAX_GRID_PERIOD_PX)
+    if abs(float(ratio) - f) > 1e-9 * f or ratio.numerator > MAX_GRID_PERIOD_PX:
+        return None
+    return ratio.numerator
+
+
+def footprint_box(mosaic_to_sem: np.ndarray, sem_shape_rc: tuple[int, int], mosaic_shape_rc: tuple[int, int], *,
+                  grid_to_mosaic: float = 1.0) -> tuple[int, int, int, int] | None:
     """The part of the mosaic pairs can come from, (x0, y0, x1, y1) end-exclusive: the SEM image's
-    footprint through the registration with a pixel around it (the bilinear warp's reach),
-    inside the mosaic; None where the footprint misses the mosaic."""
+    footprint through the registration with the resampling's reach around it (a pixel at the
+    mosaic's own pixel size; 2 grid px and 2 more on another grid, of ``grid_to_mosaic`` mosaic px
+    per grid px), its corner on a multiple of :func:`grid_period_px`, inside the mosaic. None where
+    the footprint misses the mosaic, or on a grid without a period (then read it whole)."""
     from imaging.registration_checks import sem_footprint
 
+    f = float(grid_to_mosaic)
+    period = grid_period_px(f)
+    if period is None:
+        return None
     corners = sem_footprint(np.linalg.inv(np.asarray(mosaic_to_sem, np.float64)), sem_shape_rc)
     rows, cols = mosaic_shape_rc
-    x0, y0 = (max(0, int(np.floor(v)) - 1) for v in corners.min(axis=0))
-    x1, y1 = min(cols, int(np.ceil(corners[:, 0].max())) + 2), min(rows, int(np.ceil(corners[:, 1].max())) + 2)
+    before, after = (1, 2) if period == 1 else (int(np.ceil(2 * f)) + 2,) * 2
+    x0, y0 = (max(0, (int(np.floor(v)) - before) // period * period) for v in corners.min(axis=0))
+    x1 = min(cols, int(np.ceil(corners[:, 0].max())) + after)
+    y1 = min(rows, int(np.ceil(corners[:, 1].max())) + after)
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
@@ -184,8 +209,9 @@ def cut_pairs(
     ``mosaic_shape`` (rows, cols), with ``mosaic_to_sem``, boxes and blocks those of the whole
     mosaic and ``mosaic_valid`` / ``mosaic_unsure`` over the part's pixels. A part holding the
     SEM footprint (:func:`footprint_box`) gives the pairs the whole mosaic gives, without the rest
-    of a large mosaic in memory. Only at the mosaic's own pixel size: on another grid a part's
-    tiles would not fall on the whole mosaic's.
+    of a large mosaic in memory. On another grid than the mosaic's, the origin must be a whole
+    number of grid px (a multiple of :func:`grid_period_px`), so that the part's grid pixels are
+    the whole mosaic's.
     """
     if tile_px < 8:
         raise ValueError(f"tile_px must be >= 8, got {tile_px}")
@@ -199,10 +225,12 @@ def cut_pairs(
     ox, oy = (int(v) for v in origin_px)
     full_rows, full_cols = mosaic_shape or mosaic.shape[:2]
     part = (ox, oy, full_rows, full_cols) != (0, 0, *mosaic.shape[:2])
+    f_part = float(pixel_size_nm or mosaic_px_nm) / mosaic_px_nm if mosaic_px_nm > 0 else 1.0
+    kx, ky = (round(v / f_part) for v in (ox, oy))  # the part's first grid pixel in the whole grid
     if part:
-        if pixel_size_nm and abs(pixel_size_nm / mosaic_px_nm - 1) > 1e-9:
-            raise ValueError("a part of a mosaic is cut at the mosaic's own pixel size only "
-                             f"({mosaic_px_nm} nm, not {pixel_size_nm} nm)")
+        if max(abs(kx * f_part - ox), abs(ky * f_part - oy)) > 1e-6:
+            raise ValueError(f"a part of a mosaic must start on a grid pixel: {(ox, oy)} mosaic px is not a whole "
+                             f"number of {pixel_size_nm} nm pixels ({f_part:g} mosaic px each)")
         if ox < 0 or oy < 0 or ox + mosaic.shape[1] > full_cols or oy + mosaic.shape[0] > full_rows:
             raise ValueError(f"the part at {(ox, oy)} of {mosaic.shape[1]}×{mosaic.shape[0]} px does not fit "
                              f"in the {full_cols}×{full_rows} px mosaic")
@@ -210,7 +238,8 @@ def cut_pairs(
     lr, hr, valid, f = resample_to_common_grid(mosaic, sem, part_to_sem, mosaic_px_nm=mosaic_px_nm,
                                                pixel_size_nm=pixel_size_nm, mosaic_valid=mosaic_valid)
     part_h, part_w = lr.shape
-    h, w = (full_rows, full_cols) if part else (part_h, part_w)  # the whole mosaic's grid, its tiles and blocks
+    # the whole mosaic's grid, its tiles and blocks
+    h, w = (int(np.floor(full_rows / f)), int(np.floor(full_cols / f))) if part else (part_h, part_w)
     block_px = block_tiles * tile_px
     n_bx, n_by = -(-w // block_px), -(-h // block_px)
     rng = np.random.default_rng(seed)
@@ -228,7 +257,7 @@ def cut_pairs(
         for x0 in range(0, w - tile_px + 1, stride_px):
             x1, y1 = x0 + tile_px, y0 + tile_px
             # (u0, v0)–(u1, v1): the tile in the part's pixels; one reaching out of it is outside the overlap
-            u0, v0, u1, v1 = x0 - ox, y0 - oy, x1 - ox, y1 - oy
+            u0, v0, u1, v1 = x0 - kx, y0 - ky, x1 - kx, y1 - ky
             inside = (integral[v1, u1] - integral[v0, u1] - integral[v1, u0] + integral[v0, u0]
                       if u0 >= 0 and v0 >= 0 and u1 <= part_w and v1 <= part_h else 0)
             if inside < tile_px * tile_px:

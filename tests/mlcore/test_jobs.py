@@ -272,10 +272,12 @@ def test_a_bad_search_box_is_refused_naming_it(api, registered, operator, extra,
 
 
 @pytest.mark.django_db
-def test_pairs_read_only_the_sem_footprint_of_the_mosaic(api, registered, operator, monkeypatch,
+@pytest.mark.parametrize("pixel_size_nm", [None, 65.0])
+def test_pairs_read_only_the_sem_footprint_of_the_mosaic(api, registered, operator, monkeypatch, pixel_size_nm,
                                                           django_capture_on_commit_callbacks):
     # The SEM image registered 64 px right and 32 px down: it covers x ≥ 64, y ≥ 32 of the mosaic. The job
-    # decodes that part (and a pixel around) only, and cuts the pairs the whole mosaic gives.
+    # decodes that part (and a pixel around) only, and cuts the pairs the whole mosaic gives, on the
+    # mosaic's grid and on one of 2 mosaic px.
     from imaging import pairs, pyramid
     from imaging.imageio import read_image16
 
@@ -288,16 +290,20 @@ def test_pairs_read_only_the_sem_footprint_of_the_mosaic(api, registered, operat
                         lambda path, **kw: whole_reads.append(str(path)) or read_image16(path, **kw))
     with django_capture_on_commit_callbacks(execute=False):
         response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 32,
-                                                          "stride_px": 16, "test_fraction": 0.3}, format="json")
+                                                          "stride_px": 16, "test_fraction": 0.3,
+                                                          **({"pixel_size_nm": pixel_size_nm} if pixel_size_nm else {})},
+                                      format="json")
     assert response.status_code == 201, response.json()
     run_job("imaging.PairSet", response.json()["id"], pairs_work)
     pair_set = PairSet.objects.get(pk=response.json()["id"])
     assert pair_set.status == JobStatus.SUCCEEDED, pair_set.failure_reason
-    assert boxes == [(62, 30, SIZE, SIZE)] and not any(path.endswith("mosaic.tif") for path in whole_reads)
+    f = (pixel_size_nm or registered.mosaic.pixel_size_nm) / registered.mosaic.pixel_size_nm
+    assert boxes == [(62, 30, SIZE, SIZE) if f == 1 else (56, 24, SIZE, SIZE)]  # 6 px around, on a multiple of 2 px
+    assert not any(path.endswith("mosaic.tif") for path in whole_reads)
     mosaic = read_image16(absolute(registered.mosaic.image.name))
     whole = pairs.cut_pairs(mosaic, read_image16(absolute(registered.sem_image.image.name)), shift,
-                            mosaic_px_nm=registered.mosaic.pixel_size_nm, tile_px=32, stride_px=16, test_fraction=0.3,
-                            mosaic_valid=mosaic > 0)
+                            mosaic_px_nm=registered.mosaic.pixel_size_nm, pixel_size_nm=pixel_size_nm, tile_px=32,
+                            stride_px=16, test_fraction=0.3, mosaic_valid=mosaic > 0)
     stored = ImagePair.objects.filter(pair_set=pair_set).order_by("pk")
     assert [(p.box_x, p.box_y, p.split) for p in stored] == [(p.box_px[0], p.box_px[1], p.split) for p in whole.pairs]
     assert pair_set.skipped == whole.skipped and whole.pairs
