@@ -372,7 +372,7 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
 
     from .imageio import read_image16, write_image16
     from .models import ImagePair
-    from .pairs import cut_pairs, footprint_box, grid_period_px
+    from .pairs import cut_pairs, footprint_box
     from .pyramid import read_region
 
     registration = pair_set.registration
@@ -384,9 +384,9 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
     # large mosaic is never decoded whole for them (but on a grid whose pixels are no whole number
     # of mosaic pixels within MAX_GRID_PERIOD_PX, where a part's pixels would not be the whole's).
     f = (pair_set.pixel_size_nm or mosaic.pixel_size_nm) / mosaic.pixel_size_nm
-    partial = bool(mosaic.width and mosaic.height) and grid_period_px(f) is not None
-    box = footprint_box(mosaic_to_sem, sem_image.shape, (mosaic.height, mosaic.width), grid_to_mosaic=f) if partial else None
-    if partial and box is None:
+    sized = bool(mosaic.width and mosaic.height)
+    box = footprint_box(mosaic_to_sem, sem_image.shape, (mosaic.height, mosaic.width), grid_to_mosaic=f) if sized else None
+    if sized and box is None:
         raise DomainError("The registered SEM image lies outside the mosaic: there is nothing to cut pairs from.")
     if box:
         mosaic_image, origin = read_region(absolute(mosaic.image.name), box), box[:2]

@@ -141,21 +141,22 @@ def footprint_box(mosaic_to_sem: np.ndarray, sem_shape_rc: tuple[int, int], mosa
     """The part of the mosaic pairs can come from, (x0, y0, x1, y1) end-exclusive: the SEM image's
     footprint through the registration with the resampling's reach around it (a pixel at the
     mosaic's own pixel size; 2 grid px and 2 more on another grid, of ``grid_to_mosaic`` mosaic px
-    per grid px), its corner on a multiple of :func:`grid_period_px`, inside the mosaic. None where
-    the footprint misses the mosaic, or on a grid without a period (then read it whole)."""
+    per grid px), its corner on a multiple of :func:`grid_period_px`, inside the mosaic; the whole
+    mosaic on a grid without a period. None where the footprint misses the mosaic."""
     from imaging.registration_checks import sem_footprint
 
     f = float(grid_to_mosaic)
     period = grid_period_px(f)
-    if period is None:
-        return None
     corners = sem_footprint(np.linalg.inv(np.asarray(mosaic_to_sem, np.float64)), sem_shape_rc)
     rows, cols = mosaic_shape_rc
     before, after = (1, 2) if period == 1 else (int(np.ceil(2 * f)) + 2,) * 2
-    x0, y0 = (max(0, (int(np.floor(v)) - before) // period * period) for v in corners.min(axis=0))
+    step = period or 1  # without a period the answer is the whole mosaic; the box only says if it is hit
+    x0, y0 = (max(0, (int(np.floor(v)) - before) // step * step) for v in corners.min(axis=0))
     x1 = min(cols, int(np.ceil(corners[:, 0].max())) + after)
     y1 = min(rows, int(np.ceil(corners[:, 1].max())) + after)
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1, y1) if period else (0, 0, cols, rows)
 
 
 #: Train/test blocks are this many tiles wide (see :func:`cut_pairs`).
@@ -225,9 +226,10 @@ def cut_pairs(
     ox, oy = (int(v) for v in origin_px)
     full_rows, full_cols = mosaic_shape or mosaic.shape[:2]
     part = (ox, oy, full_rows, full_cols) != (0, 0, *mosaic.shape[:2])
-    f_part = float(pixel_size_nm or mosaic_px_nm) / mosaic_px_nm if mosaic_px_nm > 0 else 1.0
-    kx, ky = (round(v / f_part) for v in (ox, oy))  # the part's first grid pixel in the whole grid
+    kx = ky = 0  # the part's first grid pixel in the whole mosaic's grid
     if part:
+        f_part = float(pixel_size_nm or mosaic_px_nm) / mosaic_px_nm if mosaic_px_nm > 0 else 1.0
+        kx, ky = (round(v / f_part) for v in (ox, oy))
         if max(abs(kx * f_part - ox), abs(ky * f_part - oy)) > 1e-6:
             raise ValueError(f"a part of a mosaic must start on a grid pixel: {(ox, oy)} mosaic px is not a whole "
                              f"number of {pixel_size_nm} nm pixels ({f_part:g} mosaic px each)")
