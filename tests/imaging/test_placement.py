@@ -84,6 +84,40 @@ def test_a_frame_held_only_along_parallel_lines_stays_at_the_prior_across_them()
     assert np.hypot(*(placement.positions_px[2] - placement.positions_px[0] - guess[2])) < 4.0
 
 
+def test_a_link_is_judged_only_along_the_directions_it_pins():
+    # Link 0-1 is a lens of horizontal lines: it pins y only, and its x is wherever the
+    # refinement stopped along them (3 px off). Link 1-4 is 4 px wrong in y. Measured in all
+    # directions, 0-1 missed most and went, its y with it, leaving 1-4 to put frame 1 4 px off.
+    nominal, truth = _grid(3)
+    links = _grid_links(truth, nominal)
+    tilt = math.radians(0.2)  # a hair off horizontal, as measured lines are
+    across = np.array([-math.sin(tilt), math.cos(tilt)])
+    lines = tuple(map(tuple, (1e4 * np.outer(across, across)).tolist()))
+    k01 = next(k for k, link in enumerate(links) if (link.i, link.j) == (0, 1))
+    k14 = next(k for k, link in enumerate(links) if (link.i, link.j) == (1, 4))
+    links[k01] = Link(0, 1, links[k01].nominal_offset_px, tuple(truth[1] - truth[0] + (3.0, 0.0)), 0.99, lines)
+    links[k14] = Link(1, 4, links[k14].nominal_offset_px, tuple(truth[4] - truth[1] + (0.0, 4.0)), 0.9,
+                      ((400.0, 0.0), (0.0, 100.0)))
+    placement = solve_positions(nominal, links)
+    assert placement.dropped == {k14: "inconsistent"}
+    assert _aligned_error(placement.positions_px, truth).max() < 1e-2
+
+
+def test_a_link_that_measures_nothing_does_not_shield_a_wrong_one():
+    # A blank-ish overlap kept with no information misses by 20 px; it cannot be an outlier (it
+    # weighs nothing) and must not stop the search for the one that is.
+    nominal, truth = _grid(4)
+    links = _grid_links(truth, nominal)
+    bad = 5
+    links[bad] = Link(links[bad].i, links[bad].j, links[bad].nominal_offset_px,
+                      tuple(np.asarray(links[bad].offset_px) + (3.0, -2.0)), 0.97, links[bad].information)
+    links.append(Link(0, 4, tuple(nominal[4] - nominal[0]), tuple(truth[4] - truth[0] + (20.0, 0.0)), 0.7,
+                      ((0.0, 0.0), (0.0, 0.0))))
+    placement = solve_positions(nominal, links)
+    assert placement.dropped == {bad: "inconsistent"}
+    assert _aligned_error(placement.positions_px, truth).max() < 1e-3
+
+
 def test_directions_a_link_barely_measures_carry_no_weight():
     from imaging.placement import MIN_INFORMATION, _weight
 
