@@ -51,14 +51,19 @@ def test_exact_links_give_exact_positions():
     assert placement.dropped == {} and placement.placed_by_stage == ()
 
 
-def test_one_wrong_link_is_dropped_and_does_not_bend_the_mosaic():
-    nominal, truth = _grid(1)
+def _with_wrong_link(seed, bad, by):
+    """A 3×3 grid's exact links with link ``bad`` measured ``by`` (x, y) px off."""
+    nominal, truth = _grid(seed)
     links = _grid_links(truth, nominal)
-    bad = 5
     links[bad] = Link(links[bad].i, links[bad].j, links[bad].nominal_offset_px,
-                      tuple(np.asarray(links[bad].offset_px) + (7.0, -6.0)), 0.97, links[bad].information)
+                      tuple(np.asarray(links[bad].offset_px) + by), 0.97, links[bad].information)
+    return nominal, truth, links
+
+
+def test_one_wrong_link_is_dropped_and_does_not_bend_the_mosaic():
+    nominal, truth, links = _with_wrong_link(1, bad=5, by=(7.0, -6.0))
     placement = solve_positions(nominal, links)
-    assert placement.dropped == {bad: "inconsistent"}
+    assert placement.dropped == {5: "inconsistent"}
     assert _aligned_error(placement.positions_px, truth).max() < 1e-3
 
 
@@ -106,15 +111,11 @@ def test_a_link_is_judged_only_along_the_directions_it_pins():
 def test_a_link_that_measures_nothing_does_not_shield_a_wrong_one():
     # A blank-ish overlap kept with no information misses by 20 px; it cannot be an outlier (it
     # weighs nothing) and must not stop the search for the one that is.
-    nominal, truth = _grid(4)
-    links = _grid_links(truth, nominal)
-    bad = 5
-    links[bad] = Link(links[bad].i, links[bad].j, links[bad].nominal_offset_px,
-                      tuple(np.asarray(links[bad].offset_px) + (3.0, -2.0)), 0.97, links[bad].information)
+    nominal, truth, links = _with_wrong_link(4, bad=5, by=(3.0, -2.0))
     links.append(Link(0, 4, tuple(nominal[4] - nominal[0]), tuple(truth[4] - truth[0] + (20.0, 0.0)), 0.7,
                       ((0.0, 0.0), (0.0, 0.0))))
     placement = solve_positions(nominal, links)
-    assert placement.dropped == {bad: "inconsistent"}
+    assert placement.dropped == {5: "inconsistent"}
     assert _aligned_error(placement.positions_px, truth).max() < 1e-3
 
 
