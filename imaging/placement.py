@@ -157,21 +157,28 @@ def fit_stage_model(links: list[Link], *, min_score: float = 0.6, tolerance_px: 
 MIN_INFORMATION = 1.0
 
 
+def _measured_directions(link: Link) -> tuple[np.ndarray, np.ndarray]:
+    """The link's information as (values, vectors): its eigenvalues, 0 along directions with less
+    than :data:`MIN_INFORMATION` (all of them when it is not finite), and unit eigenvectors."""
+    info = np.asarray(link.information, float)
+    if not np.all(np.isfinite(info)):
+        return np.zeros(2), np.eye(2)
+    values, vectors = np.linalg.eigh(0.5 * (info + info.T))
+    return np.where(values >= MIN_INFORMATION, values, 0.0), vectors
+
+
 def _weight(link: Link, floor_px: float) -> np.ndarray:
     """The link's 2×2 weight: its covariance plus ``floor_px``² in every direction, inverted;
     zero along directions with less than :data:`MIN_INFORMATION`."""
-    info = np.asarray(link.information, float)
-    if not np.all(np.isfinite(info)):
-        return np.zeros((2, 2))
-    values, vectors = np.linalg.eigh(0.5 * (info + info.T))
-    values = np.where(values >= MIN_INFORMATION, values, 0.0)
+    values, vectors = _measured_directions(link)
     return (vectors * (values / (1.0 + floor_px**2 * values))) @ vectors.T
 
 
-def _pinning(weight: np.ndarray) -> np.ndarray:
-    """2×2 projector onto the directions a link's weight pins (zero, the identity or a line)."""
-    values, vectors = np.linalg.eigh(weight)
-    kept = vectors[:, values > 1e-9 * max(float(values.max()), 0.0)]
+def _pinning(link: Link) -> np.ndarray:
+    """2×2 projector onto the directions the link pins, those :func:`_weight` weighs (zero, the
+    identity or a line)."""
+    values, vectors = _measured_directions(link)
+    kept = vectors[:, values > 0]
     return kept @ kept.T
 
 
@@ -276,7 +283,7 @@ def solve_positions(
     # Pass 2: neighbours. Drop the worst-fitting link while any is clearly inconsistent: missing
     # by more than max_residual_px and 3 σ, along the directions it pins (:func:`_miss`). Only
     # such links compete, so one that weighs nothing, however far off, hides no outlier.
-    pinned = {k: _pinning(weights[k]) for k in active}
+    pinned = {k: _pinning(links[k]) for k in active}
     while active:
         res = {k: _miss(positions[links[k].j] - positions[links[k].i] - np.asarray(links[k].offset_px), pinned[k])
                for k in active}
