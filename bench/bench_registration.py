@@ -12,7 +12,8 @@ pixel 1–3× finer and its metadata pixel size off by −3…+3 %. Truth: ``inv
 NCC of local-contrast features), each distinct candidate polished by a bounded gradient-correlation
 grid (moved by the similarity its SEM windows re-located nearby fit, where that raises the
 correlation; refused where they still say it is > 1.5 px off) and verified independently (sub-windows + whole-footprint margins in gradients and contrast
-features, falling back to contrast features alone where gradients cannot tell), MI and ECC as
+features, falling back to contrast features alone where gradients cannot tell, then to locally normalised
+bands where a few bright structures rule the gradients), MI and ECC as
 cross-checks. A falsy result counts with its (unaccepted) transform's error; the summary line also
 gives how many accepted results were ≥ 1 px off. Column "truth": ``v`` when the true placement
 itself passes the independent check, ``-`` when it does not (SEM inside a repeating pattern, or

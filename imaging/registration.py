@@ -8,7 +8,8 @@ Pipeline (measured best in ../shared/reference/imaging_anchors.md §3.2):
    gradient correlation (``imaging.registration_polish``), moved by the similarity its SEM
    windows re-located nearby fit where they say it is off, and verified independently
    (``imaging.registration_checks``: sub-windows in gradients, else in local-contrast features
-   where SEM edge outlines defeat gradients); exactly one must pass, or the match is ambiguous;
+   where SEM edge outlines defeat gradients, else in locally normalised bands where a few bright
+   structures rule them); exactly one must pass, or the match is ambiguous;
    landmarks are polished the same way from their fit, without the independent check (the
    user has placed the SEM image; inside a repeating array that check refuses the truth);
 3. fine — Mattes mutual information, similarity then affine (SimpleITK), and ECC on gradient
@@ -318,8 +319,11 @@ def register(
     outlines around pads the optical image shows filled), the same test in local-contrast
     features: ≥ ``min_subregion_agreement`` windows found uniquely at the claim, the whole
     footprint ≥ ``min_contrast_whole_margin`` better than elsewhere and no better gradient match
-    elsewhere (wrong simulator placements reached 0.060 at most, correct ones 0.11–0.21);
-    the polish's gradient correlation ≥ ``min_score``, or, verified in contrast features, ≥ 3
+    elsewhere (wrong simulator placements reached 0.060 at most, correct ones 0.11–0.21) — or,
+    where a few structures the optical image shows bright rule the gradients, the gradients'
+    test in locally normalised bands (``band_features``; 3 more of the bench's 27 simulator
+    truths pass, no adversarial start accepted ≥ 1 px off);
+    the polish's gradient correlation ≥ ``min_score``, or, verified in contrast features or bands, ≥ 3
     SEM windows re-located nearby putting it within ``max_local_offset_px``; those windows, when
     ≥ 2 are found, putting the answer within ``max_local_offset_px`` (a transform stuck off in
     scale or rotation is right as a whole but not in its parts); ≥ ``min_overlap`` of the SEM
@@ -421,10 +425,10 @@ def register(
             tried.append({"coarse_score": round(score_c, 4), "polish_score": round(polish_c.score, 4),
                           **verdict, "local": local_c})
             # Where gradients cannot tell (SEM outlines, optical fills) their correlation stays
-            # low at the right place too: a placement verified in contrast features whose
+            # low at the right place too: a placement verified in contrast features or bands whose
             # windows each sit where it puts them is strong enough without it.
-            confirmed_locally = (verdict["by"] == "contrast features" and local_c["located"] >= 3
-                                 and local_c["off_px"] <= max_local_offset_px)
+            confirmed_locally = (verdict["by"] in ("contrast features", "locally normalised bands")
+                                 and local_c["located"] >= 3 and local_c["off_px"] <= max_local_offset_px)
             if verdict["verified"] and (polish_c.score >= min_score or confirmed_locally):
                 verified.append((polish_c, verdict, local_c))
         details["candidates"] = tried
@@ -435,17 +439,18 @@ def register(
                         f"correlate only {best['polish_score']:.2f} after polishing (need {min_score}): too weak "
                         "a match to accept on its own; use landmarks", np.linalg.inv(sem_to_mosaic0), method)
         if not verified:
-            best_margin = max((max(t["whole_margin"], t["contrast_whole_margin"]) for t in tried), default=-1.0)
+            best_margin = max((max(t["whole_margin"], t["contrast_whole_margin"], t.get("bands_whole_margin", -1.0))
+                               for t in tried), default=-1.0)
             if tried and best_margin < min_whole_margin:
                 return fail(f"ambiguous: none of {len(tried)} candidate placements matches better than elsewhere "
                             f"(best whole-footprint margin {best_margin:+.3f}, need {min_whole_margin} in "
-                            "gradients or contrast features); the SEM image probably shows the inside of a "
+                            "gradients, bands or contrast features); the SEM image probably shows the inside of a "
                             "repeating pattern (or is not in this mosaic); use landmarks",
                             np.linalg.inv(sem_to_mosaic0), method)
             return fail(f"independent check failed for all {len(tried)} candidate placements: fewer than "
                         f"{min_subregion_agreement} SEM sub-windows searched across the whole mosaic are found "
                         f"where a placement puts them, or the whole footprint matches elsewhere about as well "
-                        f"(gradients within {min_whole_margin}, contrast features within "
+                        f"(gradients or bands within {min_whole_margin}, contrast features within "
                         f"{min_contrast_whole_margin}); the match is probably on a wrong structure; use landmarks",
                         np.linalg.inv(sem_to_mosaic0), method)
         polished, verdict, local = verified[0]
@@ -532,7 +537,8 @@ def register(
             _mean_displacement(final, affine_ecc[0], fixed.shape), 3)
 
     # scored in the features the placement was verified in (gradients unless they cannot tell)
-    features = "contrast" if method == "auto" and verdict["by"] == "contrast features" else "gradient"
+    by = verdict["by"] if method == "auto" else ""
+    features = {"contrast features": "contrast", "locally normalised bands": "bands"}.get(by, "gradient")
     score = registered_feature_ncc(fixed, mosaic, final, features=features, sigma=1.0)
     details[f"final_{features}_ncc"] = round(score, 4)
     agreement = np.exp(-disagreement / max_disagreement_px) if np.isfinite(disagreement) else 0.5

@@ -1,8 +1,9 @@
 """Independent checks of a mosaic ↔ SEM placement, whatever optimiser proposed it.
 
 Each check looks at the claimed placement afresh: SEM sub-windows and the whole footprint
-re-located across the whole mosaic in gradients (``subregion_agreement``) or local-contrast
-features (``contrast_margin``), combined into one verdict (``verify_placement``); SEM windows
+re-located across the whole mosaic in gradients (``subregion_agreement``), local-contrast
+features (``contrast_margin``) or the bands that stack both (``band_features``), combined into
+one verdict (``verify_placement``); SEM windows
 re-located near the claim, which tells a transform stuck a little off in scale or rotation
 (``local_consistency``); the share of the SEM footprint inside the mosaic
 (``footprint_overlap``); how far scale and rotation found at the SEM's detail are extrapolated
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from imaging.registration_features import (
+    band_features,
     contrast_features,
     gradient_magnitude,
     gradient_ncc,
@@ -124,12 +126,14 @@ def subregion_agreement(
 
 
 def _feature_pair(fixed: np.ndarray, mosaic: np.ndarray, features: str, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """(mosaic, fixed) feature images: gradient magnitude, or local contrast of the log mosaic."""
+    """(mosaic, fixed) feature images: gradient magnitude, or local contrast or bands of the log mosaic."""
     if features == "gradient":
         return gradient_magnitude(mosaic, sigma=sigma), gradient_magnitude(fixed, sigma=sigma)
     if features == "contrast":
         return contrast_features(np.log(np.maximum(mosaic, 1e-4))), contrast_features(fixed)
-    raise ValueError(f"features must be 'gradient' or 'contrast', got {features!r}")
+    if features == "bands":
+        return band_features(np.log(np.maximum(mosaic, 1e-4))), band_features(fixed)
+    raise ValueError(f"features must be 'gradient', 'contrast' or 'bands', got {features!r}")
 
 
 #: ``local_consistency``'s windows must be this wide (px) to be located at all, and the similarity
@@ -265,7 +269,7 @@ def _footprint_margin(canvas: np.ndarray, feature_f: np.ndarray, x0: int, y0: in
 
     canvas : mosaic features warped into the fixed frame, canvas px = fixed px − (x0, y0).
     """
-    h, w = feature_f.shape
+    h, w = feature_f.shape[:2]
     b = max(2, int(0.05 * min(h, w)))
     result = cv2.matchTemplate(canvas, feature_f[b : h - b, b : w - b], cv2.TM_CCOEFF_NORMED)
     cy, cx = b - y0, b - x0  # claimed position of the inner window's origin
@@ -282,7 +286,7 @@ def _fixed_frame_canvas(fixed_shape: tuple[int, int], mosaic_feature: np.ndarray
                         ) -> tuple[np.ndarray, int, int]:
     """The whole mosaic feature image warped into the fixed frame: (canvas, x0, y0), canvas px = fixed px − (x0, y0)."""
     h, w = fixed_shape
-    hm, wm = mosaic_feature.shape
+    hm, wm = mosaic_feature.shape[:2]
     corners = np.array([[-0.5, -0.5, 1], [wm - 0.5, -0.5, 1], [wm - 0.5, hm - 0.5, 1], [-0.5, hm - 0.5, 1]]).T
     mapped = np.linalg.inv(fixed_to_mosaic) @ corners
     mapped = mapped[:2] / mapped[2]
@@ -322,12 +326,18 @@ def _verified(check, min_agree: int, min_margin: float) -> bool:
 
 def verify_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray, *, min_agree: int,
             min_margin: float, min_contrast_margin: float, min_contrast_whole_margin: float) -> dict:
-    """Independent check of a placement in gradients, else in local-contrast features; JSON-able verdict.
+    """Independent check of a placement in gradients, else in local-contrast features, else in bands; JSON-able verdict.
 
     Gradients: ``_verified`` and a contrast-feature whole margin > ``min_contrast_margin``.
     Contrast features (SEM pads seen as bright outlines, filled in the optical image, defeat
     gradients): ≥ ``min_agree`` windows found uniquely at the claim, a whole margin ≥
     ``min_contrast_whole_margin``, and gradients preferring no other place (margin ≥ 0).
+    Bands (``band_features``: where a few structures the optical image shows bright rule the
+    gradients, which then prefer another place): ``_verified`` in bands, with the same limits as
+    gradients, and the contrast-feature whole margin > ``min_contrast_margin``. A margin is the
+    claim's correlation minus the best beyond a few px, so in each feature the places that pass
+    lie within a few px of one another: a wrong one passes only where that feature prefers it to
+    the truth by ``min_margin``.
     """
     check = subregion_agreement(fixed, mosaic, fixed_to_mosaic)
     margin = contrast_margin(fixed, mosaic, fixed_to_mosaic)
@@ -341,6 +351,12 @@ def verify_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.
         verdict["contrast_agree"] = by_contrast.agree
         if by_contrast.agree >= min_agree:
             return {**verdict, "verified": True, "by": "contrast features"}
+    if margin > min_contrast_margin:
+        by_bands = subregion_agreement(fixed, mosaic, fixed_to_mosaic, features="bands")
+        verdict["bands_agree"] = by_bands.agree + by_bands.ambiguous
+        verdict["bands_whole_margin"] = round(by_bands.whole_margin, 4)
+        if _verified(by_bands, min_agree, min_margin):
+            return {**verdict, "verified": True, "by": "locally normalised bands"}
     return {**verdict, "verified": False, "by": ""}
 
 
