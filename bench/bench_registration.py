@@ -15,7 +15,8 @@ correlation; refused where they still say it is > 1.5 px off) and verified indep
 features, falling back to contrast features alone where gradients cannot tell, then to locally normalised
 bands where a few bright structures rule the gradients), MI and ECC as
 cross-checks. A falsy result counts with its (unaccepted) transform's error; the summary line also
-gives how many accepted results were ≥ 1 px off. Column "truth": ``v`` when the true placement
+gives how many accepted results were ≥ 1 px off. Column "by": the features an accepted result was
+verified in (``g`` gradients, ``c`` contrast features, ``b`` locally normalised bands). Column "truth": ``v`` when the true placement
 itself passes the independent check, ``-`` when it does not (SEM inside a repeating pattern, or
 too little in common) — there a refusal is the right answer; the summary counts both kinds, and
 the refusals for low confidence (the SEM's detail in one part of it: scale and rotation
@@ -115,6 +116,7 @@ def run_case(mosaic, sem, *, mosaic_px_nm, nominal_sem_px_nm, true_sem_to_mosaic
     reg = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=nominal_sem_px_nm)
     row["ours"] = (registration_error_px(true_sem_to_mosaic, reg.mosaic_to_sem, sem.shape), time.perf_counter() - t)
     row["ok"], row["residual"], row["reason"] = bool(reg), reg.residual_px, ("" if reg else reg.reason)
+    row["by"] = reg.details.get("verify_subregions", {}).get("by", "") if reg else ""
     row["truth_ok"] = truth_verifies(mosaic, sem, mosaic_px_nm, nominal_sem_px_nm, true_sem_to_mosaic)
     mosaic_f = mosaic.astype(np.float32) / (65535.0 if mosaic.dtype == np.uint16 else 1.0)
     sem_f = sem.astype(np.float32) / (65535.0 if sem.dtype == np.uint16 else 1.0)
@@ -257,9 +259,13 @@ def landmark_table(title: str, cases, click_px: float) -> None:
           f"{np.mean(r[:, 5]):.2f} s/pair")
 
 
+#: Column "by": the route of ``verify_placement`` that verified an accepted result.
+VERIFIED_BY = {"gradients": "g", "contrast features": "c", "locally normalised bands": "b"}
+
+
 def table(title: str, cases) -> None:
     print(f"\n{title}")
-    print(f"{'case':>4} {'rot':>4} {'ratio':>5} {'meta':>5} {'inv':>4} | {'ours px':>8} {'ok':>3} {'ECC≠MI':>6} {'s':>5}"
+    print(f"{'case':>4} {'rot':>4} {'ratio':>5} {'meta':>5} {'inv':>4} | {'ours px':>8} {'ok':>3} {'by':>2} {'ECC≠MI':>6} {'s':>5}"
           f" {'truth':>5}"
           f" | {'PC px':>8} {'s':>5} | {'MI-id px':>8} {'s':>5}")
     rows = []
@@ -267,7 +273,7 @@ def table(title: str, cases) -> None:
         row = run_case(**case)
         rows.append(row)
         print(f"{i:>4} {rot:>4.1f} {ratio:>5.2f} {serr:>+5.2f} {inv:>4} | {row['ours'][0]:>8.3f}"
-              f" {'y' if row['ok'] else 'N':>3} {row['residual']:>6.2f} {row['ours'][1]:>5.2f} {'v' if row['truth_ok'] else '-':>5}"
+              f" {'y' if row['ok'] else 'N':>3} {VERIFIED_BY.get(row['by'], '-'):>2} {row['residual']:>6.2f} {row['ours'][1]:>5.2f} {'v' if row['truth_ok'] else '-':>5}"
               f" | {row['pc'][0]:>8.2f} {row['pc'][1]:>5.2f}"
               f" | {row['mi'][0]:>8.2f} {row['mi'][1]:>5.2f}" + (f"  ({row['reason']})" if row["reason"] else ""),
               flush=True)
@@ -304,6 +310,8 @@ def table(title: str, cases) -> None:
           f"{int(np.sum(~oks & truth_ok & low))} for low confidence (detail in one part of the SEM image) and "
           f"{int(np.sum(~oks & truth_ok & ~low))} where the truth passes (missed); accepted with the truth "
           f"unverifiable: {int(np.sum(oks & ~truth_ok))}")
+    routes = [r["by"] for r in rows if r["ok"]]
+    print("accepted, verified in: " + ", ".join(f"{name} {routes.count(name)}" for name in VERIFIED_BY))
     print(f"median error ratio baseline/ours: PC {med_pc / max(med_ours, 1e-9):.1f}x, "
           f"MI-from-centre {med_mi / max(med_ours, 1e-9):.1f}x")
     print(f"time ratio ours/baseline: PC {t_ours / t_pc:.1f}x, MI-from-centre {t_ours / t_mi:.1f}x")

@@ -33,7 +33,7 @@ from imaging.registration_features import (
 #: this bound, was accepted 290 px off).
 MAX_MOSAIC_TO_FOOTPRINT_AREA = 64
 
-__all__ = ["LocalCheck", "SubregionCheck", "contrast_margin", "extrapolation", "footprint_overlap",
+__all__ = ["VERIFY_ROUTES", "LocalCheck", "SubregionCheck", "contrast_margin", "extrapolation", "footprint_overlap",
            "local_consistency", "registered_feature_ncc", "sem_footprint",
            "subregion_agreement", "verify_placement"]
 
@@ -324,8 +324,13 @@ def _verified(check, min_agree: int, min_margin: float) -> bool:
     return check.agree + check.ambiguous >= min_agree and check.whole_margin >= min_margin
 
 
+#: The routes of ``verify_placement``, tried in this order; a verdict's ``by`` names the one that passed.
+VERIFY_ROUTES = ("gradients", "contrast features", "locally normalised bands")
+
+
 def verify_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray, *, min_agree: int,
-            min_margin: float, min_contrast_margin: float, min_contrast_whole_margin: float) -> dict:
+            min_margin: float, min_contrast_margin: float, min_contrast_whole_margin: float,
+            routes: tuple[str, ...] = VERIFY_ROUTES) -> dict:
     """Independent check of a placement in gradients, else in local-contrast features, else in bands; JSON-able verdict.
 
     Gradients: ``_verified`` and a contrast-feature whole margin > ``min_contrast_margin``.
@@ -337,21 +342,21 @@ def verify_placement(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.
     gradients, and the contrast-feature whole margin > ``min_contrast_margin``. A margin is the
     claim's correlation minus the best beyond a few px, so in each feature the places that pass
     lie within a few px of one another: a wrong one passes only where that feature prefers it to
-    the truth by ``min_margin``.
+    the truth by ``min_margin``. ``routes``: those of ``VERIFY_ROUTES`` to try.
     """
     check = subregion_agreement(fixed, mosaic, fixed_to_mosaic)
     margin = contrast_margin(fixed, mosaic, fixed_to_mosaic)
     verdict = {"agree": check.agree, "disagree": check.disagree, "skipped": check.skipped,
                "ambiguous": check.ambiguous, "offsets_px": list(check.offsets_px),
                "whole_margin": round(check.whole_margin, 4), "contrast_whole_margin": round(margin, 4)}
-    if _verified(check, min_agree, min_margin) and margin > min_contrast_margin:
+    if "gradients" in routes and _verified(check, min_agree, min_margin) and margin > min_contrast_margin:
         return {**verdict, "verified": True, "by": "gradients"}
-    if margin >= min_contrast_whole_margin and check.whole_margin >= 0:
+    if "contrast features" in routes and margin >= min_contrast_whole_margin and check.whole_margin >= 0:
         by_contrast = subregion_agreement(fixed, mosaic, fixed_to_mosaic, features="contrast")
         verdict["contrast_agree"] = by_contrast.agree
         if by_contrast.agree >= min_agree:
             return {**verdict, "verified": True, "by": "contrast features"}
-    if margin > min_contrast_margin:
+    if "locally normalised bands" in routes and margin > min_contrast_margin:
         by_bands = subregion_agreement(fixed, mosaic, fixed_to_mosaic, features="bands")
         verdict["bands_agree"] = by_bands.agree + by_bands.ambiguous
         verdict["bands_whole_margin"] = round(by_bands.whole_margin, 4)

@@ -321,6 +321,32 @@ def test_mi_that_misleads_even_from_the_truth_does_not_veto_a_confirmed_answer()
     assert local["located"] >= 3 and local["off_px"] < 1.5, local
 
 
+def test_mi_run_off_is_judged_in_the_features_the_answer_was_verified_in():
+    """The bench's quick simulator case 2 (640 px): the polish is 0.2 px off and verified in
+    gradients; affine MI ends 17 px away, right in part of the image. Its end fails in gradients
+    but beats its own shifts in locally normalised bands: judged in gradients, it is ignored and
+    the answer accepted."""
+    from imaging.fine_registration import refine_mutual_information
+    from imaging.imageio import to_float32
+    from imaging.registration import _to_mosaic_pixels
+    from imaging.registration_checks import verify_placement
+
+    mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(2, 4.0, 1.0, +0.03, mosaic_size=640)
+    result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
+    assert result, result.reason
+    assert registration_error_px(truth, result.mosaic_to_sem, sem.shape) < 0.5
+    assert result.details["verify_subregions"]["by"] == "gradients"
+    assert result.details["mi"]["moved_px"] > 8 and not result.details["mi"]["end_verified"]
+    # the end MI reached from the answer, as register's cross-check runs it
+    fixed, down = _to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
+    mosaic = to_float32(mosaic)
+    mi_end, _ = refine_mutual_information(fixed, mosaic, result.sem_to_mosaic @ np.linalg.inv(down), model="affine",
+                                          seed=0)
+    limits = dict(min_agree=2, min_margin=0.03, min_contrast_margin=-0.05, min_contrast_whole_margin=0.08)
+    assert verify_placement(fixed, mosaic, mi_end, **limits)["by"] == "locally normalised bands"
+    assert not verify_placement(fixed, mosaic, mi_end, routes=("gradients",), **limits)["verified"]
+
+
 @pytest.mark.parametrize("polish_again_moves", [True, False])
 def test_a_polish_stuck_off_in_scale_is_moved_by_its_windows(monkeypatch, polish_again_moves):
     """Bench sim case 4 (320 px). A polish that stops 3 % and 0.8° off (right as a whole, its
