@@ -3,12 +3,12 @@
 Each check looks at the claimed placement afresh: SEM sub-windows and the whole footprint
 re-located across the whole mosaic in gradients (``subregion_agreement``), local-contrast
 features (``contrast_margin``) or the bands that stack both (``band_features``), combined into
-one verdict (``verify_placement``); SEM windows
-re-located near the claim, which tells a transform stuck a little off in scale or rotation
-(``local_consistency``); the share of the SEM footprint inside the mosaic
-(``footprint_overlap``); how far scale and rotation found at the SEM's detail are extrapolated
-over the rest of it (``extrapolation``); and the feature correlation of the registered pair
-(``registered_feature_ncc``). ``imaging.registration`` makes a result falsy when any of them fails.
+one verdict (``verify_placement``); SEM windows re-located near the claim, which tells a
+transform stuck a little off in scale or rotation (``local_consistency``); the share of the SEM
+footprint inside the mosaic (``footprint_overlap``); how far scale and rotation found at the
+SEM's detail are extrapolated over the rest of it (``extrapolation``); and the feature
+correlation of the registered pair (``registered_feature_ncc``). ``imaging.registration`` makes
+a result falsy when any of them fails.
 """
 
 from __future__ import annotations

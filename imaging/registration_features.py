@@ -2,9 +2,9 @@
 
 Gradient magnitude, local-contrast features and the bands that stack both are blind to the
 sign of the contrast and to the material-dependent grey levels of optical vs SEM images; the
-coarse sweep (``imaging.coarse_registration``), the polish (``imaging.registration_polish``), the independent
-checks (``imaging.registration_checks``) and the fine refiners (``imaging.fine_registration``)
-all correlate these rather than raw intensities.
+coarse sweep (``imaging.coarse_registration``), the polish (``imaging.registration_polish``),
+the independent checks (``imaging.registration_checks``) and the fine refiners
+(``imaging.fine_registration``) all correlate these rather than raw intensities.
 """
 
 from __future__ import annotations
