@@ -129,10 +129,9 @@ def _feature_pair(fixed: np.ndarray, mosaic: np.ndarray, features: str, sigma: f
     """(mosaic, fixed) feature images: gradient magnitude, or local contrast or bands of the log mosaic."""
     if features == "gradient":
         return gradient_magnitude(mosaic, sigma=sigma), gradient_magnitude(fixed, sigma=sigma)
-    if features == "contrast":
-        return contrast_features(np.log(np.maximum(mosaic, 1e-4))), contrast_features(fixed)
-    if features == "bands":
-        return band_features(np.log(np.maximum(mosaic, 1e-4))), band_features(fixed)
+    if features in ("contrast", "bands"):  # the log mosaic: optical shading multiplies
+        feature = contrast_features if features == "contrast" else band_features
+        return feature(np.log(np.maximum(mosaic, 1e-4))), feature(fixed)
     raise ValueError(f"features must be 'gradient', 'contrast' or 'bands', got {features!r}")
 
 
@@ -312,9 +311,9 @@ def contrast_margin(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.n
     synthetic IC layout a wrong place 69 px off out-correlated the truth in gradients (0.73 vs
     0.57) while these features ranked the truth first by 0.2.
     """
-    feature_m = contrast_features(np.log(np.maximum(mosaic, 1e-4)))
+    feature_m, feature_f = _feature_pair(fixed, mosaic, "contrast", sigma=0.0)
     canvas, x0, y0 = _fixed_frame_canvas(fixed.shape, feature_m, fixed_to_mosaic)
-    return _footprint_margin(canvas, contrast_features(fixed), x0, y0, tolerance_px)
+    return _footprint_margin(canvas, feature_f, x0, y0, tolerance_px)
 
 
 def _verified(check, min_agree: int, min_margin: float) -> bool:

@@ -262,13 +262,13 @@ def test_a_place_whose_gradients_one_bright_glyph_dominates_verifies_in_bands():
     assert result.details["verify_subregions"]["by"] == "locally normalised bands"
     assert "final_bands_ncc" in result.details
     fixed, down = _to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
-    fixed_to_mosaic = truth @ np.linalg.inv(down)
+    mosaic, fixed_to_mosaic = to_float32(mosaic), truth @ np.linalg.inv(down)
     limits = dict(min_agree=2, min_margin=0.03, min_contrast_margin=-0.05, min_contrast_whole_margin=0.08)
-    at_truth = verify_placement(fixed, to_float32(mosaic), fixed_to_mosaic, **limits)
+    at_truth = verify_placement(fixed, mosaic, fixed_to_mosaic, **limits)
     assert at_truth["by"] == "locally normalised bands" and at_truth["whole_margin"] < 0, at_truth
     for dx, dy in ((10, 0), (-10, 0), (0, 10), (0, -10)):
         shifted = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]]) @ fixed_to_mosaic
-        assert not verify_placement(fixed, to_float32(mosaic), shifted, **limits)["verified"], (dx, dy)
+        assert not verify_placement(fixed, mosaic, shifted, **limits)["verified"], (dx, dy)
 
 
 def _start_at(monkeypatch, start: np.ndarray) -> None:

@@ -10,8 +10,8 @@ def _two_squares() -> np.ndarray:
     image = np.full((160, 160), 0.2, np.float32)
     image[30:70, 30:70] += 0.8
     image[90:130, 90:130] += 0.04
-    ys, xs = np.mgrid[:160, :160]
-    return image * (0.6 + 0.4 * xs / 159).astype(np.float32)
+    shading = (0.6 + 0.4 * np.arange(160) / 159).astype(np.float32)  # brighter to the right
+    return image * shading
 
 
 def test_bands_weigh_a_faint_edge_like_a_bright_one():
