@@ -4,6 +4,12 @@ The port comes from an address (``esp301+socket://host:port`` or ``esp301+serial
 opened with ``serial.serial_for_url``, so the same code reaches the rig or the fake. Commands end
 with CR, replies with CR LF. After every set command the driver reads ``TB?`` (code, time,
 message) so an error surfaces at the command that caused it.
+
+Replies carry no echo of their question, so one that comes after its timeout would be read as the
+answer to the next question, and every answer after it would be one behind (an ``MD?`` "1" taken
+for ``TB?`` error code 1, a "1" for a position). The driver counts the replies it gave up on and
+reads them off before its next question. Where it cannot know what is in flight (a write cut
+short, an owed reply that never came) it falls back in step on the answer to a ``VE?`` of its own.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ class ESP301FocusStage:
         self.port = port
         self.axis = axis
         self.poll_s = poll_s
-        self.query("VE?")  # proves something answers the ESP300 language
+        self.owed = 0  # replies to questions that timed out, still to be read off the line
+        self.lost_step = False  # what is in flight is unknown: fall back in step before the next question
+        self.version = self.query("VE?")  # proves something answers the ESP300 language
         units = self.query(f"{axis}SN?")
         if units.strip() != "2":
             raise DeviceError(f"axis {axis} units are SN={units.strip()}, expected 2 (mm); set 1SN2 on the "
@@ -63,16 +71,62 @@ class ESP301FocusStage:
             raise
 
     # --- wire ----------------------------------------------------------------------------
-    def _write(self, text: str) -> None:
-        self.port.write(text.encode("ascii") + b"\r")
+    def _write(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self.port.write(data)
+        except serial.SerialTimeoutException:
+            # pyserial says so also where every byte went out (a socket port checks the clock after
+            # sending): the command may have run, and its reply may come
+            self.lost_step = True
+            raise DeviceTimeout("focus: the line to the ESP301 did not take a command in time") from None
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(f"connection to the ESP301 lost ({exc})", device="focus") from None
+
+    def _reply(self, question: str) -> bytes:
+        """The reply line to ``question`` (just sent), CR LF included."""
+        reply = self.port.read_until(b"\r\n")
+        if not reply.endswith(b"\r\n"):
+            self.owed += 1  # it may still come: the next question must not take it for its own
+            raise DeviceTimeout(f"focus: ESP301 did not answer {question} in time")
+        return reply
+
+    def _ask(self, data: bytes, question: str) -> bytes:
+        """Send ``data``, which asks exactly one question, and return its reply line."""
+        self._catch_up()
+        self._write(data)
+        return self._reply(question)
+
+    def _catch_up(self) -> None:
+        """Read off the late replies to questions that timed out, so each reply meets its question."""
+        while self.owed and not self.lost_step:
+            if self.port.read_until(b"\r\n").endswith(b"\r\n"):
+                self.owed -= 1
+            else:  # lost (the controller was reset, say), or later still
+                self.lost_step = True
+        if self.lost_step:
+            self._fall_in_step()
+
+    def _fall_in_step(self) -> None:
+        """End any half-sent command, drop every reply up to the answer to a ``VE?`` sent now, and
+        empty the error queue of what a fragment of a command put there."""
+        self.port.reset_input_buffer()
+        self._write(b"\rVE?\r")
+        while True:
+            line = self.port.read_until(b"\r\n")
+            if not line.endswith(b"\r\n"):
+                raise DeviceTimeout("focus: ESP301 did not answer in time, nor the replies it owed")
+            if line[:-2].decode("ascii", "replace") == self.version:
+                break
+        self.owed, self.lost_step = 0, False
+        for _ in range(10):  # the queue's depth
+            if self.query("TE?").strip() == "0":
+                break
 
     def query(self, text: str) -> str:
         """Send a query and return its reply line without CR LF."""
-        self._write(text)
-        reply = self.port.read_until(b"\r\n")
-        if not reply.endswith(b"\r\n"):
-            raise DeviceTimeout(f"focus: ESP301 did not answer {text!r} in time")
-        return reply[:-2].decode("ascii", "replace")
+        return self._ask(text.encode("ascii") + b"\r", repr(text))[:-2].decode("ascii", "replace")
 
     def command(self, text: str) -> None:
         """Send a set command and the error-buffer read (``TB?``) in one write; raise on an error.
@@ -80,10 +134,7 @@ class ESP301FocusStage:
         One write, not two: on a ``socket://`` port (a serial-to-Ethernet server, or the fake) two
         small back-to-back writes meet Nagle's algorithm and the peer's delayed ACK, which cost
         ~40 ms per command (bench/bench_engine.py). The bytes on the wire are the same."""
-        self.port.write(text.encode("ascii") + b"\rTB?\r")
-        reply = self.port.read_until(b"\r\n")
-        if not reply.endswith(b"\r\n"):
-            raise DeviceTimeout(f"focus: ESP301 did not answer TB? after {text!r} in time")
+        reply = self._ask(text.encode("ascii") + b"\rTB?\r", f"TB? after {text!r}")
         code, _, message = reply[:-2].decode("ascii", "replace").partition(",")
         code = int(code.strip() or 0)
         if code == 0:

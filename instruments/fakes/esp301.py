@@ -5,7 +5,8 @@ Commands end with CR (several may share a line separated by ``;``), replies end 
 Supported: ``nMO nMF nMO? nPA nPA? nPR nTP nTP? nMD? nVA nVA? nST nSL? nSR? nSN? nID? TE? TB? VE?``.
 Units are mm (``SN`` = 2). Errors queue FIFO and ``TE?``/``TB?`` pop the oldest; axis errors are
 ``axis*100 + code`` (x06/x07 software limit, x13 motor not enabled, x03 following error).
-Motion takes simulated time held here; replies never wait.
+Motion takes simulated time held here; replies never wait, unless ``delay_replies`` holds some
+back (a serial server or host that stalls).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 import socketserver
 import threading
+import time
 
 from instruments.fakes.clock import SimClock
 
@@ -63,12 +65,22 @@ class ESP301State:
         self.stall = False                 # fault knob: motion never reports done
         self.commands: list[str] = []
         self._injected: list[tuple[int, tuple[str, ...]]] = []
+        self._reply_delays: list[float] = []
         self._publish()
 
     def inject_error(self, code: int, *, count: int = 1, commands: tuple[str, ...] = ("PA",)) -> None:
         """Make the next ``count`` commands named in ``commands`` fail with error ``code``."""
         with self.lock:
             self._injected.extend([(code, commands)] * count)
+
+    def delay_replies(self, seconds: float, *, count: int = 1) -> None:
+        """Send each of the next ``count`` replies ``seconds`` of wall time late."""
+        with self.lock:
+            self._reply_delays.extend([seconds] * count)
+
+    def reply_delay_s(self) -> float:
+        with self.lock:
+            return self._reply_delays.pop(0) if self._reply_delays else 0.0
 
     def _advance(self) -> None:
         now = self.clock.now()
@@ -188,6 +200,7 @@ class _Handler(socketserver.BaseRequestHandler):
             while b"\r" in buffer:
                 line, buffer = buffer.split(b"\r", 1)
                 for reply in state.handle_line(line.decode("ascii", "replace").strip("\n")):
+                    time.sleep(state.reply_delay_s())
                     self.request.sendall(reply.encode("ascii") + b"\r\n")
 
 

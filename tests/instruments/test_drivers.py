@@ -53,6 +53,62 @@ def test_focus_stage_moves_and_maps_errors(bench_rig, stand_in_world):
         focus.wait_done(timeout_s=0.05)
 
 
+@pytest.fixture
+def impatient_focus(bench_rig):
+    """A second ESP301 driver on the rig's controller, giving up on a reply after 0.5 s."""
+    from instruments.drivers.esp301 import ESP301FocusStage
+
+    focus = ESP301FocusStage.connect(bench_rig.esp301.address, timeout_s=0.5)
+    yield focus
+    focus.close()
+
+
+def test_a_reply_that_comes_after_its_timeout_is_not_taken_for_the_next_one(bench_rig, impatient_focus):
+    focus, controller = impatient_focus, bench_rig.esp301.state
+    focus.move_to_nm(50_002_000)
+    controller.delay_replies(0.8)
+    with pytest.raises(DeviceTimeout, match="MD"):
+        focus.wait_done(timeout_s=5)
+    # The late "1" (motion done) arrives while the next command waits for its TB?: taken for it, it
+    # would read as error code 1, and every reply after it would answer the question before.
+    focus.move_to_nm(50_003_000)
+    focus.wait_done(timeout_s=5)
+    assert focus.position_nm() == pytest.approx(50_003_000, abs=1)
+    controller.delay_replies(0.8, count=2)  # two late in a row
+    for _ in range(2):
+        with pytest.raises(DeviceTimeout):
+            focus.position_nm()
+    assert focus.position_nm() == pytest.approx(50_003_000, abs=1)
+    assert focus.query("1SN?") == "2"
+
+
+def test_a_reply_that_never_comes_is_given_up_and_the_line_falls_back_in_step(impatient_focus):
+    impatient_focus.owed = 1  # as when the controller is reset before it answers
+    assert impatient_focus.position_nm() == pytest.approx(50e6, abs=1)
+    assert impatient_focus.owed == 0 and not impatient_focus.lost_step
+
+
+@pytest.mark.parametrize("sent", ["all", "half"])
+def test_a_write_cut_short_falls_back_in_step(impatient_focus, monkeypatch, sent):
+    """pyserial's socket port raises its write timeout after sending (every byte out, the command
+    run, its reply on the way); a real line may also have sent only part of the command."""
+    import serial
+
+    focus, write = impatient_focus, impatient_focus.port.write
+
+    def cut_short(data):
+        monkeypatch.setattr(focus.port, "write", write)
+        write(data if sent == "all" else data[:2])
+        raise serial.SerialTimeoutException("Write timeout")
+
+    monkeypatch.setattr(focus.port, "write", cut_short)
+    with pytest.raises(DeviceTimeout, match="did not take"):
+        focus.move_to_nm(50_004_000)
+    focus.move_to_nm(50_005_000)  # neither the first TB? reply nor the fragment's error is taken for its own
+    focus.wait_done(timeout_s=5)
+    assert focus.position_nm() == pytest.approx(50_005_000, abs=1)
+
+
 def test_camera_driver_on_simulated_pco(bench_rig):
     cam = bench_rig.camera
     cam.configure(exposure_s=0.01, roi=(0, 0, 128, 96))
