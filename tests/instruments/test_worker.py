@@ -16,13 +16,24 @@ from ssumweb.models import Event, JobStatus
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def wait_for(predicate, timeout_s=60.0, what="condition"):
+def wait_for(predicate, timeout_s=60.0, what="condition", describe=lambda: ""):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}{describe()}")
+
+
+def wait_for_status(scan, status, what):
+    """Wait for a scan to reach ``status``; a timeout says where the scan stands and what went wrong."""
+    def describe():
+        now = Scan.objects.get(pk=scan.pk)
+        faults = list(Event.objects.filter(topic=f"scan.{scan.pk}", type="scan.fault").values_list("payload", flat=True))
+        return (f": the scan is {now.status} ({now.status_reason or 'no reason given'}), "
+                f"{Frame.objects.filter(scan=scan).count()} of {now.frames_total} frames saved, faults: {faults}")
+
+    wait_for(lambda: Scan.objects.get(pk=scan.pk).status == status, what=what, describe=describe)
 
 
 @pytest.fixture
@@ -49,7 +60,7 @@ def test_a_small_scan_completes_with_every_planned_frame(bench, operator):
     scan = small_scan(instrument, sample, operator)
     assert scan.frames_total == 4
     request_action(scan, "start")
-    wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.COMPLETED, what="scan to complete")
+    wait_for_status(scan, ScanStatus.COMPLETED, what="scan to complete")
     frames = Frame.objects.filter(scan=scan).order_by("index")
     assert [f.index for f in frames] == [0, 1, 2, 3]
     # The mosaic grew with the scan and was queued for its final stitch when the scan completed.
@@ -78,14 +89,14 @@ def test_pause_resume_and_restart_lose_and_duplicate_nothing(bench, operator):
     request_action(scan, "start")
     wait_for(lambda: Frame.objects.filter(scan=scan).exists(), what="a first frame")
     request_action(Scan.objects.get(pk=scan.pk), "pause")
-    wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.PAUSED, what="pause")
+    wait_for_status(scan, ScanStatus.PAUSED, what="pause")
     paused_at = Frame.objects.filter(scan=scan).count()
     assert paused_at < 4
     worker.stop()  # the worker goes away while the scan is paused…
     replacement = HardwareWorker(instrument.pk, poll_s=0.05).start()  # …and a new one takes over
     try:
         request_action(Scan.objects.get(pk=scan.pk), "resume")
-        wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.COMPLETED, what="completion after resume")
+        wait_for_status(scan, ScanStatus.COMPLETED, what="completion after resume")
     finally:
         replacement.stop()
     indices = list(Frame.objects.filter(scan=scan).values_list("index", flat=True))
@@ -103,7 +114,7 @@ def test_a_bare_silicon_sample_is_imaged_as_a_featureless_wafer_then_the_chip_ag
     def scanned(sample, name):
         scan = small_scan(instrument, sample, operator, name=name)
         request_action(scan, "start")
-        wait_for(lambda: Scan.objects.get(pk=scan.pk).status == ScanStatus.COMPLETED, what=f"{name} to complete")
+        wait_for_status(scan, ScanStatus.COMPLETED, what=f"{name} to complete")
         return [read_image16(absolute(f.image.name)).astype(np.float32)
                 for f in Frame.objects.filter(scan=scan).order_by("index")]
 
