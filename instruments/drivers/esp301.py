@@ -43,6 +43,7 @@ class ESP301FocusStage:
         self.poll_s = poll_s
         self.owed = 0  # replies to questions that timed out, still to be read off the line
         self.lost_step = False  # what is in flight is unknown: fall back in step before the next question
+        self.versions_owed = 0  # replies to our own VE? still to come (each one must be read off)
         self.version = self.query("VE?")  # proves something answers the ESP300 language
         units = self.query(f"{axis}SN?")
         if units.strip() != "2":
@@ -109,16 +110,17 @@ class ESP301FocusStage:
             self._fall_in_step()
 
     def _fall_in_step(self) -> None:
-        """End any half-sent command, drop every reply up to the answer to a ``VE?`` sent now, and
-        empty the error queue of what a fragment of a command put there."""
-        self.port.reset_input_buffer()
+        """End any half-sent command, drop every reply up to the answer to a ``VE?`` sent now (and
+        to any sent before that timed out), and empty the error queue of what a fragment of a
+        command put there."""
+        self.versions_owed += 1
         self._write(b"\rVE?\r")
-        while True:
+        while self.versions_owed:
             line = self.port.read_until(b"\r\n")
             if not line.endswith(b"\r\n"):
                 raise DeviceTimeout("focus: ESP301 did not answer in time, nor the replies it owed")
             if line[:-2].decode("ascii", "replace") == self.version:
-                break
+                self.versions_owed -= 1
         self.owed, self.lost_step = 0, False
         for _ in range(10):  # the queue's depth
             if self.query("TE?").strip() == "0":

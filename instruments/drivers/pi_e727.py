@@ -4,6 +4,10 @@ Uses ``GCSDevice(gateway=PISocket(host, port))`` (or ``PISerial``) so no PI DLL 
 Positions cross this boundary in nm; the controller speaks µm. GCS errors are mapped to the
 project's exception family: error 7 → ``LimitError``, host timeout −7 → ``DeviceTimeout``,
 anything else → ``DeviceError`` carrying the GCS code.
+
+GCS replies carry no echo of their question: one that comes after pipython gave up on it would
+be read as the answer to the next (a position for ``ONT?``). After a timeout the driver falls
+back in step before its next call: it drops everything up to the answer to a ``*IDN?`` of its own.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class E727Piezo:
         self.device = device
         self.axes = tuple(axes)
         self.poll_s = poll_s
+        self.lost_step = False  # a reply timed out: it may still come, so fall back in step first
+        self.idns_owed = 0  # replies to our own *IDN? still to come (each one must be read off)
+        self.idn = _gcs_call(device.qIDN, "identify (*IDN?)").strip()
         tmn = _gcs_call(lambda: device.qTMN(list(self.axes)), "read travel (TMN?)")
         tmx = _gcs_call(lambda: device.qTMX(list(self.axes)), "read travel (TMX?)")
         self._travel_nm = tuple((float(tmn[a]) * 1000.0, float(tmx[a]) * 1000.0) for a in self.axes)
@@ -77,6 +84,39 @@ class E727Piezo:
             yield
         finally:
             self.device.errcheck = errcheck
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """``_gcs_call`` on a line in step: after a timeout, the late reply is read off first."""
+        if self.lost_step:
+            self._fall_in_step()
+        try:
+            return _gcs_call(fn, what)
+        except DeviceTimeout:
+            self.lost_step = True
+            raise
+
+    def _fall_in_step(self) -> None:
+        """Drop every reply up to the answer to a ``*IDN?`` sent now (and to any sent before that
+        timed out), and clear the error a reply read as another's may have latched (``ERR?``)."""
+        gateway = self.device.messages.interface
+        deadline = time.monotonic() + self.device.messages.timeout / 1000.0
+        self.idns_owed += 1
+        received = ""
+        try:
+            gateway.send("*IDN?\n")
+            while self.idns_owed:
+                *lines, received = received.split("\n")
+                self.idns_owed -= sum(line.strip() == self.idn for line in lines)
+                if self.idns_owed and time.monotonic() > deadline:
+                    raise DeviceTimeout("piezo: E-727 did not answer in time, nor the replies it owed")
+                received += gateway.read() if self.idns_owed else ""
+        except OSError as exc:
+            if isinstance(exc, DeviceTimeout):
+                raise
+            raise DeviceError(f"connection to E-727 lost ({exc})", device="piezo") from exc
+        self.lost_step = False
+        with self._unchecked():
+            _gcs_call(self.device.qERR, "clear the error (ERR?)")
 
     @classmethod
     def connect(cls, address: str | InstrumentAddress, *, velocity_um_s: float | None = None,
@@ -131,9 +171,9 @@ class E727Piezo:
         change = {a: v for a, v in want.items() if v != self._velocity_um_s[a]}
         if change:  # VEL persists on the controller: send it only when it differs
             with self._unchecked():  # a VEL error is still the first error the MOV's ERR? reads
-                _gcs_call(lambda: self.device.VEL(list(change), list(change.values())), "set velocity (VEL)")
+                self._call(lambda: self.device.VEL(list(change), list(change.values())), "set velocity (VEL)")
             self._velocity_um_s.update(change)
-        _gcs_call(lambda: self.device.MOV(list(targets), list(targets.values())), "move (MOV)")
+        self._call(lambda: self.device.MOV(list(targets), list(targets.values())), "move (MOV)")
 
     def wait_on_target(self, *, timeout_s: float) -> None:
         """Poll ``ONT?`` alone every ``poll_s`` until all axes are on target; one ``ERR?`` at the end.
@@ -145,27 +185,27 @@ class E727Piezo:
         axes = list(self.axes)
         with self._unchecked():
             while True:
-                state = _gcs_call(lambda: self.device.qONT(axes), "ONT?")
+                state = self._call(lambda: self.device.qONT(axes), "ONT?")
                 if all(bool(state[a]) for a in axes):
                     break
                 if time.monotonic() > deadline:
                     raise DeviceTimeout(f"piezo: not on target after {timeout_s:.2f} s")
                 time.sleep(self.poll_s)
-        _gcs_call(self.device.checkerror, "wait on target (ERR?)")
+        self._call(self.device.checkerror, "wait on target (ERR?)")
 
     def on_target(self) -> bool:
         with self._unchecked():
-            state = _gcs_call(lambda: self.device.qONT(list(self.axes)), "ONT?")
+            state = self._call(lambda: self.device.qONT(list(self.axes)), "ONT?")
         return all(bool(state[a]) for a in self.axes)
 
     def position_nm(self) -> tuple[float, float, float]:
         with self._unchecked():
-            pos = _gcs_call(lambda: self.device.qPOS(list(self.axes)), "POS?")
+            pos = self._call(lambda: self.device.qPOS(list(self.axes)), "POS?")
         return tuple(float(pos[a]) * 1000.0 for a in self.axes)  # type: ignore[return-value]
 
     def stop(self) -> None:
         # STP always latches error 10 ("stopped"); that is the expected outcome here.
-        _gcs_call(lambda: self.device.STP(noraise=True), "stop (STP)")
+        self._call(lambda: self.device.STP(noraise=True), "stop (STP)")
 
     def close(self) -> None:
         _close_device(self.device)
@@ -224,5 +264,5 @@ class E727AnalogFeedback:
 
     def deflection_nm(self) -> float:
         with self.piezo._unchecked():
-            values = _gcs_call(lambda: self.piezo.device.qTSP(self.channel), f"read input {self.channel} (TSP?)")
+            values = self.piezo._call(lambda: self.piezo.device.qTSP(self.channel), f"read input {self.channel} (TSP?)")
         return float(values[self.channel]) * self.nm_per_unit

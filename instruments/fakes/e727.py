@@ -80,6 +80,7 @@ class E727State:
         self.world_s = 0.0                          # CPU at rest in the simulated world's maths (not a controller's)
         self.commands: list[str] = []               # every command received, for tests
         self._injected: list[tuple[int, tuple[str, ...]]] = []
+        self._reply_delays: list[float] = []
         self._publish()
 
     # --- fault knobs ----------------------------------------------------------------------
@@ -87,6 +88,15 @@ class E727State:
         """Make the next ``count`` commands named in ``commands`` fail with GCS error ``code``."""
         with self.lock:
             self._injected.extend([(code, commands)] * count)
+
+    def delay_replies(self, seconds: float, *, count: int = 1) -> None:
+        """Send each of the next ``count`` replies ``seconds`` of wall time late (a stalled link or host)."""
+        with self.lock:
+            self._reply_delays.extend([seconds] * count)
+
+    def reply_delay_s(self) -> float:
+        with self.lock:
+            return self._reply_delays.pop(0) if self._reply_delays else 0.0
 
     # --- motion model ---------------------------------------------------------------------
     def _advance(self) -> None:
@@ -373,6 +383,7 @@ class _Handler(socketserver.BaseRequestHandler):
             for command in commands:
                 reply = state.handle(command)
                 if reply:
+                    time.sleep(state.reply_delay_s())
                     self.request.sendall(reply.encode("cp1252"))
 
 
