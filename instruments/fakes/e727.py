@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from instruments.fakes.clock import SimClock
+from instruments.fakes.held_replies import HeldReplies
 
 __all__ = ["E727State", "FakeE727", "DEFLECTION_CHANNEL"]
 
@@ -42,7 +43,7 @@ _HELP_COMMANDS = [
 ERR_UNKNOWN_COMMAND, ERR_SYNTAX, ERR_NO_SERVO, ERR_OUT_OF_LIMITS, ERR_STOP, ERR_BAD_AXIS = 2, 1, 5, 7, 10, 15
 
 
-class E727State:
+class E727State(HeldReplies):
     """Controller state and the GCS command interpreter (transport-independent).
 
     Parameters
@@ -80,7 +81,7 @@ class E727State:
         self.world_s = 0.0                          # CPU at rest in the simulated world's maths (not a controller's)
         self.commands: list[str] = []               # every command received, for tests
         self._injected: list[tuple[int, tuple[str, ...]]] = []
-        self._reply_delays: list[float] = []
+        HeldReplies.__init__(self)
         self._publish()
 
     # --- fault knobs ----------------------------------------------------------------------
@@ -88,15 +89,6 @@ class E727State:
         """Make the next ``count`` commands named in ``commands`` fail with GCS error ``code``."""
         with self.lock:
             self._injected.extend([(code, commands)] * count)
-
-    def delay_replies(self, seconds: float, *, count: int = 1) -> None:
-        """Send each of the next ``count`` replies ``seconds`` of wall time late (a stalled link or host)."""
-        with self.lock:
-            self._reply_delays.extend([seconds] * count)
-
-    def reply_delay_s(self) -> float:
-        with self.lock:
-            return self._reply_delays.pop(0) if self._reply_delays else 0.0
 
     # --- motion model ---------------------------------------------------------------------
     def _advance(self) -> None:

@@ -17,6 +17,7 @@ import threading
 import time
 
 from instruments.fakes.clock import SimClock
+from instruments.fakes.held_replies import HeldReplies
 
 __all__ = ["ESP301State", "FakeESP301"]
 
@@ -34,7 +35,7 @@ def _message(code: int) -> str:
     return _MESSAGES.get(code, "UNKNOWN ERROR")
 
 
-class ESP301State:
+class ESP301State(HeldReplies):
     """One-axis ESP301 driving the IMS100V; writes the focus position into the world.
 
     Parameters
@@ -65,22 +66,13 @@ class ESP301State:
         self.stall = False                 # fault knob: motion never reports done
         self.commands: list[str] = []
         self._injected: list[tuple[int, tuple[str, ...]]] = []
-        self._reply_delays: list[float] = []
+        HeldReplies.__init__(self)
         self._publish()
 
     def inject_error(self, code: int, *, count: int = 1, commands: tuple[str, ...] = ("PA",)) -> None:
         """Make the next ``count`` commands named in ``commands`` fail with error ``code``."""
         with self.lock:
             self._injected.extend([(code, commands)] * count)
-
-    def delay_replies(self, seconds: float, *, count: int = 1) -> None:
-        """Send each of the next ``count`` replies ``seconds`` of wall time late."""
-        with self.lock:
-            self._reply_delays.extend([seconds] * count)
-
-    def reply_delay_s(self) -> float:
-        with self.lock:
-            return self._reply_delays.pop(0) if self._reply_delays else 0.0
 
     def _advance(self) -> None:
         now = self.clock.now()
