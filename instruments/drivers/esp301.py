@@ -44,6 +44,7 @@ class ESP301FocusStage:
         self.owed = 0  # replies to questions that timed out, still to be read off the line
         self.lost_step = False  # what is in flight is unknown: fall back in step before the next question
         self.versions_owed = 0  # replies to our own VE? still to come (each one must be read off)
+        self._partial = b""  # the start of a line a fall-back timed out in (its end comes later)
         self.version = self.query("VE?")  # proves something answers the ESP300 language
         units = self.query(f"{axis}SN?")
         if units.strip() != "2":
@@ -116,8 +117,9 @@ class ESP301FocusStage:
         self.versions_owed += 1
         self._write(b"\rVE?\r")
         while self.versions_owed:
-            line = self.port.read_until(b"\r\n")
+            line, self._partial = self._partial + self.port.read_until(b"\r\n"), b""
             if not line.endswith(b"\r\n"):
+                self._partial = line
                 raise DeviceTimeout("focus: ESP301 did not answer in time, nor the replies it owed")
             if line[:-2].decode("ascii", "replace") == self.version:
                 self.versions_owed -= 1

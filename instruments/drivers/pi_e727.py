@@ -65,6 +65,7 @@ class E727Piezo:
         self.poll_s = poll_s
         self.lost_step = False  # a reply timed out: it may still come, so fall back in step first
         self.idns_owed = 0  # replies to our own *IDN? still to come (each one must be read off)
+        self._partial = ""  # the start of a line a fall-back timed out in (its end comes later)
         self.idn = _gcs_call(device.qIDN, "identify (*IDN?)").strip()
         tmn = _gcs_call(lambda: device.qTMN(list(self.axes)), "read travel (TMN?)")
         tmx = _gcs_call(lambda: device.qTMX(list(self.axes)), "read travel (TMX?)")
@@ -101,20 +102,19 @@ class E727Piezo:
         gateway = self.device.messages.interface
         deadline = time.monotonic() + self.device.messages.timeout / 1000.0
         self.idns_owed += 1
-        received = ""
         try:
             gateway.send("*IDN?\n")
-            while self.idns_owed:
-                *lines, received = received.split("\n")
-                self.idns_owed -= sum(line.strip() == self.idn for line in lines)
-                if self.idns_owed and time.monotonic() > deadline:
-                    raise DeviceTimeout("piezo: E-727 did not answer in time, nor the replies it owed")
-                received += gateway.read() if self.idns_owed else ""
         except OSError as exc:
-            if isinstance(exc, DeviceTimeout):
-                raise
             raise DeviceError(f"connection to E-727 lost ({exc})", device="piezo") from exc
-        self.lost_step = False
+        while True:
+            *lines, self._partial = self._partial.split("\n")
+            self.idns_owed -= sum(line.strip() == self.idn for line in lines)
+            if self.idns_owed <= 0:
+                break
+            if time.monotonic() > deadline:
+                raise DeviceTimeout("piezo: E-727 did not answer in time, nor the replies it owed")
+            self._partial += gateway.read()  # '' after a short wait when nothing came (pipython's PISocket)
+        self.idns_owed, self.lost_step, self._partial = 0, False, ""
         with self._unchecked():
             _gcs_call(self.device.qERR, "clear the error (ERR?)")
 

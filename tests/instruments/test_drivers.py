@@ -112,6 +112,34 @@ def test_a_reply_that_never_comes_is_given_up_and_the_line_falls_back_in_step(im
     assert impatient_focus.owed == 0 and not impatient_focus.lost_step
 
 
+class ScriptedLine:
+    """A port whose reads return the given chunks in turn (one without CR LF: the rest came too late)."""
+
+    def __init__(self, *chunks: bytes):
+        self.chunks, self.written = list(chunks), []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def read_until(self, terminator: bytes) -> bytes:
+        return self.chunks.pop(0)
+
+
+def test_a_fall_back_reply_cut_by_its_timeout_is_still_recognised_when_its_end_comes():
+    from instruments.drivers.esp301 import ESP301FocusStage
+
+    version = b"ESP301 Version 3.0.2 6/20/17\r\n"
+    line = ScriptedLine(version, b"2\r\n", b"0, 1, NO ERROR DETECTED\r\n", b"0.000000\r\n", b"100.000000\r\n")
+    focus = ESP301FocusStage(line)
+    focus.lost_step = True
+    line.chunks += [version[:10]]  # the VE? reply starts, and the timeout comes
+    with pytest.raises(DeviceTimeout):
+        focus.position_nm()
+    line.chunks += [version[10:], version, b"0\r\n", b"50.000000\r\n"]  # its end, then the next VE?'s, TE?, TP?
+    assert focus.position_nm() == 50e6
+    assert not line.chunks and line.written[-4:] == [b"\rVE?\r", b"\rVE?\r", b"TE?\r", b"1TP?\r"]
+
+
 @pytest.mark.parametrize("sent", ["all", "half"])
 def test_a_write_cut_short_falls_back_in_step(impatient_focus, monkeypatch, sent):
     """pyserial's socket port raises its write timeout after sending (every byte out, the command
