@@ -31,19 +31,19 @@ def test_piezo_limits_and_gcs_errors_map_to_family(bench_rig):
 def test_a_late_gcs_reply_is_not_taken_for_the_next_one(bench_rig):
     from instruments.drivers.pi_e727 import E727AnalogFeedback, E727Piezo
 
-    piezo = E727Piezo.connect(bench_rig.e727.address, timeout_s=0.5)  # gives up on a reply after 0.5 s
+    piezo = E727Piezo.connect(bench_rig.e727.address, timeout_s=1.0)  # gives up on a reply after 1 s
     try:
         piezo.move_nm(x=12_000.0, y=34_000.0)
         piezo.wait_on_target(timeout_s=5)
-        bench_rig.e727.state.delay_replies(0.8)
+        bench_rig.e727.state.delay_replies(1.4)
         with pytest.raises(DeviceTimeout):
             piezo.on_target()
         x, y, _ = piezo.position_nm()  # POS?'s own reply, not the late ONT? (1=1 2=1 3=1: x = 1000 nm)
         assert x == pytest.approx(12_000, abs=2) and y == pytest.approx(34_000, abs=2)
         feedback = E727AnalogFeedback(piezo, channel=4, nm_per_unit=bench_rig.e727.state.nm_per_volt)
         # late, and so is the *IDN? the driver falls back in step on: the next fall-back reads off both
-        bench_rig.e727.state.delay_replies(0.8)
-        bench_rig.e727.state.delay_replies(0.3)
+        bench_rig.e727.state.delay_replies(1.6)
+        bench_rig.e727.state.delay_replies(0.6)
         for _ in range(2):
             with pytest.raises(DeviceTimeout):
                 feedback.deflection_nm()
