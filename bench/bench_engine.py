@@ -120,7 +120,7 @@ def _stock_waits(rig) -> None:
                                                polldelay=piezo.poll_s), "wait on target")
 
     def command(text):
-        focus._write(text)
+        focus._write(text.encode("ascii") + b"\r")
         code = int(focus.query("TB?").partition(",")[0].strip() or 0)
         if code:
             raise RuntimeError(f"ESP301 error {code} after {text!r}")
