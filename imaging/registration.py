@@ -304,8 +304,8 @@ def register(
     Automatic: every distinct coarse placement scoring ≥ 1/``candidate_score_ratio`` of the best
     of its sweep (and ≥ ``min_score``) is polished (bounded gradient-correlation grid over scale,
     rotation and shift, which gives the answer), moved by the similarity fitted to its SEM windows
-    re-located within ±8 px when they say it is > ``LOCAL_CORRECTION_PX`` off and polished again
-    (up to twice, kept only where the whole-image correlation rises), and verified
+    re-located within ±8 px (``_local_check``) when they say it is > ``LOCAL_CORRECTION_PX`` off
+    and polished again (up to twice, kept only where the whole-image correlation rises), and verified
     independently; the one that verifies is cross-checked by MI and ECC. Checks, each making the
     result falsy: the SEM footprint ≥ ``min_footprint_px`` across (on synthetic layouts,
     footprints of 64–96 px were accepted ≥ 1 px off in 5 of 10 acceptances, up to 80 px off;
@@ -572,9 +572,13 @@ def register(
 
 
 def _local_check(fixed: np.ndarray, mosaic: np.ndarray, fixed_to_mosaic: np.ndarray) -> LocalCheck:
-    """``local_consistency`` in gradients, or in contrast features where gradients locate < 2 windows."""
+    """``local_consistency`` in gradients; where they locate < 3 windows (too few to fit a
+    correction), in the features that locate the most: gradients, bands or contrast features."""
     check = local_consistency(fixed, mosaic, fixed_to_mosaic)
-    return check if check.located >= 2 else local_consistency(fixed, mosaic, fixed_to_mosaic, features="contrast")
+    if check.located >= 3:
+        return check
+    others = [local_consistency(fixed, mosaic, fixed_to_mosaic, features=f) for f in ("bands", "contrast")]
+    return max([check, *others], key=lambda c: c.located)
 
 
 #: SEM windows saying a polish is more than this off (mosaic px) propose a move: the windows'
