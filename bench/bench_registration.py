@@ -8,19 +8,20 @@ chip (secondary-electron edge contrast, detector shading, shadowing, line jitter
 covering ~60 % of the mosaic's width, centred off the mosaic's centre, rotated 0–4°, with its
 pixel 1–3× finer and its metadata pixel size off by −3…+3 %. Truth: ``inv(mosaic to_chip) @ sem.sem_to_chip``.
 
-"Ours" is ``imaging.registration.register``: two coarse sweeps (phase correlation of gradients,
-NCC of local-contrast features), each distinct candidate polished by a bounded gradient-correlation
-grid (moved by the similarity its SEM windows re-located nearby fit, where that raises the
-correlation; refused where they still say it is > 1.5 px off) and verified independently (sub-windows + whole-footprint margins in gradients and contrast
-features, falling back to contrast features alone where gradients cannot tell, then to locally normalised
-bands where a few bright structures rule the gradients), MI and ECC as
-cross-checks. A falsy result counts with its (unaccepted) transform's error; the summary line also
-gives how many accepted results were ≥ 1 px off. Column "by": the features an accepted result was
-verified in (``g`` gradients, ``c`` contrast features, ``b`` locally normalised bands). Column "truth": ``v`` when the true placement
-itself passes the independent check, ``-`` when it does not (SEM inside a repeating pattern, or
-too little in common) — there a refusal is the right answer; the summary counts both kinds, and
-the refusals for low confidence (the SEM's detail in one part of it: scale and rotation
-extrapolated, ``imaging.registration_checks.extrapolation``).
+"Ours" is ``imaging.registration.register``: two coarse sweeps (phase correlation of gradients, NCC
+of local-contrast features), each distinct candidate polished by a bounded gradient-correlation grid
+(moved by the similarity its SEM windows re-located nearby fit, in gradients or, where they locate
+too few, in bands or contrast features, where that raises the correlation; refused where they still
+say it is > 1.5 px off) and verified independently (sub-windows + whole-footprint margins in
+gradients and contrast features, falling back to contrast features alone where gradients cannot
+tell, then to locally normalised bands where a few bright structures rule the gradients), MI and ECC
+as cross-checks. A falsy result counts with its (unaccepted) transform's error; the summary line
+also gives how many accepted results were ≥ 1 px off. Column "by": the features an accepted result
+was verified in (``g`` gradients, ``c`` contrast features, ``b`` locally normalised bands). Column
+"truth": ``v`` when the true placement itself passes the independent check, ``-`` when it does not
+(SEM inside a repeating pattern, or too little in common) — there a refusal is the right answer; the
+summary counts both kinds, and the refusals for low confidence (the SEM's detail in one part of it:
+scale and rotation extrapolated, ``imaging.registration_checks.extrapolation``).
 
 Synthetic table (``--source synthetic``, tests/imaging/synthetic_ic.make_pair, 320 px mosaics):
 rotation 0–4°, pixel-size ratio 1–3, metadata pixel size off by −3…+3 %, contrast

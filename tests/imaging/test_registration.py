@@ -332,9 +332,10 @@ def test_a_polish_whose_gradients_locate_too_few_windows_is_corrected_by_the_win
 
     mosaic, sem, mosaic_px_nm, sem_px_nm, truth = _simulator_case(20, 4.0, 1.0, +0.03, mosaic_size=640)
     fixed, down = _to_mosaic_pixels(to_float32(sem), mosaic_px_nm / sem_px_nm)
+    mosaic_f = to_float32(mosaic)
     off = truth @ np.linalg.inv(down) @ np.array([[1.0, 0, 1.0], [0, 1.0, -0.9], [0, 0, 1]])  # 1.35 px off
-    assert local_consistency(fixed, to_float32(mosaic), off).located < 3
-    assert _local_check(fixed, to_float32(mosaic), off).located >= 3
+    assert local_consistency(fixed, mosaic_f, off).located < 3
+    assert _local_check(fixed, mosaic_f, off).located >= 3
     result = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
     assert result, result.reason
     assert result.details["local"]["located"] >= 3 and result.details["local"]["corrections"] >= 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imaging.models import Frame, Mosaic, Sample, Scan, ScanStatus
-from imaging.services import plan_scan, request_action
+from imaging.services import plan_scan, request_action, scan_topic
 from instruments.live_mosaic import preview_name
 from instruments.models import Instrument
 from instruments.worker import HardwareWorker
@@ -29,7 +29,7 @@ def wait_for_status(scan, status, what):
     """Wait for a scan to reach ``status``; a timeout says where the scan stands and what went wrong."""
     def describe():
         now = Scan.objects.get(pk=scan.pk)
-        faults = list(Event.objects.filter(topic=f"scan.{scan.pk}", type="scan.fault").values_list("payload", flat=True))
+        faults = list(Event.objects.filter(topic=scan_topic(scan.pk), type="scan.fault").values_list("payload", flat=True))
         return (f": the scan is {now.status} ({now.status_reason or 'no reason given'}), "
                 f"{Frame.objects.filter(scan=scan).count()} of {now.frames_total} frames saved, faults: {faults}")
 
