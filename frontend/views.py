@@ -3,6 +3,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q
 from django.http import Http404
 from django.shortcuts import render
+from django.utils import timezone
 
 from imaging.models import Sample, SampleSurface, Scan, ScanStatus, SEMImage
 from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS
@@ -149,7 +150,7 @@ def scan_detail(request, pk):
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
                            "can_operate": can_operate, "translate_with": scan.translate_with_id,
                            "ended": ended, "instrument_online": online, "last_readout": _readout(last_frame),
-                           "reference": reference,
+                           "reference": reference, "time_zone": timezone.get_current_timezone_name(),
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})

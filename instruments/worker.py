@@ -311,6 +311,7 @@ class HardwareWorker:
         spec = spec_for(scan, instrument, self.rig)
         store = DjangoFrameStore(scan, pixel_size_nm=instrument.pixel_size_nm, on_saved=self._frame_saved)
         self.scan_id = scan.pk
+        self.last_readout = {}  # the heartbeats report this scan's frames now, not the last scan's
         self.live_mosaic = self._live_mosaic_for(scan, instrument)
         self.engine = ScanEngine(self.devices, store, on_event=self._on_engine_event, on_live_frame=self.preview.offer)
         transition(scan, ScanStatus.RUNNING, reason="")

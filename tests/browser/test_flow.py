@@ -271,6 +271,99 @@ def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_
     screenshot(page, "scan-stitched-with-calibration")
 
 
+def scan_times(scan) -> str:
+    """The plan card's last line as the page writes it (in the server's time zone)."""
+    from django.utils import timezone
+
+    def at(moment, fmt):
+        return timezone.localtime(moment).strftime(fmt)
+
+    scan.refresh_from_db()
+    return (f"Created {at(scan.created_at, '%Y-%m-%d %H:%M')}"
+            + (f" · started {at(scan.started_at, '%H:%M:%S')}" if scan.started_at else "")
+            + (f" · finished {at(scan.finished_at, '%H:%M:%S')}" if scan.finished_at else ""))
+
+
+def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_frames(page, lab):
+    url, instrument = lab["url"], lab["instrument"]
+    wafer = Sample.objects.create(project=lab["project"], name="wafer", surface="bare_silicon")
+    log_in(page, url)
+    # the smallest scan there is: one frame, its area inside the usable square of the field of view
+    page.goto(f"{url}/samples/{wafer.pk}/")
+    side = int(0.9 * instrument.fov_diameter_nm / 2**0.5)
+    page.get_by_label("Width (nm)").fill(str(side))
+    page.get_by_label("Height (nm)").fill(str(side))
+    page.get_by_label("Start right away").uncheck()
+    page.get_by_role("button", name="Plan scan").click()
+    page.wait_for_url(re.compile(r"/scans/\d+/$"))
+    scan = Scan.objects.get(sample=wafer)
+    assert scan.frames_total == 1
+    times = page.get_by_text(re.compile("^Created "))
+    expect(page.locator("#scan-status")).to_have_text("planned")
+    expect(times).to_have_text(scan_times(scan))
+    expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_hidden()
+
+    # everything the page says of the scan's state follows its events, with no reload
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#scan-status")).to_have_text("completed", timeout=60_000)
+    expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_visible()
+    expect(page.locator("#calibration-state")).to_have_text(
+        "This scan of bare silicon can serve as sim bench's flat field for stitching.")
+    expect(times).to_have_text(scan_times(scan))
+    assert scan.started_at and scan.finished_at
+    expect(page.locator("#mosaic-status")).to_have_text(
+        "Bare silicon is not stitched: its frames are a flat field for the instrument's scans (see below).")
+    expect(page.locator("#stitch-form")).to_be_hidden()
+    frame = scan.frames.get()
+    expect(page.locator("#stage")).to_have_text(
+        f"x {frame.measured_x_nm / 1000:.3f}  y {frame.measured_y_nm / 1000:.3f}  z {frame.measured_z_nm / 1000:.3f} µm")
+    screenshot(page, "scan-bare-silicon-ended")
+    page.get_by_role("button", name="Use this scan as the flat field").click()
+    expect(page.get_by_role("button", name="Stop using it")).to_be_visible()
+    instrument.refresh_from_db()
+    assert instrument.flatfield_calibration_id == scan.pk
+    assert not page.console_errors, page.console_errors
+
+
+def test_a_scan_aborted_before_its_first_frame_offers_no_stitch_and_no_readouts(page, lab):
+    from imaging.services import plan_scan
+
+    url, instrument = lab["url"], lab["instrument"]
+    side = 0.9 * instrument.fov_diameter_nm / 2**0.5
+    scan = plan_scan(sample=lab["sample"], name="never started", instrument=instrument,
+                     plan=dict(origin_x_nm=20000, origin_y_nm=20000, size_x_nm=side, size_y_nm=side, overlap=0.4,
+                               exposure_ms=5, contact_setpoint_nm=20))
+    log_in(page, url)
+    page.goto(f"{url}/scans/{scan.pk}/")
+    subtitle, times = page.locator("h1 + p"), page.get_by_text(re.compile("^Created "))
+    expect(subtitle).to_have_text("Sample chip · instrument sim bench")  # no reason yet: no separator for it
+    expect(page.locator("#stage")).to_contain_text("µm", timeout=10_000)  # the instrument's, while the scan may move
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Abort").click()
+    expect(page.locator("#scan-status")).to_have_text("aborted")
+    expect(subtitle).to_have_text("Sample chip · instrument sim bench · Aborted before it started.")
+    expect(page.locator("#mosaic-status")).to_have_text("The scan has no frames, so there is nothing to stitch.")
+    expect(page.locator("#stitch-form")).to_be_hidden()
+    # the instrument's readouts were never this scan's: it has none
+    expect(page.locator("#readouts-title")).to_have_text("Readouts at the last frame")
+    expect(page.locator("#readouts-none")).to_have_text("None: the scan ended before its first frame.")
+    for readout in ("#deflection", "#stage", "#focus"):
+        expect(page.locator(readout)).to_have_text("—")
+    expect(page.locator("#live-canvas")).to_be_hidden()  # the camera sent no image: no black box
+    expect(times).to_have_text(scan_times(scan))
+    screenshot(page, "scan-aborted-before-its-first-frame")
+
+    page.reload()  # the same, drawn by the server
+    expect(subtitle).to_have_text("Sample chip · instrument sim bench · Aborted before it started.")
+    expect(page.locator("#mosaic-status")).to_have_text("The scan has no frames, so there is nothing to stitch.")
+    expect(page.locator("#stitch-form")).to_be_hidden()
+    expect(page.locator("#readouts-none")).to_have_text("None: the scan ended before its first frame.")
+    expect(page.locator("#stage")).to_have_text("—")
+    expect(times).to_have_text(scan_times(scan))
+    assert not page.console_errors, page.console_errors
+
+
 def test_an_operator_adds_a_sample_on_the_project_page(page, live_url, django_user_model):
     from ssumweb.models import Project
 

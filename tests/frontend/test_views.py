@@ -124,6 +124,19 @@ def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view
     assert 'id="live-canvas"' in login(operator).get(f"/scans/{scan.pk}/").content.decode()
 
 
+def test_scan_subtitle_puts_a_separator_only_between_parts_it_shows(scan, operator):
+    def subtitle():
+        html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+        line = re.search(r"</h1>\s*<p[^>]*>(.*?)</p>", html, re.S).group(1)
+        return " ".join(re.sub(r"<[^>]+>", " ", line).split())
+
+    assert subtitle() == "Sample chip · instrument sim"
+    Scan.objects.filter(pk=scan.pk).update(status="paused", status_reason="Paused by a user.")
+    assert subtitle() == "Sample chip · instrument sim · Paused by a user."
+    Scan.objects.filter(pk=scan.pk).update(instrument=None, status="running", status_reason="")
+    assert subtitle() == "Sample chip"
+
+
 def test_scan_page_offers_bare_silicon_scans_of_the_same_optics_as_flat_field_calibrations(scan, operator, viewer,
                                                                                           project):
     from django.utils import timezone

@@ -130,3 +130,35 @@ def test_a_bare_silicon_sample_is_imaged_as_a_featureless_wafer_then_the_chip_ag
     # the wafer shows the shading alone: the sphere's image darkens towards its rim
     centre, rim = worker.rig.world.fov_mask(fraction=0.3), disc & ~worker.rig.world.fov_mask(fraction=0.7)
     assert all(f[rim].mean() < 0.9 * f[centre].mean() for f in bare)
+
+
+def test_a_scan_is_not_reported_at_the_last_scans_frame_before_its_own_first(bench, operator, monkeypatch):
+    import threading
+
+    from instruments.engine import ScanEngine
+
+    worker, instrument, sample = bench
+    side = 0.9 * instrument.fov_diameter_nm / 2**0.5  # one frame: the area fits the usable square
+
+    def one_frame_scan(name):
+        return plan_scan(sample=sample, name=name, instrument=instrument, user=operator,
+                         plan=dict(origin_x_nm=20000, origin_y_nm=20000, size_x_nm=side, size_y_nm=side,
+                                   overlap=0.4, exposure_ms=5, contact_setpoint_nm=20))
+
+    first = one_frame_scan("first")
+    request_action(first, "start")
+    wait_for_status(first, ScanStatus.COMPLETED, what="the first scan to complete")
+    # the next scan held before it moves: the worker's heartbeats meanwhile are all it says of it
+    go_on, run = threading.Event(), ScanEngine.run
+    monkeypatch.setattr(ScanEngine, "run", lambda engine, spec: go_on.wait(10) and run(engine, spec))
+    second = one_frame_scan("second")
+    request_action(second, "start")
+    states = Event.objects.filter(topic=f"instrument.{instrument.pk}", type="instrument.state",
+                                  payload__scan=second.pk)
+    try:
+        wait_for(states.exists, timeout_s=10, what="a heartbeat during the second scan")
+        held = [state.payload for state in states]
+    finally:
+        go_on.set()
+    assert [payload.get("x_nm") for payload in held] == [None] * len(held)  # not where the first scan's frame was
+    wait_for_status(second, ScanStatus.COMPLETED, what="the second scan to complete")

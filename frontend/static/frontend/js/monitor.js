@@ -5,6 +5,8 @@ const cfg = jsonScript("monitor-config");
 const $ = (id) => document.getElementById(id);
 const TERMINAL = ["completed", "failed", "aborted"];
 let status = cfg.status;
+let lastReadout = cfg.last_readout;  // what the instrument read at this scan's newest frame (null: none yet)
+const framesShown = () => document.querySelectorAll("#frame-grid a[data-index]").length;
 
 // ---- connection state -----------------------------------------------------------------------------------------
 function connection(name) {
@@ -36,10 +38,27 @@ function setStatus(next, reason) {
   status = next;
   const badge = $("scan-status");
   badge.textContent = next; badge.className = `status status-${next}`;
+  $("status-reason-sep").textContent = reason ? " · " : "";
   $("status-reason").textContent = reason || "";
   updateControls();
+  refreshTimes();
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
-  if (cfg.ending_states.includes(next)) endLive();
+  if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); }
+}
+
+// When the scan started and finished, as the server writes them (H:i:s in its time zone), so that a page
+// followed live reads as it would reloaded. The state events do not carry the times: the scan itself does.
+const CLOCK = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+let clock;
+try { clock = new Intl.DateTimeFormat("en-GB", { ...CLOCK, timeZone: cfg.time_zone }); }
+catch { clock = new Intl.DateTimeFormat("en-GB", CLOCK); }  // a zone this browser does not know: its own
+
+async function refreshTimes() {
+  let scan;
+  try { scan = await api(`/api/scans/${cfg.scan_id}/`); } catch { return; }
+  for (const [id, key, word] of [["scan-started", "started_at", "started"], ["scan-finished", "finished_at", "finished"]]) {
+    $(id).textContent = scan[key] ? ` · ${word} ${clock.format(new Date(scan[key]))}` : "";
+  }
 }
 
 function updateControls() {
@@ -81,9 +100,11 @@ function addFrame(ev) {
   cell.classList.remove("pending");
   cell.replaceChildren(el("img", { src: ev.thumbnail_url || `/api/frames/${ev.frame_id}/thumbnail/`, alt: `Frame ${ev.index}` }));
   grid.querySelector(".muted")?.remove();
-  if (ev.deflection_nm !== undefined && ev.deflection_nm !== null) $("deflection").textContent = `${ev.deflection_nm.toFixed(1)} nm`;
-  if (ev.measured_xyz_nm) showStage(...ev.measured_xyz_nm);
-  if (ev.focus_nm !== undefined && ev.focus_nm !== null) $("focus").textContent = formatLength(ev.focus_nm);
+  lastReadout = { deflection_nm: ev.deflection_nm, focus_nm: ev.focus_nm };
+  if (ev.measured_xyz_nm) [lastReadout.x_nm, lastReadout.y_nm, lastReadout.z_nm] = ev.measured_xyz_nm;
+  showReadout(lastReadout);
+  const calibration = $("calibration-line");  // a scan of bare silicon with frames can be the flat field
+  if (calibration) calibration.hidden = false;
   if (ev.done !== undefined) setProgress(ev.done, ev.total);
   scheduleMosaic();
 }
@@ -127,6 +148,14 @@ function showReadout(r) {
   if (typeof r.focus_nm === "number") $("focus").textContent = formatLength(r.focus_nm);
 }
 
+// An ended scan's readouts are its own last frame's: the instrument's since belong to whatever it did next.
+function showLastReadout() {
+  $("readouts-title").textContent = "Readouts at the last frame";
+  for (const id of ["deflection", "stage", "focus"]) $(id).textContent = "—";
+  if (lastReadout) showReadout(lastReadout);
+  $("readouts-none").hidden = Boolean(lastReadout);
+}
+
 if (cfg.last_readout) showReadout(cfg.last_readout);
 
 // The instrument's live view and readouts, while this scan can still move (not once it has ended).
@@ -151,7 +180,6 @@ function endLive() {
   delete $("conn-status").dataset.instrument;
   instrumentStream = null;
   live.stop();
-  $("readouts-title").textContent = "Readouts at the last frame";
 }
 
 // ---- live camera: newest frame only, ack after drawing ------------------------------------------------------------
@@ -217,6 +245,7 @@ function startLive() {
       stopped = true;
       clearInterval(watchdog);
       ws?.close();
+      canvas.hidden = !count;  // no image came: no black box
       info.textContent = count ? "The scan has ended: this is the last image the camera sent." : "The scan has ended.";
     },
   };
@@ -330,8 +359,13 @@ async function refreshMosaic() {
   const pending = mosaics.find((m) => ["queued", "running"].includes(m.status));
   const note = $("mosaic-status");
   if (pending) note.textContent = `Stitching… ${Math.round((pending.progress || 0) * 100)}% ${pending.message || ""}`;
-  else if (!ready && cfg.reference) note.textContent = "Bare silicon is not stitched: its frames are a flat field for the instrument's scans (see below).";
-  else if (!ready) note.textContent = TERMINAL.includes(status) ? "No mosaic yet." : "The mosaic appears after the first frames are stitched.";
+  else if (!ready && cfg.reference) {
+    note.textContent = framesShown() ? "Bare silicon is not stitched: its frames are a flat field for the instrument's scans (see below)."
+      : TERMINAL.includes(status) ? "Bare silicon is not stitched, and this scan has no frames to serve as a flat field."
+      : "Bare silicon is not stitched: its frames will be a flat field for the instrument's scans.";
+  } else if (!ready && TERMINAL.includes(status)) {
+    note.textContent = framesShown() ? "No mosaic yet." : "The scan has no frames, so there is nothing to stitch.";
+  } else if (!ready) note.textContent = "The mosaic appears after the first frames are stitched.";
   else note.textContent = "";
   if (pending && watchedJob !== pending.id) {
     watchedJob = pending.id;
@@ -344,7 +378,7 @@ async function refreshMosaic() {
   }
   const stitchForm = $("stitch-form");
   if (stitchForm) {
-    stitchForm.hidden = cfg.reference || !(TERMINAL.includes(status) && !pending);
+    stitchForm.hidden = cfg.reference || !framesShown() || !TERMINAL.includes(status) || Boolean(pending);
     $("stitch").textContent = ready ? "Stitch again" : "Stitch the mosaic";
     $("stitch").disabled = Boolean(pending);
   }
