@@ -50,8 +50,11 @@ def sem_upload(request):
         sample = _get(Sample, request.user, int(value))
     project_id = sample.project_id if sample else (int(request.GET["project"]) if request.GET.get("project", "").isdigit() else None)
     samples = _scoped(Sample, request.user).filter(project__in=projects).select_related("project")
+    from imaging.sem_import import FORMATS, FORMATS_IN_WORDS  # the picker offers what the importer reads
+
     return render(request, "frontend/sem_upload.html", {
-        "projects": projects, "samples": samples, "sample": sample, "project_id": project_id})
+        "projects": projects, "samples": samples, "sample": sample, "project_id": project_id,
+        "formats": FORMATS_IN_WORDS, "accept": ",".join(kind for kinds in FORMATS.values() for kind in kinds)})
 
 
 def sem_pair(request, pk):

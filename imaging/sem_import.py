@@ -1,15 +1,17 @@
-"""SEM image import: PNG, JPEG, 8/16-bit and multi-page TIFF, with pixel size and data bar.
+"""SEM image import: TIFF (8/16-bit, multi-page), PNG, JPEG, BMP, GIF, WebP, with pixel size and data bar.
 
 The header is read first and the declared size checked against a limit *before* any pixel is
 decoded, so a decompression bomb is refused cheaply. The pixel size comes from the file's own
 metadata when present (FEI/Thermo Fisher ``[Scan] PixelWidth`` in metres, Zeiss
 ``ap_image_pixel_size``, OME ``PhysicalSizeX``, TIFF X/YResolution), else from the caller; if
 neither is known it is ``None`` and the caller must ask the user. The instrument's data bar
-(a strip of near-constant rows with text at the bottom) is detected and cropped off.
+(a strip of near-constant rows with text at the bottom) is detected and cropped off. Refusals are
+for the user: they name the file as the user knows it, never an exception class.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,10 +24,17 @@ import numpy as np
 
 from imaging.imageio import ImageFileError, ImageTooLargeError, to_float32
 
-__all__ = ["SemImage", "import_sem", "read_sem", "detect_data_bar", "DEFAULT_MAX_PIXELS"]
+__all__ = ["SemImage", "import_sem", "read_sem", "detect_data_bar", "DEFAULT_MAX_PIXELS", "FORMATS",
+           "FORMATS_IN_WORDS"]
 
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 Mpx: far above any SEM frame, far below a bomb
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# What is read, with the file extensions and media types an upload form offers: TIFF by tifffile,
+# the rest by Pillow (keys are Pillow's format names).
+FORMATS = {"TIFF": (".tif", ".tiff", "image/tiff"), "PNG": (".png", "image/png"),
+           "JPEG": (".jpg", ".jpeg", "image/jpeg"), "BMP": (".bmp", "image/bmp"), "GIF": (".gif", "image/gif"),
+           "WEBP": (".webp", "image/webp")}
+FORMATS_IN_WORDS = "TIFF, PNG, JPEG, BMP, GIF or WebP"
 _LENGTH_TO_NM = {"m": 1e9, "cm": 1e7, "mm": 1e6, "µm": 1e3, "um": 1e3, "μm": 1e3, "micron": 1e3,
                  "nm": 1.0, "pm": 1e-3, "å": 0.1, "a": 0.1}
 
@@ -64,6 +73,7 @@ class SemImage:
 def import_sem(
     source: str | os.PathLike | bytes,
     *,
+    name: str | None = None,
     pixel_size_nm: float | None = None,
     page: int | None = None,
     channel: str | None = None,
@@ -72,19 +82,22 @@ def import_sem(
 ) -> SemImage:
     """Read an SEM image file (path or bytes) into a ``SemImage``.
 
+    name : the file's name as the user knows it, for messages (default: the path's name).
     pixel_size_nm : the user's value; it overrides the file's (both are kept in ``metadata``).
     page : TIFF page (or detector channel) index; default the SE channel if the file names its
         channels (``channel`` picks by name, e.g. "SE", "BSE"), else the first page.
     max_pixels : refuse larger images (width × height × channels) before decoding.
     data_bar : True to detect and crop the data bar, False to keep all rows, or an int to crop
         exactly that many rows.
-    Raises ``ImageTooLargeError`` / ``ImageFileError`` (both ValueError) with the reason.
+    Raises ``ImageTooLargeError`` / ``ImageFileError`` (both ValueError) with the reason, and
+    ``ValueError`` for a page or channel the file does not have.
     """
     if pixel_size_nm is not None and not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
         raise ValueError(f"pixel_size_nm must be > 0 nm, got {pixel_size_nm}")
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
-    data, name = _read_source(source)
+    data, stored_name = _read_source(source)
+    name = name or stored_name
     if len(data) == 0:
         raise ImageFileError(f"{name}: the file is empty")
     if data[:4] in _TIFF_MAGIC:
@@ -92,7 +105,7 @@ def import_sem(
                                                                    max_pixels=max_pixels)
     else:
         if page not in (None, 0) or channel is not None:
-            raise ValueError(f"page/channel selection needs a multi-page TIFF; {name} is not a TIFF")
+            raise ValueError(f"{name} is not a TIFF: it has one image, so no page or channel can be chosen")
         pixels, metadata, bit_depth = _read_pil(data, name, max_pixels=max_pixels)
         page_used, pages = 0, 1
 
@@ -131,28 +144,43 @@ def _read_source(source) -> tuple[bytes, str]:
     return path.read_bytes(), path.name
 
 
-def _check_size(name: str, shape: tuple[int, ...], max_pixels: int) -> None:
-    count = int(np.prod([int(s) for s in shape], dtype=np.float64))
-    if count > max_pixels:
-        raise ImageTooLargeError(
-            f"{name}: image of {'×'.join(str(s) for s in shape)} = {count:,} values exceeds the limit of "
-            f"{max_pixels:,}; refusing to decode it"
-        )
+def _check_size(name: str, *, width: int, height: int, values: int, max_pixels: int) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` values (all channels counted)."""
+    if values > max_pixels:
+        channels = values // max(1, width * height)
+        size, unit = ((f"{width:,} × {height:,} px", "pixels") if channels == 1
+                      else (f"{width:,} × {height:,} px × {channels} channels", "values (pixels × channels)"))
+        raise ImageTooLargeError(f"{name}: the image is {size}, which exceeds the limit of {max_pixels:,} {unit}; "
+                                 "it was refused without reading its pixels")
+
+
+def _not_an_image(name: str) -> ImageFileError:
+    return ImageFileError(f"{name}: not an image file that can be read here; upload a {FORMATS_IN_WORDS} image")
+
+
+@contextlib.contextmanager
+def _pillow_limit_off():
+    """Pillow's own bomb check (179 Mpx) would refuse images that ``max_pixels`` allows; ours decides."""
+    from PIL import Image
+
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
 
 
 def _read_pil(data: bytes, name: str, *, max_pixels: int) -> tuple[np.ndarray, dict, int]:
     from PIL import Image
 
     try:
-        pil = Image.open(io.BytesIO(data))  # lazy: reads the header only
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from exc
+        with _pillow_limit_off():
+            pil = Image.open(io.BytesIO(data), formats=[f for f in FORMATS if f != "TIFF"])  # lazy: the header only
     except Exception as exc:
-        raise ImageFileError(f"{name}: not a recognised image file ({exc.__class__.__name__})") from exc
-    if pil.format not in ("PNG", "JPEG", "BMP", "GIF", "WEBP"):
-        raise ImageFileError(f"{name}: unsupported image format {pil.format}")
-    bands = len(pil.getbands())
-    _check_size(name, (pil.height, pil.width, bands), max_pixels)
+        raise _not_an_image(name) from exc
+    _check_size(name, width=pil.width, height=pil.height, values=pil.width * pil.height * len(pil.getbands()),
+                max_pixels=max_pixels)
     metadata: dict = {"format": pil.format, "mode": pil.mode}
     dpi = pil.info.get("dpi")
     if dpi and dpi[0] and float(dpi[0]) > 1.0:  # PIL reports 72/1 dpi defaults as 'no information' poorly
@@ -160,14 +188,10 @@ def _read_pil(data: bytes, name: str, *, max_pixels: int) -> tuple[np.ndarray, d
         if pil.format == "PNG":  # pHYs is exact (pixels per metre); JPEG dpi is usually a 72/96 default
             metadata["pixel_size_nm"] = 25.4e6 / float(dpi[0])
     try:
-        old_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # our own limit was checked above
-        try:
+        with _pillow_limit_off():
             pil.load()
-        finally:
-            Image.MAX_IMAGE_PIXELS = old_limit
     except Exception as exc:
-        raise ImageFileError(f"{name}: corrupt or truncated image data ({exc})") from exc
+        raise _truncated(name) from exc
     if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
         pixels = np.asarray(pil)
         if pixels.dtype != np.uint16:
@@ -185,32 +209,34 @@ def _read_tiff(data: bytes, name: str, *, page: int | None, channel: str | None,
     try:
         tif = tifffile.TiffFile(io.BytesIO(data))
     except Exception as exc:
-        raise ImageFileError(f"{name}: corrupt TIFF header ({exc})") from exc
+        raise ImageFileError(f"{name}: a damaged TIFF file (its header cannot be read)") from exc
     with tif:
         try:
             pages = list(tif.pages)
         except Exception as exc:
-            raise ImageFileError(f"{name}: corrupt TIFF page directory ({exc})") from exc
+            raise ImageFileError(f"{name}: a damaged TIFF file (its list of images cannot be read)") from exc
         if not pages:
-            raise ImageFileError(f"{name}: the TIFF has no images")
+            raise ImageFileError(f"{name}: a damaged TIFF file (it holds no image)")
         metadata: dict = {"format": "TIFF", "pages": len(pages)}
         channel_names = _ome_channel_names(tif)
         if channel_names:
             metadata["channels"] = channel_names
         index = _choose_page(name, len(pages), channel_names, page, channel)
         chosen = pages[index]
-        _check_size(name, tuple(chosen.shape), max_pixels)
+        _check_size(name, width=chosen.imagewidth, height=chosen.imagelength,
+                    values=int(np.prod(chosen.shape, dtype=np.float64)), max_pixels=max_pixels)
         metadata.update(_tiff_metadata(tif, chosen))
         try:
             pixels = chosen.asarray()
         except Exception as exc:
-            raise ImageFileError(f"{name}: corrupt or truncated image data ({exc})") from exc
+            raise _truncated(name) from exc
     pixels = np.squeeze(pixels)
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
         pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         pixels = pixels.astype(np.uint16 if chosen.bitspersample > 8 else np.uint8)
     if pixels.ndim != 2:
-        raise ImageFileError(f"{name}: page {index} has shape {pixels.shape}; expected a 2-D grey image")
+        raise ImageFileError(f"{name}: page {index} is not one grey or colour image (its shape is "
+                             f"{' × '.join(map(str, pixels.shape))})")
     if pixels.dtype == np.uint8:
         bit_depth = 8
     elif pixels.dtype == np.uint16:
@@ -221,8 +247,12 @@ def _read_tiff(data: bytes, name: str, *, page: int | None, channel: str | None,
         bit_depth = 16
         metadata["rescaled_from"] = [lo, hi]
     else:
-        raise ImageFileError(f"{name}: unsupported sample type {pixels.dtype}")
+        raise ImageFileError(f"{name}: its pixels are {pixels.dtype} values, which cannot be read as grey levels")
     return pixels, metadata, index, len(pages), bit_depth
+
+
+def _truncated(name: str) -> ImageFileError:
+    return ImageFileError(f"{name}: the image data is truncated or damaged (was the file copied completely?)")
 
 
 def _choose_page(name: str, count: int, channel_names: list[str], page: int | None,
@@ -232,11 +262,13 @@ def _choose_page(name: str, count: int, channel_names: list[str], page: int | No
     if channel is not None:
         lowered = [c.lower() for c in channel_names]
         if channel.lower() not in lowered:
-            raise ValueError(f"channel {channel!r} not in {name}; it has {channel_names or 'no named channels'}")
+            has = f"its channels are {', '.join(channel_names)}" if channel_names else "it names no channels"
+            raise ValueError(f"{name} has no channel “{channel}”: {has}")
         return lowered.index(channel.lower())
     if page is not None:
         if not 0 <= page < count:
-            raise ValueError(f"page must be in [0, {count - 1}] for {name}, got {page}")
+            pages = "one page (0)" if count == 1 else f"{count} pages (0 to {count - 1})"
+            raise ValueError(f"{name} has {pages}: there is no page {page}")
         return page
     for i, label in enumerate(channel_names):  # default: the secondary-electron channel
         if re.fullmatch(r"(se|se\d|sei|etd|inlens|in-lens|tld|secondary.*)", label.strip().lower()):

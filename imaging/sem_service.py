@@ -52,10 +52,13 @@ def import_sem_upload(*, project, sample, upload, name: str, pixel_size_nm: floa
             for chunk in upload.chunks():
                 out.write(chunk)
     try:
-        sem = sem_import.read_sem(absolute(original_rel), page=page, max_pixels=settings.IMAGE_MAX_PIXELS)
-    except (ImageFileError, ValueError) as exc:
+        # messages name the user's file, not the stored original.<ext>
+        sem = sem_import.read_sem(absolute(original_rel), name=original_name, page=page,
+                                  max_pixels=settings.IMAGE_MAX_PIXELS)
+    except ValueError as exc:  # ImageFileError is the file's fault; any other, the page asked for
         _remove_folder(folder)
-        raise DomainError(str(exc), field="page" if "page" in str(exc).lower() else "file", code="invalid_image") from None
+        field = "file" if isinstance(exc, ImageFileError) else "page"
+        raise DomainError(str(exc), field=field, code="invalid_image") from None
     if sem.pixel_size_nm is None and pixel_size_nm is None:
         _remove_folder(folder)
         raise DomainError("The file carries no pixel size; enter it (nm per pixel).", field="pixel_size_nm", code="required")

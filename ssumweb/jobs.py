@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import events
-from .errors import InvalidTransition, JobCancelled
+from .errors import DomainError, InvalidTransition, JobCancelled
 from .models import JobStatus
 from .workers import closing_connections
 
@@ -117,7 +117,10 @@ def run_job(model_label: str, pk: int, work: Callable[[object, Progress], dict |
         obj.status, obj.message = JobStatus.CANCELLED, "Cancelled by a user."
         result = {"cancelled": True}
     except Exception as exc:  # the job's failure is data for the user, not a crash of the worker
-        log.exception("%s %s failed", model_label, pk)
+        if isinstance(exc, DomainError):  # a refusal the user caused and is told of: no bug to trace
+            log.info("%s %s failed: %s", model_label, pk, _reason(exc))
+        else:
+            log.exception("%s %s failed", model_label, pk)
         obj.status, obj.failure_reason = JobStatus.FAILED, _reason(exc)
         obj.message = "Failed."
         result = {"failed": obj.failure_reason}

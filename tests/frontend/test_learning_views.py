@@ -1,5 +1,7 @@
 """The learning pages through Django's test client: scoping (other projects' objects are 404), what each page
 renders for operators and viewers, and the models table's best-of-column marking."""
+import re
+
 import pytest
 from django.test import Client
 
@@ -47,6 +49,14 @@ def test_sem_upload_page_offers_only_operable_projects(project, other_project, o
     page = login(operator).get("/sem/upload/").content.decode()
     assert 'id="dropzone"' in page and project.name in page and other_project.name not in page
     assert "Only operators" in login(viewer).get("/sem/upload/").content.decode()
+
+
+def test_sem_upload_page_offers_every_format_the_importer_reads(project, operator):
+    page = login(operator).get("/sem/upload/").content.decode()
+    accept = set(re.search(r'id="file"[^>]*accept="([^"]*)"', page).group(1).split(","))
+    assert {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"} <= accept
+    help_text = re.search(r'id="upload-help"[^>]*>([^<]*)<', page).group(1)
+    assert all(fmt in help_text for fmt in ("TIFF", "PNG", "JPEG", "BMP", "GIF", "WebP"))
 
 
 def test_pairing_page_lists_mosaics_and_shows_the_data_bar(registration, operator, outsider):

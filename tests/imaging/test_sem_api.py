@@ -62,6 +62,27 @@ def test_not_an_image_or_truncated_is_400_on_file(api, project, operator, conten
     assert not SEMImage.objects.exists()
 
 
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content", [b"x_nm,y_nm\n1.0,2.0\n", b"These are my notes."])
+def test_a_file_that_is_no_image_is_refused_in_the_users_words(api, project, operator, content):
+    response = upload(api, operator, project, content, "notes.tif", pixel_size_nm=10)
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "file" and error["code"] == "invalid_image"
+    # the user's file name, never the stored one nor an exception class
+    assert error["message"].startswith("notes.tif:") and "original" not in error["message"]
+    assert "Error" not in error["message"] and "TIFF, PNG, JPEG" in error["message"]
+
+
+@pytest.mark.django_db
+def test_a_page_the_file_lacks_is_refused_on_page(api, project, operator):
+    response = upload(api, operator, project, png_bytes(), "sem.png", pixel_size_nm=10, page=3)
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "page" and error["message"].startswith("sem.png")
+    assert not SEMImage.objects.exists()
+
 @pytest.mark.django_db
 def test_oversized_upload_is_413(api, project, operator, settings):
     settings.UPLOAD_MAX_BYTES = 1000

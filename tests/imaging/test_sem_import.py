@@ -1,6 +1,7 @@
 """imaging.sem_import: formats, pixel size from metadata, data bar, limits and corrupt input."""
 
 import io
+import re
 import struct
 
 import numpy as np
@@ -137,6 +138,66 @@ def test_truncated_files():
     with pytest.raises(ImageFileError):
         import_sem(tif[:200])
 
+
+
+def two_page_tiff():
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tw:
+        for seed in (4, 5):
+            tw.write(to_uint16(sem_image(seed)))
+    return buf.getvalue()
+
+
+def png_bytes(image, **save):
+    buf = io.BytesIO()
+    Image.fromarray((image * 255).astype(np.uint8)).save(buf, **{"format": "PNG", **save})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("payload, options", [
+    (b"These are my notes, not an image.", {}),
+    (b"x_nm,y_nm\n1.0,2.0\n", {}),
+    (png_bytes(sem_image(7))[:800], {}),
+    (fei_tiff_bytes(sem_image(7))[:200], {}),
+    (giant_tiff_header(60000, 60000), {}),
+    (png_bytes(sem_image(7)), {"max_pixels": 1000}),
+    (two_page_tiff(), {"page": 5}),
+    (png_bytes(sem_image(7)), {"page": 1}),
+], ids=["text", "csv", "truncated png", "truncated tiff", "giant tiff", "over the limit", "no such page",
+        "page of a png"])
+def test_refusals_name_the_users_file_and_no_exception_class(tmp_path, payload, options):
+    # the service stores the upload as original.<ext> and passes the name the user knows
+    stored = tmp_path / "original.tif"
+    stored.write_bytes(payload)
+    with pytest.raises(ValueError) as refused:
+        import_sem(stored, name="notes.tif", **options)
+    message = str(refused.value)
+    assert message.startswith("notes.tif") and "original" not in message
+    assert not re.search(r"[A-Za-z]+(Error|Exception|Warning)\b", message), message
+    assert "<" not in message  # no object reprs (tifffile's '<tifffile.TiffPage 0 @8>')
+
+
+def test_a_file_that_is_no_image_is_told_the_formats_accepted():
+    with pytest.raises(ImageFileError) as refused:
+        import_sem(b"x_nm,y_nm\n1.0,2.0\n", name="notes.tif")
+    for fmt in ("TIFF", "PNG", "JPEG", "BMP", "GIF", "WebP"):
+        assert fmt in str(refused.value)
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "WEBP"])
+def test_the_other_formats_documented_are_read(fmt):
+    image = sem_image(8)
+    result = import_sem(png_bytes(image, format=fmt, **({"lossless": True} if fmt == "WEBP" else {})))
+    assert result.image.shape == image.shape and result.bit_depth == 8
+
+
+def test_our_pixel_limit_decides_not_pillows(monkeypatch):
+    # Pillow's own bomb check (179 Mpx by default) would refuse images IMAGE_MAX_PIXELS allows
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert import_sem(png_bytes(sem_image(9))).image.shape == (120, 160)
+    with pytest.raises(ImageTooLargeError, match="exceeds the limit of 1,000"):
+        import_sem(png_bytes(sem_image(9)), max_pixels=1000)
+    assert Image.MAX_IMAGE_PIXELS == 1000
 
 def test_data_bar_detector_ignores_plain_images_and_finds_bright_bars():
     image = sem_image(8)
