@@ -5,11 +5,11 @@ checks permissions again) and follow the job's events."""
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q
 from django.shortcuts import render
 from django.urls import reverse
 
-from imaging.models import Mosaic, Registration, Sample, SEMImage
+from imaging.models import Mosaic, PairSet, Registration, Sample, SEMImage
 from mlcore.models import TrainedModel, TrainingRun
 from ssumweb.access import visible_projects
 from ssumweb.api import project_id_of
@@ -72,7 +72,8 @@ def sem_pair(request, pk):
 
 def registration_detail(request, pk):
     registration = _get(Registration, request.user, pk)
-    pair_sets = registration.pair_sets.annotate(pair_count=Count("pairs")).order_by("-created_at")
+    pair_sets = list(registration.pair_sets.with_counts().order_by("-created_at", "-pk"))
+    finished = [p.pk for p in pair_sets if p.status == JobStatus.SUCCEEDED]
     mosaic, sem = registration.mosaic, registration.sem_image
     return render(request, "frontend/registration.html", {
         "registration": registration, "mosaic": mosaic, "sem": sem, "pair_sets": pair_sets,
@@ -85,7 +86,9 @@ def registration_detail(request, pk):
             "sem": {"id": sem.pk, "dzi_url": reverse("api:semimage-dzi", args=[sem.pk]) if sem.pyramid else None,
                     "width": sem.width, "height": sem.height},
             "viewer_url": f"{reverse('frontend:viewer')}?mosaic={mosaic.pk}&sem={registration.pk}&overlay=sem&mode=blend",
-            "pair_set": pair_sets[0].pk if pair_sets else None}})
+            # the grid previews the newest finished set; the page follows those still running
+            "pair_set": finished[0] if finished else None,
+            "running": [p.pk for p in pair_sets if p.status in (JobStatus.QUEUED, JobStatus.RUNNING)]}})
 
 
 def training_list(request):
@@ -97,11 +100,20 @@ def training_list(request):
     if status in JobStatus.values:
         runs = runs.filter(status=status)
     projects = _operable_projects(request.user)
-    # Only registrations that can train: succeeded and with pairs cut from them.
-    registrations = (_scoped(Registration, request.user).filter(status=JobStatus.SUCCEEDED, mosaic__scan__project__in=projects)
-                     .annotate(pair_count=Count("pairs")).filter(pair_count__gt=0)
-                     .select_related("mosaic", "sem_image", "mosaic__scan").order_by("-created_at"))
+    # Only registrations that can train: succeeded and with pairs cut from them. A run takes one pair set of each
+    # (their sets cover the same places), the newest finished one unless chosen: each set is offered apart.
+    finished = PairSet.objects.with_counts().filter(status=JobStatus.SUCCEEDED, pair_count__gt=0).order_by("-created_at", "-pk")
+    registrations = list(_scoped(Registration, request.user)
+                         .filter(status=JobStatus.SUCCEEDED, mosaic__scan__project__in=projects)
+                         .annotate(pair_count=Count("pairs")).filter(pair_count__gt=0)
+                         .select_related("mosaic", "sem_image", "mosaic__scan").order_by("-created_at")
+                         .prefetch_related(Prefetch("pair_sets", queryset=finished, to_attr="finished_pair_sets")))
     chosen = [int(v) for v in request.GET.getlist("registration") if v.isdigit()]
+    asked = {int(v) for v in request.GET.getlist("pair_set") if v.isdigit()}  # the registration page's link
+    for r in registrations:
+        r.pair_set_choice = next((p.pk for p in r.finished_pair_sets if p.pk in asked), r.finished_pair_sets[0].pk)
+        if r.pair_set_choice in asked:
+            chosen.append(r.pk)
     return render(request, "frontend/training_list.html", {
         "page": Paginator(runs, 24).get_page(request.GET.get("page")), "q": query, "status": status,
         "statuses": JobStatus.choices, "projects": projects, "registrations": registrations, "chosen": chosen})

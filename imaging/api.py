@@ -303,7 +303,7 @@ class PairSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAction
     filterset_fields = ["registration", "status"]
 
     def get_queryset(self):
-        return super().get_queryset().annotate(pair_count=Count("pairs"))
+        return super().get_queryset().with_counts()
 
     @extend_schema(request=s.PairSetCreateSerializer, responses={201: s.PairSetSerializer})
     def create(self, request):

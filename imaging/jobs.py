@@ -140,6 +140,7 @@ def queue_pairs(registration: Registration, *, pixel_size_nm=None, tile_px=512, 
                 skip_uncertain=True) -> PairSet:
     if registration.status != JobStatus.SUCCEEDED:
         raise DomainError("The registration has not succeeded.", field="registration", code="invalid_state")
+    _check_tile_fits(registration.mosaic, tile_px=tile_px, pixel_size_nm=pixel_size_nm)
     from . import tasks
 
     with transaction.atomic():
@@ -148,6 +149,22 @@ def queue_pairs(registration: Registration, *, pixel_size_nm=None, tile_px=512, 
                                           skip_uncertain=skip_uncertain)
         enqueue_after_commit(tasks.extract_pairs, pair_set)
     return pair_set
+
+
+def _check_tile_fits(mosaic: Mosaic, *, tile_px: int, pixel_size_nm: float | None) -> None:
+    """Refuse a tile larger than the mosaic on the pairs' grid (imaging.pairs.resample_to_common_grid's size),
+    which the job could only fail on."""
+    if not (mosaic.width and mosaic.height):
+        return  # a mosaic stitched before its size was recorded: the job finds out
+    pixel_size_nm = pixel_size_nm or mosaic.pixel_size_nm
+    f = pixel_size_nm / mosaic.pixel_size_nm  # mosaic px per grid px
+    width, height = int(mosaic.width // f), int(mosaic.height // f)
+    if width < 1 or height < 1:
+        raise DomainError(f"A pixel size of {pixel_size_nm:g} nm leaves no pixel of the mosaic "
+                          f"({mosaic.width} × {mosaic.height} px at {mosaic.pixel_size_nm:g} nm).", field="pixel_size_nm")
+    if tile_px > min(width, height):
+        raise DomainError(f"Tiles of {tile_px} px do not fit the mosaic ({width} × {height} px at {pixel_size_nm:g} nm): "
+                          "choose smaller tiles" + (" or a finer pixel size." if f > 1 else "."), field="tile_px")
 
 
 def queue_sem_pyramid(sem) -> None:
@@ -372,7 +389,7 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
 
     from .imageio import read_image16, write_image16
     from .models import ImagePair
-    from .pairs import cut_pairs, footprint_box
+    from .pairs import cut_pairs, footprint_box, skipped_in_words
     from .pyramid import read_region
 
     registration = pair_set.registration
@@ -401,8 +418,9 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
     if not result.pairs:
         hint = (" Most of the mosaic lies over frames placed with low confidence: rescan with a Z-stack or more "
                 "overlap, or keep those tiles." if result.skipped.get("uncertain_placement") else " Try smaller tiles.")
-        raise DomainError(f"No tile of {pair_set.tile_px} px fits the registered overlap with enough structure "
-                          f"(skipped: {result.skipped}).{hint}")
+        skipped = skipped_in_words(result.skipped)
+        raise DomainError(f"No tile of {pair_set.tile_px} px fits the registered overlap with enough structure"
+                          f"{f': {skipped}' if skipped else ''}.{hint}")
     folder = f"pairs/{pair_set.pk}"
     records = []
     for number, pair in enumerate(result.pairs):

@@ -232,6 +232,14 @@ class Registration(Job):
         ordering = ["-created_at"]
 
 
+class PairSetQuerySet(models.QuerySet):
+    def with_counts(self):
+        """Each set with its pair_count, train_count and test_count."""
+        return self.annotate(pair_count=models.Count("pairs"),
+                             train_count=models.Count("pairs", filter=models.Q(pairs__split="train")),
+                             test_count=models.Count("pairs", filter=models.Q(pairs__split="test")))
+
+
 class PairSet(Job):
     """One extraction of LR/HR pairs from a registration, with the settings it used."""
 
@@ -247,6 +255,8 @@ class PairSet(Job):
     #: tiles left out, by reason (outside_overlap, uncertain_placement, low_structure, straddles_split)
     skipped = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PairSetQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

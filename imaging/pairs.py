@@ -24,7 +24,7 @@ import numpy as np
 from imaging.imageio import atomic_path, to_float32, to_uint16
 
 __all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "footprint_box", "grid_period_px",
-           "box_in_mosaic", "block_of", "export_zip"]
+           "box_in_mosaic", "block_of", "skipped_in_words", "export_zip"]
 
 
 @dataclass(frozen=True)
@@ -283,6 +283,27 @@ def cut_pairs(
                                   split="test" if split_test else "train", block=(int(bx), int(by))))
     return PairSet(pairs=tuple(pairs), pixel_size_nm=float(pixel_size_nm or mosaic_px_nm), tile_px=tile_px,
                    stride_px=stride_px, skipped=skipped, registration=dict(registration or {}))
+
+
+#: ``PairSet.skipped``'s reasons in words, in the order :func:`cut_pairs` tests them.
+SKIP_REASONS = {
+    "outside_overlap": "outside the registered overlap",
+    "uncertain_placement": "over frames placed with low confidence",
+    "low_structure": "with too little structure",
+    "straddles_split": "straddling the train/test blocks",
+}
+
+
+def skipped_in_words(skipped: dict) -> str:
+    """``PairSet.skipped`` as a user reads it: "35 tiles outside the registered overlap, 1 over frames placed
+    with low confidence" (only the reasons that left tiles out; "" where none did)."""
+    parts = []
+    for reason, words in SKIP_REASONS.items():
+        count = int(skipped.get(reason) or 0)
+        if count:
+            noun = "" if parts else " tile" if count == 1 else " tiles"
+            parts.append(f"{count}{noun} {words}")
+    return ", ".join(parts)
 
 
 def _robust_range(image: np.ndarray, valid: np.ndarray) -> float:

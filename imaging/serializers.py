@@ -178,11 +178,13 @@ class RegistrationCreateSerializer(serializers.Serializer):
 
 class PairSetSerializer(serializers.ModelSerializer):
     pair_count = serializers.IntegerField(read_only=True, required=False)
+    train_count = serializers.IntegerField(read_only=True, required=False)
+    test_count = serializers.IntegerField(read_only=True, required=False)
 
     class Meta:
         model = PairSet
         fields = ["id", "registration", "pixel_size_nm", "tile_px", "stride_px", "test_fraction", "skip_uncertain",
-                  "skipped", "created_at", "pair_count", *JOB_FIELDS]
+                  "skipped", "created_at", "pair_count", "train_count", "test_count", *JOB_FIELDS]
         read_only_fields = fields
 
 
@@ -195,6 +197,16 @@ class PairSetCreateSerializer(serializers.Serializer):
     skip_uncertain = serializers.BooleanField(
         default=True, help_text="Skip tiles over frames the stitcher placed with low confidence (the mosaic "
                                 "report's uncertain_frames): their alignment with the SEM image may be pixels off.")
+
+    def validate(self, data):
+        # imaging.pairs.cut_pairs's own limit, refused here rather than by the job; the limits that need the
+        # mosaic (the tile on its grid) are imaging.jobs.queue_pairs's
+        stride, tile = data.get("stride_px"), data["tile_px"]
+        if stride is not None and stride > 4 * tile:
+            raise serializers.ValidationError(
+                {"stride_px": f"The stride must be at most {4 * tile} px (4 × the tile size); got {stride} px."},
+                code="max_value")
+        return data
 
 
 class ImagePairSerializer(serializers.ModelSerializer):

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from imaging.api import JobActionsMixin
-from imaging.models import Mosaic, Registration
+from imaging.models import Mosaic, PairSet, Registration
 from imaging.tiles import serve_pyramid
 from ssumweb.access import require
 from ssumweb.api import ProjectScopedViewSet, get_visible, project_id_of
@@ -39,10 +39,13 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAc
         for registration in registrations:
             if project_id_of(registration) != project_id:
                 raise DomainError(f"Registration {registration.pk} belongs to another project.", field="registrations")
+        pair_sets = [get_visible(PairSet, pk, request.user, "pair_sets")
+                     for pk in dict.fromkeys(data.validated_data["pair_sets"])]
         settings = s.TrainingSettingsSerializer(data=request.data.get("config") or {})
         settings.is_valid(raise_exception=True)
         run = services.queue_training(project_id=project_id, name=data.validated_data["name"],
-                                      registrations=registrations, settings=settings.validated_data, user=request.user)
+                                      registrations=registrations, pair_sets=pair_sets,
+                                      settings=settings.validated_data, user=request.user)
         return Response(self.get_serializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None)

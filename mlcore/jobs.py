@@ -48,10 +48,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def stage_pairs(run: TrainingRun, folder: Path) -> tuple[int, float]:
-    """Lay the run's training pairs out as lr/ + hr/ (hard links); returns (tile size, pixel size)."""
-    pairs = list(ImagePair.objects.filter(registration__in=run.registrations.all(), split="train"))
+    """Lay the run's training pairs (of its pair sets, one per registration) out as lr/ + hr/ (hard links);
+    returns (tile size, pixel size)."""
+    pairs = list(ImagePair.objects.filter(pair_set__in=run.pair_sets.all(), split="train"))
     if not pairs:
-        raise DomainError("The chosen registrations have no training pairs.")
+        raise DomainError("The chosen pair sets have no training pairs.")
     sizes = {p.box_size for p in pairs}
     pixel_sizes = {round(p.pixel_size_nm, 3) for p in pairs}
     if len(sizes) > 1 or len(pixel_sizes) > 1:
@@ -124,7 +125,7 @@ def evaluate_run(run: TrainingRun, model_path: Path) -> dict:
     from .evaluate import evaluate
     from .infer import load_model
 
-    test_pairs = list(ImagePair.objects.filter(registration__in=run.registrations.all(), split="test"))
+    test_pairs = list(ImagePair.objects.filter(pair_set__in=run.pair_sets.all(), split="test"))
     if not test_pairs:
         return {}
     folder = absolute(f"training/{run.pk}/test")

@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.db import models
 
-from imaging.models import Mosaic, Registration
+from imaging.models import Mosaic, PairSet, Registration
 from ssumweb.models import Job, Project
 
 
@@ -13,6 +13,9 @@ class TrainingRun(Job):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
     name = models.CharField(max_length=200)
     registrations = models.ManyToManyField(Registration, related_name="training_runs")
+    #: one per registration: sets of one registration cover the same places, so mixing them could put a test tile
+    #: of one under a training tile of another
+    pair_sets = models.ManyToManyField(PairSet, related_name="training_runs", blank=True)
     config = models.JSONField(default=dict)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)

@@ -9,7 +9,7 @@ from .models import TrainedModel, TrainingRun, Translation
 class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
-        fields = ["id", "project", "name", "registrations", "config", "step", "total_steps", "loss_history",
+        fields = ["id", "project", "name", "registrations", "pair_sets", "config", "step", "total_steps", "loss_history",
                   "samples", "created_at", *JOB_FIELDS]
         read_only_fields = fields
 
@@ -34,6 +34,11 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     project = serializers.IntegerField()
     name = serializers.CharField(max_length=200)
     registrations = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    pair_sets = serializers.ListField(
+        child=serializers.IntegerField(), required=False, default=list, max_length=1000,
+        help_text="At most one finished pair set of each registration (a registration's sets cover the same places, "
+                  "so a test tile of one could lie under a training tile of another); a registration left out "
+                  "trains on its newest finished set.")
     config = TrainingSettingsSerializer(required=False)
 
 

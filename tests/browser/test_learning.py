@@ -217,6 +217,59 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
     assert not page.console_errors, page.console_errors
 
 
+def test_every_pair_set_keeps_its_row_and_a_refused_stride_clears_the_last_failure(page, bench, truth):
+    """The SEM image registered 150 px right leaves a 106 px strip of overlap: 64 px tiles fit it, 128 px ones
+    do not and the job says why in words. The first set keeps its row and zip; a stride the cut cannot take is
+    refused beside its field and the failure above goes; training offers each set apart."""
+    from imaging.models import PairSet, SEMImage
+
+    hr = truth.hr.astype(np.uint16) * 257
+    write_image16(absolute("s/whole.tif"), hr, pixel_size_nm=PIXEL_NM)
+    sem = SEMImage.objects.create(project=bench["project"], name="whole", image="s/whole.tif", width=SIZE, height=SIZE,
+                                  pixel_size_nm=PIXEL_NM, pixel_size_source="metadata",
+                                  pyramid=build_pyramid_for(hr, DisplayWindow(0, 65535), "s/whole", pixel_size_nm=PIXEL_NM))
+    registration = Registration.objects.create(mosaic=bench["mosaic"], sem_image=sem, method="landmarks",
+                                               status=JobStatus.SUCCEEDED, mosaic_to_sem=[[1.0, 0, -150], [0, 1, 0], [0, 0, 1]])
+    log_in(page, bench["url"])
+    page.goto(f"{bench['url']}/registrations/{registration.pk}/")
+    page.get_by_label("Tile size (px)").fill("64")
+    page.get_by_label("Test fraction").fill("0")
+    page.get_by_role("button", name="Extract pairs").click()
+    expect(page.locator("#pairs-counts")).to_contain_text("train", timeout=60_000)
+    first = PairSet.objects.get(registration=registration)
+    page.get_by_label("Tile size (px)").fill("128")
+    page.get_by_role("button", name="Extract pairs").click()
+    expect(page.locator("#pairs-status")).to_have_text(
+        "Pair extraction failed: No tile of 128 px fits the registered overlap with enough structure: 4 tiles outside "
+        "the registered overlap. Try smaller tiles.", timeout=60_000)
+    rows = page.locator("#pair-set-rows tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1)).to_have_id(f"pair-set-{first.pk}")
+    expect(page.get_by_role("link", name=f"Download pair set {first.pk} (zip)")).to_be_visible()
+
+    page.get_by_label("Tile size (px)").fill("64")
+    page.get_by_label("Stride (px)").fill("1000")
+    page.get_by_role("button", name="Extract pairs").click()
+    expect(page.locator("#stride_px-error")).to_contain_text("at most 256 px")
+    expect(page.locator("#pairs-status")).to_have_text("")
+    assert PairSet.objects.filter(registration=registration).count() == 2
+
+    page.reload()  # the same rows from the server: newest first, the failure in words, the first set's zip
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("4 tiles outside the registered overlap")
+    expect(rows.nth(1)).to_contain_text(re.compile(r"\b\d+ pairs?: \d+ train, 0 test"))
+    expect(page.get_by_role("link", name=f"Download pair set {first.pk} (zip)")).to_be_visible()
+    expect(page.locator("#pairs-counts")).to_contain_text(f"Pair set {first.pk}, 64 px tiles")
+    screenshot(page, "registration-pair-sets")
+    assert_no_horizontal_scroll(page)
+
+    page.get_by_role("link", name="Train a model").click()
+    expect(page.locator(f"[name=registration][value='{registration.pk}']")).to_be_checked()
+    expect(page.get_by_label(f"Pair set of registration {registration.pk}")).to_have_value(str(first.pk))
+    screenshot(page, "training-pair-sets")
+    assert not page.console_errors, page.console_errors
+
+
 @pytest.fixture
 def translated(bench, truth):
     """A finished translation of the bench's mosaic (its pyramid made from the simulated SEM of the same region)."""

@@ -75,6 +75,30 @@ def test_registration_page_and_its_scoping(registration, operator, viewer, outsi
     assert login(outsider).get(f"/registrations/{registration.pk}/").status_code == 404
 
 
+def test_registration_page_lists_every_pair_set_newest_first(registration, operator):
+    from imaging.models import ImagePair, PairSet
+
+    done = PairSet.objects.create(registration=registration, pixel_size_nm=20, tile_px=64, stride_px=32,
+                                  status=JobStatus.SUCCEEDED)
+    for split in ("train", "test", "test"):
+        ImagePair.objects.create(registration=registration, pair_set=done, lr_image="a.png", hr_image="b.png",
+                                 box_x=0, box_y=0, box_size=64, pixel_size_nm=20, split=split)
+    one = PairSet.objects.create(registration=registration, pixel_size_nm=20, tile_px=128, status=JobStatus.SUCCEEDED)
+    ImagePair.objects.create(registration=registration, pair_set=one, lr_image="a.png", hr_image="b.png", box_x=0,
+                             box_y=0, box_size=128, pixel_size_nm=20, split="train")
+    failed = PairSet.objects.create(registration=registration, tile_px=256, stride_px=256, status=JobStatus.FAILED,
+                                    failure_reason="No tile of 256 px fits the registered overlap with enough "
+                                                   "structure: 4 tiles outside the registered overlap.")
+    page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
+    rows = [page.index(f'id="pair-set-{p.pk}"') for p in (failed, one, done)]
+    assert rows == sorted(rows)  # newest first
+    assert "4 tiles outside the registered overlap" in page
+    assert f"/api/pair-sets/{done.pk}/export" in page and f"/api/pair-sets/{one.pk}/export" in page
+    assert f"/api/pair-sets/{failed.pk}/export" not in page
+    assert "3 pairs: 1 train, 2 test" in page and "1 pair: 1 train, 0 test" in page
+    assert "64 px tiles every 32 px" in page and "256 px tiles every 256 px" in page
+
+
 def test_training_pages(registration, project, operator, outsider):
     from imaging.models import ImagePair, PairSet
 
@@ -91,6 +115,29 @@ def test_training_pages(registration, project, operator, outsider):
     assert "run-a" in login(operator).get("/training/?q=run").content.decode()
     assert "run-a" not in login(operator).get("/training/?q=zzz").content.decode()
     assert login(outsider).get(f"/training/{run.pk}/").status_code == 404
+
+
+def test_training_page_offers_each_pair_set_of_a_registration_not_their_sum(registration, project, operator):
+    from imaging.models import ImagePair, PairSet
+
+    def finished(tile_px, pairs):
+        pair_set = PairSet.objects.create(registration=registration, pixel_size_nm=20, tile_px=tile_px,
+                                          stride_px=tile_px, status=JobStatus.SUCCEEDED)
+        for _ in range(pairs):
+            ImagePair.objects.create(registration=registration, pair_set=pair_set, lr_image="a.png", hr_image="b.png",
+                                     box_x=0, box_y=0, box_size=tile_px, pixel_size_nm=20, split="train")
+        return pair_set
+
+    small, large = finished(64, 16), finished(128, 1)
+    failed = PairSet.objects.create(registration=registration, tile_px=256, stride_px=256, status=JobStatus.FAILED)
+    page = login(operator).get(f"/training/?registration={registration.pk}").content.decode()
+    assert "17 pairs" not in page
+    assert f'<option value="{large.pk}" selected>Pair set {large.pk}: 1 pair (1 train, 0 test), 128 px tiles' in page
+    assert f'<option value="{small.pk}">Pair set {small.pk}: 16 pairs (16 train, 0 test), 64 px tiles' in page
+    assert f"Pair set {failed.pk}" not in page
+    page = login(operator).get(f"/training/?pair_set={small.pk}").content.decode()  # the registration page's link
+    assert f'value="{registration.pk}" data-project="{project.pk}" checked' in page
+    assert f'<option value="{small.pk}" selected>' in page
 
 
 def test_models_page_and_translate_form(registration, project, operator, outsider):

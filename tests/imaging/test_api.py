@@ -1,8 +1,9 @@
 """The catalogue API: who may do what, and clear 4xx answers for bad input."""
 import pytest
 
-from imaging.models import Sample, Scan
+from imaging.models import Mosaic, PairSet, Registration, Sample, Scan, SEMImage
 from instruments.models import Instrument
+from ssumweb.models import JobStatus
 
 PLAN = dict(name="scan 1", origin_x_nm=5000, origin_y_nm=5000, size_x_nm=30000, size_y_nm=20000, overlap=0.3,
             exposure_ms=20, contact_setpoint_nm=50)
@@ -207,3 +208,40 @@ def test_a_sample_can_be_bare_silicon_for_a_simulated_bench_and_bad_surfaces_are
     chip = Sample.objects.get(name="chip 2")
     assert api(operator).patch(f"/api/samples/{chip.pk}/", {"surface": "bare_silicon"}, format="json").status_code == 200
     assert Sample.objects.get(pk=chip.pk).surface == "bare_silicon"
+
+
+@pytest.fixture
+def registration(sample):
+    scan = Scan.objects.create(project=sample.project, sample=sample, name="s1", origin_x_nm=0, origin_y_nm=0,
+                               size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
+                               contact_setpoint_nm=20, rows=2, cols=2)
+    mosaic = Mosaic.objects.create(scan=scan, pixel_size_nm=32.5, width=300, height=200, status=JobStatus.SUCCEEDED)
+    sem = SEMImage.objects.create(project=sample.project, sample=sample, name="sem", image="s/a.tif", width=256,
+                                  height=256, pixel_size_nm=20, pixel_size_source="metadata")
+    return Registration.objects.create(mosaic=mosaic, sem_image=sem, method="landmarks", status=JobStatus.SUCCEEDED,
+                                       mosaic_to_sem=[[1.6, 0, 0], [0, 1.6, 0], [0, 0, 1]])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("options, field, message", [
+    ({"tile_px": 64, "stride_px": 1000}, "stride_px", "at most 256 px (4 × the tile size)"),
+    ({"stride_px": 4096}, "stride_px", "at most 2048 px (4 × the tile size)"),  # 512 px tiles by default
+    ({"tile_px": 256}, "tile_px", "do not fit the mosaic (300 × 200 px at 32.5 nm)"),
+    ({"tile_px": 64, "pixel_size_nm": 130}, "tile_px", "(75 × 50 px at 130 nm)"),
+    ({"tile_px": 32, "pixel_size_nm": 10_000}, "pixel_size_nm", "leaves no pixel of the mosaic"),
+    ({"test_fraction": 1.0}, "test_fraction", ""),
+])
+def test_pair_settings_the_cut_cannot_take_are_400_naming_the_field_and_nothing_is_created(
+        api, registration, operator, options, field, message):
+    response = api(operator).post("/api/pair-sets/", {"registration": registration.pk, **options}, format="json")
+    assert response.status_code == 400, response.json()
+    assert fields_of(response) == {field} and message in response.json()["errors"][0]["message"]
+    assert not PairSet.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_largest_stride_and_tile_the_cut_takes_are_queued(api, registration, operator):
+    response = api(operator).post("/api/pair-sets/", {"registration": registration.pk, "tile_px": 200,
+                                                      "stride_px": 800}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["stride_px"] == 800

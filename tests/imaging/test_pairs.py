@@ -6,7 +6,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from imaging.pairs import cut_pairs, export_zip, footprint_box, grid_period_px, resample_to_common_grid
+from imaging.pairs import (
+    cut_pairs,
+    export_zip,
+    footprint_box,
+    grid_period_px,
+    resample_to_common_grid,
+    skipped_in_words,
+)
 from tests.imaging.synthetic_ic import ic_layout
 
 
@@ -167,3 +174,11 @@ def test_bad_arguments():
         cut_pairs(m, m, np.eye(3), mosaic_px_nm=1.0, tile_px=16, test_fraction=1.0)
     with pytest.raises(ValueError, match="mosaic_px_nm"):
         cut_pairs(m, m, np.eye(3), mosaic_px_nm=0.0, tile_px=16)
+
+
+def test_skipped_tiles_read_as_words():
+    skipped = {"outside_overlap": 35, "uncertain_placement": 1, "low_structure": 0, "straddles_split": 2}
+    assert skipped_in_words(skipped) == ("35 tiles outside the registered overlap, 1 over frames placed with low "
+                                         "confidence, 2 straddling the train/test blocks")
+    assert skipped_in_words({"low_structure": 1}) == "1 tile with too little structure"
+    assert skipped_in_words({"outside_overlap": 0}) == "" and skipped_in_words({}) == ""

@@ -320,3 +320,84 @@ def test_pairs_of_an_sem_image_registered_outside_the_mosaic_fail_saying_so(api,
     pair_set = PairSet.objects.get(pk=response.json()["id"])
     assert pair_set.status == JobStatus.FAILED
     assert "lies outside the mosaic" in pair_set.failure_reason and not ImagePair.objects.filter(pair_set=pair_set)
+
+
+@pytest.mark.django_db
+def test_pairs_none_of_which_fit_fail_saying_why_in_words(api, registered, operator, django_capture_on_commit_callbacks):
+    # the SEM image registered 200 px right: a 56 px strip of overlap, narrower than a 64 px tile
+    Registration.objects.filter(pk=registered.pk).update(mosaic_to_sem=[[1.0, 0, -200], [0, 1, 0], [0, 0, 1]])
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 64}, format="json")
+    run_job("imaging.PairSet", response.json()["id"], pairs_work)
+    body = api(operator).get(f"/api/pair-sets/{response.json()['id']}/").json()
+    assert body["status"] == JobStatus.FAILED
+    assert body["failure_reason"] == ("No tile of 64 px fits the registered overlap with enough structure: 16 tiles "
+                                      "outside the registered overlap. Try smaller tiles.")
+
+
+def cut(registration, *, tile_px, boxes, pixel_size_nm=32.5):
+    """A finished pair set of ``registration`` with a pair per (x, y, split) in ``boxes`` (files of a byte: staging
+    only links them)."""
+    pair_set = PairSet.objects.create(registration=registration, pixel_size_nm=pixel_size_nm, tile_px=tile_px,
+                                      stride_px=tile_px, status=JobStatus.SUCCEEDED)
+    for number, (x, y, split) in enumerate(boxes):
+        for side in ("lr", "hr"):
+            path = absolute(f"pairs/{pair_set.pk}/{number:05d}_{side}.png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"\0")
+        ImagePair.objects.create(registration=registration, pair_set=pair_set, box_x=x, box_y=y, box_size=tile_px,
+                                 pixel_size_nm=pixel_size_nm, split=split,
+                                 lr_image=f"pairs/{pair_set.pk}/{number:05d}_lr.png",
+                                 hr_image=f"pairs/{pair_set.pk}/{number:05d}_hr.png")
+    return pair_set
+
+
+@pytest.mark.django_db
+def test_a_run_trains_on_one_pair_set_of_each_registration(api, registered, project, operator, tmp_path,
+                                                           django_capture_on_commit_callbacks):
+    """Two sets of one registration cover the same place: the test tile of the 64 px set at (64, 0) lies
+    inside the training tile of the 128 px set at (0, 0). A run takes one set (the newest finished by
+    default), so no test tile overlaps a training tile; both at once are refused."""
+    from mlcore.jobs import stage_pairs
+
+    older = cut(registered, tile_px=64, boxes=[(0, 0, "train"), (64, 0, "test"), (0, 64, "train")])
+    newer = cut(registered, tile_px=128, boxes=[(0, 0, "train")])
+
+    def start(**choice):
+        with django_capture_on_commit_callbacks(execute=False):
+            return api(operator).post("/api/training-runs/", {"project": project.pk, "name": "one set",
+                                                              "registrations": [registered.pk], **choice}, format="json")
+
+    response = start()
+    assert response.status_code == 201, response.json()
+    assert response.json()["pair_sets"] == [newer.pk]
+    assert stage_pairs(TrainingRun.objects.get(pk=response.json()["id"]), tmp_path / "newest") == (128, 32.5)
+    response = start(pair_sets=[older.pk])
+    assert response.status_code == 201 and response.json()["pair_sets"] == [older.pk]
+    stage_pairs(TrainingRun.objects.get(pk=response.json()["id"]), tmp_path / "older")
+    assert len(list((tmp_path / "older" / "lr").iterdir())) == 2  # the 64 px set's two training pairs
+    both = start(pair_sets=[older.pk, newer.pk])
+    assert both.status_code == 400 and both.json()["errors"][0]["field"] == "pair_sets"
+    assert "choose one" in both.json()["errors"][0]["message"]
+
+
+@pytest.mark.django_db
+def test_pair_sets_of_two_registrations_whose_splits_overlap_are_refused(api, registered, project, operator,
+                                                                        django_capture_on_commit_callbacks):
+    """A second registration of the same SEM image onto the same mosaic (a redo): its training tile lies over
+    the first one's test tile, so training on both is refused; one of another place is taken."""
+    redo = Registration.objects.create(mosaic=registered.mosaic, sem_image=registered.sem_image, method="landmarks",
+                                       landmarks=CORNERS, status=JobStatus.SUCCEEDED, mosaic_to_sem=np.eye(3).tolist())
+    first = cut(registered, tile_px=64, boxes=[(0, 0, "train"), (64, 0, "test")])
+    elsewhere = cut(redo, tile_px=64, boxes=[(128, 128, "train")])
+
+    def start():
+        with django_capture_on_commit_callbacks(execute=False):
+            return api(operator).post("/api/training-runs/", {"project": project.pk, "name": "two",
+                                                              "registrations": [registered.pk, redo.pk]}, format="json")
+
+    assert sorted(start().json()["pair_sets"]) == [first.pk, elsewhere.pk]
+    cut(redo, tile_px=64, boxes=[(96, 32, "train")])  # the redo's newest set: over the first's test tile
+    refused = start()
+    assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "registrations"
+    assert "a test tile of one overlaps a training tile of the other" in refused.json()["errors"][0]["message"]

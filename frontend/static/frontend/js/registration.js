@@ -1,7 +1,7 @@
 // A registration: follow its job, show residual and confidence, a checkerboard / blend of the SEM mapped through
 // mosaic_to_sem onto the mosaic (drawn from one small pyramid level of each, never the whole image), accept or
 // redo; then cut training pairs and preview them coloured by split.
-import { api, dziTileSource, el, formValues, jsonScript, showErrors } from "./common.js";
+import { api, clearErrors, dziTileSource, el, formValues, jsonScript, showErrors } from "./common.js";
 import { FINAL, progressText, watchJob } from "./jobs.js";
 
 const cfg = jsonScript("registration-config");
@@ -117,27 +117,47 @@ $("overlay-mode").addEventListener("change", paint);
 $("overlay-mix").addEventListener("input", paint);
 window.addEventListener("resize", paint);
 
-// ---- pairs ---------------------------------------------------------------------------------------------------------------
+// ---- pairs: every set of this registration in #pair-sets (newest first); the grid previews one -------------------
 function followPairSet(id) {
   $("pairs-status").textContent = "Queued…";
   watchJob("pair-sets", id, `/api/pair-sets/${id}/`, {
     onEvent: (e) => { if (e.type === "job.progress") $("pairs-status").textContent = progressText(e); },
     onUpdate: (obj) => {
       $("pairs-status").textContent = obj.status === "failed" ? `Pair extraction failed: ${obj.failure_reason}` : progressText(obj);
+      showPairSetRow(obj);
       if (obj.status === "succeeded") showPairs(obj);
       if (FINAL.includes(obj.status)) $("extract").disabled = false;
     },
   });
 }
 
+const pairsText = (n) => `${n} pair${n === 1 ? "" : "s"}`;
+
+// The same row as the page renders for each set on load.
+function showPairSetRow(ps) {
+  const done = ps.status === "succeeded";
+  const result = done ? `${pairsText(ps.pair_count)}: ${ps.train_count} train, ${ps.test_count} test`
+    : ps.status === "failed" ? ps.failure_reason : ps.message || "Queued…";
+  const row = el("tr", { id: `pair-set-${ps.id}` },
+    el("td", { "data-label": "Pair set" }, String(ps.id)),
+    el("td", { "data-label": "Status" }, el("span", { class: `status status-${ps.status}` }, ps.status)),
+    el("td", { "data-label": "Tiles" }, `${ps.tile_px} px tiles every ${ps.stride_px} px`),
+    el("td", { "data-label": "Pairs", class: ps.status === "failed" ? "error" : undefined }, result),
+    el("td", { "data-label": "" }, ...(done ? [
+      el("a", { href: `/api/pair-sets/${ps.id}/export/`, "aria-label": `Download pair set ${ps.id} (zip)` }, "zip"), " ",
+      el("button", { type: "button", class: "show-pairs", "data-pair-set": ps.id, "aria-label": `Show pair set ${ps.id}` }, "Show"),
+    ] : [])));
+  const old = $(`pair-set-${ps.id}`);
+  if (old) old.replaceWith(row); else $("pair-set-rows").prepend(row);
+  $("pair-sets").hidden = false;
+}
+
 async function showPairs(pairSet) {
   const data = await api(`/api/pairs/?pair_set=${pairSet.id}&page_size=500`);
   const pairs = data.results || data;
-  const counts = { train: 0, test: 0 };
-  for (const p of pairs) counts[p.split] = (counts[p.split] || 0) + 1;
   const total = data.count ?? pairs.length;
-  $("pairs-status").textContent = `Pair set ${pairSet.id}: ${pairSet.tile_px} px tiles.`;
-  $("pairs-counts").textContent = `${total} pairs: ${counts.train} train, ${counts.test} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}.`
+  $("pairs-counts").textContent = `Pair set ${pairSet.id}, ${pairSet.tile_px} px tiles: ${pairsText(total)}, `
+    + `${pairSet.train_count} train, ${pairSet.test_count} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}.`
     + skippedText(pairSet.skipped || {});
   $("pairs-counts").dataset.total = String(total);
   $("pair-grid").replaceChildren(...pairs.slice(0, 120).map((p) => el("figure", { class: `split-${p.split}`, title: `${p.split} · box (${p.box_x}, ${p.box_y}) ${p.box_size} px` },
@@ -146,15 +166,17 @@ async function showPairs(pairSet) {
       el("img", { src: p.hr_url, alt: `SEM tile ${p.id} (${p.split})`, loading: "lazy" })))));
   $("pairs-export").href = `/api/pair-sets/${pairSet.id}/export/`;
   $("pairs-export").hidden = false;
+  // training uses one pair set per registration: this one
+  $("train-link").href = `/training/?registration=${cfg.id}&pair_set=${pairSet.id}`;
   $("train-link").hidden = !total;
 }
 
-// Why tiles were left out, in words (only the reasons that left some out).
+// Why tiles were left out, in words (only the reasons that left some out); imaging.pairs.SKIP_REASONS says the same.
 const SKIP_REASONS = {
+  outside_overlap: "outside the registered overlap",
   uncertain_placement: "over frames placed with low confidence",
   low_structure: "with too little structure",
   straddles_split: "straddling the train/test blocks",
-  outside_overlap: "outside the registered overlap",
 };
 
 function skippedText(skipped) {
@@ -165,15 +187,25 @@ function skippedText(skipped) {
 $("pairs-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const body = { registration: cfg.id, ...formValues($("pairs-form")) };
+  // a new try: the last one's failure or field errors no longer apply
+  clearErrors($("pairs-form"));
+  $("pairs-status").textContent = "";
   $("extract").disabled = true;
   try {
     const pairSet = await api("/api/pair-sets/", { method: "POST", body });
+    showPairSetRow(pairSet);
     followPairSet(pairSet.id);
   } catch (err) { showErrors($("pairs-form"), err); $("extract").disabled = false; }
+});
+
+$("pair-set-rows").addEventListener("click", async (e) => {
+  const button = e.target.closest(".show-pairs");
+  if (button) showPairs(await api(`/api/pair-sets/${button.dataset.pairSet}/`));
 });
 
 watchJob("registrations", cfg.id, `/api/registrations/${cfg.id}/`, {
   onEvent: (e) => { if (e.type === "job.progress") { $("reg-progress").value = e.progress || 0; $("reg-progress-text").textContent = progressText(e); } },
   onUpdate: showStatus,
 });
-if (cfg.pair_set) followPairSet(cfg.pair_set);
+if (cfg.pair_set) api(`/api/pair-sets/${cfg.pair_set}/`).then(showPairs).catch((err) => { $("pairs-status").textContent = err.message; });
+for (const id of cfg.running) followPairSet(id);

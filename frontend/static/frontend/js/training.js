@@ -1,4 +1,5 @@
-// Start a training run: the chosen registrations and the main settings; the API's field errors go beside the fields.
+// Start a training run: the chosen registrations, one pair set of each, and the main settings; the API's field errors
+// go beside the fields.
 import { api, clearErrors, showErrors } from "./common.js";
 
 const form = document.getElementById("training-form");
@@ -9,7 +10,7 @@ if (form) {
   const filter = () => {
     for (const box of form.querySelectorAll("[name=registration]")) {
       const other = box.dataset.project !== project.value;
-      box.closest("label").hidden = other;
+      box.closest(".registration-choice").hidden = other;
       if (other) box.checked = false;
     }
   };
@@ -20,9 +21,11 @@ if (form) {
     clearErrors(form);
     const config = {};
     for (const name of SETTINGS) { const v = form.elements[name].value; if (v !== "") config[name] = Number(v); }
+    const checked = [...form.querySelectorAll("[name=registration]:checked")];
     const body = {
       project: Number(project.value), name: form.elements.name.value.trim(), config,
-      registrations: [...form.querySelectorAll("[name=registration]:checked")].map((b) => Number(b.value)),
+      registrations: checked.map((b) => Number(b.value)),
+      pair_sets: checked.map((b) => Number(form.querySelector(`[name=pair_set][data-registration="${b.value}"]`).value)),
     };
     // The settings' errors come back as "config.<name>" (or nested): point them at the inputs.
     const button = document.getElementById("start-training");
