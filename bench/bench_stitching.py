@@ -3,9 +3,11 @@
 Default (``--source sim``): the physics simulator's SSUM scans
 (``instruments.sim.dataset.simulate_scan``): a serpentine raster with 30 % overlap of the FOV's
 inscribed square, the sphere's circular field of view with its darkening rim, field-dependent blur,
-camera noise; a nearly flat chip (layer heights × 0.1, everything in focus), the default chip
-(one plane focused on the contact surface: lower layers defocused, differently from frame to
-frame) and the default chip "stacked" (a Z-stack of up to 7 planes per point, fused to extended
+camera noise; a planar chip (layer heights × 0.01: 19 nm from top to bottom, within the sphere's
+±35 nm depth of field, so every layer is in focus), a flat one (heights
+× 0.1: its lowest layers, up to 190 nm down, are blurred by up to ~8 px, by how far the sphere
+rests above them, which changes from frame to frame), the default chip (one plane focused on the
+contact surface: lower layers defocused, differently from frame to frame) and the default chip "stacked" (a Z-stack of up to 7 planes per point, fused to extended
 depth of field as the scan engine does). Stage errors: ``StageErrors(noise_nm = 10 % of the step / 3)`` (3σ = 10 %
 of the step per axis, plus the default scanner rotation, scale error and drift); the measured
 largest error is printed with each scan. Truth: the simulator's ``frame_to_chip`` maps, as frame
@@ -84,10 +86,14 @@ class BenchScan:
 STACK_DEPTHS_NM = (0.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1900.0)
 
 
-def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool, stack: bool = False) -> tuple[BenchScan, float]:
-    """A simulator scan in raster order (row-major, as the peers expect) and its largest stage
-    error as a fraction of the step (relative to frame 0, per axis). ``stack``: a Z-stack per
-    point fused to extended depth of field (``STACK_DEPTHS_NM``)."""
+#: Chip kinds: the default chip's layer heights scaled by this factor (1: as they are).
+CHIP_HEIGHTS = {"planar": 0.01, "flat": 0.1, "default": 1.0, "stacked": 1.0}
+
+
+def sim_scan(grid: tuple[int, int], *, seed: int, chip: str = "default") -> tuple[BenchScan, float]:
+    """A simulator scan of a ``CHIP_HEIGHTS`` kind in raster order (row-major, as the peers expect)
+    and its largest stage error as a fraction of the step (relative to frame 0, per axis).
+    "stacked": a Z-stack per point fused to extended depth of field (``STACK_DEPTHS_NM``)."""
     from instruments.sim.chip import Chip, scaled_layers
     from instruments.sim.dataset import default_step_nm, simulate_scan
     from instruments.sim.world import SimWorld, StageErrors
@@ -95,9 +101,9 @@ def sim_scan(grid: tuple[int, int], *, seed: int, flat: bool, stack: bool = Fals
     probe = SimWorld(seed=seed)
     step_nm = default_step_nm(probe.optics, overlap=0.3)
     errors = StageErrors(noise_nm=0.1 * step_nm / 3)  # 3σ = 10 % of the step, per axis
-    layout = Chip(seed=seed, layers=scaled_layers(0.1)) if flat else Chip(seed=seed)
+    layout = Chip(seed=seed, layers=scaled_layers(CHIP_HEIGHTS[chip]))
     scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=errors), grid=grid, step_nm=step_nm,
-                         stack_depths_nm=STACK_DEPTHS_NM if stack else None)
+                         stack_depths_nm=STACK_DEPTHS_NM if chip == "stacked" else None)
     order = np.lexsort((scan.grid_index[:, 1], scan.grid_index[:, 0]))  # serpentine → row-major
     t = scan.frame_to_chip[order]
     true = np.array([np.linalg.solve(t[0][:2, :2], t[k][:2, 2] - t[0][:2, 2]) for k in range(len(t))])
@@ -227,12 +233,13 @@ def synthetic_cases(quick: bool):
 
 
 def sim_cases(quick: bool, seeds=(1,)):
-    kinds = [((3, 3), "flat")] if quick else [((3, 3), "flat"), ((4, 4), "flat"), ((3, 3), "default"),
-                                               ((4, 4), "default"), ((3, 3), "stacked"), ((4, 4), "stacked")]
+    kinds = [((3, 3), "planar")] if quick else [((3, 3), "planar"), ((4, 4), "planar"), ((3, 3), "flat"),
+                                                 ((4, 4), "flat"), ((3, 3), "default"), ((4, 4), "default"),
+                                                 ((3, 3), "stacked"), ((4, 4), "stacked")]
     specs = [(grid, chip, seed) for grid, chip in kinds for seed in seeds]
     for grid, chip, seed in specs:
         started = time.perf_counter()
-        scan, worst = sim_scan(grid, seed=seed, flat=chip == "flat", stack=chip == "stacked")
+        scan, worst = sim_scan(grid, seed=seed, chip=chip)
         print(f"  [{grid[0]}x{grid[1]} {chip} chip seed {seed}: "
               f"{len(scan.frames)} frames of {scan.frames[0].shape[1]}x{scan.frames[0].shape[0]} px, "
               f"step {scan.step_px:.0f} px, largest stage error {100 * worst:.1f} % of the step, "

@@ -16,7 +16,7 @@ beats it by < 0.02 (an alias of a periodic array: only loops of frames and the s
 decide), "worse" where a peak elsewhere beats it by > 0.1 (the two frames do not look alike
 at the true offset: on the default chip each layer's defocus changes from frame to frame).
 
-    .venv/bin/python bench/stitching_model_check.py [--chip flat|default|stacked] [--grid 4]
+    .venv/bin/python bench/stitching_model_check.py [--chip planar|flat|default|stacked] [--grid 4]
         [--seeds 1 2 3]
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from bench_stitching import run_ours, sim_scan  # noqa: E402
+from bench_stitching import CHIP_HEIGHTS, run_ours, sim_scan  # noqa: E402
 
 import imaging.consensus as consensus  # noqa: E402
 import imaging.placement as placement  # noqa: E402
@@ -92,7 +92,7 @@ def link_evidence(links, true_xy_px: np.ndarray) -> tuple[int, int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chip", choices=("flat", "default", "stacked"), default="default")
+    parser.add_argument("--chip", choices=tuple(CHIP_HEIGHTS), default="default")
     parser.add_argument("--grid", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
@@ -108,8 +108,7 @@ def main() -> None:
     print(f"{'scan':>22} {'mean px':>8} {'log p inferred':>15} {'log p truth':>12} "
           f"{'links':>5} {'best':>4} {'tie':>4} {'worse':>5}  verdict")
     for seed in args.seeds:
-        scan, _ = sim_scan((args.grid, args.grid), seed=seed, flat=args.chip == "flat",
-                           stack=args.chip == "stacked")
+        scan, _ = sim_scan((args.grid, args.grid), seed=seed, chip=args.chip)
         calls.clear()
         positions, *_ = run_ours(scan)
         links, options, (inferred, _) = calls[-1]

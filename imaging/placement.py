@@ -46,6 +46,9 @@ class Link:
     #: little overlap), see :func:`mrf_displacements`; None when not measured.
     surface: np.ndarray | None = field(default=None, compare=False, repr=False)
     surface_base: tuple[int, int] = (0, 0)
+    #: Pixels both useful fields of view share at the nominal offset (0: not known): how much
+    #: evidence the NCC surface can carry, see :func:`_mrf_edges`.
+    lens_px: int = 0
 
 
 @dataclass(frozen=True)
@@ -807,9 +810,22 @@ def _mrf_edges(links: list[Link], *, radius_px: int, sharpness: float, floor: fl
                tolerant: bool) -> list[tuple[int, int, _MessageKernel, _MessageKernel]]:
     """(i, j, message kernel to j, message kernel to i) of every link with a potential above its floor."""
     side = 2 * radius_px + 1
+    # A link's NCC is an average over its lens, so its evidence grows with the lens: the same
+    # drop in z over a diagonal neighbour's corner lens (~1/7 of a side neighbour's at 30 %
+    # overlap) says less. Weighted alike, two diagonal links of a simulated 3×3 in-focus chip
+    # outvoted the side links and put a column of frames one grating period (18 px) off. Weighted
+    # by √lens: 11 of 16 planar simulator scans within 0.15 px mean and 0.5 px max, not 8; the
+    # flat, default and stacked ones (3×3 and 4×4, seeds 1–6) 2.8 px mean error, not 3.6 (with
+    # consensus.TIGHTER_PRIOR_FRACTION 0.3 in both). Not in a tolerant run: its frames match at
+    # NCC ≥ 0.98 even over a corner, and on a 2×3 scan of 512 px synthetic frames the corners
+    # (290 px against the sides' 38 884) were what held its one-pixel peaks together around loops
+    # (weighted, two of its frames went 43 px off).
+    lenses = [link.lens_px for link in links if link.lens_px > 0]
+    typical = float(np.median(lenses)) if lenses and not tolerant else 0.0
     edges = []
     for link in links:
-        psi = _link_potential(link, 2 * radius_px, sharpness, floor, tolerant)
+        weight = math.sqrt(link.lens_px / typical) if typical > 0 and link.lens_px > 0 else 1.0
+        psi = _link_potential(link, 2 * radius_px, sharpness * weight, floor, tolerant)
         if psi is not None and (psi > floor).any():
             lift = psi - floor
             edges.append((link.i, link.j, _MessageKernel(lift, side), _MessageKernel(lift[::-1, ::-1], side)))

@@ -296,7 +296,7 @@ class IncrementalStitcher:
             radius = self.max_shift_nm / self.pixel_size_nm
         pair = self._register(i, j, nominal, radius)
         return Link(i, j, tuple(map(float, nominal)), pair.offset_px, pair.score, pair.information, pair.reason,
-                    pair.alternatives, pair.surface, pair.surface_base)
+                    pair.alternatives, pair.surface, pair.surface_base, mask_overlap_px(self.mask, nominal))
 
     def _neighbours(self, j: int) -> list[int]:
         return [i for i in range(j) if mask_overlap_px(self.mask, self._nominal_px[j] - self._nominal_px[i])

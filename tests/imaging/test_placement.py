@@ -1,5 +1,6 @@
 """Global placement: exact links are honoured, a bad link is dropped without bending the rest."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ from imaging.placement import (
     MRF_SHARPNESS,
     Link,
     _joined_blocks,
+    _log_probability,
     _MessageKernel,
     _mrf_edges,
     disagreement,
@@ -389,3 +391,35 @@ def test_disagreement_is_how_much_better_an_overlap_correlates_elsewhere():
     np.testing.assert_allclose(disagreement(3, links, placed(100.0, -5.0)), [0.8, 0.8, 0])
     np.testing.assert_allclose(disagreement(3, links, placed(130.0, 0.0)), [1.9, 1.9, 0])  # outside the window
     np.testing.assert_allclose(disagreement(3, links, placed(100.0, -6.4)), [1.9, 1.9, 0])  # only the NaN row near
+
+
+
+def test_a_link_over_a_small_lens_counts_less_than_one_over_a_big_lens():
+    # 2×2 grid. The side links share a big lens (30 % overlap), where the truth beats a grating's
+    # alias (the right column 18 px left) by a little; the diagonal links share only a corner of
+    # their circles, whose noisier NCC prefers the alias by more. Weighted alike, the two corners
+    # outvote the four sides; weighted by their lenses, they do not.
+    nominal = np.array([(200.0 * c, 200.0 * r) for r in range(2) for c in range(2)])
+    truth = nominal + np.array([(0, 0), (6, -3), (-4, 5), (3, 4)])
+    right = np.array([False, True, False, True])
+    links = []
+    for a, b in ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2)):
+        nom, true = nominal[b] - nominal[a], truth[b] - truth[a]
+        alias = (true[0] + (-18 if right[b] else 18), true[1])
+        if nom[0] and nom[1]:  # diagonal neighbours
+            peaks, lens = [(*true, 0.55), (*alias, 0.8)], 1_000
+        else:
+            peaks, lens = [(*true, 0.9)] + ([(*alias, 0.86)] if right[a] != right[b] else []), 8_000
+        surface, base = _surface(peaks, nom)
+        links.append(Link(a, b, tuple(nom), peaks[0][:2], peaks[0][2], surface=surface, surface_base=base,
+                          lens_px=lens))
+    true_d = (truth - nominal).astype(int)
+    alias_d = true_d - np.where(right[:, None], (18, 0), (0, 0))
+
+    def log_p(links, d):
+        edges = _mrf_edges(links, radius_px=30, sharpness=MRF_SHARPNESS, floor=MRF_FLOOR, tolerant=False)
+        return _log_probability(d, edges, sigma_px=10.0, radius_px=30, floor=MRF_FLOOR)
+
+    assert log_p(links, true_d) > log_p(links, alias_d) + 1
+    unknown = [dataclasses.replace(link, lens_px=0) for link in links]  # as before lenses were known
+    assert log_p(unknown, alias_d) > log_p(unknown, true_d) + 1
