@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 
+from django.conf import settings
 from django.db import transaction
 
 from ssumweb import events
@@ -162,6 +163,10 @@ def _check_tile_fits(mosaic: Mosaic, *, tile_px: int, pixel_size_nm: float | Non
     if width < 1 or height < 1:
         raise DomainError(f"A pixel size of {pixel_size_nm:g} nm leaves no pixel of the mosaic "
                           f"({mosaic.width} × {mosaic.height} px at {mosaic.pixel_size_nm:g} nm).", field="pixel_size_nm")
+    if width * height > settings.IMAGE_MAX_PIXELS:  # the job would hold the mosaic resampled this fine
+        raise DomainError(f"A pixel size of {pixel_size_nm:g} nm makes the {mosaic.width} × {mosaic.height} px mosaic "
+                          f"{width:,} × {height:,} px, over the limit of {settings.IMAGE_MAX_PIXELS:,} pixels: choose "
+                          "a coarser pixel size.", field="pixel_size_nm")
     if tile_px > min(width, height):
         raise DomainError(f"Tiles of {tile_px} px do not fit the mosaic ({width} × {height} px at {pixel_size_nm:g} nm): "
                           "choose smaller tiles" + (" or a finer pixel size." if f > 1 else "."), field="tile_px")

@@ -230,6 +230,7 @@ def registration(sample):
     ({"tile_px": 64, "pixel_size_nm": 130}, "tile_px", "(75 × 50 px at 130 nm)"),
     ({"tile_px": 32, "pixel_size_nm": 10_000}, "pixel_size_nm", "leaves no pixel of the mosaic"),
     ({"test_fraction": 1.0}, "test_fraction", ""),
+    ({"tile_px": 64, "pixel_size_nm": 0.1}, "pixel_size_nm", "over the limit of"),  # 325× finer: 6.3 Gpx
 ])
 def test_pair_settings_the_cut_cannot_take_are_400_naming_the_field_and_nothing_is_created(
         api, registration, operator, options, field, message):
