@@ -10,6 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from imaging.models import Mosaic, PairSet, Registration, Sample, SEMImage
+from imaging.sem_import import FORMATS, FORMATS_IN_WORDS
 from mlcore.models import TrainedModel, TrainingRun
 from ssumweb.access import visible_projects
 from ssumweb.api import project_id_of
@@ -50,11 +51,10 @@ def sem_upload(request):
         sample = _get(Sample, request.user, int(value))
     project_id = sample.project_id if sample else (int(request.GET["project"]) if request.GET.get("project", "").isdigit() else None)
     samples = _scoped(Sample, request.user).filter(project__in=projects).select_related("project")
-    from imaging.sem_import import FORMATS, FORMATS_IN_WORDS  # the picker offers what the importer reads
-
     return render(request, "frontend/sem_upload.html", {
         "projects": projects, "samples": samples, "sample": sample, "project_id": project_id,
-        "formats": FORMATS_IN_WORDS, "accept": ",".join(kind for kinds in FORMATS.values() for kind in kinds)})
+        "formats": FORMATS_IN_WORDS,  # the picker offers what the importer reads
+        "accept": ",".join(kind for kinds in FORMATS.values() for kind in kinds)})
 
 
 def sem_pair(request, pk):
