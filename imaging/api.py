@@ -88,6 +88,23 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
                                   autofocus=data.pop("autofocus"), plan=data, user=request.user)
         return Response(self.get_serializer(self.get_queryset().get(pk=scan.pk)).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=s.ScanPlanSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """The grid a plan would scan (rows, cols, frames, step), checked as creating the scan checks it; nothing
+        is created. The plan form shows it while the numbers are typed."""
+        plan = s.ScanPlanSerializer(data=request.data)
+        plan.is_valid(raise_exception=True)
+        data = dict(plan.validated_data)
+        sample = get_visible(Sample, data.pop("sample"), request.user, "sample")
+        require(request.user, sample.project_id, Role.OPERATOR)
+        instrument = get_visible(Instrument, data.pop("instrument", None), request.user, "instrument")
+        for key in ("name", "translate_with", "autofocus"):
+            data.pop(key, None)
+        checked = services.preview_plan(data, instrument)
+        return Response({"rows": checked.rows, "cols": checked.cols, "frames": checked.frames_total,
+                         "step_nm": checked.step_nm, "z_planes": checked.z_planes})
+
     def _act(self, request, action_name):
         scan = self.get_object()
         self.require_role(scan, Role.OPERATOR)

@@ -56,6 +56,11 @@ def limits_for(instrument) -> InstrumentLimits:
                             travel_y_nm=instrument.travel_y_nm)
 
 
+def preview_plan(plan: dict, instrument=None):
+    """The checked plan (its grid: rows × cols frames) a scan would get, without creating it (raises PlanError)."""
+    return validate_plan(plan, limits_for(instrument))
+
+
 def plan_scan(*, sample: Sample, name: str, plan: dict, instrument=None, translate_with=None, autofocus: bool = True,
               user=None) -> Scan:
     """Create a planned scan from plan values (raises PlanError naming the field at fault)."""

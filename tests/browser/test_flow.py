@@ -55,9 +55,12 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.get_by_role("button", name="Plan scan").click()
     expect(page.locator(".field-error, .form-error").first).not_to_be_empty()
     screenshot(page, "sample-plan-error")
+    expect(page.locator("#plan-preview")).to_contain_text("Not yet a plan: Exposure (ms):")
     page.get_by_label("Exposure (ms)").fill("5")
     page.get_by_label("Width (nm)").fill(str(int(side * 1.6)))
     page.get_by_label("Height (nm)").fill(str(int(side * 1.6)))
+    # the grid the numbers give shows as they are typed
+    expect(page.locator("#plan-preview")).to_contain_text("2 × 2 grid: 4 frames")
     page.get_by_role("button", name="Plan scan").click()
     page.wait_for_url(re.compile(r"/scans/\d+/$"))
     scan = Scan.objects.get(sample=lab["sample"])

@@ -67,6 +67,23 @@ def test_operator_plans_a_scan(api, sample, instrument, operator):
 
 
 @pytest.mark.django_db
+def test_a_plan_preview_gives_the_grid_the_scan_would_get_and_creates_nothing(api, sample, instrument, operator,
+                                                                               viewer):
+    body = {**PLAN, "sample": sample.pk, "instrument": instrument.pk}
+    preview = api(operator).post("/api/scans/preview/", body, format="json")
+    assert preview.status_code == 200, preview.json()
+    assert Scan.objects.count() == 0
+    created = api(operator).post("/api/scans/", body, format="json").json()
+    grid = preview.json()
+    assert (grid["rows"], grid["cols"], grid["frames"]) == (created["rows"], created["cols"], created["frames_total"])
+    assert grid["step_nm"] == pytest.approx(created["step_nm"])
+    # checked as a plan is: the field at fault is named; and only those who may plan may preview
+    bad = api(operator).post("/api/scans/preview/", {**body, "overlap": 1.0}, format="json")
+    assert bad.status_code == 400 and "overlap" in fields_of(bad)
+    assert api(viewer).post("/api/scans/preview/", body, format="json").status_code == 403
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("field, value", [
     ("size_x_nm", -100), ("overlap", 1.0), ("step_nm", 50000), ("exposure_ms", "fast"), ("contact_setpoint_nm", None),
     ("origin_y_nm", 1e12),
