@@ -151,6 +151,7 @@ def scan_detail(request, pk):
                            "can_operate": can_operate, "translate_with": scan.translate_with_id,
                            "ended": ended, "instrument_online": online, "last_readout": _readout(last_frame),
                            "reference": reference, "time_zone": timezone.get_current_timezone_name(),
+                           "z_planes": scan.z_planes, "overlap": scan.overlap,
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})

@@ -115,6 +115,9 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#stage")).to_contain_text("µm")  # the last frame's readouts
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"Frames {second} and {fourth} are placed with low confidence")
+    # what a rescan could change: a Z-stack where there was none, else more overlap than the scan had
+    expect(page.locator("#stitch-report .warning")).to_contain_text(
+        f"A Z-stack helps on deep chips, and so does more overlap than this scan's {round(100 * scan.overlap)} %")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
     expect(page.locator("#stitch-report")).to_contain_text("one was 4.2 % brighter or darker than the rest")
     expect(page.get_by_role("link", name="See them on the mosaic")).to_have_attribute(
@@ -122,6 +125,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     assert page.locator(f"#frame-grid a[data-index='{fourth}']").get_attribute("title").endswith(
         "placed with low confidence")
     screenshot(page, "scan-stitch-report")
+    Scan.objects.filter(pk=scan.pk).update(z_planes=3)
+    page.reload()
+    expect(page.locator("#stitch-report .warning")).to_contain_text(
+        "This scan already fused 3 planes per frame: rescanning with more overlap than its")
 
     # The viewer: with two layers (the mosaic twice stands in until a translation exists) zooming one zooms the other.
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")

@@ -430,12 +430,20 @@ function showStitchReport(report, mosaicId, options = {}) {
     const names = unsure.length === 1 ? `Frame ${unsure[0]} is` : `Frames ${listWords(unsure)} are`;
     lines.push(el("p", { class: "warning", text: `${names} placed with low confidence (outlined below): `
       + "their overlaps do not agree on one offset — defocused layers, repeating patterns or too little structure — "
-      + "so their seams may be several pixels off. A Z-stack or more overlap helps on deep chips. " },
+      + `so their seams may be several pixels off. ${uncertainAdvice()} ` },
     el("a", { href: `/viewer/?mosaic=${mosaicId}&frames=1`, text: "See them on the mosaic" })));
   }
   box.replaceChildren(...lines);
   box.hidden = false;
   markFrames(unsure, "placed with low confidence");
+}
+
+// What a rescan could change: a Z-stack where there was none, else more overlap than this scan had.
+function uncertainAdvice() {
+  const overlap = `${Math.round(100 * cfg.overlap)} %`;
+  return cfg.z_planes > 1
+    ? `This scan already fused ${cfg.z_planes} planes per frame: rescanning with more overlap than its ${overlap} helps.`
+    : `A Z-stack helps on deep chips, and so does more overlap than this scan's ${overlap}.`;
 }
 
 // Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles.
