@@ -73,14 +73,19 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
     def get_queryset(self):
         return super().get_queryset().annotate(frames_done=Count("frames"), first_frame_id=Min("frames__id"))
 
-    @extend_schema(request=s.ScanPlanSerializer, responses={201: s.ScanSerializer})
-    def create(self, request):
+    @staticmethod
+    def _plan_of(request) -> tuple[dict, Sample, Instrument | None]:
+        """The request's plan values, its sample (the user must operate its project) and its instrument."""
         plan = s.ScanPlanSerializer(data=request.data)
         plan.is_valid(raise_exception=True)
         data = dict(plan.validated_data)
         sample = get_visible(Sample, data.pop("sample"), request.user, "sample")
         require(request.user, sample.project_id, Role.OPERATOR)
-        instrument = get_visible(Instrument, data.pop("instrument", None), request.user, "instrument")
+        return data, sample, get_visible(Instrument, data.pop("instrument", None), request.user, "instrument")
+
+    @extend_schema(request=s.ScanPlanSerializer, responses={201: s.ScanSerializer})
+    def create(self, request):
+        data, sample, instrument = self._plan_of(request)
         from mlcore.models import TrainedModel
 
         model = get_visible(TrainedModel, data.pop("translate_with", None), request.user, "translate_with")
@@ -93,12 +98,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
     def preview(self, request):
         """The grid a plan would scan (rows, cols, frames, step), checked as creating the scan checks it; nothing
         is created. The plan form shows it while the numbers are typed."""
-        plan = s.ScanPlanSerializer(data=request.data)
-        plan.is_valid(raise_exception=True)
-        data = dict(plan.validated_data)
-        sample = get_visible(Sample, data.pop("sample"), request.user, "sample")
-        require(request.user, sample.project_id, Role.OPERATOR)
-        instrument = get_visible(Instrument, data.pop("instrument", None), request.user, "instrument")
+        data, _, instrument = self._plan_of(request)
         for key in ("name", "translate_with", "autofocus"):
             data.pop(key, None)
         checked = services.preview_plan(data, instrument)
