@@ -5,7 +5,7 @@ checks permissions again) and follow the job's events."""
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Prefetch, Q
 from django.shortcuts import render
 from django.urls import reverse
 
@@ -103,11 +103,11 @@ def training_list(request):
     # Only registrations that can train: succeeded and with pairs cut from them. A run takes one pair set of each
     # (their sets cover the same places), the newest finished one unless chosen: each set is offered apart.
     finished = PairSet.objects.with_counts().filter(status=JobStatus.SUCCEEDED, pair_count__gt=0).order_by("-created_at", "-pk")
-    registrations = list(_scoped(Registration, request.user)
-                         .filter(status=JobStatus.SUCCEEDED, mosaic__scan__project__in=projects)
-                         .annotate(pair_count=Count("pairs")).filter(pair_count__gt=0)
-                         .select_related("mosaic", "sem_image", "mosaic__scan").order_by("-created_at")
-                         .prefetch_related(Prefetch("pair_sets", queryset=finished, to_attr="finished_pair_sets")))
+    registrations = [r for r in (_scoped(Registration, request.user)
+                                 .filter(status=JobStatus.SUCCEEDED, mosaic__scan__project__in=projects)
+                                 .select_related("mosaic", "sem_image", "mosaic__scan").order_by("-created_at")
+                                 .prefetch_related(Prefetch("pair_sets", queryset=finished, to_attr="finished_pair_sets")))
+                     if r.finished_pair_sets]
     chosen = [int(v) for v in request.GET.getlist("registration") if v.isdigit()]
     asked = {int(v) for v in request.GET.getlist("pair_set") if v.isdigit()}  # the registration page's link
     for r in registrations:

@@ -180,12 +180,18 @@ class PairSetSerializer(serializers.ModelSerializer):
     pair_count = serializers.IntegerField(read_only=True, required=False)
     train_count = serializers.IntegerField(read_only=True, required=False)
     test_count = serializers.IntegerField(read_only=True, required=False)
+    skipped_in_words = serializers.SerializerMethodField(help_text="skipped as a user reads it")
 
     class Meta:
         model = PairSet
         fields = ["id", "registration", "pixel_size_nm", "tile_px", "stride_px", "test_fraction", "skip_uncertain",
-                  "skipped", "created_at", "pair_count", "train_count", "test_count", *JOB_FIELDS]
+                  "skipped", "skipped_in_words", "created_at", "pair_count", "train_count", "test_count", *JOB_FIELDS]
         read_only_fields = fields
+
+    def get_skipped_in_words(self, obj) -> str:
+        from .pairs import skipped_in_words  # imaging.pairs loads OpenCV, which the web process otherwise never needs
+
+        return skipped_in_words(obj.skipped or {})
 
 
 class PairSetCreateSerializer(serializers.Serializer):

@@ -1,4 +1,5 @@
 """Starting, resuming and cancelling training runs and translations."""
+import numpy as np
 from django.db import transaction
 
 from imaging.models import PairSet
@@ -55,19 +56,19 @@ def _one_pair_set_each(registrations, pair_sets) -> list[PairSet]:
 def _check_splits_apart(pair_sets) -> None:
     """Refuse sets cut from one mosaic (through two registrations of it) where a test tile of one overlaps a
     training tile of another: imaging.pairs keeps the splits apart within a set only."""
-    import numpy as np
-
     def extents_nm(pair_set, split):  # (n, 4) x0, y0, x1, y1 on the mosaic, whatever each set's pixel size
         rows = pair_set.pairs.filter(split=split).values_list("box_x", "box_y", "box_size", "pixel_size_nm")
         x, y, size, nm = np.array(list(rows), float).reshape(-1, 4).T
         return np.stack([x, y, x + size, y + size], axis=1) * nm[:, None]
 
-    for test_set in pair_sets:
-        tests = extents_nm(test_set, "test")
-        for train_set in pair_sets:
+    shared = [p for p in pair_sets
+              if sum(q.registration.mosaic_id == p.registration.mosaic_id for q in pair_sets) > 1]
+    extents = {(p.pk, split): extents_nm(p, split) for p in shared for split in ("train", "test")}  # read once each
+    for test_set in shared:
+        for train_set in shared:
             if train_set is test_set or train_set.registration.mosaic_id != test_set.registration.mosaic_id:
                 continue
-            a, b = tests[:, None], extents_nm(train_set, "train")[None]
+            a, b = extents[test_set.pk, "test"][:, None], extents[train_set.pk, "train"][None]
             eps = 1e-6  # nm: tiles that only touch do not overlap
             if ((a[..., 0] < b[..., 2] - eps) & (b[..., 0] < a[..., 2] - eps)
                     & (a[..., 1] < b[..., 3] - eps) & (b[..., 1] < a[..., 3] - eps)).any():

@@ -158,7 +158,7 @@ async function showPairs(pairSet) {
   const total = data.count ?? pairs.length;
   $("pairs-counts").textContent = `Pair set ${pairSet.id}, ${pairSet.tile_px} px tiles: ${pairsText(total)}, `
     + `${pairSet.train_count} train, ${pairSet.test_count} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}.`
-    + skippedText(pairSet.skipped || {});
+    + (pairSet.skipped_in_words ? ` Skipped: ${pairSet.skipped_in_words}.` : "");
   $("pairs-counts").dataset.total = String(total);
   $("pair-grid").replaceChildren(...pairs.slice(0, 120).map((p) => el("figure", { class: `split-${p.split}`, title: `${p.split} · box (${p.box_x}, ${p.box_y}) ${p.box_size} px` },
     el("div", { class: "pair-imgs" },
@@ -169,19 +169,6 @@ async function showPairs(pairSet) {
   // training uses one pair set per registration: this one
   $("train-link").href = `/training/?registration=${cfg.id}&pair_set=${pairSet.id}`;
   $("train-link").hidden = !total;
-}
-
-// Why tiles were left out, in words (only the reasons that left some out); imaging.pairs.SKIP_REASONS says the same.
-const SKIP_REASONS = {
-  outside_overlap: "outside the registered overlap",
-  uncertain_placement: "over frames placed with low confidence",
-  low_structure: "with too little structure",
-  straddles_split: "straddling the train/test blocks",
-};
-
-function skippedText(skipped) {
-  const parts = Object.entries(SKIP_REASONS).filter(([key]) => skipped[key] > 0).map(([key, words]) => `${skipped[key]} ${words}`);
-  return parts.length ? ` Tiles skipped: ${parts.join(", ")}.` : "";
 }
 
 $("pairs-form").addEventListener("submit", async (e) => {
