@@ -18,7 +18,7 @@ Method (MIST/ashlar family, adapted to a circular field of view):
 3. Refine to sub-pixel by Gauss–Newton on the overlap (bicubic resampling, with a gain, offset
    and linear shading term between the two frames so left-over vignetting does not bias it),
    and report the 2×2 information matrix so the global solve weights each direction by how
-   well the overlap pins it down.
+   well the overlap pins it down, discounted where the residual is structure rather than noise.
 """
 
 from __future__ import annotations
@@ -302,8 +302,43 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
         # Shift block of the inverse covariance, photometric terms marginalised (Schur complement).
         hpp = normal[2:, 2:] + 1e-12 * np.eye(4)
         information = (normal[:2, :2] - normal[:2, 2:] @ np.linalg.solve(hpp, normal[2:, :2])) / sigma2
-        information = _positive_part(information)
+        inflation = _residual_inflation(residual, rows[inside] - bi[0].start, cols[inside] - bi[1].start,
+                                        (bi[0].stop - bi[0].start, bi[1].stop - bi[1].start))
+        information = _positive_part(information) / inflation
     return t, information
+
+
+#: Power of the residual's variance inflation applied to the information (:func:`_residual_inflation`):
+#: 1 is the AR(1) model's full factor. Simulated planar chips (3×3 and 4×4, seeds 1–8 less the
+#: one with stage errors beyond 10 %): mean error 0.140 px without, 0.128 at 1 (max errors up to
+#: 0.75, 10 of 16 scans at the goal), 0.126 at 0.5 (11 of 16, as without); flat, default and
+#: stacked chips and synthetic scans the same either way.
+RESIDUAL_CORRELATION_POWER = 0.5
+
+
+def _residual_inflation(residual: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> float:
+    """How many times fewer independent samples the refinement's ``residual`` holds than pixels
+    (≥ 1), to the power :data:`RESIDUAL_CORRELATION_POWER`: the variance inflation of a separable
+    AR(1) field, (1 + ρx)/(1 − ρx) · (1 + ρy)/(1 − ρy), from the lag-one correlations of the
+    residual laid out at its pixels (``rows``, ``cols`` within a box of ``shape``). Why: the
+    information treats the residual as independent per pixel, true of camera noise; where the
+    two frames show a structure differently (its blur or brightness changes with each frame's
+    contact), the residual is that structure, smooth over many pixels, and a link weighed as if
+    it were noise outvotes better links with wherever its refinement stopped on a flat ridge of
+    its NCC (on a 3×3 planar chip two such links held a corner frame 0.8 px off in y)."""
+    grid = np.zeros(shape)
+    valid = np.zeros(shape, bool)
+    grid[rows, cols], valid[rows, cols] = residual, True
+
+    def lag_one(a, b, ok) -> float:
+        a, b = a[ok], b[ok]
+        norm = math.sqrt(float(a @ a) * float(b @ b))
+        return float(np.clip(float(a @ b) / norm, 0.0, 0.95)) if norm > 0 else 0.0
+
+    rho_x = lag_one(grid[:, 1:], grid[:, :-1], valid[:, 1:] & valid[:, :-1])
+    rho_y = lag_one(grid[1:], grid[:-1], valid[1:] & valid[:-1])
+    factor = (1 + rho_x) / (1 - rho_x) * (1 + rho_y) / (1 - rho_y)
+    return factor**RESIDUAL_CORRELATION_POWER
 
 
 def _least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from scipy import ndimage
 from imaging.pairwise import (
     _gaussian,
     _least_squares,
+    _residual_inflation,
     _shifted_mask,
     _ShiftSampler,
     mask_overlap_px,
@@ -58,6 +59,30 @@ def test_noise_does_not_pin_a_lens_of_parallel_lines_along_the_lines():
     values, vectors = np.linalg.eigh(np.asarray(found.information))
     assert values[1] > 10_000 and values[0] < 50  # along the stripes: σ > 0.14 px (it was 0.02)
     assert abs(vectors[0, 0]) > 0.99  # the free direction is x, along the stripes
+
+
+def test_a_residual_of_structure_counts_for_less_than_one_of_noise():
+    # Frame j differs from i by camera noise, or by a smooth blotch of the same RMS (a structure
+    # seen differently in the two frames): the blotched link is as precise in appearance but
+    # holds far fewer independent samples. Without the discount it had twice the information.
+    truth = (94.37, 6.81)
+    a, b = _pair(truth, seed=0)
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 0.02, b.shape)
+    blotch = ndimage.gaussian_filter(rng.normal(0, 1, b.shape), 4)
+    blotch *= 0.02 / blotch.std()
+    mask = circular_mask(128)
+    noisy, blotched = (refine_pair(a, (b + extra).astype(np.float32), truth, mask=mask) for extra in (noise, blotch))
+    assert np.trace(np.asarray(blotched.information)) < np.trace(np.asarray(noisy.information)) / 5
+    assert np.hypot(*(np.asarray(blotched.offset_px) - truth)) < 0.1  # the offset itself is as good
+
+
+def test_residual_inflation_is_one_for_white_noise_and_large_for_a_smooth_field():
+    rng = np.random.default_rng(0)
+    white = rng.normal(size=(60, 60))
+    rows, cols = np.nonzero(np.ones((60, 60), bool))
+    assert _residual_inflation(white.ravel(), rows, cols, (60, 60)) < 1.1
+    assert _residual_inflation(ndimage.gaussian_filter(white, 4).ravel(), rows, cols, (60, 60)) > 10
 
 
 def test_blank_or_disjoint_frames_are_reported_not_guessed():
