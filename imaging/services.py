@@ -78,7 +78,7 @@ def plan_scan(*, sample: Sample, name: str, plan: dict, instrument=None, transla
             z_planes=checked.z_planes, z_step_nm=checked.z_step_nm, rows=checked.rows, cols=checked.cols,
             autofocus=autofocus, translate_with=translate_with, created_by=user,
         )
-        events.publish(scan_topic(scan.pk), "scan.state", status=scan.status, reason="")
+        events.publish(scan_topic(scan.pk), "scan.state", status=scan.status, reason="", **_times(scan))
     return scan
 
 
@@ -118,7 +118,7 @@ def transition(scan: Scan, to: str, *, reason: str = "") -> Scan:
         scan.status, scan.status_reason = to, reason
         if to == ScanStatus.RUNNING:
             scan.started_at = scan.started_at or now
-            scan.paused_at = None
+            scan.paused_at = scan.finished_at = None  # a failed scan resumed has not finished
         elif to == ScanStatus.PAUSED:
             scan.paused_at = now
         elif to in (ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.ABORTED):
@@ -126,5 +126,14 @@ def transition(scan: Scan, to: str, *, reason: str = "") -> Scan:
         if to != ScanStatus.PAUSED or scan.requested_action == "pause":
             scan.requested_action = ""
         scan.save(update_fields=["status", "status_reason", "started_at", "paused_at", "finished_at", "requested_action"])
-        events.publish(scan_topic(scan.pk), "scan.state", status=to, reason=reason)
+        events.publish(scan_topic(scan.pk), "scan.state", status=to, reason=reason, **_times(scan))
     return scan
+
+
+def _times(scan: Scan) -> dict:
+    """The scan's started/paused/finished times as the API gives them (ISO 8601, or None)."""
+    times = {}
+    for key in ("started_at", "paused_at", "finished_at"):
+        value = getattr(scan, key)
+        times[key] = value.isoformat().replace("+00:00", "Z") if value else None
+    return times

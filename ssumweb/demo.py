@@ -174,8 +174,8 @@ def demo_work(demo: DemoRun, progress) -> dict:
     pair_set = wait_for(lambda: _finished(type(pair_set), pair_set.pk), "the pairs", progress)
     if pair_set.status != JobStatus.SUCCEEDED:
         raise DomainError(f"Pair extraction failed: {pair_set.failure_reason}")
-    steps.set("pairs", "succeeded", f"{pair_set.pairs.count()} pairs "
-                                    f"({pair_set.pairs.filter(split='test').count()} held out for testing).")
+    pairs, held_out = pair_set.pairs.count(), pair_set.pairs.filter(split="test").count()
+    steps.set("pairs", "succeeded", f"{pairs} pair{'' if pairs == 1 else 's'} ({held_out} held out for testing).")
 
     from mlcore.models import TrainedModel, TrainingRun, Translation
     from mlcore.services import queue_training, queue_translation

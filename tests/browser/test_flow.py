@@ -355,6 +355,8 @@ def test_a_scan_aborted_before_its_first_frame_offers_no_stitch_and_no_readouts(
     expect(subtitle).to_have_text("Sample chip · instrument sim bench · Aborted before it started.")
     expect(page.locator("#mosaic-status")).to_have_text("The scan has no frames, so there is nothing to stitch.")
     expect(page.locator("#stitch-form")).to_be_hidden()
+    expect(page.locator("#translate-needs-mosaic")).to_have_text(
+        "The scan ended without frames: there is no mosaic to translate.")
     # the instrument's readouts were never this scan's: it has none
     expect(page.locator("#readouts-title")).to_have_text("Readouts at the last frame")
     expect(page.locator("#readouts-none")).to_have_text("None: the scan ended before its first frame.")
@@ -369,6 +371,8 @@ def test_a_scan_aborted_before_its_first_frame_offers_no_stitch_and_no_readouts(
     expect(page.locator("#mosaic-status")).to_have_text("The scan has no frames, so there is nothing to stitch.")
     expect(page.locator("#stitch-form")).to_be_hidden()
     expect(page.locator("#readouts-none")).to_have_text("None: the scan ended before its first frame.")
+    expect(page.locator("#translate-needs-mosaic")).to_have_text(
+        "The scan ended without frames: there is no mosaic to translate.")
     expect(page.locator("#stage")).to_have_text("—")
     expect(times).to_have_text(scan_times(scan))
     assert not page.console_errors, page.console_errors

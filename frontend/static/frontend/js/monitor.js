@@ -34,30 +34,32 @@ function formatDuration(s) {
     : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
-function setStatus(next, reason) {
+function setStatus(next, reason, times) {
   status = next;
   const badge = $("scan-status");
   badge.textContent = next; badge.className = `status status-${next}`;
   $("status-reason-sep").textContent = reason ? " · " : "";
   $("status-reason").textContent = reason || "";
   updateControls();
-  refreshTimes();
+  showTimes(times);
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
   if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); }
 }
 
 // When the scan started and finished, as the server writes them (H:i:s in its time zone), so that a page
-// followed live reads as it would reloaded. The state events do not carry the times: the scan itself does.
+// followed live reads as it would reloaded. State events carry the times; one from before they did is
+// followed by asking the scan itself.
 const CLOCK = { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
 let clock;
 try { clock = new Intl.DateTimeFormat("en-GB", { ...CLOCK, timeZone: cfg.time_zone }); }
 catch { clock = new Intl.DateTimeFormat("en-GB", CLOCK); }  // a zone this browser does not know: its own
 
-async function refreshTimes() {
-  let scan;
-  try { scan = await api(`/api/scans/${cfg.scan_id}/`); } catch { return; }
+async function showTimes(times) {
+  if (!times || !("finished_at" in times)) {
+    try { times = await api(`/api/scans/${cfg.scan_id}/`); } catch { return; }
+  }
   for (const [id, key, word] of [["scan-started", "started_at", "started"], ["scan-finished", "finished_at", "finished"]]) {
-    $(id).textContent = scan[key] ? ` · ${word} ${clock.format(new Date(scan[key]))}` : "";
+    $(id).textContent = times[key] ? ` · ${word} ${clock.format(new Date(times[key]))}` : "";
   }
 }
 
@@ -127,7 +129,7 @@ function onScanEvent(ev) {
     case "frame.saved": addFrame(ev); break;
     case "scan.progress": setProgress(ev.done, ev.total, ev.eta_s); break;
     case "scan.state":
-      setStatus(ev.status, ev.reason);
+      setStatus(ev.status, ev.reason, ev);
       if (["failed", "paused"].includes(ev.status) && ev.reason) addFault(ev.reason, ev.status);
       $("requested").textContent = "";
       break;
@@ -365,6 +367,8 @@ async function refreshMosaic() {
       : "Bare silicon is not stitched: its frames will be a flat field for the instrument's scans.";
   } else if (!ready && TERMINAL.includes(status)) {
     note.textContent = framesShown() ? "No mosaic yet." : "The scan has no frames, so there is nothing to stitch.";
+    const translateNote = $("translate-needs-mosaic");
+    if (translateNote && !framesShown()) translateNote.textContent = "The scan ended without frames: there is no mosaic to translate.";
   } else if (!ready) note.textContent = "The mosaic appears after the first frames are stitched.";
   else note.textContent = "";
   if (pending && watchedJob !== pending.id) {
