@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 
 from imaging.models import Mosaic, PairSet, Registration, Sample, SEMImage
 from imaging.sem_import import FORMATS, FORMATS_IN_WORDS
@@ -36,8 +37,17 @@ def _mosaics_for(user, project_id=None):
     return mosaics.select_related("scan", "scan__sample").order_by("-created_at")
 
 
+def mosaic_label(m, *, of_scan: bool = True) -> str:
+    """How a picker names a mosaic: scans are often named alike ("Scan"), so with its sample (unless
+    ``of_scan`` is False: the picker is on the scan's own page) and when it was stitched (the server's
+    time zone; the scan page's script writes a mosaic stitched while it is open the same way)."""
+    stitched = timezone.localtime(m.finished_at or m.created_at).strftime("%Y-%m-%d %H:%M")
+    where = f": {m.scan.sample.name} / {m.scan.name}," if of_scan else ","
+    return f"Mosaic {m.pk}{where} stitched {stitched}, {m.width}×{m.height} px"
+
+
 def _mosaic_option(m) -> dict:
-    return {"id": m.pk, "label": f"Mosaic {m.pk} of {m.scan.name} ({m.scan.sample.name}), {m.width}×{m.height} px",
+    return {"id": m.pk, "label": mosaic_label(m),
             "dzi_url": reverse("api:mosaic-dzi", args=[m.pk]), "width": m.width, "height": m.height,
             "pixel_size_nm": m.pixel_size_nm}
 
@@ -62,11 +72,12 @@ def sem_pair(request, pk):
     sem = _get(SEMImage, request.user, pk)
     mosaics = _mosaics_for(request.user, sem.project_id)
     registrations = sem.registrations.select_related("mosaic").order_by("-created_at")
+    options = [_mosaic_option(m) for m in mosaics]
     return render(request, "frontend/sem_pair.html", {
-        "sem": sem, "mosaics": mosaics, "registrations": registrations, "can_operate": _can_operate(request.user, sem),
+        "sem": sem, "mosaics": mosaics, "mosaic_options": options, "registrations": registrations, "can_operate": _can_operate(request.user, sem),
         "pair_config": {"sem": {"id": sem.pk, "dzi_url": reverse("api:semimage-dzi", args=[sem.pk]) if sem.pyramid else None,
                                 "width": sem.width, "height": sem.height, "pixel_size_nm": sem.pixel_size_nm},
-                        "mosaics": [_mosaic_option(m) for m in mosaics],
+                        "mosaics": options,
                         "selected": int(request.GET["mosaic"]) if request.GET.get("mosaic", "").isdigit() else None}})
 
 
@@ -159,4 +170,5 @@ def translate_context(scan, user) -> dict:
     """What the scan page needs for "Translate this mosaic": its finished mosaics and the project's models."""
     mosaics = scan.mosaics.filter(status=JobStatus.SUCCEEDED).exclude(pyramid="").order_by("-created_at")
     models = TrainedModel.objects.filter(project_id=project_id_of(scan)).order_by("-created_at")
-    return {"translate_mosaics": mosaics, "translate_models": models}
+    return {"translate_mosaics": [{"pk": m.pk, "label": mosaic_label(m, of_scan=False)} for m in mosaics],
+            "translate_models": models}

@@ -67,6 +67,29 @@ def test_pairing_page_lists_mosaics_and_shows_the_data_bar(registration, operato
     assert login(outsider).get(f"/sem/{sem.pk}/").status_code == 404
 
 
+def test_pairing_page_tells_mosaics_of_alike_named_scans_apart(registration, project, operator):
+    import datetime
+
+    from django.utils import timezone
+
+    first = registration.mosaic
+    second_scan = Scan.objects.create(project=project, sample=Sample.objects.create(project=project, name="wafer 2"),
+                                      name=first.scan.name, origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
+                                      size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20,
+                                      rows=2, cols=2)
+    stitched = timezone.make_aware(datetime.datetime(2026, 11, 20, 9, 5))
+    second = Mosaic.objects.create(scan=second_scan, pixel_size_nm=32.5, width=300, height=200, pyramid="p/m2",
+                                   status=JobStatus.SUCCEEDED, finished_at=stitched)
+    page = login(operator).get(f"/sem/{registration.sem_image_id}/").content.decode()
+    assert f'<option value="{second.pk}">Mosaic {second.pk}: wafer 2 / s1, stitched 2026-11-20 09:05, 300×200 px</option>' in page
+    created = timezone.localtime(first.created_at).strftime("%Y-%m-%d %H:%M")  # never finished: when it was made
+    assert f'<option value="{first.pk}">Mosaic {first.pk}: chip / s1, stitched {created}, 300×200 px</option>' in page
+    # on the scan's own page the scan goes without saying
+    TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20)
+    page = login(operator).get(f"/scans/{second_scan.pk}/").content.decode()
+    assert f'<option value="{second.pk}">Mosaic {second.pk}, stitched 2026-11-20 09:05, 300×200 px</option>' in page
+
+
 def test_registration_page_and_its_scoping(registration, operator, viewer, outsider):
     page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
     assert 'id="overlay-canvas"' in page and f"sem={registration.pk}" in page
