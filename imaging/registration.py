@@ -436,23 +436,22 @@ def register(
         weak = [t for t in tried if t["verified"]]
         if not verified and weak:
             best = max(weak, key=lambda t: t["polish_score"])
-            return fail(f"the best placement passes the independent check (in {best['by']}) but its gradients "
-                        f"correlate only {best['polish_score']:.2f} after polishing (need {min_score}): too weak "
-                        "a match to accept on its own; use landmarks", np.linalg.inv(sem_to_mosaic0), method)
+            return fail(f"the best placement passes the independent check (in {best['by']}) but the two images' "
+                        f"edges correlate only {best['polish_score']:.2f} there (need {min_score}): too weak a "
+                        "match to accept on its own; use landmarks", np.linalg.inv(sem_to_mosaic0), method)
         if not verified:
             best_margin = max((max(t["whole_margin"], t["contrast_whole_margin"], t.get("bands_whole_margin", -1.0))
                                for t in tried), default=-1.0)
             if tried and best_margin < min_whole_margin:
-                return fail(f"ambiguous: none of {len(tried)} candidate placements matches better than elsewhere "
-                            f"(best whole-footprint margin {best_margin:+.3f}, need {min_whole_margin} in "
-                            "gradients, bands or contrast features); the SEM image probably shows the inside of a "
-                            "repeating pattern (or is not in this mosaic); use landmarks",
-                            np.linalg.inv(sem_to_mosaic0), method)
-            return fail(f"independent check failed for all {len(tried)} candidate placements: fewer than "
-                        f"{min_subregion_agreement} SEM sub-windows searched across the whole mosaic are found "
-                        f"where a placement puts them, or the whole footprint matches elsewhere about as well "
-                        f"(gradients or bands within {min_whole_margin}, contrast features within "
-                        f"{min_contrast_whole_margin}); the match is probably on a wrong structure; use landmarks",
+                return fail(f"ambiguous: the SEM image matches other places in the mosaic as well as any of the "
+                            f"{len(tried)} where it was tried (the best stands out by {best_margin:+.3f} in "
+                            f"correlation, need {min_whole_margin}); it probably shows the inside of a repeating "
+                            "pattern, or is not in this mosaic; use landmarks on features that do not repeat "
+                            "(the ends of lines, corners)", np.linalg.inv(sem_to_mosaic0), method)
+            return fail(f"independent check failed for all {len(tried)} places tried: fewer than "
+                        f"{min_subregion_agreement} parts of the SEM image, each searched for across the whole "
+                        f"mosaic, are found where a place puts them, or the whole SEM image matches elsewhere "
+                        f"about as well; the match is probably on the wrong structure; use landmarks",
                         np.linalg.inv(sem_to_mosaic0), method)
         polished, verdict, local = verified[0]
         for other, _, _ in verified[1:]:

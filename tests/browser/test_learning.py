@@ -324,6 +324,14 @@ def test_automatic_registration_searches_only_the_part_of_the_mosaic_in_view(pag
                                    pixel_size_nm=PIXEL_NM / 2, pixel_size_source="metadata", pyramid=sem.pyramid)
     page.goto(f"{bench['url']}/sem/{tiny.pk}/")
     expect(page.locator("#search-help")).to_have_text(re.compile(r"^The SEM image is only 60 px across .* Use landmarks\.$"))
+    # registered automatically all the same, it fails, and its page offers to try again on the same mosaic
+    page.get_by_role("button", name="Register").click()
+    page.wait_for_url(re.compile(r"/registrations/\d+/$"))
+    expect(page.locator("#reg-status")).to_have_text("failed", timeout=60_000)
+    expect(page.locator("#reg-failure")).to_contain_text("use landmarks")
+    screenshot(page, "registration-failed")
+    page.get_by_role("link", name="Try again").click()
+    page.wait_for_url(re.compile(rf"/sem/{tiny.pk}/\?mosaic={registration.mosaic_id}$"))
 
 
 def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):

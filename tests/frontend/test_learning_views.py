@@ -98,6 +98,17 @@ def test_registration_page_and_its_scoping(registration, operator, viewer, outsi
     assert login(outsider).get(f"/registrations/{registration.pk}/").status_code == 404
 
 
+def test_a_failed_registrations_page_offers_to_try_again_on_the_same_mosaic(registration, operator):
+    retry = f'href="/sem/{registration.sem_image_id}/?mosaic={registration.mosaic_id}">Try again</a>'
+    page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
+    assert re.search(r'id="reg-retry"[^>]*hidden', page) and retry in page  # succeeded: the result's Redo instead
+    Registration.objects.filter(pk=registration.pk).update(
+        status=JobStatus.FAILED, failure_reason="Registration failed: ambiguous: the SEM image matches other places")
+    page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
+    assert "Registration failed: ambiguous" in page
+    assert not re.search(r'id="reg-retry"[^>]*hidden', page) and retry in page
+
+
 def test_registration_page_lists_every_pair_set_newest_first(registration, operator):
     from imaging.models import ImagePair, PairSet
 

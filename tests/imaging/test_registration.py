@@ -427,7 +427,7 @@ def test_a_verified_but_weak_match_needs_its_parts_confirmed(monkeypatch):
     weak = register(mosaic, sem, mosaic_px_nm=mosaic_px_nm, sem_px_nm=sem_px_nm)
     assert not weak
     assert weak.reason.startswith("the best placement passes the independent check (in contrast features) but "
-                                  "its gradients correlate only 0.1"), weak.reason
+                                  "the two images' edges correlate only 0.1"), weak.reason
 
 
 def test_an_sem_footprint_under_100_px_is_refused_up_front():

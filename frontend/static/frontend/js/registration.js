@@ -16,6 +16,7 @@ function showStatus(obj) {
   $("reg-progress-box").hidden = FINAL.includes(obj.status);
   // the reason is a whole sentence ("Registration failed: …"), as the page renders it on load
   $("reg-failure").textContent = obj.status === "failed" ? obj.failure_reason || "Registration failed." : "";
+  $("reg-retry").hidden = !["failed", "cancelled"].includes(obj.status);
   $("reg-accepted").hidden = !obj.accepted;
   if (obj.status === "succeeded") showResult(obj);
 }
