@@ -477,7 +477,7 @@ def export_pairs_zip(pair_set: PairSet) -> str:
             return core.TilePair(lr=to_float32(read_image16(absolute(p.lr_image.name))),
                                  hr=to_float32(read_image16(absolute(p.hr_image.name))), box_px=box,
                                  box_mosaic_px=core.box_in_mosaic(box, grid_to_mosaic), split=p.split,
-                                 block=core.block_of(box, tile_px=pair_set.tile_px))
+                                 block=core.block_of(box, tile_px=pair_set.tile_px, stride_px=pair_set.stride_px))
 
         tiles = tuple(tile(p) for p in pair_set.pairs.order_by("pk"))
         core.export_zip(core.PairSet(pairs=tiles, pixel_size_nm=pair_set.pixel_size_nm, tile_px=pair_set.tile_px,

@@ -24,7 +24,7 @@ import numpy as np
 from imaging.imageio import atomic_path, to_float32, to_uint16
 
 __all__ = ["TilePair", "PairSet", "resample_to_common_grid", "cut_pairs", "footprint_box", "grid_period_px",
-           "box_in_mosaic", "block_of", "skipped_in_words", "export_zip"]
+           "box_in_mosaic", "block_of", "lattice_offset", "skipped_in_words", "export_zip"]
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,55 @@ def box_in_mosaic(box_px, grid_to_mosaic: float) -> tuple[float, float, float, f
     return tuple(float((v + 0.5) * f - 0.5) for v in box_px)
 
 
-def block_of(box_px, *, tile_px: int, block_tiles: int = BLOCK_TILES) -> tuple[int, int]:
-    """(bx, by) of the train/test block that holds a tile's top-left corner."""
+def block_of(box_px, *, tile_px: int, stride_px: int | None = None,
+             block_tiles: int = BLOCK_TILES) -> tuple[int, int]:
+    """(bx, by) of the train/test block that holds a tile's top-left corner. The blocks start where
+    the tiles do: at the tiles' lattice offset, which every tile's corner gives modulo ``stride_px``
+    (default ``tile_px``), so the export finds the blocks the cut used from the boxes alone."""
     block_px = block_tiles * tile_px
-    return int(box_px[0]) // block_px, int(box_px[1]) // block_px
+    stride = int(stride_px or tile_px)
+    x0, y0 = int(box_px[0]), int(box_px[1])
+    return (x0 - x0 % stride) // block_px, (y0 - y0 % stride) // block_px
+
+
+#: Lattice offsets tried per axis (:func:`lattice_offset`): this many evenly spaced within a stride.
+LATTICE_OFFSETS = 16
+
+
+def lattice_offset(usable: np.ndarray, *, tile_px: int, stride_px: int, part_origin: tuple[int, int] = (0, 0),
+                   grid_shape: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Where the tiles' lattice starts, (x, y) in [0, stride)²: of :data:`LATTICE_OFFSETS`² offsets
+    from the corner of the ``usable`` area (bool, the part of the grid from ``part_origin`` (x, y)
+    of a grid of ``grid_shape`` (rows, cols)), the one that fits the most whole tiles inside it, the
+    corner itself on a tie. Why: tiles on the grid's own origin fit an overlap only by chance (a
+    315 px overlap held 1 tile of 128 px where 4 fit)."""
+    part_h, part_w = usable.shape
+    h, w = grid_shape or usable.shape
+    kx, ky = part_origin
+    rows, cols = np.nonzero(usable.any(axis=1))[0], np.nonzero(usable.any(axis=0))[0]
+    if not len(rows):
+        return 0, 0
+    integral = cv2.integral(usable.view(np.uint8))  # int32: up to 2³¹ px
+    corner_x, corner_y = (int(cols[0]) + kx) % stride_px, (int(rows[0]) + ky) % stride_px
+
+    def starts(offset, size, shift, part_size):  # a lattice's tile corners on the grid, in the part's pixels
+        corners = np.arange(offset, size - tile_px + 1, stride_px) - shift
+        return corners[(corners >= 0) & (corners + tile_px <= part_size)]
+
+    step = max(1, stride_px // LATTICE_OFFSETS)
+    best = (-1, 0, 0)
+    for dy in range(0, stride_px, step):
+        oy = (corner_y + dy) % stride_px
+        v0 = starts(oy, h, ky, part_h)[:, None]
+        for dx in range(0, stride_px, step):
+            ox = (corner_x + dx) % stride_px
+            u0 = starts(ox, w, kx, part_w)[None, :]
+            inside = (integral[v0 + tile_px, u0 + tile_px] - integral[v0, u0 + tile_px]
+                      - integral[v0 + tile_px, u0] + integral[v0, u0])
+            count = int(np.count_nonzero(inside == tile_px * tile_px))
+            if count > best[0]:
+                best = (count, ox, oy)
+    return best[1], best[2]
 
 
 def cut_pairs(
@@ -251,12 +296,14 @@ def cut_pairs(
     lr_range, hr_range = (_robust_range(image, valid) for image in (lr, hr))
     # summed-area table: count of valid pixels in any box in O(1)
     integral = cv2.integral(valid.astype(np.uint8))
-    unsure = None if mosaic_unsure is None else cv2.integral(
-        _mosaic_mask_on_grid(mosaic_unsure, f, (part_h, part_w)).astype(np.uint8))
+    unsure_on_grid = None if mosaic_unsure is None else _mosaic_mask_on_grid(mosaic_unsure, f, (part_h, part_w))
+    unsure = None if unsure_on_grid is None else cv2.integral(unsure_on_grid.astype(np.uint8))
+    usable = valid if unsure_on_grid is None else valid & ~unsure_on_grid
+    lx, ly = lattice_offset(usable, tile_px=tile_px, stride_px=stride_px, part_origin=(kx, ky), grid_shape=(h, w))
     skipped = {"outside_overlap": 0, "uncertain_placement": 0, "low_structure": 0, "straddles_split": 0}
     pairs = []
-    for y0 in range(0, h - tile_px + 1, stride_px):
-        for x0 in range(0, w - tile_px + 1, stride_px):
+    for y0 in range(ly, h - tile_px + 1, stride_px):
+        for x0 in range(lx, w - tile_px + 1, stride_px):
             x1, y1 = x0 + tile_px, y0 + tile_px
             # (u0, v0)–(u1, v1): the tile in the part's pixels; one reaching out of it is outside the overlap
             u0, v0, u1, v1 = x0 - kx, y0 - ky, x1 - kx, y1 - ky
@@ -268,9 +315,9 @@ def cut_pairs(
             if unsure is not None and unsure[v1, u1] - unsure[v0, u1] - unsure[v1, u0] + unsure[v0, u0]:
                 skipped["uncertain_placement"] += 1
                 continue
-            bx, by = block_of((x0, y0, x1, y1), tile_px=tile_px, block_tiles=block_tiles)
+            bx, by = block_of((x0, y0, x1, y1), tile_px=tile_px, stride_px=stride_px, block_tiles=block_tiles)
             split_test = is_test[by, bx]
-            covered = is_test[by : (y1 - 1) // block_px + 1, bx : (x1 - 1) // block_px + 1]
+            covered = is_test[by : (y1 - 1 - ly) // block_px + 1, bx : (x1 - 1 - lx) // block_px + 1]
             if (covered != split_test).any():
                 skipped["straddles_split"] += 1
                 continue

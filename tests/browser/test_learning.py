@@ -240,7 +240,7 @@ def test_every_pair_set_keeps_its_row_and_a_refused_stride_clears_the_last_failu
     page.get_by_label("Tile size (px)").fill("128")
     page.get_by_role("button", name="Extract pairs").click()
     expect(page.locator("#pairs-status")).to_have_text(
-        "Pair extraction failed: No tile of 128 px fits the registered overlap with enough structure: 4 tiles outside "
+        "Pair extraction failed: No tile of 128 px fits the registered overlap with enough structure: 2 tiles outside "
         "the registered overlap. Try smaller tiles.", timeout=60_000)
     rows = page.locator("#pair-set-rows tr")
     expect(rows).to_have_count(2)
@@ -256,7 +256,7 @@ def test_every_pair_set_keeps_its_row_and_a_refused_stride_clears_the_last_failu
 
     page.reload()  # the same rows from the server: newest first, the failure in words, the first set's zip
     expect(rows).to_have_count(2)
-    expect(rows.nth(0)).to_contain_text("4 tiles outside the registered overlap")
+    expect(rows.nth(0)).to_contain_text("2 tiles outside the registered overlap")
     expect(rows.nth(1)).to_contain_text(re.compile(r"\b\d+ pairs?: \d+ train, 0 test"))
     expect(page.get_by_role("link", name=f"Download pair set {first.pk} (zip)")).to_be_visible()
     expect(page.locator("#pairs-counts")).to_contain_text(f"Pair set {first.pk}, 64 px tiles")

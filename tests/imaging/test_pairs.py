@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from imaging.pairs import (
+    block_of,
     cut_pairs,
     export_zip,
     footprint_box,
     grid_period_px,
+    lattice_offset,
     resample_to_common_grid,
     skipped_in_words,
 )
@@ -84,6 +86,43 @@ def test_outside_overlap_and_pixel_size_change():
     assert coarse.pixel_size_nm == 100.0
     # grid px i ↔ mosaic px (i + 0.5)·2 − 0.5: the first 16-px tile spans mosaic 0.5 … 32.5
     assert coarse.pairs[0].box_mosaic_px == pytest.approx((0.5, 0.5, 32.5, 32.5))
+
+
+def test_tiles_start_where_the_overlap_does():
+    # A 315 px square of overlap from (37, 50): on the grid's own origin it held one 128 px tile, from its
+    # corner it holds four.
+    mosaic = scene((512, 512), seed=7)
+    sem = mosaic[50:365, 37:352].copy()
+    to_sem = np.array([[1.0, 0, -37], [0, 1, -50], [0, 0, 1]])
+    result = cut_pairs(mosaic, sem, to_sem, mosaic_px_nm=50.0, tile_px=128, test_fraction=0.0)
+    assert sorted(p.box_px for p in result.pairs) == [(x, y, x + 128, y + 128) for x in (37, 165) for y in (50, 178)]
+    for pair in result.pairs:
+        x0, y0, x1, y1 = pair.box_px
+        np.testing.assert_allclose(pair.hr, mosaic[y0:y1, x0:x1], atol=1e-5)
+
+
+def test_the_lattice_fits_the_most_whole_tiles_and_blocks_start_with_it():
+    usable = np.zeros((300, 300), bool)
+    usable[10:290, 20:150] = True  # 280 × 130 px: 64 px tiles from (20, 10) fit 4 × 2
+    assert lattice_offset(usable, tile_px=64, stride_px=64) == (20, 10)
+    assert lattice_offset(np.zeros((50, 50), bool), tile_px=16, stride_px=16) == (0, 0)
+    # on a part of a larger grid the offset is the whole grid's
+    assert lattice_offset(usable[5:, 12:], tile_px=64, stride_px=64, part_origin=(12, 5), grid_shape=(300, 300)) == (20, 10)
+    # a tile's block, from its box alone (as the export finds it): blocks of 2 tiles from the lattice's start
+    assert block_of((20, 10, 84, 74), tile_px=64) == (0, 0)
+    assert block_of((148, 138, 212, 202), tile_px=64) == (1, 1)
+    assert block_of((52, 10, 116, 74), tile_px=64, stride_px=32) == (0, 0)  # lattice from 20 (52 mod 32)
+    mosaic = scene((400, 400), seed=1)
+    sem = mosaic[13:, 29:].copy()
+    result = cut_pairs(mosaic, sem, np.array([[1.0, 0, -29], [0, 1, -13], [0, 0, 1]]), mosaic_px_nm=50.0, tile_px=64,
+                       stride_px=32, test_fraction=0.4, block_tiles=2, seed=2)
+    assert result.split("train") and result.split("test")
+    assert all(p.block == block_of(p.box_px, tile_px=64, stride_px=32) for p in result.pairs)
+    for a in result.split("train"):
+        for b in result.split("test"):
+            ax0, ay0, ax1, ay1 = a.box_px
+            bx0, by0, bx1, by1 = b.box_px
+            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, "a test tile overlaps a training tile"
 
 
 def test_tiles_touching_frames_placed_unsurely_are_skipped():

@@ -331,7 +331,7 @@ def test_pairs_none_of_which_fit_fail_saying_why_in_words(api, registered, opera
     run_job("imaging.PairSet", response.json()["id"], pairs_work)
     body = api(operator).get(f"/api/pair-sets/{response.json()['id']}/").json()
     assert body["status"] == JobStatus.FAILED
-    assert body["failure_reason"] == ("No tile of 64 px fits the registered overlap with enough structure: 16 tiles "
+    assert body["failure_reason"] == ("No tile of 64 px fits the registered overlap with enough structure: 12 tiles "
                                       "outside the registered overlap. Try smaller tiles.")
 
 
