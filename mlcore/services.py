@@ -54,28 +54,70 @@ def _one_pair_set_each(registrations, pair_sets) -> list[PairSet]:
 
 
 def _check_splits_apart(pair_sets) -> None:
-    """Refuse sets cut from one mosaic (through two registrations of it) where a test tile of one overlaps a
-    training tile of another: imaging.pairs keeps the splits apart within a set only."""
-    def extents_nm(pair_set, split):  # (n, 4) x0, y0, x1, y1 on the mosaic, whatever each set's pixel size
-        rows = pair_set.pairs.filter(split=split).values_list("box_x", "box_y", "box_size", "pixel_size_nm")
-        x, y, size, nm = np.array(list(rows), float).reshape(-1, 4).T
-        return np.stack([x, y, x + size, y + size], axis=1) * nm[:, None]
-
-    shared = [p for p in pair_sets
-              if sum(q.registration.mosaic_id == p.registration.mosaic_id for q in pair_sets) > 1]
-    extents = {(p.pk, split): extents_nm(p, split) for p in shared for split in ("train", "test")}  # read once each
-    for test_set in shared:
-        for train_set in shared:
-            if train_set is test_set or train_set.registration.mosaic_id != test_set.registration.mosaic_id:
+    """Refuse sets where a test tile of one covers a place a training tile of another shows:
+    imaging.pairs keeps the splits apart within a set only. Places are compared wherever two sets
+    share a frame of reference: one mosaic (two registrations of it: exact, in its pixels), one SEM
+    image (registered to two mosaics: in its pixels, through each registration) or one instrument's
+    stage with one sample on it (two scans of the same area, or a scan stitched again: in nm from
+    each mosaic's stage origin, to within the stage's and the stitch's error)."""
+    places = {p.pk: _tile_places(p) for p in pair_sets}  # read once each
+    for test_set in pair_sets:
+        for train_set in pair_sets:
+            if train_set is test_set:
                 continue
-            a, b = extents[test_set.pk, "test"][:, None], extents[train_set.pk, "train"][None]
-            eps = 1e-6  # nm: tiles that only touch do not overlap
-            if ((a[..., 0] < b[..., 2] - eps) & (b[..., 0] < a[..., 2] - eps)
-                    & (a[..., 1] < b[..., 3] - eps) & (b[..., 1] < a[..., 3] - eps)).any():
-                raise DomainError(f"Pair sets {test_set.pk} (registration {test_set.registration_id}) and "
-                                  f"{train_set.pk} (registration {train_set.registration_id}) are cut from one mosaic "
-                                  "and a test tile of one overlaps a training tile of the other; train on one of "
-                                  "these registrations.", field="registrations")
+            for frame, (test_boxes, _, tolerance) in places[test_set.pk].items():
+                if frame not in places[train_set.pk]:
+                    continue
+                a, b = test_boxes[:, None], places[train_set.pk][frame][1][None]
+                if ((a[..., 0] < b[..., 2] - tolerance) & (b[..., 0] < a[..., 2] - tolerance)
+                        & (a[..., 1] < b[..., 3] - tolerance) & (b[..., 1] < a[..., 3] - tolerance)).any():
+                    raise DomainError(f"Pair sets {test_set.pk} (registration {test_set.registration_id}) and "
+                                      f"{train_set.pk} (registration {train_set.registration_id}) are cut from "
+                                      f"{_FRAME_WORDS[frame[0]]}, and a test tile of one overlaps a training tile of "
+                                      "the other; train on one of these registrations.", field="registrations")
+
+
+_FRAME_WORDS = {"mosaic": "one mosaic", "sem": "one SEM image", "stage": "the same place on one sample"}
+
+
+def _tile_places(pair_set) -> dict:
+    """``{frame: (test boxes, train boxes, tolerance)}`` of a set's tiles, (n, 4) x0, y0, x1, y1 arrays in
+    each frame of reference it has (see :func:`_check_splits_apart`), the tolerance in the frame's units:
+    tiles that only touch, or overlap by less than the frame's error, do not overlap."""
+    from imaging.pairs import box_in_mosaic
+
+    registration = pair_set.registration
+    mosaic = registration.mosaic
+    rows = list(pair_set.pairs.values_list("box_x", "box_y", "box_size", "pixel_size_nm", "split"))
+    by_split = {}
+    for split in ("test", "train"):
+        boxes = [(x, y, x + size, y + size, nm) for x, y, size, nm, s in rows if s == split]
+        by_split[split] = np.array(boxes, float).reshape(-1, 5)
+    mosaic_nm = mosaic.pixel_size_nm or 1.0
+
+    def in_mosaic_px(boxes):  # grid px of each tile's own pixel size → mosaic px
+        return np.array([box_in_mosaic(b[:4], b[4] / mosaic_nm) for b in boxes], float).reshape(-1, 4)
+
+    mosaic_boxes = {split: in_mosaic_px(boxes) for split, boxes in by_split.items()}
+    places = {("mosaic", mosaic.pk): (mosaic_boxes["test"], mosaic_boxes["train"], 1e-6)}
+    to_sem = np.asarray(registration.mosaic_to_sem or np.eye(3), float)
+
+    def in_sem_px(boxes):  # each box's corners through the registration, and the box around them
+        corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [0, 3]], boxes[:, [2, 3]]], axis=1)
+        mapped = np.concatenate([corners, np.ones(corners.shape[:2] + (1,))], axis=2) @ to_sem.T
+        mapped = mapped[..., :2] / mapped[..., 2:]
+        return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1).reshape(-1, 4)
+
+    sem_px_per_mosaic_px = float(np.sqrt(abs(np.linalg.det(to_sem[:2, :2]))))
+    places[("sem", registration.sem_image_id)] = (in_sem_px(mosaic_boxes["test"]), in_sem_px(mosaic_boxes["train"]),
+                                                  2.0 * sem_px_per_mosaic_px)  # two mosaic px: the registration's error
+    scan = mosaic.scan
+    if scan.instrument_id is not None and mosaic.origin_x_nm is not None and mosaic.origin_y_nm is not None:
+        origin = np.array([mosaic.origin_x_nm, mosaic.origin_y_nm] * 2)
+        places[("stage", scan.instrument_id, scan.sample_id)] = (
+            origin + mosaic_boxes["test"] * mosaic_nm, origin + mosaic_boxes["train"] * mosaic_nm,
+            0.1 * scan.step_nm)  # the stage's error (up to 10 % of a step) and the stitch's
+    return places
 
 
 def resume_training(run: TrainingRun) -> None:

@@ -401,3 +401,66 @@ def test_pair_sets_of_two_registrations_whose_splits_overlap_are_refused(api, re
     refused = start()
     assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == "registrations"
     assert "a test tile of one overlaps a training tile of the other" in refused.json()["errors"][0]["message"]
+
+
+def registration_of_another_scan(sample, sem, *, to_sem=None, instrument=None, origin_nm=(0.0, 0.0)):
+    """A succeeded registration of ``sem`` onto the mosaic of a new scan of ``sample`` (its pixels the fixture's)."""
+    scan = plan_scan(sample=sample, name="again", instrument=instrument, plan=dict(
+        origin_x_nm=0, origin_y_nm=0, size_x_nm=1000, size_y_nm=1000, overlap=0.3, exposure_ms=10,
+        contact_setpoint_nm=20))
+    mosaic = Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED, image="m/mosaic.tif", width=SIZE,
+                                   height=SIZE, pixel_size_nm=32.5, origin_x_nm=origin_nm[0], origin_y_nm=origin_nm[1])
+    return Registration.objects.create(mosaic=mosaic, sem_image=sem, method="landmarks", landmarks=CORNERS,
+                                       status=JobStatus.SUCCEEDED,
+                                       mosaic_to_sem=np.eye(3).tolist() if to_sem is None else to_sem)
+
+
+def start_training(api, operator, project, registrations, capture):
+    with capture(execute=False):
+        return api(operator).post("/api/training-runs/", {"project": project.pk, "name": "both",
+                                                          "registrations": [r.pk for r in registrations]}, format="json")
+
+
+@pytest.mark.django_db
+def test_pair_sets_of_two_mosaics_whose_tiles_show_one_place_of_an_sem_image_are_refused(
+        api, registered, project, operator, django_capture_on_commit_callbacks):
+    """One SEM image registered to two mosaics, the second's pixel x at the SEM's x + 100: its training tile at
+    (0, 0) shows the SEM pixels of the first's test tile at (100, 0). One at (0, 100) shows others."""
+    other = registration_of_another_scan(registered.mosaic.scan.sample, registered.sem_image,
+                                         to_sem=[[1.0, 0, 100], [0, 1, 0], [0, 0, 1]])
+    cut(registered, tile_px=64, boxes=[(100, 0, "test"), (0, 128, "train")])
+    cut(other, tile_px=64, boxes=[(0, 100, "train")])
+    response = start_training(api, operator, project, [registered, other], django_capture_on_commit_callbacks)
+    assert response.status_code == 201, response.json()
+    cut(other, tile_px=64, boxes=[(0, 0, "train")])  # the newest set: over the first's test tile in the SEM image
+    refused = start_training(api, operator, project, [registered, other], django_capture_on_commit_callbacks)
+    assert refused.status_code == 400, refused.json()
+    assert refused.json()["errors"][0]["message"].endswith(
+        "are cut from one SEM image, and a test tile of one overlaps a training tile of the other; train on one of "
+        "these registrations.")
+
+
+@pytest.mark.django_db
+def test_pair_sets_of_two_scans_of_one_place_on_a_sample_are_refused(api, registered, project, operator,
+                                                                      django_capture_on_commit_callbacks):
+    """Two scans on one instrument, the second's mosaic 64 px (2080 nm) right of the first's on the stage, each
+    registered to its own SEM image: the second's training tile at (0, 0) is the stage area of the first's test
+    tile at (64, 0). Another sample's scan with the same numbers is another place."""
+    from instruments.models import Instrument
+
+    instrument = Instrument.objects.create(project=project, name="bench", sim_seed=1)
+    sample = registered.mosaic.scan.sample
+    first = registration_of_another_scan(sample, registered.sem_image, instrument=instrument)
+    second_sem = SEMImage.objects.create(project=project, name="sem 2", image="s/sem.tif", width=SIZE, height=SIZE,
+                                         pixel_size_nm=32.5, pixel_size_source="metadata")
+    elsewhere = registration_of_another_scan(Sample.objects.create(project=project, name="chip 2"), second_sem,
+                                             instrument=instrument, origin_nm=(64 * 32.5, 0.0))
+    same_place = registration_of_another_scan(sample, second_sem, instrument=instrument, origin_nm=(64 * 32.5, 0.0))
+    cut(first, tile_px=64, boxes=[(64, 0, "test"), (0, 128, "train")])
+    for registration in (elsewhere, same_place):
+        cut(registration, tile_px=64, boxes=[(0, 0, "train")])
+    response = start_training(api, operator, project, [first, elsewhere], django_capture_on_commit_callbacks)
+    assert response.status_code == 201, response.json()
+    refused = start_training(api, operator, project, [first, same_place], django_capture_on_commit_callbacks)
+    assert refused.status_code == 400, refused.json()
+    assert "are cut from the same place on one sample, and a test tile" in refused.json()["errors"][0]["message"]
