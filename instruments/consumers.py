@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ssumweb.access import role_in
+from ssumweb.models import ROLE_RANK, Role
 
 from .control import live_group, worker_group
 
@@ -49,7 +50,8 @@ class LiveViewConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         self.instrument_id = int(self.scope["url_route"]["kwargs"]["pk"])
-        if await instrument_role(user, self.instrument_id) is None:
+        role = await instrument_role(user, self.instrument_id)
+        if role is None:
             await self.close(code=4404)
             return
         self.latest: bytes | None = None
@@ -57,8 +59,11 @@ class LiveViewConsumer(AsyncWebsocketConsumer):
         self.group = live_group(self.instrument_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.channel_layer.group_send(worker_group(self.instrument_id),
-                                            {"type": "hardware.command", "command": "live", "on": True})
+        # Every member watches (a running scan's frames, a view an operator turned on); only an operator's
+        # page turns the camera on, as POST /api/instruments/<id>/live/ lets only operators.
+        if ROLE_RANK[role] >= ROLE_RANK[Role.OPERATOR]:
+            await self.channel_layer.group_send(worker_group(self.instrument_id),
+                                                {"type": "hardware.command", "command": "live", "on": True})
 
     async def disconnect(self, code):
         if hasattr(self, "group"):

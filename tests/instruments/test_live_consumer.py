@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from instruments.control import live_group
+from instruments.control import live_group, worker_group
 from instruments.models import Instrument
 from tests.ssumweb.test_consumers import communicator
 
@@ -59,3 +59,25 @@ async def _drain(client, into: list) -> bool:
         into.append(await client.receive_from())
         got = True
     return got
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_viewer_watches_but_only_an_operator_turns_the_camera_on(project, viewer, operator):
+    instrument = await sync_to_async(Instrument.objects.create)(project=project, name="sim")
+    layer = get_channel_layer()
+    worker = await layer.new_channel()
+    await layer.group_add(worker_group(instrument.pk), worker)
+    path = f"/ws/instruments/{instrument.pk}/live/"
+    watcher = await sync_to_async(communicator)(path, viewer)
+    assert (await watcher.connect())[0]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(worker), timeout=0.2)  # the viewer's page sent the worker nothing
+    await layer.group_send(live_group(instrument.pk), frame(1))
+    assert HEADER.unpack((await watcher.receive_from(timeout=1))[:HEADER.size])[0] == 1  # yet sees the frames
+    driver = await sync_to_async(communicator)(path, operator)
+    assert (await driver.connect())[0]
+    assert await asyncio.wait_for(layer.receive(worker), timeout=1) == {
+        "type": "hardware.command", "command": "live", "on": True}
+    for client in (watcher, driver):
+        await client.disconnect()

@@ -209,7 +209,10 @@ function startLive() {
   let stopped = false;
   let online = cfg.instrument_online;
   let lastBeat = online ? Date.now() : 0;
-  const waiting = () => { if (!count) info.textContent = online ? "Waiting for the camera…" : info.dataset.offline; };
+  // a viewer's page only watches: the camera streams while a scan runs or an operator's page has it on
+  const idle = cfg.can_operate ? "Waiting for the camera…"
+    : "Waiting for the camera: it streams while a scan runs or an operator has the live view open.";
+  const waiting = () => { if (!count) info.textContent = online ? idle : info.dataset.offline; };
   const watchdog = setInterval(() => {
     if (online && Date.now() - lastBeat > OFFLINE_AFTER_MS) { online = false; waiting(); }
   }, 5000);
