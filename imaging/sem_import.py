@@ -109,7 +109,12 @@ def import_sem(
         pixels, metadata, bit_depth = _read_pil(data, name, max_pixels=max_pixels)
         page_used, pages = 0, 1
 
+    if min(pixels.shape[:2]) < MIN_SIDE_PX:
+        raise ImageFileError(f"{name} is {pixels.shape[1]} × {pixels.shape[0]} px: too small to pair with a mosaic "
+                             f"(at least {MIN_SIDE_PX} × {MIN_SIDE_PX} px)")
     meta_px = metadata.get("pixel_size_nm")
+    if meta_px is not None and not plausible_pixel_size_nm(meta_px):
+        meta_px = None  # a file's nonsense (0, inf, kilometres) is no pixel size: the user is asked for it
     if pixel_size_nm is not None:
         px, source_kind = float(pixel_size_nm), "user"
     elif meta_px is not None:
@@ -323,12 +328,29 @@ def _tiff_metadata(tif, page) -> dict:
             # 72/96 dpi are writer defaults, not a measurement
             if not (unit == 2 and round(per_unit) in (72, 96, 150, 300)):
                 found.append(("resolution", nm))
+    found = [(kind, nm) for kind, nm in found if plausible_pixel_size_nm(nm)]
     if found:
         out["pixel_size_from"], out["pixel_size_nm"] = found[0]
     desc = page.description
     if desc and not desc.lstrip().startswith("<"):
         out["description"] = desc[:2000]
     return out
+
+
+#: The smallest SEM image taken (px a side): less is no image to register or cut pairs from.
+MIN_SIDE_PX = 32
+
+#: Pixel sizes a file may state (nm): 10 pm to 1 mm, as a user may. Outside, the metadata is wrong (an OME
+#: PhysicalSizeX of "INF" was stored and made every later read of the SEM images fail).
+PLAUSIBLE_PIXEL_SIZE_NM = (0.01, 1e6)
+
+
+def plausible_pixel_size_nm(value) -> bool:
+    low, high = PLAUSIBLE_PIXEL_SIZE_NM
+    try:
+        return bool(low <= float(value) <= high)  # NaN compares false
+    except (TypeError, ValueError):
+        return False
 
 
 def _ome_pixel_size_nm(xml: str) -> float | None:

@@ -55,6 +55,37 @@ def test_a_file_without_pixel_size_asks_for_it(api, project, operator, django_ca
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("shape", [(1, 1), (8, 200)])
+def test_an_image_too_small_to_pair_is_refused_on_file(api, project, operator, shape):
+    buffer = io.BytesIO()
+    Image.fromarray(np.full(shape, 128, np.uint8)).save(buffer, format="PNG")
+    response = upload(api, operator, project, buffer.getvalue(), "speck.png", pixel_size_nm=5)
+    assert response.status_code == 400, response.json()
+    assert response.json()["errors"][0] == {"field": "file", "code": "invalid_image", "message": (
+        f"speck.png is {shape[1]} × {shape[0]} px: too small to pair with a mosaic (at least 32 × 32 px)")}
+    assert not SEMImage.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stated", ["INF", "0.0", "1e9"])
+def test_a_pixel_size_a_file_states_beyond_reason_is_asked_for(api, project, operator, stated,
+                                                               django_capture_on_commit_callbacks):
+    # an OME PhysicalSizeX of INF was stored, and every later read of the project's SEM images failed (500)
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, (np.random.default_rng(1).random((64, 80)) * 65535).astype(np.uint16), ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": stated, "PhysicalSizeXUnit": "nm"})
+    response = upload(api, operator, project, buffer.getvalue(), "ome.tif")
+    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "pixel_size_nm", response.json()
+    assert not SEMImage.objects.exists()
+    with django_capture_on_commit_callbacks(execute=False):
+        response = upload(api, operator, project, buffer.getvalue(), "ome.tif", pixel_size_nm=4)
+    assert response.status_code == 201 and response.json()["pixel_size_nm"] == 4
+    assert api(operator).get("/api/sem-images/").status_code == 200
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
 def test_not_an_image_or_truncated_is_400_on_file(api, project, operator, content):
     response = upload(api, operator, project, content, "x.png", pixel_size_nm=10)
