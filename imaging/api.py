@@ -51,9 +51,10 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 
     def perform_update(self, serializer):
         self.require_role(serializer.instance, Role.OPERATOR)
-        if serializer.validated_data.get("project", serializer.instance.project) != serializer.instance.project:
+        changes = dict(serializer.validated_data)
+        if changes.pop("project", serializer.instance.project) != serializer.instance.project:
             raise DomainError("A sample cannot move to another project.", field="project")
-        serializer.save()
+        services.update_sample(serializer.instance, changes)
 
 
 class ScanFilter(django_filters.FilterSet):

@@ -4,7 +4,7 @@ Views and the hardware worker call these; nothing else changes a scan's status.
 """
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from instruments.scan_plan import InstrumentLimits, validate_plan
@@ -40,13 +40,40 @@ def scan_topic(scan_id: int) -> str:
 
 def create_sample(*, project: Project, name: str, description: str = "", sim_seed: int | None = None,
                   surface: str = SampleSurface.CHIP, user=None) -> Sample:
+    name = _sample_name(project, name)
+    try:
+        with transaction.atomic():
+            return Sample.objects.create(project=project, name=name, description=description, sim_seed=sim_seed,
+                                         surface=surface, created_by=user)
+    except IntegrityError:  # the same name created at the same moment by another request
+        raise _name_taken(name) from None
+
+
+def update_sample(sample: Sample, changes: dict) -> Sample:
+    """Apply a user's edit of a sample (its name checked as a new sample's is, against the others)."""
+    if "name" in changes:
+        changes = {**changes, "name": _sample_name(sample.project, changes["name"], exclude=sample.pk)}
+    for key, value in changes.items():
+        setattr(sample, key, value)
+    try:
+        with transaction.atomic():
+            sample.save()
+    except IntegrityError:
+        raise _name_taken(sample.name) from None
+    return sample
+
+
+def _sample_name(project: Project, name: str, *, exclude: int | None = None) -> str:
     name = name.strip()
     if not name:
         raise DomainError("A sample needs a name.", field="name")
-    if Sample.objects.filter(project=project, name=name).exists():
-        raise DomainError(f"The project already has a sample called {name!r}.", field="name", code="unique")
-    return Sample.objects.create(project=project, name=name, description=description, sim_seed=sim_seed,
-                                 surface=surface, created_by=user)
+    if Sample.objects.filter(project=project, name=name).exclude(pk=exclude).exists():
+        raise _name_taken(name)
+    return name
+
+
+def _name_taken(name: str) -> DomainError:
+    return DomainError(f"The project already has a sample called {name!r}.", field="name", code="unique")
 
 
 def limits_for(instrument) -> InstrumentLimits:

@@ -59,6 +59,27 @@ def test_operator_creates_sample_and_duplicate_name_is_named(api, project, opera
 
 
 @pytest.mark.django_db
+def test_renaming_a_sample_to_a_name_the_project_has_is_named(api, project, operator):
+    first = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer 3"}, format="json").json()
+    second = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer 4"}, format="json").json()
+    for name in ("wafer 3", " wafer 3 ", ""):
+        response = api(operator).patch(f"/api/samples/{second['id']}/", {"name": name}, format="json")
+        assert response.status_code == 400 and fields_of(response) == {"name"}, response.json()
+    assert Sample.objects.get(pk=second["id"]).name == "wafer 4"
+    kept = api(operator).patch(f"/api/samples/{first['id']}/", {"name": " wafer 3 ", "description": "B"}, format="json")
+    assert kept.status_code == 200 and kept.json()["name"] == "wafer 3" and kept.json()["description"] == "B"
+
+
+@pytest.mark.django_db
+def test_a_sample_name_taken_at_the_same_moment_is_named_not_a_500(api, project, operator, monkeypatch):
+    # two requests both checked the name before either inserted: the database's constraint decides
+    api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer 5"}, format="json")
+    monkeypatch.setattr("imaging.services._sample_name", lambda project, name, exclude=None: name.strip())
+    again = api(operator).post("/api/samples/", {"project": project.pk, "name": "wafer 5"}, format="json")
+    assert again.status_code == 400 and fields_of(again) == {"name"}, again.json()
+
+
+@pytest.mark.django_db
 def test_operator_plans_a_scan(api, sample, instrument, operator):
     response = api(operator).post("/api/scans/", {**PLAN, "sample": sample.pk, "instrument": instrument.pk}, format="json")
     assert response.status_code == 201, response.json()
