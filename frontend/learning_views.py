@@ -17,7 +17,7 @@ from ssumweb.access import visible_projects
 from ssumweb.api import project_id_of
 from ssumweb.models import JobStatus
 
-from .views import _can_operate, _can_operate_project, _get, _scoped
+from .views import _can_operate, _can_operate_project, _get, _scoped, id_param
 
 # The metrics the models table shows, in order: key in metrics[...] → (heading, higher is better).
 METRICS = [("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True), ("cx", "CX", False)]
@@ -56,10 +56,9 @@ def sem_upload(request):
     """Upload an SEM image into a project (optionally a sample); the script shows what the file said."""
     projects = _operable_projects(request.user)
     sample = None
-    value = request.GET.get("sample", "")
-    if value.isdigit():
-        sample = _get(Sample, request.user, int(value))
-    project_id = sample.project_id if sample else (int(request.GET["project"]) if request.GET.get("project", "").isdigit() else None)
+    if (sample_id := id_param(request.GET.get("sample"))) is not None:
+        sample = _get(Sample, request.user, sample_id)
+    project_id = sample.project_id if sample else id_param(request.GET.get("project"))
     samples = _scoped(Sample, request.user).filter(project__in=projects).select_related("project")
     return render(request, "frontend/sem_upload.html", {
         "projects": projects, "samples": samples, "sample": sample, "project_id": project_id,
@@ -78,7 +77,7 @@ def sem_pair(request, pk):
         "pair_config": {"sem": {"id": sem.pk, "dzi_url": reverse("api:semimage-dzi", args=[sem.pk]) if sem.pyramid else None,
                                 "width": sem.width, "height": sem.height, "pixel_size_nm": sem.pixel_size_nm},
                         "mosaics": options,
-                        "selected": int(request.GET["mosaic"]) if request.GET.get("mosaic", "").isdigit() else None}})
+                        "selected": id_param(request.GET.get("mosaic"))}})
 
 
 def registration_detail(request, pk):
@@ -119,8 +118,8 @@ def training_list(request):
                                  .select_related("mosaic", "sem_image", "mosaic__scan").order_by("-created_at")
                                  .prefetch_related(Prefetch("pair_sets", queryset=finished, to_attr="finished_pair_sets")))
                      if r.finished_pair_sets]
-    chosen = [int(v) for v in request.GET.getlist("registration") if v.isdigit()]
-    asked = {int(v) for v in request.GET.getlist("pair_set") if v.isdigit()}  # the registration page's link
+    chosen = [v for v in map(id_param, request.GET.getlist("registration")) if v is not None]
+    asked = {v for v in map(id_param, request.GET.getlist("pair_set")) if v is not None}  # the registration page's link
     for r in registrations:
         r.pair_set_choice = next((p.pk for p in r.finished_pair_sets if p.pk in asked), r.finished_pair_sets[0].pk)
         if r.pair_set_choice in asked:

@@ -9,6 +9,8 @@ from imaging.models import Mosaic, Registration, SEMImage
 from mlcore.models import Translation
 from ssumweb.access import for_user
 
+from .views import id_param
+
 IDENTITY = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 
 
@@ -16,9 +18,10 @@ def _get_param(request, model, name):
     value = request.GET.get(name, "")
     if not value:
         return None
-    if not value.isdigit():
+    pk = id_param(value)
+    if pk is None:
         raise Http404(f"{name} must be a whole number.")
-    obj = for_user(model.objects.all(), request.user, model.PROJECT_PATH).filter(pk=int(value)).first()
+    obj = for_user(model.objects.all(), request.user, model.PROJECT_PATH).filter(pk=pk).first()
     if obj is None:
         raise Http404(f"No such {model._meta.verbose_name}.")
     return obj

@@ -17,6 +17,19 @@ from ssumweb.models import ROLE_RANK, Event, JobStatus, Role
 SAMPLES_ON_PROJECT = 12  # the rest are one link away, in the sample list filtered to the project
 
 
+#: The largest id a database holds (a signed 64-bit key): a longer number in a query finds nothing.
+MAX_ID = 2**63 - 1
+
+
+def id_param(value: str | None) -> int | None:
+    """An object id from a query parameter, or None for anything else: ASCII digits only (``"²".isdigit()``
+    is true, and int() refuses it) and no larger than a database key."""
+    if not value or not (value.isascii() and value.isdigit()):
+        return None
+    number = int(value)
+    return number if number <= MAX_ID else None
+
+
 def _scoped(model, user):
     return for_user(model.objects.all(), user, model.PROJECT_PATH)
 
@@ -102,8 +115,8 @@ def sample_list(request):
     if query:
         samples = samples.filter(Q(name__icontains=query) | Q(description__icontains=query))
     project = request.GET.get("project", "")
-    if project.isdigit():
-        samples = samples.filter(project_id=int(project))
+    if (project_id := id_param(project)) is not None:
+        samples = samples.filter(project_id=project_id)
     return render(request, "frontend/sample_list.html", {
         "page": _page(request, samples), "q": query, "project": project, "projects": visible_projects(request.user)})
 
@@ -185,7 +198,7 @@ def sem_list(request):
     if query:
         sems = sems.filter(Q(name__icontains=query) | Q(original_name__icontains=query))
     project = request.GET.get("project", "")
-    if project.isdigit():
-        sems = sems.filter(project_id=int(project))
+    if (project_id := id_param(project)) is not None:
+        sems = sems.filter(project_id=project_id)
     return render(request, "frontend/sem_list.html", {"page": _page(request, sems), "q": query, "project": project,
                                                       "projects": visible_projects(request.user)})

@@ -41,6 +41,17 @@ def mosaic(scan):
                                  status=JobStatus.SUCCEEDED)
 
 
+@pytest.mark.parametrize("junk", ["%C2%B2", "99999999999999999999999", "-1", "1.5"])
+def test_ids_in_query_strings_that_are_no_ids_find_nothing_rather_than_fail(scan, mosaic, operator, junk):
+    # "²".isdigit() is true and int() refuses it; a 23-digit id overflowed the database's integer (both a 500)
+    client = login(operator)
+    pages = {"/samples/?project=": 200, "/sem/?project=": 200, "/sem/upload/?project=": 200, "/sem/upload/?sample=": 200,
+             "/training/?registration=": 200, "/training/?pair_set=": 200, "/viewer/?mosaic=": 404,
+             f"/viewer/?mosaic={mosaic.pk}&sem_image=": 404}
+    for page, expected in pages.items():
+        assert client.get(page + junk).status_code == expected, page + junk
+
+
 def test_pages_need_login(scan, mosaic):
     for url in [f"/scans/{scan.pk}/", f"/samples/{scan.sample_id}/", f"/viewer/?mosaic={mosaic.pk}"]:
         response = Client().get(url)
