@@ -18,6 +18,7 @@ from ssumweb.errors import DomainError
 from ssumweb.events import events_after
 from ssumweb.media import send_file
 from ssumweb.models import Role
+from ssumweb.parsers import JSONParser
 
 from . import sem_service, services
 from . import serializers as s
@@ -246,7 +247,7 @@ class SEMImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
     filterset_fields = ["project", "sample"]
     search_fields = ["name", "original_name"]
     ordering_fields = ["created_at", "name"]
-    parser_classes = [parsers.MultiPartParser, parsers.FormParser, parsers.JSONParser]
+    parser_classes = [parsers.MultiPartParser, parsers.FormParser, JSONParser]
 
     @extend_schema(request={"multipart/form-data": s.SEMUploadSerializer}, responses={201: s.SEMImageSerializer})
     def create(self, request):

@@ -6,7 +6,8 @@ so a client can put each message next to the control that caused it.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -64,6 +65,13 @@ def exception_handler(exc, context):
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
         response.data = error_body(str(detail), code)
     return response
+
+
+def not_found(request, exception=None):
+    """The 404 of a URL nothing answers: under /api/ in the API's error shape (JSON), else Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("Not found.", "not_found"), status=404)
+    return page_not_found(request, exception)
 
 
 def project_id_of(obj) -> int:

@@ -48,3 +48,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("frontend.urls")),
 ]
+
+handler404 = "ssumweb.api.not_found"
