@@ -11,7 +11,7 @@ import logging
 import time
 
 import numpy as np
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from imaging.models import Mosaic, Registration, Sample, SampleSurface, Scan, ScanStatus
@@ -48,15 +48,22 @@ def start_demo(project: Project, user) -> DemoRun:
     if instrument is None:
         raise DomainError("The demo project has no simulated instrument.", field="project")
     if DemoRun.objects.filter(project=project, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
-        raise DomainError("A demo is already running in this project.", field="project", code="invalid_state")
+        raise _already_running()
     from .tasking import enqueue_after_commit
     from .tasks import run_demo
 
-    with transaction.atomic():
-        demo = DemoRun.objects.create(project=project, created_by=user, steps=[
-            {"name": name, "label": label, "status": "pending", "message": "", "url": ""} for name, label in STEPS])
-        enqueue_after_commit(run_demo, demo)
+    try:
+        with transaction.atomic():
+            demo = DemoRun.objects.create(project=project, created_by=user, steps=[
+                {"name": name, "label": label, "status": "pending", "message": "", "url": ""} for name, label in STEPS])
+            enqueue_after_commit(run_demo, demo)
+    except IntegrityError:  # another press started one since the check above
+        raise _already_running() from None
     return demo
+
+
+def _already_running() -> DomainError:
+    return DomainError("A demo is already running in this project.", field="project", code="invalid_state")
 
 
 class Steps:

@@ -45,12 +45,17 @@ def _publish_status(obj, **extra) -> None:
 def mark_queued(obj, *, task_id: str = "") -> None:
     """Put a finished (failed/cancelled) job back in the queue, e.g. to resume it."""
     with transaction.atomic():
+        # One conditional update: of two requests at once only one finds the job finished (a read, then a
+        # write, let both through and queued the training twice).
+        fields = {"status": JobStatus.QUEUED, "failure_reason": "", "cancel_requested": False, "finished_at": None}
+        if task_id:
+            fields["task_id"] = task_id
+        queued = type(obj).objects.filter(pk=obj.pk, status__in=(JobStatus.FAILED, JobStatus.CANCELLED)).update(**fields)
         obj.refresh_from_db()
-        if obj.status == JobStatus.RUNNING:
-            raise InvalidTransition(f"This {obj._meta.verbose_name} is already running.")
-        obj.status, obj.progress, obj.failure_reason, obj.cancel_requested = JobStatus.QUEUED, obj.progress, "", False
-        obj.task_id, obj.finished_at = task_id or obj.task_id, None
-        _save(obj, "status", "progress", "failure_reason", "cancel_requested", "task_id", "finished_at")
+        if not queued:
+            state = "already queued or running" if obj.status in ACTIVE else obj.status
+            raise InvalidTransition(f"Only a failed or cancelled {obj._meta.verbose_name} can be queued again; "
+                                    f"this one is {state}.")
         _publish_status(obj)
 
 

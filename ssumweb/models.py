@@ -109,3 +109,6 @@ class DemoRun(Job):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [  # one demo at a time in a project, however many presses arrive at once
+            models.UniqueConstraint(fields=["project"], condition=models.Q(status__in=["queued", "running"]),
+                                    name="one_active_demo_per_project")]

@@ -5,7 +5,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_a_body_nested_too_deeply_is_a_parse_error_not_a_500(api, project, operator):
-    body = '{"project": %d, "name": "a", "description": %s}' % (project.pk, "[" * 50_000 + "]" * 50_000)
+    body = f'{{"project": {project.pk}, "name": "a", "description": {"[" * 50_000 + "]" * 50_000}}}'
     response = api(operator).post("/api/samples/", body, content_type="application/json")
     assert response.status_code == 400 and response.json()["code"] == "parse_error", response.content[:200]
 

@@ -33,3 +33,41 @@ def test_a_refusal_is_one_line_in_the_log_and_a_crash_keeps_its_traceback(projec
     assert record.levelno == logging.ERROR and record.exc_info[0] is KeyError
     demo.refresh_from_db()
     assert demo.status == JobStatus.FAILED and "footprint_share" in demo.failure_reason
+
+
+@pytest.mark.django_db
+def test_a_finished_job_is_queued_again_once_however_often_it_is_asked(project):
+    from ssumweb.errors import InvalidTransition
+    from ssumweb.jobs import mark_queued
+
+    demo = DemoRun.objects.create(project=project, status=JobStatus.FAILED, failure_reason="the stage stopped")
+    stale = DemoRun.objects.get(pk=demo.pk)  # a second request, which read the job before the first queued it
+    mark_queued(demo)
+    demo.refresh_from_db()
+    assert demo.status == JobStatus.QUEUED and demo.failure_reason == "" and demo.finished_at is None
+    with pytest.raises(InvalidTransition, match="already queued or running"):
+        mark_queued(stale)
+    with pytest.raises(InvalidTransition, match="this one is succeeded"):
+        mark_queued(DemoRun.objects.create(project=project, status=JobStatus.SUCCEEDED))
+
+
+@pytest.mark.django_db
+def test_one_demo_at_a_time_even_when_two_presses_pass_the_check_together(project, lab_admin, monkeypatch):
+    from instruments.models import Instrument
+    from ssumweb import demo
+    from ssumweb.models import Project
+
+    Project.objects.filter(pk=project.pk).update(is_demo=True)
+    project.refresh_from_db()
+    Instrument.objects.create(project=project, name="Simulated SSUM", sim_seed=7)
+    first = demo.start_demo(project, lab_admin)  # queued after commit: never, in this test's transaction
+    with pytest.raises(DomainError, match="already running"):
+        demo.start_demo(project, lab_admin)
+    # the second press read "none running" before the first was stored: the database refuses it
+    with monkeypatch.context() as patch:
+        patch.setattr(DemoRun.objects, "filter", lambda **kw: DemoRun.objects.none())
+        with pytest.raises(DomainError, match="already running"):
+            demo.start_demo(project, lab_admin)
+    assert list(DemoRun.objects.all()) == [first]
+    DemoRun.objects.filter(pk=first.pk).update(status=JobStatus.SUCCEEDED)
+    assert demo.start_demo(project, lab_admin).status == JobStatus.QUEUED  # ended: the next one starts
