@@ -65,10 +65,18 @@ def set_flatfield_calibration(instrument, scan: Scan | None) -> None:
     if scan is not None:
         if scan.instrument_id != instrument.pk:
             raise DomainError("The scan was not taken on this instrument.", field="scan")
+        if scan.sample.surface != SampleSurface.BARE_SILICON:
+            raise DomainError(_not_bare(scan), field="scan")
         if not scan.frames.exists():
             raise DomainError("The scan has no frames yet.", field="scan", code="empty")
     type(instrument).objects.filter(pk=instrument.pk).update(flatfield_calibration=scan)
     instrument.flatfield_calibration = scan
+
+
+def _not_bare(scan: Scan) -> str:
+    # a chip's structure would be divided out of every frame as if it were shading
+    return (f"“{scan.name}” is a scan of “{scan.sample.name}”, which is not bare silicon: only a scan of a "
+            "bare-silicon sample can be a flat field.")
 
 
 def _check_calibration(scan: Scan, calibration: Scan | None) -> None:
@@ -84,6 +92,8 @@ def _check_calibration(scan: Scan, calibration: Scan | None) -> None:
     if calibration.instrument_id != scan.instrument_id:
         raise DomainError("The calibration scan was taken on another instrument: its shading is not this scan's.",
                           field="calibration_scan")
+    if calibration.sample.surface != SampleSurface.BARE_SILICON:
+        raise DomainError(_not_bare(calibration), field="calibration_scan")
     sizes = set(calibration.frames.values_list("width", "height"))
     if not sizes:
         raise DomainError("The calibration scan has no frames.", field="calibration_scan", code="empty")

@@ -6,7 +6,7 @@ from django.utils import timezone
 from imaging.flatfield import estimate_flatfield
 from imaging.imageio import write_image16
 from imaging.jobs import queue_mosaic
-from imaging.models import Frame, Mosaic, Sample, Scan
+from imaging.models import Frame, Mosaic, Sample, SampleSurface, Scan
 from imaging.services import plan_scan
 from instruments.models import Instrument
 from instruments.sim.dataset import simulate_scan
@@ -65,10 +65,13 @@ def test_stitch_job_builds_mosaic_and_pyramid_served_only_to_members(api, scan_w
     assert api(viewer).get(f"/api/mosaics/{mosaic.pk}/tiles/..%2F..%2Fsecret").status_code == 404
 
 
-def bare_silicon_scan(scan, frames, *, name="bare silicon", instrument="same"):
-    """A scan of bare silicon through the sphere: only its shading (``frames``: uint16 images)."""
+def bare_silicon_scan(scan, frames, *, name="bare silicon", instrument="same", sample=None):
+    """A scan of bare silicon through the sphere: only its shading (``frames``: uint16 images), of a
+    bare-silicon sample of the scan's project unless ``sample`` is given."""
     instrument = scan.instrument if instrument == "same" else instrument
-    bare = Scan.objects.create(project=scan.project, sample=scan.sample, instrument=instrument, name=name,
+    sample = sample or Sample.objects.get_or_create(project=scan.project, name="wafer",
+                                                    defaults={"surface": SampleSurface.BARE_SILICON})[0]
+    bare = Scan.objects.create(project=scan.project, sample=sample, instrument=instrument, name=name,
                                origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
                                exposure_ms=10, contact_setpoint_nm=20, rows=1, cols=len(frames))
     for index, frame in enumerate(frames):
@@ -122,6 +125,9 @@ def test_a_calibration_that_cannot_serve_is_refused_naming_the_field(api, operat
         ({"flatfield": "calibration", "calibration_scan": bare_silicon_scan(
             scan_with_frames, [s[:256, :256] for s in shading]).pk}, "are 256×256 px; this scan's are 512×512"),
         ({"flatfield": "calibration", "calibration_scan": foreign.pk}, "in your projects"),
+        ({"flatfield": "calibration", "calibration_scan": bare_silicon_scan(
+            scan_with_frames, shading, name="chip again", sample=scan_with_frames.sample).pk},
+         "“chip again” is a scan of “chip”, which is not bare silicon"),
         ({"flatfield": "estimate", "calibration_scan": bare_silicon_scan(scan_with_frames, shading).pk},
          'only used with flatfield "calibration"'),
         ({"flatfield": "dark"}, "not a valid choice"),

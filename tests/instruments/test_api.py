@@ -3,15 +3,15 @@
 import pytest
 from django.utils import timezone
 
-from imaging.models import Frame, Sample, Scan
+from imaging.models import Frame, Sample, SampleSurface, Scan
 from instruments.models import Instrument
 
 pytestmark = pytest.mark.django_db
 
 
-def scan_on(instrument, name, *, frames=1, project=None):
+def scan_on(instrument, name, *, frames=1, project=None, surface=SampleSurface.BARE_SILICON):
     project = project or instrument.project
-    sample = Sample.objects.create(project=project, name=f"{name} sample")
+    sample = Sample.objects.create(project=project, name=f"{name} sample", surface=surface)
     scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
                                origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
                                contact_setpoint_nm=20, rows=1, cols=1)
@@ -41,6 +41,7 @@ def test_a_scan_that_cannot_calibrate_the_instrument_is_refused_naming_it(api, p
     cases = [
         (scan_on(other, "elsewhere").pk, "not taken on this instrument"),
         (scan_on(instrument, "not yet", frames=0).pk, "no frames yet"),
+        (scan_on(instrument, "chip", surface=SampleSurface.CHIP).pk, "which is not bare silicon"),
         (scan_on(instrument, "theirs", project=other_project).pk, "in your projects"),
         ("x", "valid integer"),
     ]

@@ -51,14 +51,15 @@ def test_the_final_stitch_of_a_live_scan_uses_the_instruments_flat_field_calibra
     from ssumweb.models import JobStatus
 
     instrument = Instrument.objects.create(project=project, name="sim")
-    sample = Sample.objects.create(project=project, name="chip")
+    chip_sample = Sample.objects.create(project=project, name="chip")
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
 
-    def scan(name):
+    def scan(name, sample):
         return Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
                                    origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
                                    exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=1)
 
-    bare, chip = scan("bare silicon"), scan("chip")
+    bare, chip = scan("bare silicon", wafer), scan("chip", chip_sample)
     Frame.objects.create(scan=bare, index=0, row=0, col=0, commanded_x_nm=0, commanded_y_nm=0, measured_x_nm=0,
                          measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5, image="f.tif", width=512,
                          height=512)
