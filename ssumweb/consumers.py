@@ -70,6 +70,9 @@ class EventConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
+    async def receive(self, text_data=None, bytes_data=None):
+        """Clients only listen; whatever they send is ignored (a message that was not JSON crashed the consumer)."""
+
     async def event_message(self, message):
         await self._send_once(message["event"])
 

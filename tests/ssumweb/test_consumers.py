@@ -79,3 +79,16 @@ async def test_member_replays_after_seq_then_gets_live_events_once(scan, viewer)
     assert (live["seq"], live["type"], live["status"]) == (5, "scan.state", "running")
     assert await comm.receive_nothing(timeout=0.2)
     await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_what_a_client_sends_is_ignored_and_the_stream_goes_on(scan, viewer):
+    comm = await sync_to_async(communicator)(f"/ws/scans/{scan.pk}/?after=1", viewer)
+    assert (await comm.connect())[0]
+    for junk in ("not json", '{"type": "scan.state"}'):
+        await comm.send_to(text_data=junk)
+    await comm.send_to(bytes_data=b"\x00\x01")
+    await sync_to_async(events.publish)(f"scan.{scan.pk}", "scan.progress", done=1)
+    assert (await comm.receive_json_from())["type"] == "scan.progress"
+    await comm.disconnect()
