@@ -477,7 +477,7 @@ def export_pairs_zip(pair_set: PairSet) -> str:
     from .imageio import read_image16, to_float32
 
     if pair_set.status != JobStatus.SUCCEEDED:
-        raise DomainError("The pairs are not ready yet.", field="pair_set", code="invalid_state")
+        raise InvalidTransition(f"Pair set {pair_set.pk} is {pair_set.status}: only finished pairs can be exported.")
     rel = f"pairs/{pair_set.pk}/pairs.zip"
     if not absolute(rel).exists():
         grid_to_mosaic = pair_set.pixel_size_nm / pair_set.registration.mosaic.pixel_size_nm

@@ -1,7 +1,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from ssumweb.models import Project
+from ssumweb.serializers import VisibleProjectField
 
 from .models import Frame, ImagePair, Mosaic, PairSet, Registration, RegistrationMethod, Sample, Scan, SEMImage
 
@@ -10,7 +10,7 @@ JOB_FIELDS = ["status", "progress", "message", "failure_reason", "cancel_request
 
 
 class SampleSerializer(serializers.ModelSerializer):
-    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
+    project = VisibleProjectField()
     scan_count = serializers.IntegerField(read_only=True, required=False)
 
     class Meta:

@@ -3,16 +3,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from imaging.api import JobActionsMixin
 from imaging.models import Mosaic, PairSet, Registration
 from imaging.tiles import serve_pyramid
-from ssumweb.access import require
+from ssumweb.access import require, visible_projects
 from ssumweb.api import ProjectScopedViewSet, get_visible, project_id_of
 from ssumweb.errors import DomainError
 from ssumweb.media import send_file
-from ssumweb.models import Project, Role
+from ssumweb.models import Role
 
 from . import serializers as s
 from . import services
@@ -31,8 +32,8 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAc
         data = s.TrainingRunCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         project_id = data.validated_data["project"]
-        if not Project.objects.filter(pk=project_id).exists():
-            raise DomainError(f"No project with id {project_id}.", field="project", code="does_not_exist")
+        if not visible_projects(request.user).filter(pk=project_id).exists():  # another's reads as none
+            raise DomainError(f"No project with id {project_id} among yours.", field="project", code="does_not_exist")
         require(request.user, project_id, Role.OPERATOR)
         registrations = [get_visible(Registration, pk, request.user, "registrations")
                          for pk in dict.fromkeys(data.validated_data["registrations"])]
@@ -64,7 +65,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAc
         run = self.get_object()
         index = int(index)
         if index >= len(run.samples):
-            raise DomainError("No such sample image.", field="index", code="not_found")
+            raise NotFound(f"Training run {run.pk} has no sample image {index} (it has {len(run.samples)}).")
         return send_file(request, run.samples[index], content_type="image/png", max_age=86400, immutable=True)
 
 

@@ -1,7 +1,19 @@
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from .access import visible_projects
 from .models import Membership, Project, Role
+
+
+class VisibleProjectField(serializers.PrimaryKeyRelatedField):
+    """A project among the requesting user's: one that does not exist and one of others read alike, so an
+    outsider learns nothing of which ids exist."""
+
+    default_error_messages = {"does_not_exist": "No project with id {pk_value} among yours."}
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return visible_projects(request.user) if request is not None else Project.objects.none()
 
 
 class ProjectSerializer(serializers.ModelSerializer):

@@ -284,3 +284,15 @@ def test_the_largest_stride_and_tile_the_cut_takes_are_queued(api, registration,
                                                       "stride_px": 800}, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["stride_px"] == 800
+
+
+@pytest.mark.django_db
+def test_a_project_of_others_reads_as_one_that_does_not_exist(api, project, other_project, operator):
+    # an outsider told 404 for one id and "no such project" for another learnt which ids exist
+    for url, body in (("/api/samples/", {"name": "probe"}), ("/api/training-runs/", {"name": "probe", "registrations": [1]})):
+        answers = []
+        for pk in (other_project.pk, 987654):
+            response = api(operator).post(url, {**body, "project": pk}, format="json")
+            errors = response.json()["errors"]
+            answers.append((response.status_code, errors[0]["field"], errors[0]["message"].replace(str(pk), "N")))
+        assert answers[0] == answers[1] == (400, "project", "No project with id N among yours."), answers

@@ -464,3 +464,15 @@ def test_pair_sets_of_two_scans_of_one_place_on_a_sample_are_refused(api, regist
     refused = start_training(api, operator, project, [first, same_place], django_capture_on_commit_callbacks)
     assert refused.status_code == 400, refused.json()
     assert "are cut from the same place on one sample, and a test tile" in refused.json()["errors"][0]["message"]
+
+
+@pytest.mark.django_db
+def test_asking_for_what_a_job_has_not_made_yet_is_a_conflict_or_not_found(api, registered, project, operator,
+                                                                           viewer):
+    queued = PairSet.objects.create(registration=registered, pixel_size_nm=32.5, tile_px=64, stride_px=64)
+    response = api(viewer).get(f"/api/pair-sets/{queued.pk}/export/")
+    assert response.status_code == 409 and response.json()["code"] == "invalid_state"
+    assert "is queued: only finished pairs can be exported" in response.json()["detail"]
+    run = TrainingRun.objects.create(project=project, name="new", config={}, total_steps=4)
+    response = api(viewer).get(f"/api/training-runs/{run.pk}/samples/0")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
