@@ -81,9 +81,10 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
     synthetic = synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
     instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
                                            fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
-    sample = Sample.objects.create(project=project, name="chip")
+    chip_sample = Sample.objects.create(project=project, name="chip")
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
 
-    def scan(name):
+    def scan(name, sample=chip_sample):
         return Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
                                    origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
                                    exposure_ms=5, contact_setpoint_nm=20, rows=3, cols=3)
@@ -102,7 +103,7 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
             live.finish(final=False)
 
     uncorrected = live_mosaic(scan("before"))
-    bare = scan("bare silicon")
+    bare = scan("bare silicon", wafer)
     rng = np.random.default_rng(3)
     for index in range(3):
         rel = f"scans/{bare.pk}/frames/{index:06d}.tif"
