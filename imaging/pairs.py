@@ -244,10 +244,11 @@ def cut_pairs(
 
     A tile is kept only if it lies fully inside the overlap and both members have an intensity
     standard deviation ≥ ``min_std`` of their image's range (0.5–99.5 percentiles over the
-    overlap), so a dim but well-exposed SSUM mosaic is judged like a bright SEM image. The grid is divided into square blocks of
-    ``block_tiles × tile_px``; a seeded ``test_fraction`` of blocks is test. A tile belongs to the
-    block holding its top-left corner and is dropped when it reaches into a block of the other
-    split, so train and test tiles never overlap. ``mosaic_unsure`` (mosaic-sized bool) marks where
+    overlap), so a dim but well-exposed SSUM mosaic is judged like a bright SEM image. The grid is
+    divided into square blocks of ``block_tiles × tile_px``; a seeded ``test_fraction`` of the
+    blocks holding tiles is test (:func:`_test_blocks`). A tile belongs to the block holding its
+    top-left corner and is dropped when it reaches into a block of the other split, so train and
+    test tiles never overlap. ``mosaic_unsure`` (mosaic-sized bool) marks where
     frames placed with low confidence contribute (:func:`imaging.stitching.frame_footprint`): a tile
     touching it is skipped, since its seams, and so its alignment with the SEM image, may be pixels off.
 
@@ -289,10 +290,6 @@ def cut_pairs(
     h, w = (int(np.floor(full_rows / f)), int(np.floor(full_cols / f))) if part else (part_h, part_w)
     block_px = block_tiles * tile_px
     n_bx, n_by = -(-w // block_px), -(-h // block_px)
-    rng = np.random.default_rng(seed)
-    is_test = rng.random((n_by, n_bx)) < test_fraction
-    if test_fraction > 0 and not is_test.any() and is_test.size > 1:
-        is_test[rng.integers(n_by), rng.integers(n_bx)] = True  # at least one test block when asked
     lr_range, hr_range = (_robust_range(image, valid) for image in (lr, hr))
     # summed-area table: count of valid pixels in any box in O(1)
     integral = cv2.integral(valid.astype(np.uint8))
@@ -301,7 +298,7 @@ def cut_pairs(
     usable = valid if unsure_on_grid is None else valid & ~unsure_on_grid
     lx, ly = lattice_offset(usable, tile_px=tile_px, stride_px=stride_px, part_origin=(kx, ky), grid_shape=(h, w))
     skipped = {"outside_overlap": 0, "uncertain_placement": 0, "low_structure": 0, "straddles_split": 0}
-    pairs = []
+    candidates = []  # (box, block) of the tiles that could be pairs, whichever split they fall in
     for y0 in range(ly, h - tile_px + 1, stride_px):
         for x0 in range(lx, w - tile_px + 1, stride_px):
             x1, y1 = x0 + tile_px, y0 + tile_px
@@ -315,19 +312,23 @@ def cut_pairs(
             if unsure is not None and unsure[v1, u1] - unsure[v0, u1] - unsure[v1, u0] + unsure[v0, u0]:
                 skipped["uncertain_placement"] += 1
                 continue
-            bx, by = block_of((x0, y0, x1, y1), tile_px=tile_px, stride_px=stride_px, block_tiles=block_tiles)
-            split_test = is_test[by, bx]
-            covered = is_test[by : (y1 - 1 - ly) // block_px + 1, bx : (x1 - 1 - lx) // block_px + 1]
-            if (covered != split_test).any():
-                skipped["straddles_split"] += 1
-                continue
-            lr_tile, hr_tile = lr[v0:v1, u0:u1], hr[v0:v1, u0:u1]
-            if lr_tile.std() < min_std * lr_range or hr_tile.std() < min_std * hr_range:
+            if lr[v0:v1, u0:u1].std() < min_std * lr_range or hr[v0:v1, u0:u1].std() < min_std * hr_range:
                 skipped["low_structure"] += 1
                 continue
-            pairs.append(TilePair(lr=lr_tile.copy(), hr=hr_tile.copy(), box_px=(x0, y0, x1, y1),
-                                  box_mosaic_px=box_in_mosaic((x0, y0, x1, y1), f),
-                                  split="test" if split_test else "train", block=(int(bx), int(by))))
+            box = (x0, y0, x1, y1)
+            candidates.append((box, block_of(box, tile_px=tile_px, stride_px=stride_px, block_tiles=block_tiles)))
+    is_test = _test_blocks({block for _, block in candidates}, (n_by, n_bx), test_fraction, seed)
+    pairs = []
+    for (x0, y0, x1, y1), (bx, by) in candidates:
+        split_test = is_test[by, bx]
+        covered = is_test[by : (y1 - 1 - ly) // block_px + 1, bx : (x1 - 1 - lx) // block_px + 1]
+        if (covered != split_test).any():
+            skipped["straddles_split"] += 1
+            continue
+        u0, v0, u1, v1 = x0 - kx, y0 - ky, x1 - kx, y1 - ky
+        pairs.append(TilePair(lr=lr[v0:v1, u0:u1].copy(), hr=hr[v0:v1, u0:u1].copy(), box_px=(x0, y0, x1, y1),
+                              box_mosaic_px=box_in_mosaic((x0, y0, x1, y1), f),
+                              split="test" if split_test else "train", block=(int(bx), int(by))))
     return PairSet(pairs=tuple(pairs), pixel_size_nm=float(pixel_size_nm or mosaic_px_nm), tile_px=tile_px,
                    stride_px=stride_px, skipped=skipped, registration=dict(registration or {}))
 
@@ -351,6 +352,22 @@ def skipped_in_words(skipped: dict) -> str:
             noun = "" if parts else " tile" if count == 1 else " tiles"
             parts.append(f"{count}{noun} {words}")
     return ", ".join(parts)
+
+
+def _test_blocks(occupied: set, shape: tuple[int, int], test_fraction: float, seed: int) -> np.ndarray:
+    """Which train/test blocks are test, (rows, cols) bool: a seeded ``test_fraction`` of the ``occupied``
+    blocks (those holding a tile), rounded, at least one where asked and two or more are occupied, and never
+    all of them. Why of the occupied ones: drawn over the whole grid, most blocks lie outside a small overlap,
+    and a test fraction of 0.25 held out none of a demo's six pairs."""
+    is_test = np.zeros(shape, bool)
+    blocks = sorted(occupied)
+    if test_fraction <= 0 or len(blocks) < 2:
+        return is_test
+    count = min(max(1, round(test_fraction * len(blocks))), len(blocks) - 1)
+    for index in np.random.default_rng(seed).choice(len(blocks), size=count, replace=False):
+        bx, by = blocks[index]
+        is_test[by, bx] = True
+    return is_test
 
 
 def _robust_range(image: np.ndarray, valid: np.ndarray) -> float:

@@ -125,6 +125,25 @@ def test_the_lattice_fits_the_most_whole_tiles_and_blocks_start_with_it():
             assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, "a test tile overlaps a training tile"
 
 
+def test_the_test_fraction_is_of_the_blocks_that_hold_tiles():
+    # a small overlap in a large mosaic: drawn over the whole grid, its few blocks were mostly train (a demo's
+    # six pairs held none out at 0.25)
+    mosaic = scene((1024, 1024), seed=8)
+    sem = mosaic[100:292, 200:456].copy()  # 3 × 4 tiles of 64 px, in blocks of 2 × 2 tiles from the lattice's start
+    to_sem = np.array([[1.0, 0, -200], [0, 1, -100], [0, 0, 1]])
+    for fraction in (0.1, 0.25, 0.5, 0.8):
+        for seed in range(3):
+            result = cut_pairs(mosaic, sem, to_sem, mosaic_px_nm=50.0, tile_px=64, test_fraction=fraction, seed=seed)
+            assert len(result.pairs) == 12  # stride = tile: no tile reaches into another block
+            blocks = {p.block for p in result.pairs}
+            held_out = {p.block for p in result.split("test")}
+            assert len(held_out) == min(max(1, round(fraction * len(blocks))), len(blocks) - 1), (fraction, seed)
+    # never every block: one tile alone stays train
+    alone = cut_pairs(mosaic, mosaic[100:164, 200:264].copy(), to_sem, mosaic_px_nm=50.0, tile_px=64,
+                      test_fraction=0.5)
+    assert [p.split for p in alone.pairs] == ["train"]
+
+
 def test_tiles_touching_frames_placed_unsurely_are_skipped():
     mosaic = scene((256, 256), seed=5)
     unsure = np.zeros(mosaic.shape, bool)
