@@ -20,7 +20,8 @@ from ssumweb.models import JobStatus
 from .views import _can_operate, _can_operate_project, _get, _scoped, id_param
 
 # The metrics the models table shows, in order: key in metrics[...] → (heading, higher is better).
-METRICS = [("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True), ("cx", "CX", False)]
+# CX is mlcore.metrics.contextual_score, a similarity in (0, 1]: higher is better (a flat grey output scores ~0).
+METRICS = [("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True), ("cx", "CX", True)]
 BASELINES = [("model", "Model"), ("input", "Input (SSUM)"), ("unsharp", "Unsharp mask"),
              ("richardson_lucy", "Richardson–Lucy")]
 

@@ -39,8 +39,8 @@ def test_model_rows_mark_the_best_of_each_column():
     rows = {r["key"]: r for r in model_rows(metrics)}
     assert [r["key"] for r in model_rows(metrics)] == ["model", "input", "unsharp", "richardson_lucy"]
     assert rows["model"]["best"] == [True, False, False]  # highest PSNR
-    assert rows["input"]["best"] == [False, True, False]  # highest SSIM
-    assert rows["unsharp"]["best"] == [False, False, True]  # lowest CX
+    assert rows["input"]["best"] == [False, True, True]  # highest SSIM and CX (a similarity)
+    assert rows["unsharp"]["best"] == [False, False, False]  # the lowest CX is the worst
     assert rows["richardson_lucy"]["cells"][2] == (None, False)
     assert model_rows({}) == []
 
