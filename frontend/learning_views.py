@@ -170,5 +170,13 @@ def translate_context(scan, user) -> dict:
     """What the scan page needs for "Translate this mosaic": its finished mosaics and the project's models."""
     mosaics = scan.mosaics.filter(status=JobStatus.SUCCEEDED).exclude(pyramid="").order_by("-created_at")
     models = TrainedModel.objects.filter(project_id=project_id_of(scan)).order_by("-created_at")
+    from mlcore.models import Translation
+
+    done = (Translation.objects.filter(mosaic__scan=scan, live=False).select_related("model")
+            .order_by("-created_at", "-pk")[:TRANSLATIONS_LISTED])
     return {"translate_mosaics": [{"pk": m.pk, "label": mosaic_label(m, of_scan=False)} for m in mosaics],
-            "translate_models": models}
+            "translate_models": models, "translations": done}
+
+
+#: The scan page lists this many of its latest translations (the viewer's layers hold them all).
+TRANSLATIONS_LISTED = 10

@@ -202,7 +202,14 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
     expect(viewer_link).to_be_visible(timeout=90_000)
     translation = Translation.objects.get(model=model)
     assert translation.status == JobStatus.SUCCEEDED and translation.pyramid
-    viewer_link.click()
+    listed = page.locator(f'#translations [data-translation="{translation.pk}"]')
+    expect(listed).to_contain_text(f"Translation {translation.pk} of mosaic {translation.mosaic_id} with {model.name}")
+    page.reload()  # the finished translation stays on the page, with its way to the viewer
+    expect(listed).to_contain_text("succeeded")
+    expect(listed.get_by_role("link", name="open in the viewer")).to_have_attribute(
+        "href", f"/viewer/?mosaic={translation.mosaic_id}&translation={translation.pk}")
+    screenshot(page, "scan-translations")
+    listed.get_by_role("link", name="open in the viewer").click()
     page.wait_for_selector("body[data-viewer-ready=true]")
     assert set(page.evaluate("Object.keys(ssumViewers)")) >= {"mosaic", "translation", "risk"}
     page.wait_for_timeout(1000)  # let the opening "home" animation settle; zooms below are targets (getZoom(false))

@@ -1,5 +1,5 @@
 // "Translate this mosaic": start a translation with the chosen model, follow its progress, link to the viewer.
-import { api, showErrors } from "./common.js";
+import { api, el, showErrors } from "./common.js";
 import { progressText, watchJob } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -27,9 +27,20 @@ form?.addEventListener("submit", async (e) => {
           $("translate-status").textContent = `Translation ${obj.id} is ready.`;
           $("translate-viewer").href = `/viewer/?mosaic=${obj.mosaic}&translation=${obj.id}`;
           $("translate-viewer").hidden = false;
+          listTranslation(obj, form.elements.model.selectedOptions[0]?.textContent || `model ${obj.model}`);
         }
         if (["succeeded", "failed", "cancelled"].includes(obj.status)) $("translate").disabled = false;
       },
     });
   } catch (err) { showErrors(form, err); $("translate").disabled = false; }
 });
+
+// The list the page shows after a reload too (newest first), so a finished translation stays within reach.
+function listTranslation(t, modelName) {
+  const list = $("translations");
+  if (!list || list.querySelector(`[data-translation="${t.id}"]`)) return;
+  list.prepend(el("li", { "data-translation": String(t.id) }, `Translation ${t.id} of mosaic ${t.mosaic} with ${modelName}: `,
+    el("span", { class: "status status-succeeded", text: "succeeded" }), " ",
+    el("a", { href: `/viewer/?mosaic=${t.mosaic}&translation=${t.id}`, text: "open in the viewer" })));
+  $("translations-title").hidden = false;
+}
