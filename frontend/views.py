@@ -106,6 +106,8 @@ def project_detail(request, pk):
         "is_demo": project.is_demo or "demo" in project.name.lower() and project.instruments.filter(piezo_address="sim").exists(),
         "can_operate": _can_operate_project(request.user, project.pk),
         "surfaces": SampleSurface.choices,
+        # the latest demo, followed again on a reload: its steps while it runs, its links once it ended
+        "last_demo": project.demo_runs.order_by("-created_at", "-pk").first(),
     })
 
 

@@ -158,7 +158,8 @@ def demo_work(demo: DemoRun, progress) -> dict:
     steps.set("sem", "running", "Imaging the same area in the simulated SEM…")
     sem, sem_to_chip, mosaic_to_chip = upload_simulated_sem(project, sample, instrument, mosaic, user)
     steps.set("sem", "succeeded", f"{sem.width} × {sem.height} px at {sem.pixel_size_nm:.1f} nm/px "
-                                  f"(pixel size from the file; data bar of {sem.data_bar_rows} rows cut).")
+                                  f"(pixel size from the file; data bar of {sem.data_bar_rows} rows cut).",
+              reverse("frontend:sem-pair", args=[sem.pk]))
 
     steps.set("registration", "running", "Sweeping rotation and scale, polishing and checking each candidate…")
     registration = run_registration(mosaic, sem, user, progress)
@@ -182,19 +183,21 @@ def demo_work(demo: DemoRun, progress) -> dict:
     if pair_set.status != JobStatus.SUCCEEDED:
         raise DomainError(f"Pair extraction failed: {pair_set.failure_reason}")
     pairs, held_out = pair_set.pairs.count(), pair_set.pairs.filter(split="test").count()
-    steps.set("pairs", "succeeded", f"{pairs} pair{'' if pairs == 1 else 's'} ({held_out} held out for testing).")
+    steps.set("pairs", "succeeded", f"{pairs} pair{'' if pairs == 1 else 's'} ({held_out} held out for testing).",
+              reverse("frontend:registration", args=[registration.pk]))
 
     from mlcore.models import TrainedModel, TrainingRun, Translation
     from mlcore.services import queue_training, queue_translation
 
     run = queue_training(project_id=project.pk, name=f"Demo model {demo.pk}", registrations=[registration],
                          settings=DEMO_TRAINING, user=user)
-    steps.set("training", "running", f"{DEMO_TRAINING['steps']} steps on the CPU…", reverse("frontend:dashboard"))
+    run_url = reverse("frontend:training-run", args=[run.pk])
+    steps.set("training", "running", f"{DEMO_TRAINING['steps']} steps on the CPU…", run_url)
     run = wait_for(lambda: _finished(TrainingRun, run.pk), "the training run", progress)
     if run.status != JobStatus.SUCCEEDED:
         raise DomainError(f"Training failed: {run.failure_reason}")
     model = TrainedModel.objects.get(training_run=run)
-    steps.set("training", "succeeded", f"Model {model.name}: {summary(model.metrics)}")
+    steps.set("training", "succeeded", f"Model {model.name}: {summary(model.metrics)}", run_url)
 
     steps.set("translation", "running", "Tiled inference over the whole mosaic…")
     translation = queue_translation(mosaic, model, user=user)

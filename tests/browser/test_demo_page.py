@@ -52,4 +52,11 @@ def test_demo_steps_and_the_scan_list_follow_without_a_reload(page, demo_lab):
     # the demo's scan joins the project's scan list while the demo runs
     expect(page.locator("#project-scans .scan-card")).to_have_count(1, timeout=60_000)
     screenshot(page, "project-demo-running")
+    # a reload follows the same demo: its steps again, and no second one can be started meanwhile
+    page.reload()
+    expect(page.locator("#demo-steps li")).to_have_count(len(demo.STEPS), timeout=20_000)
+    expect(page.locator("#demo-steps li").first).to_contain_text("Calibrate the flat field on bare silicon")
+    if DemoRun.objects.get().status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        expect(page.get_by_role("button", name="Run the demo")).to_be_disabled()
+    assert DemoRun.objects.count() == 1
     assert not page.console_errors, page.console_errors

@@ -19,11 +19,12 @@ function render(state) {
 // The project's scan list is server-rendered: when a step changes, fetch this page again and swap the list in,
 // so the demo's scan appears (and shows its progress and thumbnail) without a reload.
 let stepsSeen = "";
-async function refreshScans(state) {
+async function refreshScans(state, { drawn = false } = {}) {
   const steps = (state.steps || []).map((s) => `${s.name}:${s.status}`).join(",");
   const section = document.getElementById("project-scans");
   if (!section || steps === stepsSeen) return;
   stepsSeen = steps;
+  if (drawn) return;  // the page was just drawn with these steps' scans
   try {
     const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
     if (!response.ok) return;
@@ -32,14 +33,18 @@ async function refreshScans(state) {
   } catch { /* the next step change tries again */ }
 }
 
-async function poll(url) {
+async function poll(url, { first = false } = {}) {
   try {
     const state = await api(url);
-    refreshScans(state);
-    if (!render(state)) setTimeout(() => poll(url), 2000);
-    else button.disabled = false;
-  } catch (err) { out.textContent = err.message; button.disabled = false; }
+    refreshScans(state, { drawn: first });
+    const ended = render(state);
+    if (button) button.disabled = !ended;  // one demo at a time: the button waits for the one running
+    if (!ended) setTimeout(() => poll(url), 2000);
+  } catch (err) { out.textContent = err.message; if (button) button.disabled = false; }
 }
+
+// A reload (or another member's page) follows the latest demo: its steps and links stay within reach.
+if (list?.dataset.statusUrl) poll(list.dataset.statusUrl, { first: true });
 
 button?.addEventListener("click", async () => {
   button.disabled = true;
