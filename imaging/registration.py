@@ -147,12 +147,13 @@ def fit_landmarks(
         raise ValueError(f"need at least 3 landmark pairs, got {len(src)}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
         raise ValueError("landmark coordinates must be finite numbers")
-    for name, pts in (("mosaic/source", src), ("SEM/target", dst)):
+    for name, pts in (("mosaic", src), ("SEM", dst)):  # source and target are the mosaic and the SEM image here
         centred = pts - pts.mean(axis=0)
         sv = np.linalg.svd(centred, compute_uv=False)
         if sv[0] < 1e-6 or sv[1] < max(1e-3 * sv[0], 0.5):
             raise ValueError(
-                f"{name} landmarks are collinear or coincident; pick at least 3 points that span an area"
+                f"the {name} landmarks lie on one line (collinear) or on one spot; pick at least 3 points that "
+                "span an area, not a line"
             )
     n = len(src)
     if model == "similarity":

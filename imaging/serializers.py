@@ -130,7 +130,9 @@ class SEMUploadSerializer(serializers.Serializer):
     sample = serializers.IntegerField(required=False, allow_null=True)
     file = serializers.FileField()
     name = serializers.CharField(max_length=255, required=False, allow_blank=True)
-    pixel_size_nm = serializers.FloatField(required=False, allow_null=True, min_value=0.01, max_value=1_000_000)
+    pixel_size_nm = serializers.FloatField(required=False, allow_null=True, min_value=0.01, max_value=1_000_000,
+                                           error_messages={"min_value": "A pixel size is at least {min_value} nm.",
+                                                           "max_value": "A pixel size is at most {max_value} nm."})
     page = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=1000)
 
 

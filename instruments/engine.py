@@ -139,7 +139,7 @@ class ScanEngine:
     def state(self) -> ScanState:
         return self._state
 
-    def pause(self, reason: str = "paused by user") -> None:
+    def pause(self, reason: str = "Paused by a user.") -> None:
         """Ask the scan to pause at the next checkpoint."""
         with self._ctl.lock:
             if self._ctl.pause_reason is None:
@@ -180,7 +180,7 @@ class ScanEngine:
                     self._run_group(group, total)
             state = ScanState.COMPLETED
         except _Aborted:
-            state, reason = ScanState.ABORTED, "aborted by user"
+            state, reason = ScanState.ABORTED, "Aborted by a user."
         except LimitError as exc:
             state, reason = ScanState.FAILED, str(exc)
         except Exception as exc:

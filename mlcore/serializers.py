@@ -32,8 +32,10 @@ class TrainingSettingsSerializer(serializers.Serializer):
 
 class TrainingRunCreateSerializer(serializers.Serializer):
     project = serializers.IntegerField()
-    name = serializers.CharField(max_length=200)
-    registrations = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000)
+    name = serializers.CharField(max_length=200, error_messages={"blank": "Give the run a name."})
+    registrations = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=1000,
+                                          error_messages={"min_length": "Tick at least one registration to train on.",
+                                                          "empty": "Tick at least one registration to train on."})
     pair_sets = serializers.ListField(
         child=serializers.IntegerField(), required=False, default=list, max_length=1000,
         help_text="At most one finished pair set of each registration (a registration's sets cover the same places, "

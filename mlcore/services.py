@@ -19,6 +19,11 @@ def queue_training(*, project_id: int, name: str, registrations, settings: dict,
                               field="registrations")
     chosen = _one_pair_set_each(registrations, pair_sets)
     _check_splits_apart(chosen)
+    smallest = min(chosen, key=lambda p: p.tile_px)
+    crop = int(settings.get("crop_px", 256))
+    if crop > smallest.tile_px:  # the run would train on smaller crops than asked (it took the tile size quietly)
+        raise DomainError(f"Crops of {crop} px do not fit the {smallest.tile_px} px tiles of pair set {smallest.pk}: "
+                          f"at most {smallest.tile_px} px.", field="config.crop_px")
     from . import tasks
 
     with transaction.atomic():

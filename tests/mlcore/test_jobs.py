@@ -147,6 +147,7 @@ def test_collinear_landmarks_are_refused(api, registered, operator):
         "mosaic": registered.mosaic_id, "sem_image": registered.sem_image_id, "method": "landmarks",
         "landmarks": [[0, 0, 0, 0], [10, 10, 10, 10], [20, 20, 20, 20]]}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "landmarks"
+    assert "the mosaic landmarks lie on one line (collinear)" in response.json()["errors"][0]["message"]
 
 
 @pytest.mark.django_db
@@ -366,7 +367,8 @@ def test_a_run_trains_on_one_pair_set_of_each_registration(api, registered, proj
     def start(**choice):
         with django_capture_on_commit_callbacks(execute=False):
             return api(operator).post("/api/training-runs/", {"project": project.pk, "name": "one set",
-                                                              "registrations": [registered.pk], **choice}, format="json")
+                                                              "registrations": [registered.pk], **choice,
+                                                              "config": {"crop_px": 64}}, format="json")
 
     response = start()
     assert response.status_code == 201, response.json()
@@ -394,7 +396,8 @@ def test_pair_sets_of_two_registrations_whose_splits_overlap_are_refused(api, re
     def start():
         with django_capture_on_commit_callbacks(execute=False):
             return api(operator).post("/api/training-runs/", {"project": project.pk, "name": "two",
-                                                              "registrations": [registered.pk, redo.pk]}, format="json")
+                                                              "registrations": [registered.pk, redo.pk],
+                                                              "config": {"crop_px": 64}}, format="json")
 
     assert sorted(start().json()["pair_sets"]) == [first.pk, elsewhere.pk]
     cut(redo, tile_px=64, boxes=[(96, 32, "train")])  # the redo's newest set: over the first's test tile
@@ -418,7 +421,8 @@ def registration_of_another_scan(sample, sem, *, to_sem=None, instrument=None, o
 def start_training(api, operator, project, registrations, capture):
     with capture(execute=False):
         return api(operator).post("/api/training-runs/", {"project": project.pk, "name": "both",
-                                                          "registrations": [r.pk for r in registrations]}, format="json")
+                                                          "registrations": [r.pk for r in registrations],
+                                                          "config": {"crop_px": 64}}, format="json")
 
 
 @pytest.mark.django_db
@@ -476,3 +480,23 @@ def test_asking_for_what_a_job_has_not_made_yet_is_a_conflict_or_not_found(api, 
     run = TrainingRun.objects.create(project=project, name="new", config={}, total_steps=4)
     response = api(viewer).get(f"/api/training-runs/{run.pk}/samples/0")
     assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_crops_larger_than_the_tiles_are_refused_on_crop(api, registered, project, operator):
+    small = cut(registered, tile_px=64, boxes=[(0, 0, "train"), (64, 0, "test")])
+    response = api(operator).post("/api/training-runs/", {"project": project.pk, "name": "big crops",
+                                                          "registrations": [registered.pk]}, format="json")
+    assert response.status_code == 400 and response.json()["errors"][0] == {
+        "field": "config.crop_px", "code": "invalid",
+        "message": f"Crops of 256 px do not fit the 64 px tiles of pair set {small.pk}: at most 64 px."}
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_run_without_registrations_or_name_is_told_what_to_do(api, project, operator):
+    response = api(operator).post("/api/training-runs/", {"project": project.pk, "name": " ", "registrations": []},
+                                  format="json")
+    assert response.status_code == 400
+    assert {e["field"]: e["message"] for e in response.json()["errors"]} == {
+        "name": "Give the run a name.", "registrations": "Tick at least one registration to train on."}

@@ -42,6 +42,7 @@ function setStatus(next, reason, times) {
   $("status-reason").textContent = reason || "";
   updateControls();
   showTimes(times);
+  if (next === "paused") $("eta").textContent = "";  // no time is running out while it waits
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
   if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); }
 }

@@ -100,7 +100,8 @@ async function showSearch() {
       "automatically (at least 100). Use landmarks."
     : `The SEM image covers about ${share >= 0.1 ? `${Math.round(100 * share)} %` : `1/${Math.round(1 / share)}`} ` +
       `of this mosaic's area${share < 1 / 64 ? " (less than 1/64: the search must be narrowed to where it lies)" : ""}. ` +
-      "Zoom the mosaic below to where the SEM image lies: the search then covers what you see.";
+      ($("search-in-view").checked ? "Zoom the mosaic below to where the SEM image lies: the search then covers what you see."
+        : "The whole mosaic is searched; to search only where the SEM image lies, tick the box and zoom the mosaic there.");
   $("search-view").hidden = !$("search-in-view").checked;
   if ($("search-view").hidden) return;
   if (!searchViewer) {

@@ -35,7 +35,11 @@ function setStatus(value, obj = {}) {
   $("resume-run").hidden = !["failed", "cancelled"].includes(value);
   if (value === "failed") $("run-failure").textContent = obj.failure_reason || obj.reason || $("run-failure").textContent;
   if (value === "succeeded") $("model-link").hidden = false;
-  if (FINAL.includes(value)) { $("run-eta").textContent = ""; $("run-message").textContent = ""; }  // no stale "Evaluating…"
+  if (FINAL.includes(value)) {
+    $("run-eta").textContent = ""; $("run-message").textContent = "";  // no stale "Evaluating…"
+    const empty = $("samples-empty");  // ended before an epoch: no sample is coming
+    if (empty) empty.textContent = empty.dataset.ended;
+  }
 }
 
 function showProgress(step, total, progress) {
