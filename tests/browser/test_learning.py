@@ -149,6 +149,8 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
     expect(page.locator("#reg-residual")).to_have_text(re.compile(r"\d+\.\d\d px"))
     expect(page.locator("#reg-checked")).to_have_text(re.compile(
         r"^3 landmark pairs, largest residual \d+\.\d\d px; refined on the images, \d+\.\d\d px from the clicks"))
+    expect(page.locator("#reg-confidence")).to_have_text(re.compile(
+        r"^\d+ % \(from how well the two images' edges correlate there and how closely two refinements agree\)$"))
     page.wait_for_selector("body[data-overlay-ready=true]")
     registration.refresh_from_db()
     # The same spots on the same grid: close to the identity (a click lands within a screen pixel or two).

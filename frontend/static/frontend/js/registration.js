@@ -26,12 +26,20 @@ function showResult(obj) {
   $("reg-result").hidden = false;
   $("pairs-section").hidden = false;
   $("reg-residual").textContent = obj.residual_px == null ? "—" : `${Number(obj.residual_px).toFixed(2)} px`;
-  $("reg-confidence").textContent = obj.confidence == null ? "—" : `${(100 * obj.confidence).toFixed(0)} %`;
+  $("reg-confidence").textContent = obj.confidence == null ? "—" : `${(100 * obj.confidence).toFixed(0)} % (${confidenceBasis(obj)})`;
   $("reg-checked").textContent = checkedText(obj.details || {});
   $("reg-matrix").textContent = (obj.mosaic_to_sem || []).map((r) => `[${r.map((v) => Number(v).toPrecision(4)).join(", ")}]`).join(" ");
   $("open-viewer").href = cfg.viewer_url;
   $("accept").hidden = obj.accepted;
   if (!shown && obj.mosaic_to_sem) { shown = true; drawOverlay(obj.mosaic_to_sem).catch((err) => { $("accept-error").textContent = err.message; }); }
+}
+
+// What the confidence measures differs by how the transform was found: say so beside it (a landmark fit's 100 % and
+// an automatic registration's 52 % are not on one scale).
+function confidenceBasis(obj) {
+  const details = obj.details || {};
+  if (obj.method === "landmarks" && details.polish_from_clicks_px == null) return "from the clicks' residual alone";
+  return "from how well the two images' edges correlate there and how closely two refinements agree";
 }
 
 // What vouches for the transform: the independent check and the SEM windows re-located near it (automatic), or the
@@ -50,7 +58,7 @@ function checkedText(details) {
       text += `; refined on the images, ${Number(details.polish_from_clicks_px).toFixed(2)} px from the clicks` +
         (windows ? `; ${windows}` : "");
     } else if (details.refinement_refused) {
-      text += `; the clicks alone, not refined on the images: ${details.refinement_refused}`;
+      text += `; kept as clicked: refining it on the images was refused (${details.refinement_refused})`;
     }
     return text;
   }
