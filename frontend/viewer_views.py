@@ -68,7 +68,9 @@ def viewer_layers(*, mosaic, translation, registration, sem) -> list[dict]:
                        "pixel_size_nm": sem.pixel_size_nm, "width": sem.width, "height": sem.height,
                        "transform": IDENTITY})
     if translation is not None and translation.risk_pyramid:
-        layers.append({"key": "risk", "label": "Hallucination risk",
+        # |G_BA(G_AB(x)) − x| / 2: bright where the SSUM image is not recovered from the SEM-like one
+        layers.append({"key": "risk", "label": "Hallucination risk (bright: the SSUM image is not recovered from the "
+                                               "SEM-like one there)",
                        "dzi_url": reverse("api:translation-dzi", args=[translation.pk, "risk"]),
                        "pixel_size_nm": px, "width": mosaic.width if mosaic else None, "transform": IDENTITY})
     return layers
@@ -89,6 +91,10 @@ def frame_outlines(mosaic) -> list[dict]:
              "uncertain": k in unsure} for k, (x, y) in enumerate(positions)]
 
 
+#: The viewer opened with nothing to show lists this many of the user's latest mosaics.
+RECENT_MOSAICS = 10
+
+
 def viewer(request):
     mosaic = _get_param(request, Mosaic, "mosaic")
     translation = _get_param(request, Translation, "translation")
@@ -105,6 +111,11 @@ def viewer(request):
     if mosaic is not None:
         others = {"translations": mosaic.translations.exclude(pyramid="").select_related("model"),
                   "registrations": mosaic.registrations.select_related("sem_image")}
+    elif not layers:  # nothing asked for: the latest mosaics to open instead of an empty page
+        from .learning_views import _mosaics_for, mosaic_label
+
+        others = {"recent_mosaics": [{"pk": m.pk, "label": mosaic_label(m)}
+                                     for m in _mosaics_for(request.user)[:RECENT_MOSAICS]]}
     return render(request, "frontend/viewer.html", {
         "mosaic": mosaic, "translation": translation, "registration": registration, "layers": layers,
         "viewer_config": {"layers": layers, "frames": frame_outlines(mosaic) if layers and mosaic else []},

@@ -311,3 +311,14 @@ def test_dashboard_searches_and_pages_projects(viewer, django_user_model):
     found = client.get("/?q=group 1").content.decode()
     assert "Group 10" in found and "Group 12" in found and "Group 09" not in found and "Nanofab lab" not in found
     assert "No project matches" in client.get("/?q=zzz").content.decode()
+
+
+def test_the_viewer_with_nothing_to_show_offers_the_latest_mosaics(mosaic, viewer):
+    page = login(viewer).get("/viewer/").content.decode()
+    assert 'id="viewer-empty"' in page and f'href="?mosaic={mosaic.pk}">Mosaic {mosaic.pk}: chip / s1, stitched' in page
+
+
+def test_a_page_not_found_says_so_in_the_sites_frame(viewer):
+    response = login(viewer).get("/viewer/?mosaic=999")
+    page = response.content.decode()
+    assert response.status_code == 404 and "Go to the dashboard" in page and "Log out" in page
