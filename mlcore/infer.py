@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -212,9 +213,18 @@ class _Runner:
         block = np.asarray(mosaic[ri.min():ri.max() + 1, ci.min():ci.max() + 1])
         return block[np.ix_(ri - ri.min(), ci - ci.min())]
 
+    def blank(self, mosaic: np.ndarray, row: int, col: int) -> np.ndarray:
+        """(tile, tile) bool: the core's pixels no frame covers (:func:`uncovered`), read with the
+        reflection the tiles use, so a tile's answer is the whole mosaic's."""
+        h, w = self.shape
+        m = BLANK_MARGIN
+        span = np.arange(-m, self.tile + m)
+        ri, ci = reflect_index(span + row, h), reflect_index(span + col, w)
+        return uncovered(np.asarray(mosaic)[np.ix_(ri, ci)])[m:-m, m:-m]
+
     @torch.inference_mode()
     def run(self, mosaic: np.ndarray, origins: list[tuple[int, int]],
-            write: Callable[[int, int, np.ndarray, np.ndarray | None], None], *,
+            write: Callable[[int, int, np.ndarray, np.ndarray | None, np.ndarray], None], *,
             progress: Callable[[int, int], None] | None = None,
             should_cancel: Callable[[], bool] | None = None) -> None:
         m, hl, t = self.model, self.halo, self.tile
@@ -240,9 +250,23 @@ class _Runner:
                          slice(m.halo, m.halo + t))
                 risk = ((rec[inner].float() - x[core]).abs() / 2).mean(1).cpu().numpy()
             for i, (r, c) in enumerate(chunk):
-                write(r, c, sem[i], None if risk is None else risk[i])
+                write(r, c, sem[i], None if risk is None else risk[i], self.blank(mosaic, r, c))
             if progress:
                 progress(min(start + self.batch_size, len(origins)), len(origins))
+
+
+#: Pixels of a mosaic at 0 are blank (no frame covers them) only where all within this many px are:
+#: a dark pixel inside the covered area, rounded to 0, is not.
+BLANK_MARGIN = 2
+
+
+def uncovered(mosaic: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where no frame covers the mosaic: 0 in every channel throughout the
+    (2·BLANK_MARGIN + 1)² square around (nearest-edge beyond the array). The generator paints
+    texture there too, which is a translation of nothing: the output is left 0 there."""
+    zero = mosaic == 0 if mosaic.ndim == 2 else (mosaic == 0).all(axis=-1)
+    size = 2 * BLANK_MARGIN + 1
+    return cv2.erode(zero.view(np.uint8), np.ones((size, size), np.uint8), borderType=cv2.BORDER_REPLICATE) > 0
 
 
 def _writer(out: np.ndarray, risk_out: np.ndarray | None, model: TranslationModel,
@@ -251,7 +275,7 @@ def _writer(out: np.ndarray, risk_out: np.ndarray | None, model: TranslationMode
     r0, r1, c0, c1 = region
     as_uint16 = out.dtype == np.uint16
 
-    def write(row: int, col: int, sem: np.ndarray, risk: np.ndarray | None) -> None:
+    def write(row: int, col: int, sem: np.ndarray, risk: np.ndarray | None, blank: np.ndarray) -> None:
         t = sem.shape[0]
         a0, a1 = max(row, r0), min(row + t, r1)
         b0, b1 = max(col, c0), min(col + t, c1)
@@ -261,9 +285,11 @@ def _writer(out: np.ndarray, risk_out: np.ndarray | None, model: TranslationMode
         part = part[..., 0] if out.ndim == 2 else part
         if as_uint16:
             part = np.clip(np.rint(model.norm_b.from_unit(part)), 0, 65535).astype(np.uint16)
+        empty = blank[a0 - row:a1 - row, b0 - col:b1 - col]
+        part = np.where(empty if part.ndim == 2 else empty[..., None], 0, part)  # no frame there: nothing, as in the mosaic
         out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = part
         if risk_out is not None and risk is not None:
-            risk_out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = risk[a0 - row:a1 - row, b0 - col:b1 - col]
+            risk_out[a0 - r0:a1 - r0, b0 - c0:b1 - c0] = np.where(empty, 0, risk[a0 - row:a1 - row, b0 - col:b1 - col])
     return write
 
 
@@ -331,9 +357,13 @@ def translate_whole(model: TranslationModel, mosaic: np.ndarray, *, risk: bool =
     crop = (slice(None), slice(None), slice(halo, halo + h), slice(halo, halo + w))
     sem = ((fake[crop].clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).cpu().numpy()
     sem = sem[..., 0] if sem.shape[-1] == 1 else sem
+    m = BLANK_MARGIN
+    empty = uncovered(np.asarray(mosaic)[np.ix_(reflect_index(np.arange(-m, h + m), h),
+                                                 reflect_index(np.arange(-m, w + m), w))])[m:-m, m:-m]
+    sem = np.where(empty if sem.ndim == 2 else empty[..., None], 0, sem)
     risk_map = None
     if rec is not None:
-        risk_map = ((rec[crop] - x[crop]).abs() / 2).mean(1)[0].cpu().numpy()
+        risk_map = np.where(empty, 0, ((rec[crop] - x[crop]).abs() / 2).mean(1)[0].cpu().numpy())
     return TranslationResult(sem, risk_map, 1, time.perf_counter() - started)
 
 

@@ -117,3 +117,16 @@ def test_bf16_option_runs_close_to_fp32(model, mosaic):
     b = translate_mosaic(model, mosaic[:64, :64], tile=64, risk=False, as_uint16=False,
                          bf16=True)
     assert np.abs(a.sem_like - b.sem_like).max() < 0.05  # equal where bf16 is unsupported
+
+
+def test_nothing_is_translated_where_no_frame_covers_the_mosaic(model, mosaic):
+    # the generator paints texture over the mosaic's empty corners too: a translation of nothing
+    covered = mosaic.copy()
+    covered[covered == 0] = 1
+    covered[:60, :80] = 0             # no frame there
+    covered[100, 150] = 0             # a dark pixel inside the scan, rounded to 0: covered all the same
+    tiled = translate_mosaic(model, covered, tile=32, batch_size=3, risk=True, as_uint16=False)
+    whole = translate_whole(model, covered, risk=True)
+    assert (tiled.sem_like[:58, :78] == 0).all() and (tiled.risk[:58, :78] == 0).all()
+    assert (tiled.risk[62:, 82:] > 0).mean() > 0.99 and tiled.risk[100, 150] > 0  # translated where covered
+    assert np.abs(tiled.sem_like - whole.sem_like).max() < 1e-4 and np.abs(tiled.risk - whole.risk).max() < 1e-4
