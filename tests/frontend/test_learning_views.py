@@ -130,6 +130,9 @@ def test_registration_page_lists_every_pair_set_newest_first(registration, opera
     assert f"/api/pair-sets/{done.pk}/export" in page and f"/api/pair-sets/{one.pk}/export" in page
     assert f"/api/pair-sets/{failed.pk}/export" not in page
     assert "3 pairs: 1 train, 2 test" in page and "1 pair: 1 train, 0 test" in page
+    # a test fraction asked for (0.2 by default) and none held out: the row says why and what to do
+    assert "1 pair: 1 train, 0 test (too few tiles to hold any out for testing: try smaller tiles)" in page
+    assert "2 test (too few" not in page
     assert "64 px tiles every 32 px" in page and "256 px tiles every 256 px" in page
 
 

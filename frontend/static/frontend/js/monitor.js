@@ -130,7 +130,7 @@ function showStage(x, y, z) {
 }
 
 function addFault(reason, kind = "fault") {
-  const item = el("li", { class: "error" }, el("time", { text: new Date().toLocaleTimeString() }), ` ${kind}: ${reason}`);
+  const item = el("li", { class: "error" }, el("time", { text: clock.format(new Date()) }), ` ${kind}: ${reason}`);
   $("faults").prepend(item);
   $("faults-empty")?.remove();
 }
@@ -238,7 +238,7 @@ function startLive() {
         count += 1;
         canvas.dataset.seq = String(seq);
         canvas.dataset.frames = String(count);
-        info.textContent = `Frame ${seq} · ${new Date(t * 1000).toLocaleTimeString()}`;
+        info.textContent = `Frame ${seq} · ${clock.format(new Date(t * 1000))}`;
       } catch (err) {
         info.textContent = `Could not decode a frame: ${err.message}`;
       }

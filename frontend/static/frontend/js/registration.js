@@ -141,11 +141,14 @@ function followPairSet(id) {
 }
 
 const pairsText = (n) => `${n} pair${n === 1 ? "" : "s"}`;
+// A test fraction asked for and none held out: the tiles fill one train/test block, too few to split.
+const noneHeldOut = (ps) => (ps.test_fraction > 0 && ps.test_count === 0 ? NONE_HELD_OUT : "");
+const NONE_HELD_OUT = " (too few tiles to hold any out for testing: try smaller tiles)";
 
 // The same row as the page renders for each set on load.
 function showPairSetRow(ps) {
   const done = ps.status === "succeeded";
-  const result = done ? `${pairsText(ps.pair_count)}: ${ps.train_count} train, ${ps.test_count} test`
+  const result = done ? `${pairsText(ps.pair_count)}: ${ps.train_count} train, ${ps.test_count} test${noneHeldOut(ps)}`
     : ps.status === "failed" ? ps.failure_reason : ps.message || "Queued…";
   const row = el("tr", { id: `pair-set-${ps.id}` },
     el("td", { "data-label": "Pair set" }, String(ps.id)),
@@ -166,7 +169,7 @@ async function showPairs(pairSet) {
   const pairs = data.results || data;
   const total = data.count ?? pairs.length;
   $("pairs-counts").textContent = `Pair set ${pairSet.id}, ${pairSet.tile_px} px tiles: ${pairsText(total)}, `
-    + `${pairSet.train_count} train, ${pairSet.test_count} test${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}.`
+    + `${pairSet.train_count} train, ${pairSet.test_count} test${noneHeldOut(pairSet)}${pairs.length < total ? ` (first ${pairs.length} shown)` : ""}.`
     + (pairSet.skipped_in_words ? ` Skipped: ${pairSet.skipped_in_words}.` : "");
   $("pairs-counts").dataset.total = String(total);
   $("pair-grid").replaceChildren(...pairs.slice(0, 120).map((p) => el("figure", { class: `split-${p.split}`, title: `${p.split} · box (${p.box_x}, ${p.box_y}) ${p.box_size} px` },
