@@ -8,7 +8,6 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils import timezone
 
 from imaging.models import Mosaic, PairSet, Registration, Sample, SEMImage
 from imaging.sem_import import FORMATS, FORMATS_IN_WORDS
@@ -38,17 +37,8 @@ def _mosaics_for(user, project_id=None):
     return mosaics.select_related("scan", "scan__sample").order_by("-created_at")
 
 
-def mosaic_label(m, *, of_scan: bool = True) -> str:
-    """How a picker names a mosaic: scans are often named alike ("Scan"), so with its sample (unless
-    ``of_scan`` is False: the picker is on the scan's own page) and when it was stitched (the server's
-    time zone; the scan page's script writes a mosaic stitched while it is open the same way)."""
-    stitched = timezone.localtime(m.finished_at or m.created_at).strftime("%Y-%m-%d %H:%M")
-    where = f": {m.scan.sample.name} / {m.scan.name}," if of_scan else ","
-    return f"Mosaic {m.pk}{where} stitched {stitched}, {m.width}×{m.height} px"
-
-
 def _mosaic_option(m) -> dict:
-    return {"id": m.pk, "label": mosaic_label(m),
+    return {"id": m.pk, "label": m.label,
             "dzi_url": reverse("api:mosaic-dzi", args=[m.pk]), "width": m.width, "height": m.height,
             "pixel_size_nm": m.pixel_size_nm}
 
@@ -174,7 +164,7 @@ def translate_context(scan, user) -> dict:
 
     done = (Translation.objects.filter(mosaic__scan=scan, live=False).select_related("model")
             .order_by("-created_at", "-pk")[:TRANSLATIONS_LISTED])
-    return {"translate_mosaics": [{"pk": m.pk, "label": mosaic_label(m, of_scan=False)} for m in mosaics],
+    return {"translate_mosaics": [{"pk": m.pk, "label": m.label} for m in mosaics.select_related("scan__sample")],
             "translate_models": models, "translations": done}
 
 

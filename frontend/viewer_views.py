@@ -112,9 +112,9 @@ def viewer(request):
         others = {"translations": mosaic.translations.exclude(pyramid="").select_related("model"),
                   "registrations": mosaic.registrations.select_related("sem_image")}
     elif not layers:  # nothing asked for: the latest mosaics to open instead of an empty page
-        from .learning_views import _mosaics_for, mosaic_label
+        from .learning_views import _mosaics_for
 
-        others = {"recent_mosaics": [{"pk": m.pk, "label": mosaic_label(m)}
+        others = {"recent_mosaics": [{"pk": m.pk, "label": m.label}
                                      for m in _mosaics_for(request.user)[:RECENT_MOSAICS]]}
     return render(request, "frontend/viewer.html", {
         "mosaic": mosaic, "translation": translation, "registration": registration, "layers": layers,

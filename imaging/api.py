@@ -192,6 +192,9 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
     filterset_fields = ["scan", "status", "live"]
     ordering_fields = ["created_at"]
 
+    def get_queryset(self):
+        return super().get_queryset().select_related("scan__sample")  # each one's label names them
+
     @extend_schema(request=s.MosaicCreateSerializer, responses={201: s.MosaicSerializer})
     def create(self, request):
         data = s.MosaicCreateSerializer(data=request.data)

@@ -127,6 +127,11 @@ class Frame(models.Model):
         constraints = [models.UniqueConstraint(fields=["scan", "index"], name="one_frame_per_grid_point")]
 
 
+#: A stitch report's flat field, as a mosaic's label says it.
+FLATFIELD_WORDS = {"overlaps": "the flat field of its frames", "estimated": "the flat field of its frames",
+                   "calibration": "a flat field calibrated on bare silicon", "none": "no flat field"}
+
+
 class Mosaic(Job):
     """A scan stitched into one 16-bit image with its pixel size, plus its deep-zoom pyramid."""
 
@@ -150,6 +155,17 @@ class Mosaic(Job):
 
     class Meta:
         ordering = ["-created_at"]
+
+    @property
+    def label(self) -> str:
+        """How pickers and lists name a mosaic: scans are often named alike ("Scan") and stitched more
+        than once, so with its sample, when it was stitched (the server's time zone) and its flat field."""
+        from django.utils import timezone
+
+        stitched = timezone.localtime(self.finished_at or self.created_at).strftime("%Y-%m-%d %H:%M")
+        flat = FLATFIELD_WORDS.get((self.report or {}).get("flatfield", ""))
+        return (f"Mosaic {self.pk}: {self.scan.sample.name} / {self.scan.name}, stitched {stitched}"
+                f"{f' with {flat}' if flat else ''}, {self.width}×{self.height} px")
 
     @property
     def uncertain_frames(self) -> list[int]:

@@ -79,10 +79,12 @@ class FrameSerializer(serializers.ModelSerializer):
 
 class MosaicSerializer(serializers.ModelSerializer):
     dzi_url = serializers.SerializerMethodField()
+    label = serializers.CharField(read_only=True, help_text="How the pages name it: sample, scan, when stitched, "
+                                                            "flat field, size.")
 
     class Meta:
         model = Mosaic
-        fields = ["id", "scan", "live", "pixel_size_nm", "width", "height", "origin_x_nm", "origin_y_nm",
+        fields = ["id", "label", "scan", "live", "pixel_size_nm", "width", "height", "origin_x_nm", "origin_y_nm",
                   "display_low", "display_high", "report", "options", "created_at", "dzi_url", *JOB_FIELDS]
         read_only_fields = [f for f in fields if f not in ("scan", "options")]
         extra_kwargs = {"report": {"help_text": (

@@ -5,7 +5,6 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from frontend.learning_views import mosaic_label
 from imaging.models import Mosaic, Sample, Scan
 from instruments.models import Instrument
 from mlcore.models import TrainedModel
@@ -99,7 +98,7 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#translate-needs-mosaic")).to_be_hidden()
     expect(page.locator("#translate-mosaic")).to_have_value(str(mosaic.pk))
     mosaic.refresh_from_db()  # named as the server names it on a reload
-    expect(page.locator("#translate-mosaic option:checked")).to_have_text(mosaic_label(mosaic, of_scan=False))
+    expect(page.locator("#translate-mosaic option:checked")).to_have_text(mosaic.label)
     # ...with the stitching report in words, the frames it could not place surely outlined
     report = mosaic.report
     used = sum(1 for link in report["links"] if not link["dropped"])

@@ -84,10 +84,12 @@ def test_pairing_page_tells_mosaics_of_alike_named_scans_apart(registration, pro
     assert f'<option value="{second.pk}">Mosaic {second.pk}: wafer 2 / s1, stitched 2026-11-20 09:05, 300×200 px</option>' in page
     created = timezone.localtime(first.created_at).strftime("%Y-%m-%d %H:%M")  # never finished: when it was made
     assert f'<option value="{first.pk}">Mosaic {first.pk}: chip / s1, stitched {created}, 300×200 px</option>' in page
-    # on the scan's own page the scan goes without saying
+    # the scan page's picker names it alike, with the flat field it was stitched with where its report says
+    Mosaic.objects.filter(pk=second.pk).update(report={"flatfield": "calibration"})
     TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20)
     page = login(operator).get(f"/scans/{second_scan.pk}/").content.decode()
-    assert f'<option value="{second.pk}">Mosaic {second.pk}, stitched 2026-11-20 09:05, 300×200 px</option>' in page
+    assert (f'<option value="{second.pk}">Mosaic {second.pk}: wafer 2 / s1, stitched 2026-11-20 09:05 with a flat '
+            'field calibrated on bare silicon, 300×200 px</option>') in page
 
 
 def test_registration_page_and_its_scoping(registration, operator, viewer, outsider):

@@ -55,17 +55,6 @@ let clock;
 try { clock = new Intl.DateTimeFormat("en-GB", { ...CLOCK, timeZone: cfg.time_zone }); }
 catch { clock = new Intl.DateTimeFormat("en-GB", CLOCK); }  // a zone this browser does not know: its own
 
-// YYYY-MM-DD HH:MM in the server's time zone, as the server names mosaics in the pickers.
-const minuteParts = (() => {
-  const options = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
-  try { return new Intl.DateTimeFormat("en-GB", { ...options, timeZone: cfg.time_zone }); }
-  catch { return new Intl.DateTimeFormat("en-GB", options); }
-})();
-function minuteClock(date) {
-  const part = Object.fromEntries(minuteParts.formatToParts(date).map((p) => [p.type, p.value]));
-  return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}`;
-}
-
 async function showTimes(times) {
   if (!times || !("finished_at" in times)) {
     try { times = await api(`/api/scans/${cfg.scan_id}/`); } catch { return; }
@@ -483,8 +472,7 @@ function offerTranslation(mosaic) {
   const select = $("translate-mosaic");
   if (!select) { const needs = $("translate-needs-mosaic"); if (needs) needs.hidden = true; return; }  // no model (or bare silicon)
   if (![...select.options].some((o) => o.value === String(mosaic.id))) {
-    const stitched = mosaic.finished_at ? ` stitched ${minuteClock(new Date(mosaic.finished_at))},` : "";
-    select.prepend(el("option", { value: String(mosaic.id), text: `Mosaic ${mosaic.id},${stitched} ${mosaic.width}×${mosaic.height} px` }));
+    select.prepend(el("option", { value: String(mosaic.id), text: mosaic.label }));  // as the server names it
     select.value = String(mosaic.id);
   }
   $("translate-needs-mosaic").hidden = true;
