@@ -111,6 +111,17 @@ def test_a_failed_registrations_page_offers_to_try_again_on_the_same_mosaic(regi
     assert not re.search(r'id="reg-retry"[^>]*hidden', page) and retry in page
 
 
+def test_the_pairs_form_suggests_a_tile_size_that_fits_the_overlap(registration, operator):
+    # the SEM image's 256 px at 1.6 SEM px per mosaic px: a 160 px footprint, where 512 px tiles gave 1 pair or none
+    page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
+    assert 'id="tile_px" name="tile_px" type="number" min="32" max="2048" value="64"' in page
+    assert re.search(r"The registered overlap is about 16\d × 16\d mosaic px: 4 tiles of 64 px fit it", page)
+    Registration.objects.filter(pk=registration.pk).update(mosaic_to_sem=[[0.1, 0, 0], [0, 0.1, 0], [0, 0, 1]])
+    page = login(operator).get(f"/registrations/{registration.pk}/").content.decode()
+    # a footprint over the whole 300 × 200 px mosaic: 2 × 1 tiles of 128 px, so of 64 px (4 × 3)
+    assert "about 300 × 200 mosaic px: 12 tiles of 64 px fit it" in page
+
+
 def test_registration_page_lists_every_pair_set_newest_first(registration, operator):
     from imaging.models import ImagePair, PairSet
 
