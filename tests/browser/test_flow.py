@@ -354,6 +354,7 @@ def test_a_scan_aborted_before_its_first_frame_offers_no_stitch_and_no_readouts(
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Abort").click()
     expect(page.locator("#scan-status")).to_have_text("aborted")
+    expect(page.locator("#conn-status")).to_have_text("Up to date")  # no longer "Live": the scan moves no more
     expect(subtitle).to_have_text("Sample chip · instrument sim bench · Aborted before it started.")
     expect(page.locator("#mosaic-status")).to_have_text("The scan has no frames, so there is nothing to stitch.")
     expect(page.locator("#stitch-form")).to_be_hidden()
@@ -370,6 +371,7 @@ def test_a_scan_aborted_before_its_first_frame_offers_no_stitch_and_no_readouts(
 
     page.reload()  # the same, drawn by the server
     expect(subtitle).to_have_text("Sample chip · instrument sim bench · Aborted before it started.")
+    expect(page.locator("#conn-status")).to_have_text("Up to date")
     expect(page.locator("#mosaic-status")).to_have_text("The scan has no frames, so there is nothing to stitch.")
     expect(page.locator("#stitch-form")).to_be_hidden()
     expect(page.locator("#readouts-none")).to_have_text("None: the scan ended before its first frame.")

@@ -10,14 +10,17 @@ const framesShown = () => document.querySelectorAll("#frame-grid a[data-index]")
 
 // ---- connection state -----------------------------------------------------------------------------------------
 function connection(name) {
-  return (state, delay) => {
-    const node = $("conn-status");
-    node.dataset[name] = state;
-    const states = Object.values(node.dataset);
-    node.textContent = states.includes("retrying") ? `Reconnecting… (next try in ${Math.round((delay || 0) / 100) / 10} s)`
-      : states.every((s) => s === "open") ? "Live" : "Connecting…";
-    node.className = `conn conn-${states.includes("retrying") ? "retrying" : "open"}`;
-  };
+  return (state, delay) => { $("conn-status").dataset[name] = state; showConnection(delay); };
+}
+
+function showConnection(delay) {
+  const node = $("conn-status");
+  const states = Object.values(node.dataset);
+  // "Live" while the scan may still move; once it ended, what the page shows is simply current
+  node.textContent = states.includes("retrying") ? `Reconnecting… (next try in ${Math.round((delay || 0) / 100) / 10} s)`
+    : states.length && states.every((s) => s === "open") ? (TERMINAL.includes(status) ? "Up to date" : "Live")
+      : "Connecting…";
+  node.className = `conn conn-${states.includes("retrying") ? "retrying" : "open"}`;
 }
 
 // ---- progress, status, controls --------------------------------------------------------------------------------
@@ -45,6 +48,7 @@ function setStatus(next, reason, times) {
   if (next === "paused") $("eta").textContent = "";  // no time is running out while it waits
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
   if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); }
+  showConnection();
 }
 
 // When the scan started and finished, as the server writes them (H:i:s in its time zone), so that a page
