@@ -107,13 +107,17 @@ def _tile_places(pair_set) -> dict:
     places = {("mosaic", mosaic.pk): (mosaic_boxes["test"], mosaic_boxes["train"], 1e-6)}
     to_sem = np.asarray(registration.mosaic_to_sem or np.eye(3), float)
 
-    def in_sem_px(boxes):  # each box's corners through the registration, and the box around them
-        corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [0, 3]], boxes[:, [2, 3]]], axis=1)
-        mapped = np.concatenate([corners, np.ones(corners.shape[:2] + (1,))], axis=2) @ to_sem.T
-        mapped = mapped[..., :2] / mapped[..., 2:]
-        return np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1).reshape(-1, 4)
-
     sem_px_per_mosaic_px = float(np.sqrt(abs(np.linalg.det(to_sem[:2, :2]))))
+
+    def in_sem_px(boxes):
+        # each tile's centre through the registration, its size by the registration's scale: a square of the
+        # tile's own size, where the box around its rotated corners (up to 5°) would make neighbours overlap
+        centre = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, np.ones(len(boxes))])
+        mapped = centre @ to_sem.T
+        mapped = mapped[:, :2] / mapped[:, 2:]
+        half = (boxes[:, 2:] - boxes[:, :2]) / 2 * sem_px_per_mosaic_px
+        return np.concatenate([mapped - half, mapped + half], axis=1).reshape(-1, 4)
+
     places[("sem", registration.sem_image_id)] = (in_sem_px(mosaic_boxes["test"]), in_sem_px(mosaic_boxes["train"]),
                                                   2.0 * sem_px_per_mosaic_px)  # two mosaic px: the registration's error
     scan = mosaic.scan

@@ -500,3 +500,23 @@ def test_a_run_without_registrations_or_name_is_told_what_to_do(api, project, op
     assert response.status_code == 400
     assert {e["field"]: e["message"] for e in response.json()["errors"]} == {
         "name": "Give the run a name.", "registrations": "Tick at least one registration to train on."}
+
+
+@pytest.mark.django_db
+def test_tiles_side_by_side_in_an_sem_image_through_a_rotated_registration_do_not_overlap(
+        api, registered, project, operator, django_capture_on_commit_callbacks):
+    # the second mosaic registered at 4°: its tile's centre lands 128 px right of the first's test tile, edge to
+    # edge; the box around its rotated corners reached 4 px into the test tile and the sets were refused
+    angle = np.radians(4.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    shift = np.array([192.0, 64.0]) - rotation @ np.array([264.0, 264.0])
+    to_sem = np.eye(3)
+    to_sem[:2, :2], to_sem[:2, 2] = rotation, shift
+    other = registration_of_another_scan(registered.mosaic.scan.sample, registered.sem_image, to_sem=to_sem.tolist())
+    cut(registered, tile_px=128, boxes=[(0, 0, "test"), (0, 128, "train")])
+    cut(other, tile_px=128, boxes=[(200, 200, "train")])
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/training-runs/", {
+            "project": project.pk, "name": "side by side", "registrations": [registered.pk, other.pk],
+            "config": {"crop_px": 64}}, format="json")
+    assert response.status_code == 201, response.json()
