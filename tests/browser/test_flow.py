@@ -116,7 +116,7 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.wait_for_function("document.getElementById('last-frame').naturalWidth > 0")
     expect(page.locator("#stage")).to_contain_text("µm")  # the last frame's readouts
     expect(page.locator("#stitch-report .warning")).to_contain_text(
-        f"Frames {second} and {fourth} are placed with low confidence")
+        f"Frames {second + 1} and {fourth + 1} are placed with low confidence")  # counted from 1
     # what a rescan could change: a Z-stack where there was none, else more overlap than the scan had
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"A Z-stack helps on deep chips, and so does more overlap than this scan's {round(100 * scan.overlap)} %")
@@ -140,6 +140,7 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.get_by_label("Outline the stitched frames").check()
     expect(page.locator("#osd-mosaic .frame-outline")).to_have_count(4)
     expect(page.locator("#osd-mosaic .frame-outline.uncertain")).to_have_count(2)
+    expect(page.locator(f"#osd-mosaic .frame-outline[data-index='{second}']")).to_have_text(str(second + 1))  # from 1
     page.wait_for_function("location.search.includes('frames=1')")
     screenshot(page, "viewer")
     page.wait_for_timeout(1000)  # let the opening "home" animation settle
@@ -190,7 +191,7 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
                    url=jpeg_url(350, 9))
     expect(page.locator("#mosaic-status")).to_have_text("Live mosaic: 4 frames placed (700×700 px).")
     expect(page.locator("#stitch-report .warning")).to_contain_text(
-        "Frame 2 matched none of its overlaps (outlined below): the live mosaic shows it where the stage put it")
+        "Frame 3 matched none of its overlaps (outlined below): the live mosaic shows it where the stage put it")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(1)
     assert page.locator("#frame-grid a[data-index='2']").get_attribute("title").endswith(
         "matched none of its overlaps: placed by the stage for now")
@@ -200,7 +201,7 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
                    url=jpeg_url(350, 10))
     expect(page.locator("#stitch-report")).to_be_hidden()
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(0)
-    assert page.locator("#frame-grid a[data-index='2']").get_attribute("title") == "Frame 2 (row 1, col 1)"
+    assert page.locator("#frame-grid a[data-index='2']").get_attribute("title") == "Frame 3 (row 2, col 2)"  # from 1
 
 
 def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_url, django_user_model):

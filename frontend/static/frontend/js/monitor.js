@@ -103,9 +103,9 @@ function addFrame(ev) {
     grid.append(cell);
   }
   cell.href = `/api/frames/${ev.frame_id}/preview/`;
-  cell.title = `Frame ${ev.index} (row ${ev.row}, col ${ev.col})`;
+  cell.title = `Frame ${ev.index + 1} (row ${ev.row + 1}, col ${ev.col + 1})`;  // counted from 1, as a lab member does
   cell.classList.remove("pending");
-  cell.replaceChildren(el("img", { src: ev.thumbnail_url || `/api/frames/${ev.frame_id}/thumbnail/`, alt: `Frame ${ev.index}` }));
+  cell.replaceChildren(el("img", { src: ev.thumbnail_url || `/api/frames/${ev.frame_id}/thumbnail/`, alt: `Frame ${ev.index + 1}` }));
   grid.querySelector(".muted")?.remove();
   lastReadout = { deflection_nm: ev.deflection_nm, focus_nm: ev.focus_nm };
   if (ev.measured_xyz_nm) [lastReadout.x_nm, lastReadout.y_nm, lastReadout.z_nm] = ev.measured_xyz_nm;
@@ -304,7 +304,8 @@ function showLivePreview(ev) {
   const box = $("stitch-report");
   if (box && unmatched.length) {
     const one = unmatched.length === 1;
-    const names = one ? `Frame ${unmatched[0]} matched none of its overlaps` : `Frames ${listWords(unmatched)} matched none of their overlaps`;
+    const numbers = unmatched.map((k) => k + 1);
+    const names = one ? `Frame ${numbers[0]} matched none of its overlaps` : `Frames ${listWords(numbers)} matched none of their overlaps`;
     const them = one ? "it" : "them";
     box.replaceChildren(el("p", { class: "warning", text: `${names} (outlined below): the live mosaic shows `
       + `${them} where the stage put ${them}, which can be pixels off. `
@@ -439,7 +440,8 @@ function showStitchReport(report, mosaicId, options = {}) {
   }
   const unsure = (report.uncertain_frames || []).map((k) => index[k]);
   if (unsure.length) {
-    const names = unsure.length === 1 ? `Frame ${unsure[0]} is` : `Frames ${listWords(unsure)} are`;
+    const numbers = unsure.map((k) => k + 1);  // the scan's frames as a lab member counts them, from 1
+    const names = numbers.length === 1 ? `Frame ${numbers[0]} is` : `Frames ${listWords(numbers)} are`;
     lines.push(el("p", { class: "warning", text: `${names} placed with low confidence (outlined below): `
       + "their overlaps do not agree on one offset — defocused layers, repeating patterns or too little structure — "
       + `so their seams may be several pixels off. ${uncertainAdvice()} ` },

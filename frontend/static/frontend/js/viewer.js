@@ -248,7 +248,7 @@ function showFrameOutlines(on) {
   if (on && item) {
     for (const f of cfg.frames) {
       const ring = el("div", { class: `frame-outline${f.uncertain ? " uncertain" : ""}`, "data-index": String(f.index),
-        title: `Frame ${f.index}${f.uncertain ? " — placed with low confidence" : ""}` }, el("span", { text: String(f.index) }));
+        title: `Frame ${f.index + 1}${f.uncertain ? " — placed with low confidence" : ""}` }, el("span", { text: String(f.index + 1) }));
       master.addOverlay({ element: ring, location: item.imageToViewportRectangle(f.x - f.r, f.y - f.r, 2 * f.r, 2 * f.r) });
     }
   }
