@@ -5,6 +5,7 @@ lookup from the model to its project so access checks read the same everywhere.
 """
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from ssumweb.models import Job, Project
 
@@ -160,8 +161,6 @@ class Mosaic(Job):
     def label(self) -> str:
         """How pickers and lists name a mosaic: scans are often named alike ("Scan") and stitched more
         than once, so with its sample, when it was stitched (the server's time zone) and its flat field."""
-        from django.utils import timezone
-
         stitched = timezone.localtime(self.finished_at or self.created_at).strftime("%Y-%m-%d %H:%M")
         flat = FLATFIELD_WORDS.get((self.report or {}).get("flatfield", ""))
         return (f"Mosaic {self.pk}: {self.scan.sample.name} / {self.scan.name}, stitched {stitched}"

@@ -186,7 +186,7 @@ LATTICE_OFFSETS = 16
 
 
 def lattice_offset(usable: np.ndarray, *, tile_px: int, stride_px: int, part_origin: tuple[int, int] = (0, 0),
-                   grid_shape: tuple[int, int] | None = None) -> tuple[int, int]:
+                   grid_shape: tuple[int, int] | None = None, integral: np.ndarray | None = None) -> tuple[int, int]:
     """Where the tiles' lattice starts, (x, y) in [0, stride)²: of :data:`LATTICE_OFFSETS`² offsets
     from the corner of the ``usable`` area (bool, the part of the grid from ``part_origin`` (x, y)
     of a grid of ``grid_shape`` (rows, cols)), the one that fits the most whole tiles inside it, the
@@ -198,7 +198,8 @@ def lattice_offset(usable: np.ndarray, *, tile_px: int, stride_px: int, part_ori
     rows, cols = np.nonzero(usable.any(axis=1))[0], np.nonzero(usable.any(axis=0))[0]
     if not len(rows):
         return 0, 0
-    integral = cv2.integral(usable.view(np.uint8))  # int32: up to 2³¹ px
+    if integral is None:  # the caller's summed-area table of ``usable``, where it has one
+        integral = cv2.integral(usable.view(np.uint8))  # int32: up to 2³¹ px
     corner_x, corner_y = (int(cols[0]) + kx) % stride_px, (int(rows[0]) + ky) % stride_px
 
     def starts(offset, size, shift, part_size):  # a lattice's tile corners on the grid, in the part's pixels
@@ -296,7 +297,8 @@ def cut_pairs(
     unsure_on_grid = None if mosaic_unsure is None else _mosaic_mask_on_grid(mosaic_unsure, f, (part_h, part_w))
     unsure = None if unsure_on_grid is None else cv2.integral(unsure_on_grid.astype(np.uint8))
     usable = valid if unsure_on_grid is None else valid & ~unsure_on_grid
-    lx, ly = lattice_offset(usable, tile_px=tile_px, stride_px=stride_px, part_origin=(kx, ky), grid_shape=(h, w))
+    lx, ly = lattice_offset(usable, tile_px=tile_px, stride_px=stride_px, part_origin=(kx, ky), grid_shape=(h, w),
+                            integral=integral if unsure is None else None)
     skipped = {"outside_overlap": 0, "uncertain_placement": 0, "low_structure": 0, "straddles_split": 0}
     candidates = []  # (box, block) of the tiles that could be pairs, whichever split they fall in
     for y0 in range(ly, h - tile_px + 1, stride_px):

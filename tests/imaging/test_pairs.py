@@ -24,6 +24,14 @@ def scene(shape=(300, 360), seed=0):
     return (ic_layout(shape, feature_px=1.0, rng=rng) / 2.0).astype(np.float32)
 
 
+def assert_splits_apart(result):
+    for a in result.split("train"):
+        for b in result.split("test"):
+            ax0, ay0, ax1, ay1 = a.box_px
+            bx0, by0, bx1, by1 = b.box_px
+            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, "a test tile overlaps a training tile"
+
+
 def test_sem_resampled_onto_the_mosaic_grid_matches_the_truth():
     mosaic = scene()
     # SEM: 2× finer pixels of the region x ∈ [40, 240), y ∈ [30, 230) of the mosaic
@@ -69,11 +77,7 @@ def test_tiles_inside_overlap_structure_and_disjoint_splits():
         x0, y0, x1, y1 = pair.box_px
         assert (x1 - x0, y1 - y0) == (64, 64) and pair.lr.shape == (64, 64)
         assert np.allclose(pair.lr, mosaic[y0:y1, x0:x1]) and np.allclose(pair.hr, pair.lr, atol=1e-5)
-    for a in result.split("train"):
-        for b in result.split("test"):
-            ax0, ay0, ax1, ay1 = a.box_px
-            bx0, by0, bx1, by1 = b.box_px
-            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, "a test tile overlaps a training tile"
+    assert_splits_apart(result)
 
 
 def test_outside_overlap_and_pixel_size_change():
@@ -118,11 +122,7 @@ def test_the_lattice_fits_the_most_whole_tiles_and_blocks_start_with_it():
                        stride_px=32, test_fraction=0.4, block_tiles=2, seed=2)
     assert result.split("train") and result.split("test")
     assert all(p.block == block_of(p.box_px, tile_px=64, stride_px=32) for p in result.pairs)
-    for a in result.split("train"):
-        for b in result.split("test"):
-            ax0, ay0, ax1, ay1 = a.box_px
-            bx0, by0, bx1, by1 = b.box_px
-            assert ax1 <= bx0 or bx1 <= ax0 or ay1 <= by0 or by1 <= ay0, "a test tile overlaps a training tile"
+    assert_splits_apart(result)
 
 
 def test_the_test_fraction_is_of_the_blocks_that_hold_tiles():
