@@ -2,9 +2,11 @@
 from django.db import transaction
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action, api_view
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .access import require, visible_projects
@@ -151,3 +153,16 @@ class DemoRunViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.
         require(request.user, project.pk, Role.OPERATOR)
         demo = start_demo(project, request.user)
         return Response(DemoRunSerializer(demo).data, status=status.HTTP_201_CREATED)
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema (YAML, or JSON when asked); a refusal in the API's JSON error shape.
+
+    DRF renders an error with the renderer the request negotiated, so an anonymous request for
+    the schema would get its 401 as YAML, which no client reads as an error.
+    """
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from imaging import api as imaging_api
@@ -36,7 +36,7 @@ api_patterns = [
     path("", include(router.urls)),
     path("token/", api_views.token, name="token"),
     path("me/", api_views.me, name="me"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", api_views.SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
 

@@ -192,7 +192,10 @@ def test_token_auth_for_scripts(api, viewer, sample):
 
 @pytest.mark.django_db
 def test_schema_and_docs_need_login(client, viewer):
-    assert client.get("/api/schema/").status_code in (401, 403)
+    refused = client.get("/api/schema/")
+    assert refused.status_code in (401, 403)
+    assert refused["Content-Type"].startswith("application/json")
+    assert refused.json()["code"] == "not_authenticated"
     client.force_login(viewer)
     assert client.get("/api/schema/").status_code == 200
     assert client.get("/api/docs/").status_code == 200
