@@ -4,7 +4,6 @@ Each page renders what exists through the same project scoping as the API; the s
 checks permissions again) and follow the job's events."""
 from __future__ import annotations
 
-import numpy as np
 from django.core.paginator import Paginator
 from django.db.models import Prefetch, Q
 from django.shortcuts import render
@@ -94,25 +93,15 @@ def registration_detail(request, pk):
             "running": [p.pk for p in pair_sets if p.status in (JobStatus.QUEUED, JobStatus.RUNNING)]}})
 
 
-#: Tile sizes the pairs form suggests, largest first: the largest of which TILES_SUGGESTED fit the overlap.
-SUGGESTED_TILE_SIZES = (512, 256, 128, 64)
-TILES_SUGGESTED = 8
-
-
 def _suggested_tiles(registration) -> dict:
-    """The pairs form's tile size for this registration's overlap (the SEM image's footprint on the mosaic):
-    512 px tiles gave 1 pair on an 890 px mosaic, too few to hold any out or to train on."""
-    from imaging.pairs import footprint_box
+    """The pairs form's tile size for this registration's overlap (the SEM image's footprint on the mosaic)."""
+    from imaging.pairs import suggested_tile
 
-    mosaic, sem = registration.mosaic, registration.sem_image
-    if registration.mosaic_to_sem is None or not (mosaic.width and mosaic.height and sem.width and sem.height):
+    overlap = registration.overlap_px
+    if overlap is None:
         return {"suggested_tile": 512}
-    box = footprint_box(np.asarray(registration.mosaic_to_sem), (sem.height, sem.width), (mosaic.height, mosaic.width))
-    if box is None:
-        return {"suggested_tile": 512}
-    width, height = box[2] - box[0], box[3] - box[1]
-    tile = next((t for t in SUGGESTED_TILE_SIZES if (width // t) * (height // t) >= TILES_SUGGESTED),
-                SUGGESTED_TILE_SIZES[-1])
+    width, height = overlap
+    tile = suggested_tile(width, height)
     return {"suggested_tile": tile, "overlap_px": (width, height), "tiles_fit": (width // tile) * (height // tile)}
 
 

@@ -293,6 +293,9 @@ class RegistrationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobA
     filterset_fields = ["mosaic", "sem_image", "status", "accepted"]
     ordering_fields = ["created_at"]
 
+    def get_queryset(self):
+        return super().get_queryset().select_related("mosaic", "sem_image")  # each one's overlap reads both sizes
+
     @extend_schema(request=s.RegistrationCreateSerializer, responses={201: s.RegistrationSerializer})
     def create(self, request):
         data = s.RegistrationCreateSerializer(data=request.data)

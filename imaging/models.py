@@ -246,6 +246,17 @@ class Registration(Job):
     class Meta:
         ordering = ["-created_at"]
 
+    @property
+    def overlap_px(self) -> tuple[int, int] | None:
+        """Width and height (mosaic px) of the part of the mosaic the SEM image covers; None before a transform."""
+        from imaging.pairs import footprint_box
+
+        mosaic, sem = self.mosaic, self.sem_image
+        if self.mosaic_to_sem is None or not (mosaic.width and mosaic.height and sem.width and sem.height):
+            return None
+        box = footprint_box(self.mosaic_to_sem, (sem.height, sem.width), (mosaic.height, mosaic.width))
+        return None if box is None else (box[2] - box[0], box[3] - box[1])
+
 
 class PairSetQuerySet(models.QuerySet):
     def with_counts(self):

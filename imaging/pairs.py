@@ -159,6 +159,18 @@ def footprint_box(mosaic_to_sem: np.ndarray, sem_shape_rc: tuple[int, int], mosa
     return (x0, y0, x1, y1) if period else (0, 0, cols, rows)
 
 
+#: Tile sizes the pairs form suggests, largest first: the largest of which TILES_SUGGESTED fit the overlap.
+SUGGESTED_TILE_SIZES = (512, 256, 128, 64)
+TILES_SUGGESTED = 8
+
+
+def suggested_tile(width: int, height: int) -> int:
+    """The tile size (px) to offer for an overlap of width × height mosaic px: 512 px tiles gave 1 pair on
+    an 890 px mosaic, too few to hold any out or to train on."""
+    return next((t for t in SUGGESTED_TILE_SIZES if (width // t) * (height // t) >= TILES_SUGGESTED),
+                SUGGESTED_TILE_SIZES[-1])
+
+
 #: Train/test blocks are this many tiles wide (see :func:`cut_pairs`).
 BLOCK_TILES = 2
 

@@ -139,11 +139,26 @@ class SEMUploadSerializer(serializers.Serializer):
 
 
 class RegistrationSerializer(serializers.ModelSerializer):
+    overlap_px = serializers.SerializerMethodField(
+        help_text="[width, height] in mosaic px of the part of the mosaic the SEM image covers (null before a transform).")
+    suggested_tile_px = serializers.SerializerMethodField(
+        help_text="The largest pair tile size (512, 256, 128, 64) of which 8 fit the overlap (null before a transform).")
+
     class Meta:
         model = Registration
         fields = ["id", "mosaic", "sem_image", "method", "landmarks", "search_box", "mosaic_to_sem", "residual_px",
-                  "confidence", "details", "accepted", "created_at", *JOB_FIELDS]
+                  "confidence", "details", "accepted", "overlap_px", "suggested_tile_px", "created_at", *JOB_FIELDS]
         read_only_fields = fields
+
+    def get_overlap_px(self, obj) -> list[int] | None:
+        overlap = obj.overlap_px
+        return None if overlap is None else list(overlap)
+
+    def get_suggested_tile_px(self, obj) -> int | None:
+        from .pairs import suggested_tile
+
+        overlap = obj.overlap_px
+        return None if overlap is None else suggested_tile(*overlap)
 
 
 class LandmarkField(serializers.ListField):

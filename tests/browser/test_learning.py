@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 from imaging.imageio import DisplayWindow, write_image16
 from imaging.jobs import build_pyramid_for
 from imaging.models import Mosaic, Registration, Sample
+from imaging.pairs import suggested_tile
 from imaging.services import plan_scan
 from instruments.sim.chip import Chip
 from instruments.sim.dataset import simulate_pair
@@ -153,6 +154,9 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
         r"^\d+ % \(from how well the two images' edges correlate there and how closely two refinements agree\)$"))
     page.wait_for_selector("body[data-overlay-ready=true]")
     registration.refresh_from_db()
+    # The page opened while the job ran: the tile size it offers now comes from the registered overlap.
+    expect(page.locator("#tile-help")).to_contain_text("The registered overlap is about")
+    expect(page.get_by_label("Tile size (px)")).to_have_value(str(suggested_tile(*registration.overlap_px)))
     # The same spots on the same grid: close to the identity (a click lands within a screen pixel or two).
     assert np.allclose(np.asarray(registration.mosaic_to_sem)[:2, :2], np.eye(2), atol=0.03)
     page.get_by_role("button", name="Accept").click()

@@ -282,6 +282,17 @@ def test_pair_settings_the_cut_cannot_take_are_400_naming_the_field_and_nothing_
 
 
 @pytest.mark.django_db
+def test_a_registration_says_how_large_its_overlap_is_and_which_tile_size_fits_it(api, registration, operator):
+    # 256 SEM px at 1.6 SEM px per mosaic px: a 160 px footprint (with the resampling's reach), 64 px tiles fit 4
+    body = api(operator).get(f"/api/registrations/{registration.pk}/").json()
+    width, height = body["overlap_px"]
+    assert 160 <= width <= 165 and 160 <= height <= 165 and body["suggested_tile_px"] == 64
+    Registration.objects.filter(pk=registration.pk).update(mosaic_to_sem=None, status=JobStatus.RUNNING)
+    body = api(operator).get("/api/registrations/").json()["results"][0]
+    assert body["overlap_px"] is None and body["suggested_tile_px"] is None
+
+
+@pytest.mark.django_db
 def test_the_largest_stride_and_tile_the_cut_takes_are_queued(api, registration, operator):
     response = api(operator).post("/api/pair-sets/", {"registration": registration.pk, "tile_px": 200,
                                                       "stride_px": 800}, format="json")

@@ -31,7 +31,22 @@ function showResult(obj) {
   $("reg-matrix").textContent = (obj.mosaic_to_sem || []).map((r) => `[${r.map((v) => Number(v).toPrecision(4)).join(", ")}]`).join(" ");
   $("open-viewer").href = cfg.viewer_url;
   $("accept").hidden = obj.accepted;
+  suggestTile(obj);
   if (!shown && obj.mosaic_to_sem) { shown = true; drawOverlay(obj.mosaic_to_sem).catch((err) => { $("accept-error").textContent = err.message; }); }
+}
+
+// The tile size comes from the overlap, known once the job has a transform: a page opened before then learns it
+// here, unless the user has already typed a size of their own.
+let tileTyped = false;
+$("tile_px").addEventListener("input", () => { tileTyped = true; });
+function suggestTile(obj) {
+  if (!obj.overlap_px || !obj.suggested_tile_px) return;
+  const [w, h] = obj.overlap_px, tile = obj.suggested_tile_px;
+  if (!tileTyped) $("tile_px").value = tile;
+  const fit = Math.floor(w / tile) * Math.floor(h / tile);
+  $("tile-help").textContent = `The registered overlap is about ${w} × ${h} mosaic px: ${fit} tiles of ${tile} px fit it `
+    + "side by side (at the mosaic's pixel size).";
+  $("tile-help").hidden = false;
 }
 
 // What the confidence measures differs by how the transform was found: say so beside it (a landmark fit's 100 % and
