@@ -407,4 +407,7 @@ def test_an_operator_adds_a_sample_on_the_project_page(page, live_url, django_us
     assert sample.surface == "bare_silicon" and sample.description == "for the flat field"
     expect(page.get_by_text("bare silicon: a flat-field reference")).to_be_visible()
     assert Sample.objects.filter(project=project).count() == 2
+    # Back: the project page is fetched again, not shown from the browser's cache without the new sample
+    page.go_back()
+    expect(page.locator("main").get_by_role("link", name="wafer offcut")).to_be_visible()
     assert not page.console_errors, page.console_errors

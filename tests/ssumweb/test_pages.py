@@ -41,3 +41,10 @@ def test_admin_lists_every_catalogue_model(admin_client, model):
 
     label = next(m._meta.app_label for m in apps.get_models() if m._meta.model_name == model)
     assert admin_client.get(f"/admin/{label}/{model}/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_pages_are_not_kept_by_the_browser(client, viewer, project):
+    client.force_login(viewer)
+    assert "no-store" in client.get("/samples/")["Cache-Control"]
+    assert "no-store" in client.get("/login/")["Cache-Control"]
