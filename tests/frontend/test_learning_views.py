@@ -217,3 +217,15 @@ def test_a_scans_own_mosaic_is_offered_once_its_final_stitch_succeeded(registrat
     page = login(operator).get(f"/scans/{scan.pk}/").content.decode()
     assert f'<option value="{grown.pk}">' in page
     assert f'value="{grown.pk}"' in login(operator).get(f"/sem/{registration.sem_image_id}/").content.decode()
+
+
+def test_the_dashboard_links_each_running_training_run_and_translation(registration, project, operator):
+    from mlcore.models import Translation
+
+    run = TrainingRun.objects.create(project=project, name="run-a", total_steps=4, step=2, status=JobStatus.RUNNING)
+    model = TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20)
+    mosaic = registration.mosaic
+    Translation.objects.create(mosaic=mosaic, model=model, status=JobStatus.QUEUED)
+    page = login(operator).get("/").content.decode()
+    assert f'<a href="/training/{run.pk}/">Training run-a</a>' in page
+    assert f'<a href="/scans/{mosaic.scan_id}/#translate-section">Translation of mosaic {mosaic.pk}</a>' in page
