@@ -163,8 +163,11 @@ class Mosaic(Job):
         than once, so with its sample, when it was stitched (the server's time zone) and its flat field."""
         stitched = timezone.localtime(self.finished_at or self.created_at).strftime("%Y-%m-%d %H:%M")
         flat = FLATFIELD_WORDS.get((self.report or {}).get("flatfield", ""))
+        size = f"{self.width}×{self.height} px"
+        if self.pixel_size_nm and self.width and self.height:  # what the lab measures by: the area it shows
+            size += f" ({self.width * self.pixel_size_nm / 1000:.3g} × {self.height * self.pixel_size_nm / 1000:.3g} µm)"
         return (f"Mosaic {self.pk}: {self.scan.sample.name} / {self.scan.name}, stitched {stitched}"
-                f"{f' with {flat}' if flat else ''}, {self.width}×{self.height} px")
+                f"{f' with {flat}' if flat else ''}, {size}")
 
     @property
     def uncertain_frames(self) -> list[int]:

@@ -81,15 +81,15 @@ def test_pairing_page_tells_mosaics_of_alike_named_scans_apart(registration, pro
     second = Mosaic.objects.create(scan=second_scan, pixel_size_nm=32.5, width=300, height=200, pyramid="p/m2",
                                    status=JobStatus.SUCCEEDED, finished_at=stitched)
     page = login(operator).get(f"/sem/{registration.sem_image_id}/").content.decode()
-    assert f'<option value="{second.pk}">Mosaic {second.pk}: wafer 2 / s1, stitched 2026-11-20 09:05, 300×200 px</option>' in page
+    assert f'<option value="{second.pk}">Mosaic {second.pk}: wafer 2 / s1, stitched 2026-11-20 09:05, 300×200 px (9.75 × 6.5 µm)</option>' in page
     created = timezone.localtime(first.created_at).strftime("%Y-%m-%d %H:%M")  # never finished: when it was made
-    assert f'<option value="{first.pk}">Mosaic {first.pk}: chip / s1, stitched {created}, 300×200 px</option>' in page
+    assert f'<option value="{first.pk}">Mosaic {first.pk}: chip / s1, stitched {created}, 300×200 px (9.75 × 6.5 µm)</option>' in page
     # the scan page's picker names it alike, with the flat field it was stitched with where its report says
     Mosaic.objects.filter(pk=second.pk).update(report={"flatfield": "calibration"})
     TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20)
     page = login(operator).get(f"/scans/{second_scan.pk}/").content.decode()
     assert (f'<option value="{second.pk}">Mosaic {second.pk}: wafer 2 / s1, stitched 2026-11-20 09:05 with a flat '
-            'field calibrated on bare silicon, 300×200 px</option>') in page
+            'field calibrated on bare silicon, 300×200 px (9.75 × 6.5 µm)</option>') in page
 
 
 def test_registration_page_and_its_scoping(registration, operator, viewer, outsider):
