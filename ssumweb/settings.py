@@ -233,7 +233,20 @@ EMBEDDED_HARDWARE_WORKER = env_bool("EMBEDDED_HARDWARE_WORKER", True)
 
 # --- i18n / misc ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+
+
+def machine_time_zone(localtime: Path = Path("/etc/localtime")) -> str:
+    """The IANA name of this machine's time zone (where /etc/localtime links into a zoneinfo tree), else UTC:
+    pages show times in it, so a lab's own machine shows the lab's clock without being told."""
+    try:
+        target = localtime.resolve(strict=True).as_posix()
+    except OSError:
+        return "UTC"
+    name = target.partition("/zoneinfo/")[2]
+    return name if name and not name.startswith(("posix/", "right/")) else "UTC"
+
+
+TIME_ZONE = os.environ.get("TIME_ZONE") or machine_time_zone()
 USE_I18N = True
 USE_TZ = True
 
