@@ -48,3 +48,11 @@ def test_pages_are_not_kept_by_the_browser(client, viewer, project):
     client.force_login(viewer)
     assert "no-store" in client.get("/samples/")["Cache-Control"]
     assert "no-store" in client.get("/login/")["Cache-Control"]
+
+
+@pytest.mark.django_db
+def test_a_failed_login_keeps_the_username_and_asks_for_the_password_again(client, viewer):
+    page = client.post("/login/", {"username": viewer.username, "password": "wrong"}).content.decode()
+    assert "didn't match" in page
+    assert f'name="username" autocomplete="username" required value="{viewer.username}"' in page
+    assert 'type="password" autocomplete="current-password" required autofocus' in page
