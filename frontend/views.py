@@ -1,11 +1,11 @@
 """Server-rendered pages: each reads through the same project scoping as the API."""
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
 from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 
-from imaging.models import Sample, SampleSurface, Scan, ScanStatus, SEMImage
+from imaging.models import Mosaic, Sample, SampleSurface, Scan, ScanStatus, SEMImage
 from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS
 from instruments.models import Instrument
 from mlcore.models import TrainedModel, TrainingRun, Translation
@@ -66,10 +66,18 @@ def _filtered_scans(request, scans):
     return scans, query, status
 
 
+#: What a scan card shows: frames taken, and the picture — the latest stitched mosaic with a pyramid, else frame 1.
+_CARD_FIELDS = {
+    "frames_done": Count("frames"),
+    "first_frame_id": Min("frames__id"),
+    "mosaic_id": Subquery(Mosaic.objects.filter(scan=OuterRef("pk"), status=JobStatus.SUCCEEDED)
+                          .exclude(pyramid="").order_by("-created_at", "-pk").values("pk")[:1]),
+}
+
+
 def dashboard(request):
     user = request.user
-    scans = _scoped(Scan, user).select_related("sample").annotate(frames_done=Count("frames"),
-                                                                   first_frame_id=Min("frames__id")).order_by("-created_at")
+    scans = _scoped(Scan, user).select_related("sample").annotate(**_CARD_FIELDS).order_by("-created_at")
     active = [JobStatus.QUEUED, JobStatus.RUNNING]
     projects = visible_projects(user).annotate(sample_count=Count("samples", distinct=True),
                                                scan_count=Count("scans", distinct=True))
@@ -91,7 +99,7 @@ def project_detail(request, pk):
     project = visible_projects(request.user).filter(pk=pk).first()
     if project is None:
         raise Http404("No such project.")
-    scans = project.scans.select_related("sample").annotate(frames_done=Count("frames"), first_frame_id=Min("frames__id"))
+    scans = project.scans.select_related("sample").annotate(**_CARD_FIELDS)
     scans, query, status = _filtered_scans(request, scans)
     return render(request, "frontend/project.html", {
         "project": project,
@@ -125,7 +133,7 @@ def sample_list(request):
 
 def sample_detail(request, pk):
     sample = _get(Sample, request.user, pk)
-    scans = sample.scans.annotate(frames_done=Count("frames"), first_frame_id=Min("frames__id"))
+    scans = sample.scans.annotate(**_CARD_FIELDS)
     return render(request, "frontend/sample_detail.html", {
         "sample": sample, "scans": scans, "sem_images": sample.sem_images.all(),
         "instruments": sample.project.instruments.all(), "models": TrainedModel.objects.filter(project=sample.project),
@@ -133,8 +141,7 @@ def sample_detail(request, pk):
 
 
 def scan_list(request):
-    scans = _scoped(Scan, request.user).select_related("sample").annotate(frames_done=Count("frames"),
-                                                                          first_frame_id=Min("frames__id"))
+    scans = _scoped(Scan, request.user).select_related("sample").annotate(**_CARD_FIELDS)
     scans, query, status = _filtered_scans(request, scans)
     return render(request, "frontend/scan_list.html", {
         "page": _page(request, scans), "q": query, "status": status, "statuses": ScanStatus.choices})

@@ -221,6 +221,24 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
 
     @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
+    def thumbnail(self, request, pk=None):
+        """The whole stitched mosaic in one pyramid tile (at most the tile size a side), for scan cards."""
+        from ssumweb.media import absolute
+
+        from .imageio import ImagingError
+        from .pyramid import read_dzi, whole_image_level
+
+        mosaic = self.get_object()
+        if not mosaic.pyramid:
+            raise NotFound("This mosaic has no pyramid yet.")
+        try:
+            info = read_dzi(absolute(mosaic.pyramid))
+        except ImagingError as exc:
+            raise NotFound("This mosaic's pyramid cannot be read.") from exc
+        return serve_pyramid(request, mosaic.pyramid, f"mosaic_files/{whole_image_level(info)}/0_0.{info.format}")
+
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
     def preview(self, request, pk=None):
         """The downscaled mosaic as it grows during a scan (changes with every frame: not cached)."""
         from instruments.live_mosaic import preview_name

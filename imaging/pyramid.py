@@ -306,6 +306,12 @@ def read_dzi(root: str | os.PathLike, *, name: str = "mosaic") -> DziInfo:
                    pixel_size_nm=display.get("pixel_size_nm"))
 
 
+def whole_image_level(info: DziInfo) -> int:
+    """The most detailed level that fits in one tile (``<level>/0_0``): the whole image as a thumbnail."""
+    return next(level for level in range(info.levels - 1, -1, -1)
+                if max(info.level_size(level)) <= info.tile_size)
+
+
 def tile_path(info: DziInfo, requested: str) -> Path:
     """Validate a browser's tile request and return the file it names inside the pyramid.
 

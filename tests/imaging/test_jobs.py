@@ -1,7 +1,11 @@
 """Imaging jobs through the Django shell: a scan's frames → mosaic + pyramid → tiles served by role."""
+import io
+
 import numpy as np
 import pytest
+from django.test import Client
 from django.utils import timezone
+from PIL import Image
 
 from imaging.flatfield import estimate_flatfield
 from imaging.imageio import write_image16
@@ -63,6 +67,15 @@ def test_stitch_job_builds_mosaic_and_pyramid_served_only_to_members(api, scan_w
     assert again.status_code == 304
     assert api(outsider).get(f"/api/mosaics/{mosaic.pk}/tiles/0/0_0.jpeg").status_code == 404
     assert api(viewer).get(f"/api/mosaics/{mosaic.pk}/tiles/..%2F..%2Fsecret").status_code == 404
+    # the scan cards show the whole mosaic in one tile, no longer frame 1
+    thumbnail = api(viewer).get(f"/api/mosaics/{mosaic.pk}/thumbnail/")
+    assert thumbnail.status_code == 200 and "immutable" in thumbnail["Cache-Control"]
+    with Image.open(io.BytesIO(b"".join(thumbnail.streaming_content))) as shown:
+        assert 127 < max(shown.size) <= 254 and abs(shown.size[0] / shown.size[1] - mosaic.width / mosaic.height) < 0.02
+    assert api(outsider).get(f"/api/mosaics/{mosaic.pk}/thumbnail/").status_code == 404
+    client = Client()
+    client.force_login(viewer)
+    assert f'src="/api/mosaics/{mosaic.pk}/thumbnail" alt="Mosaic of' in client.get("/scans/").content.decode()
 
 
 def bare_silicon_scan(scan, frames, *, name="bare silicon", instrument="same", sample=None):
