@@ -137,7 +137,6 @@ class Mosaic(Job):
     """A scan stitched into one 16-bit image with its pixel size, plus its deep-zoom pyramid."""
 
     PROJECT_PATH = "scan__project"
-    resumable = True
 
     scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="mosaics")
     live = models.BooleanField(default=False)  # grown frame by frame during the scan

@@ -55,7 +55,6 @@ class TrainedModel(models.Model):
 
 class Translation(Job):
     PROJECT_PATH = "mosaic__scan__project"
-    resumable = True
 
     mosaic = models.ForeignKey(Mosaic, on_delete=models.CASCADE, related_name="translations")
     model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="translations")

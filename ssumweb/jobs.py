@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from . import events
@@ -180,17 +180,40 @@ def reap_stale(now=None) -> int:
     count = 0
     for model in job_models():
         for obj in model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=limit):
-            with transaction.atomic():
-                obj.status, obj.finished_at = JobStatus.FAILED, now
-                obj.failure_reason = (
-                    f"The worker stopped responding (last heartbeat {obj.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)."
-                    + (" It can be resumed." if getattr(obj, "resumable", False) else "")
-                )
-                obj.message = "Worker lost."
-                _save(obj, "status", "finished_at", "failure_reason", "message")
-                _publish_status(obj)
+            _fail_lost(obj, now, f"The worker stopped responding (last heartbeat {obj.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC).")
             count += 1
     return count
+
+
+def reap_interrupted(now=None) -> int:
+    """Fail the jobs the embedded server's own workers were running when it stopped, as it starts again.
+
+    Nothing else runs them, so they can never finish; the heartbeat timeout would only show them
+    running for two more minutes. Queued jobs whose task a worker had already taken fail too: the
+    queue never hands a taken task out again. A job without a heartbeat (a live mosaic: the
+    hardware worker's, growing with a paused scan) is not the task workers' and stays.
+    """
+    from django_tasks_db.models import DBTaskResult
+
+    now = now or timezone.now()
+    taken = [str(pk) for pk in DBTaskResult.objects.running().values_list("id", flat=True)]
+    count = 0
+    for model in job_models():
+        lost = model.objects.filter(models.Q(status=JobStatus.RUNNING, heartbeat_at__isnull=False)
+                                    | models.Q(status=JobStatus.QUEUED, task_id__in=taken))
+        for obj in lost:
+            _fail_lost(obj, now, "The server stopped while this job ran.")
+            count += 1
+    return count
+
+
+def _fail_lost(obj, now, what: str) -> None:
+    with transaction.atomic():
+        obj.status, obj.finished_at = JobStatus.FAILED, now
+        obj.failure_reason = what + (" It can be resumed." if getattr(obj, "resumable", False) else " Start it again.")
+        obj.message = "Worker lost."
+        _save(obj, "status", "finished_at", "failure_reason", "message")
+        _publish_status(obj)
 
 
 def job_models():

@@ -239,4 +239,6 @@ def test_a_job_whose_worker_died_is_failed_by_the_reaper(scan_with_frames, setti
     assert reap_stale() == 1
     mosaic.refresh_from_db()
     assert mosaic.status == JobStatus.FAILED and "stopped responding" in mosaic.failure_reason
+    # a stitch cannot go on where it stopped: the user is told to start it again, not that it can be resumed
+    assert mosaic.failure_reason.endswith("Start it again.")
     assert Scan.objects.get(pk=scan_with_frames.pk).status == "planned"

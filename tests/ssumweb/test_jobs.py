@@ -71,3 +71,31 @@ def test_one_demo_at_a_time_even_when_two_presses_pass_the_check_together(projec
     assert list(DemoRun.objects.all()) == [first]
     DemoRun.objects.filter(pk=first.pk).update(status=JobStatus.SUCCEEDED)
     assert demo.start_demo(project, lab_admin).status == JobStatus.QUEUED  # ended: the next one starts
+
+
+@pytest.mark.django_db
+def test_the_embedded_server_starting_fails_the_jobs_it_was_running_at_once():
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    from ssumweb.jobs import reap_interrupted
+    from ssumweb.models import Project
+
+    def demo(**fields):  # a project has one demo going at a time
+        return DemoRun.objects.create(project=Project.objects.create(name=f"lab {Project.objects.count()}"), **fields)
+
+    now = timezone.now()
+    taken, waiting = (DBTaskResult.objects.create(task_path="ssumweb.tasks.run_demo", status=status, args_kwargs={},
+                                                  run_after=now) for status in ("RUNNING", "READY"))
+    running = demo(status=JobStatus.RUNNING, heartbeat_at=now)  # beating a moment ago
+    started = demo(status=JobStatus.QUEUED, task_id=str(taken.id))
+    queued = demo(status=JobStatus.QUEUED, task_id=str(waiting.id))
+    # no heartbeat: not the task workers' (a live mosaic of a paused scan is the hardware worker's)
+    unowned = demo(status=JobStatus.RUNNING)
+    assert reap_interrupted() == 2
+    for lost in (running, started):
+        lost.refresh_from_db()
+        assert lost.status == JobStatus.FAILED
+        assert lost.failure_reason == "The server stopped while this job ran. Start it again."
+    assert DemoRun.objects.get(pk=queued.pk).status == JobStatus.QUEUED  # its task will still run
+    assert DemoRun.objects.get(pk=unowned.pk).status == JobStatus.RUNNING

@@ -14,9 +14,12 @@ class Command(BaseCommand):
         from daphne.server import Server
 
         from ssumweb.asgi import application
+        from ssumweb.jobs import reap_interrupted
         from ssumweb.workers import start_reaper, start_task_worker
 
         if settings.EMBEDDED_WORKERS:
+            if interrupted := reap_interrupted():  # this process was their only worker
+                self.stdout.write(f"{interrupted} job(s) the server was running when it stopped are marked failed.")
             start_task_worker(["default", "processing"], "embedded-processing")
             start_task_worker(["training"], "embedded-training")
             start_task_worker(["demo"], "embedded-demo")
