@@ -15,8 +15,9 @@ import time
 import cv2
 from django.db import close_old_connections, transaction
 from django.urls import reverse
+from django.utils import timezone
 
-from imaging.imageio import apply_display_window, atomic_write_bytes, display_window
+from imaging.imageio import apply_display_window, atomic_write_bytes, display_window, read_image16
 from imaging.jobs import flatfield_for, flatfield_options, fov_mask_for
 from imaging.models import Mosaic, Scan
 from imaging.services import scan_topic
@@ -45,10 +46,14 @@ class LiveMosaic:
     def __init__(self, scan: Scan, instrument, *, translator=None):
         self.scan_id = scan.pk
         self.instrument = instrument
-        self.mosaic = (Mosaic.objects.filter(scan=scan, live=True, status=JobStatus.RUNNING).first()
-                       or Mosaic.objects.create(scan=scan, live=True, status=JobStatus.RUNNING,
-                                                pixel_size_nm=instrument.pixel_size_nm, message="Growing with the scan."))
+        resumed = Mosaic.objects.filter(scan=scan, live=True, status=JobStatus.RUNNING).first()
+        self.mosaic = resumed or Mosaic.objects.create(scan=scan, live=True, status=JobStatus.RUNNING,
+                                                       pixel_size_nm=instrument.pixel_size_nm,
+                                                       message="Growing with the scan.")
         self.frames: queue.Queue = queue.Queue()
+        if resumed is not None:  # a resumed scan: the mosaic grows on from the frames saved before the pause
+            for frame in scan.frames.order_by("index"):
+                self.frames.put((frame, None, frame.index))
         self.changed: list[tuple[int, int, int, int]] = []  # mosaic px boxes placed since the last publish
         self.translator = translator if translator is not None else self._translator_for(scan)
         self.closing = threading.Event()
@@ -88,6 +93,8 @@ class LiveMosaic:
                 break
             image, xy, index = item
             try:
+                if xy is None:  # a frame saved before the scan was resumed: read back from disk
+                    image, xy = read_image16(absolute(image.image.name)), (image.commanded_x_nm, image.commanded_y_nm)
                 if self.stitcher is None:
                     mask = fov_mask_for(self.instrument, image.shape)
                     self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
@@ -150,14 +157,31 @@ class LiveMosaic:
         self.thread.join(timeout=30)
         if self.translator is not None:  # the final whole-mosaic Translation replaces its preview
             self.translator.close()
-        if not final:
-            return
-        from imaging import tasks
-
-        scan = Scan.objects.select_related("instrument__flatfield_calibration").get(pk=self.scan_id)
-        with transaction.atomic():
-            # the flat field the instrument is calibrated with, if it has one, else estimated from the frames
-            Mosaic.objects.filter(pk=self.mosaic.pk).update(status=JobStatus.QUEUED, message="Final stitch queued.",
-                                                            options=flatfield_options(scan))
+        if final:
+            _queue_final_stitch(self.mosaic.pk, self.scan_id)
             self.mosaic.refresh_from_db()
-            enqueue_after_commit(tasks.stitch_mosaic, self.mosaic)
+
+
+def _queue_final_stitch(mosaic_id: int, scan_id: int) -> None:
+    """The live mosaic's record queued for the final stitch of the scan's saved frames."""
+    from imaging import tasks
+
+    scan = Scan.objects.select_related("instrument__flatfield_calibration").get(pk=scan_id)
+    with transaction.atomic():
+        # the flat field the instrument is calibrated with, if it has one, else estimated from the frames
+        Mosaic.objects.filter(pk=mosaic_id).update(status=JobStatus.QUEUED, message="Final stitch queued.",
+                                                   options=flatfield_options(scan))
+        enqueue_after_commit(tasks.stitch_mosaic, Mosaic.objects.get(pk=mosaic_id))
+
+
+def close_left_over(scan: Scan) -> None:
+    """A scan ended with no live mosaic growing (its worker stopped while it was paused, then it was
+    aborted): the live record it left running gets what a scan ending so gets, the final stitch of
+    its saved frames, or is cancelled where there are none. Left running, the scan page showed
+    "Growing with the scan." for ever and offered no stitch."""
+    for mosaic in Mosaic.objects.filter(scan=scan, live=True, status=JobStatus.RUNNING):
+        if scan.frames.exists():
+            _queue_final_stitch(mosaic.pk, scan.pk)
+        else:
+            Mosaic.objects.filter(pk=mosaic.pk).update(status=JobStatus.CANCELLED, finished_at=timezone.now(),
+                                                       message="The scan ended without frames.")

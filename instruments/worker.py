@@ -296,6 +296,9 @@ class HardwareWorker:
         if pending.requested_action == "abort":
             if pending.status in (ScanStatus.PAUSED, ScanStatus.FAILED):
                 transition(pending, ScanStatus.ABORTED, reason="Aborted by a user.")
+                from .live_mosaic import close_left_over
+
+                close_left_over(pending)
             else:
                 Scan.objects.filter(pk=pending.pk).update(requested_action="")
             return

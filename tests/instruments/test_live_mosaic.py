@@ -120,3 +120,66 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
         return shading_left(stitcher.mosaic(), synthetic, stitcher.positions_px[0] - stitcher.origin_px)
 
     assert shading(calibrated) < 0.01 < 0.05 < shading(uncorrected)  # measured: 0.35 % and 8.8 %
+
+
+def test_a_resumed_scan_s_live_mosaic_grows_on_from_the_frames_saved_before_the_pause(project):
+    from imaging.imageio import write_image16
+    from imaging.models import Frame, Mosaic
+    from ssumweb.media import absolute
+    from ssumweb.models import JobStatus
+
+    synthetic = synthetic_scan(grid=(2, 2), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
+    instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
+                                           fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
+    sample = Sample.objects.create(project=project, name="chip")
+    scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name="s1", origin_x_nm=0,
+                               origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
+                               contact_setpoint_nm=20, rows=2, cols=2)
+    # the worker stopped after two frames: their files and rows, and the live record it left running
+    Mosaic.objects.create(scan=scan, live=True, status=JobStatus.RUNNING, message="Growing with the scan.")
+    for index in range(2):
+        rel = f"scans/{scan.pk}/frames/{index:06d}.tif"
+        write_image16(absolute(rel), synthetic.frames[index], pixel_size_nm=synthetic.pixel_size_nm)
+        x, y = synthetic.nominal_xy_nm[index]
+        Frame.objects.create(scan=scan, index=index, row=0, col=index, commanded_x_nm=x, commanded_y_nm=y,
+                             measured_x_nm=x, measured_y_nm=y, captured_at=timezone.now(), exposure_ms=5, image=rel,
+                             width=128, height=128)
+    live = LiveMosaic(scan, instrument)
+    try:
+        for k in (2, 3):
+            live.offer(None, SimpleNamespace(image=synthetic.frames[k], commanded_xy_nm=tuple(synthetic.nominal_xy_nm[k]),
+                                             index=k))
+        deadline = time.monotonic() + 30
+        while live.stitcher is None or live.stitcher.frame_count < 4 or not live.frames.empty():
+            assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
+            time.sleep(0.05)
+    finally:
+        live.finish(final=False)
+    assert Mosaic.objects.filter(scan=scan, live=True).count() == 1
+    assert live.frame_index == [0, 1, 2, 3]
+    placed = live.stitcher.positions_px - live.stitcher.positions_px[0]
+    assert np.abs(placed - (synthetic.true_xy_px - synthetic.true_xy_px[0])).max() < 1.0
+
+
+def test_a_scan_aborted_after_its_worker_stopped_has_its_live_mosaic_stitched_or_cancelled(project):
+    from imaging.models import Frame, Mosaic
+    from instruments.live_mosaic import close_left_over
+    from ssumweb.models import JobStatus
+
+    instrument = Instrument.objects.create(project=project, name="sim")
+    sample = Sample.objects.create(project=project, name="chip")
+
+    def scan(name):
+        return Scan.objects.create(project=project, sample=sample, instrument=instrument, name=name, origin_x_nm=0,
+                                   origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                                   exposure_ms=5, contact_setpoint_nm=20, rows=2, cols=2, status="aborted")
+
+    with_frames, without = scan("two frames"), scan("none")
+    Frame.objects.create(scan=with_frames, index=0, row=0, col=0, commanded_x_nm=0, commanded_y_nm=0, measured_x_nm=0,
+                         measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5, image="f.tif", width=64, height=64)
+    for each in (with_frames, without):
+        Mosaic.objects.create(scan=each, live=True, status=JobStatus.RUNNING, message="Growing with the scan.")
+        close_left_over(each)
+    stitched, empty = (Mosaic.objects.get(scan=each) for each in (with_frames, without))
+    assert stitched.status == JobStatus.QUEUED and stitched.message == "Final stitch queued."
+    assert empty.status == JobStatus.CANCELLED and empty.message == "The scan ended without frames."
