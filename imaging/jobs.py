@@ -188,6 +188,23 @@ def queue_sem_pyramid(sem) -> None:
     transaction.on_commit(lambda: tasks.build_sem_pyramid.enqueue(sem.pk))
 
 
+def requeue_lost_sem_pyramids() -> int:
+    """Queue again the pyramid of every SEM image that has none and no build waiting: the embedded
+    server starting after a crash, whose own worker was building it (the SEM page said "still being
+    built" for ever). Returns how many."""
+    from django_tasks_db.models import DBTaskResult
+
+    from . import tasks
+    from .models import SEMImage
+
+    waiting = {tuple(args_kwargs.get("args") or ()) for args_kwargs in DBTaskResult.objects.ready().filter(
+        task_path=tasks.build_sem_pyramid.module_path).values_list("args_kwargs", flat=True)}
+    lost = [pk for pk in SEMImage.objects.filter(pyramid="").values_list("pk", flat=True) if (pk,) not in waiting]
+    for pk in lost:
+        tasks.build_sem_pyramid.enqueue(pk)
+    return len(lost)
+
+
 def scan_finished(scan: Scan) -> bool:
     return scan.status in (ScanStatus.COMPLETED, ScanStatus.ABORTED, ScanStatus.FAILED)
 

@@ -242,3 +242,23 @@ def test_a_job_whose_worker_died_is_failed_by_the_reaper(scan_with_frames, setti
     # a stitch cannot go on where it stopped: the user is told to start it again, not that it can be resumed
     assert mosaic.failure_reason.endswith("Start it again.")
     assert Scan.objects.get(pk=scan_with_frames.pk).status == "planned"
+
+
+@pytest.mark.django_db
+def test_the_server_starting_again_builds_the_sem_pyramids_a_crash_left_unbuilt(project):
+    from django_tasks_db.models import DBTaskResult
+
+    from imaging import tasks
+    from imaging.jobs import requeue_lost_sem_pyramids
+    from imaging.models import SEMImage
+
+    def sem(name, pyramid=""):
+        return SEMImage.objects.create(project=project, name=name, image="s/a.tif", width=64, height=64,
+                                       pixel_size_nm=5, pyramid=pyramid)
+
+    lost, waiting, built = sem("lost"), sem("waiting"), sem("built", pyramid="sem/1/3/pyramid-1")
+    tasks.build_sem_pyramid.enqueue(waiting.pk)  # its build has not started: it will run
+    assert requeue_lost_sem_pyramids() == 1
+    queued = [r.args_kwargs["args"] for r in DBTaskResult.objects.filter(task_path=tasks.build_sem_pyramid.module_path)]
+    assert sorted(queued) == [[lost.pk], [waiting.pk]] and built.pk not in sum(queued, [])
+    assert requeue_lost_sem_pyramids() == 0  # queued now: not twice

@@ -20,6 +20,9 @@ class Command(BaseCommand):
         if settings.EMBEDDED_WORKERS:
             if interrupted := reap_interrupted():  # this process was their only worker
                 self.stdout.write(f"{interrupted} job(s) the server was running when it stopped are marked failed.")
+            from imaging.jobs import requeue_lost_sem_pyramids
+
+            requeue_lost_sem_pyramids()
             start_task_worker(["default", "processing"], "embedded-processing")
             start_task_worker(["training"], "embedded-training")
             start_task_worker(["demo"], "embedded-demo")
