@@ -29,6 +29,7 @@ from imaging.imageio import (
     apply_display_window,
     atomic_path,
     display_window,
+    process_umask,
 )
 
 __all__ = ["DziInfo", "TilePathError", "write_dzi", "write_dzi_file", "read_subsample", "read_region", "read_dzi",
@@ -281,6 +282,7 @@ def _stage_dzi(vips_display, save_master, folder: Path, *, name, window, source_
         }))
         if save_master is not None:
             save_master(staging / f"{name}.tif")
+        staging.chmod(0o777 & ~process_umask())  # mkdtemp's 0700 would hide the tiles from a proxy serving media
         os.replace(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

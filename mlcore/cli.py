@@ -99,28 +99,13 @@ def _open_input(path: Path) -> np.ndarray:
     return read_image(path)
 
 
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask would race other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
 def _write_tiff(path: Path, array: np.ndarray) -> None:
     import tifffile
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.tif", dir=path.parent)
-    os.close(fd)
-    try:
+
+    from imaging.imageio import atomic_path
+
+    with atomic_path(path, suffix=".tif") as tmp:
         tifffile.imwrite(tmp, array, bigtiff=array.nbytes > 2 ** 31, tile=(256, 256))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the web server
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_translation(model_path: str | Path, input_path: str | Path, output_path: str | Path, *,

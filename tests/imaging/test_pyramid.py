@@ -161,3 +161,24 @@ def test_a_region_is_the_same_pixels_as_the_whole_image_cut(tmp_path):
                           read_image16(tmp_path / "sem8.png")[5:50, 10:30])
     with pytest.raises(ImageFileError, match="outside"):
         read_region(tmp_path / "mosaic.tif", (600, 0, 700, 10))
+
+
+def test_pyramids_and_atomically_written_files_are_readable_by_a_proxy_serving_media(tmp_path):
+    # mkstemp and mkdtemp make 0600 files and 0700 folders: nginx serving media by X-Accel-Redirect could not read them
+    import os
+    import stat
+
+    from imaging.imageio import atomic_path, process_umask, write_image16
+
+    old = os.umask(0o022)
+    try:
+        assert process_umask() == 0o022
+        folder = write_dzi(np.zeros((300, 200), np.uint16), tmp_path / "pyr", window=DisplayWindow(0, 1), pixel_size_nm=30)
+        write_image16(tmp_path / "frame.tif", np.zeros((8, 8), np.uint16))
+        with atomic_path(tmp_path / "notes.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    for name in ("frame.tif", "notes.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
