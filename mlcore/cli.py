@@ -127,7 +127,8 @@ def run_translation(model_path: str | Path, input_path: str | Path, output_path:
                       f"{exc.strerror or exc}") from exc
     shape = mosaic.shape[:2] if model.out_channels == 1 else (*mosaic.shape[:2],
                                                                model.out_channels)
-    with tempfile.TemporaryDirectory(dir=output_path.parent) as scratch:
+    # a scratch name ssumweb.media.sweep_staging knows: what a crash leaves here is gigabytes on a large mosaic
+    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=output_path.parent) as scratch:
         out = np.lib.format.open_memmap(Path(scratch) / "sem.npy", "w+", np.uint16, shape)
         risk_out = (np.lib.format.open_memmap(Path(scratch) / "risk.npy", "w+", np.float32,
                                               mosaic.shape[:2]) if risk_path else None)

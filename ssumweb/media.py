@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
+import shutil
+import time
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -37,6 +40,34 @@ def resolve(relative: str) -> Path:
 def absolute(relative: str) -> Path:
     """Where a media file (named relative to MEDIA_ROOT, as stored in the database) lives."""
     return media_root() / relative
+
+
+#: What the app's writers name work not finished yet: atomic_path's files and pyramids' staging folders
+#: (".<name>.tmp-…") and translations' scratch folders (".scratch-…"). Nothing else starts so.
+STAGING_NAME = re.compile(r"^\.(.+\.tmp-|scratch-)")
+
+
+def sweep_staging(older_than_s: float = 0.0) -> tuple[int, int]:
+    """Remove what writers that never finished (a crash) left under MEDIA_ROOT, untouched for
+    ``older_than_s``: (entries, bytes) removed. The embedded server sweeps everything as it starts,
+    before its workers write anything; elsewhere a day's age keeps clear of writers still at work."""
+    limit = time.time() - older_than_s
+    removed = freed = 0
+    for folder, dirs, files in os.walk(media_root()):
+        for name in [d for d in dirs if STAGING_NAME.match(d)]:
+            path = Path(folder, name)
+            if path.lstat().st_mtime <= limit:
+                freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            dirs.remove(name)  # never walked into: it is gone or still being written
+        for name in files:
+            path = Path(folder, name)
+            if STAGING_NAME.match(name) and path.lstat().st_mtime <= limit:
+                freed += path.lstat().st_size
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed, freed
 
 
 def write_bytes(relative: str, data: bytes) -> str:

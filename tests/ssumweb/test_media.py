@@ -59,3 +59,21 @@ def test_the_test_client_and_wsgi_still_iterate_it(media):
 def test_paths_outside_media_root_are_refused(media, name):
     with pytest.raises(Http404):
         resolve(name)
+
+
+def test_what_a_crash_left_half_written_is_swept_and_nothing_else(media):
+    from ssumweb.media import sweep_staging
+
+    root = media
+    kept = [root / "scans/1/frames/000000.tif", root / "sem/1/2/pyramid-ab/mosaic.dzi", root / ".hidden-note"]
+    left = [root / "scans/1/frames/.000001.tif.tmp-x1y2.tif",  # atomic_path's
+            root / "sem/1/2/.pyramid-cd.tmp-9z/mosaic_files/0/0_0.jpeg",  # a pyramid's staging folder
+            root / "scans/1/translations/3/.scratch-k2/sem.npy"]  # a translation's scratch
+    for path in kept + left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 10)
+    assert sweep_staging(older_than_s=3600) == (0, 0)  # all of it new: a writer may still be at it
+    assert sweep_staging() == (3, 30)
+    assert all(path.exists() for path in kept)
+    assert not any(path.exists() for path in left)
+    assert not (root / "sem/1/2/.pyramid-cd.tmp-9z").exists() and not (root / "scans/1/translations/3/.scratch-k2").exists()

@@ -21,8 +21,13 @@ class Command(BaseCommand):
             if interrupted := reap_interrupted():  # this process was their only worker
                 self.stdout.write(f"{interrupted} job(s) the server was running when it stopped are marked failed.")
             from imaging.jobs import requeue_lost_sem_pyramids
+            from ssumweb.media import sweep_staging
 
             requeue_lost_sem_pyramids()
+            # nothing of this process writes yet; a hardware worker elsewhere may, so there only old leftovers
+            removed, freed = sweep_staging(0 if settings.EMBEDDED_HARDWARE_WORKER else 86400)
+            if removed:
+                self.stdout.write(f"Removed {removed} unfinished file(s) a crash left ({freed / 1e6:.1f} MB).")
             start_task_worker(["default", "processing"], "embedded-processing")
             start_task_worker(["training"], "embedded-training")
             start_task_worker(["demo"], "embedded-demo")
