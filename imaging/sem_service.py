@@ -45,40 +45,46 @@ def import_sem_upload(*, project, sample, upload, name: str, pixel_size_nm: floa
     from . import sem_import
 
     original_name = safe_name(upload.name or "upload")
-    folder = f"sem/{project.pk}/{uuid.uuid4().hex}"
-    original_rel = f"{folder}/original{os.path.splitext(original_name)[1].lower() or '.bin'}"
-    with atomic_path(absolute(original_rel)) as tmp:
+    key = uuid.uuid4().hex
+    folder = f"sem/{project.pk}/{key}"
+    # Written and read in a staging folder (a name ssumweb.media.sweep_staging knows), renamed to
+    # ``folder`` with the record's commit: a crash while the upload is stored or decoded leaves
+    # no file the catalogue does not know of.
+    staging = f"sem/{project.pk}/.{key}.tmp-upload"
+    original_file = f"original{os.path.splitext(original_name)[1].lower() or '.bin'}"
+    with atomic_path(absolute(f"{staging}/{original_file}")) as tmp:
         with open(tmp, "wb") as out:
             for chunk in upload.chunks():
                 out.write(chunk)
     try:
         # messages name the user's file, not the stored original.<ext>
-        sem = sem_import.read_sem(absolute(original_rel), name=original_name, page=page,
+        sem = sem_import.read_sem(absolute(f"{staging}/{original_file}"), name=original_name, page=page,
                                   max_pixels=settings.IMAGE_MAX_PIXELS)
     except ValueError as exc:  # ImageFileError is the file's fault; any other, the page asked for
-        _remove_folder(folder)
+        _remove_folder(staging)
         field = "file" if isinstance(exc, ImageFileError) else "page"
         raise DomainError(str(exc), field=field, code="invalid_image") from None
     if sem.pixel_size_nm is None and pixel_size_nm is None:
-        _remove_folder(folder)
+        _remove_folder(staging)
         raise DomainError("The file carries no pixel size; enter it (nm per pixel).", field="pixel_size_nm", code="required")
     # A pixel size the user typed wins over the file's: the user is correcting a wrong calibration.
     size, source = (pixel_size_nm, PixelSizeSource.USER) if pixel_size_nm else (sem.pixel_size_nm, PixelSizeSource.METADATA)
-    image_rel = f"{folder}/sem.tif"
     image16 = to_uint16(sem.image)  # stored 16-bit: the display window is in those units
     window = display_window(image16)
     try:
-        write_image16(absolute(image_rel), image16, pixel_size_nm=size)
+        write_image16(absolute(f"{staging}/sem.tif"), image16, pixel_size_nm=size)
         with transaction.atomic():
+            os.replace(absolute(staging), absolute(folder))
             record = SEMImage.objects.create(
                 project=project, sample=sample, name=(name.strip() or original_name)[:255], original_name=original_name,
-                image=image_rel, original=original_rel, width=image16.shape[1], height=image16.shape[0],
+                image=f"{folder}/sem.tif", original=f"{folder}/{original_file}", width=image16.shape[1], height=image16.shape[0],
                 pixel_size_nm=size, pixel_size_source=source, page=sem.page, data_bar_rows=sem.data_bar_rows,
                 metadata=sem.metadata, display_low=window.low, display_high=window.high, uploaded_by=user)
             from .jobs import queue_sem_pyramid
 
             queue_sem_pyramid(record)
     except Exception:
+        _remove_folder(staging)
         _remove_folder(folder)
         raise
     return record

@@ -127,3 +127,30 @@ def test_viewers_and_outsiders_cannot_upload(api, project, viewer, outsider):
     assert upload(api, viewer, project, png_bytes(), "a.png", pixel_size_nm=10).status_code == 403
     response = upload(api, outsider, project, png_bytes(), "a.png", pixel_size_nm=10)
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "project"
+
+
+@pytest.mark.django_db
+def test_an_upload_a_crash_cut_short_leaves_only_what_the_sweep_removes(api, project, operator, fei_tiff,
+                                                                          settings, monkeypatch,
+                                                                          django_capture_on_commit_callbacks):
+    from pathlib import Path
+
+    from imaging import sem_import
+    from ssumweb.media import sweep_staging
+
+    def crash(*args, **kwargs):  # the server killed while it decodes the stored upload
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(sem_import, "read_sem", crash)
+    with pytest.raises(SystemExit):
+        upload(api, operator, project, fei_tiff[0], "quanta.tif")
+    root = Path(settings.MEDIA_ROOT)
+    assert [p.name for p in (root / f"sem/{project.pk}").iterdir()][0].endswith(".tmp-upload")
+    sweep_staging()
+    assert not any(p.is_file() for p in root.rglob("*")) and not SEMImage.objects.exists()
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks(execute=False):
+        body = upload(api, operator, project, fei_tiff[0], "quanta.tif").json()
+    stored = SEMImage.objects.get(pk=body["id"])
+    assert (root / stored.image.name).is_file() and (root / stored.original.name).is_file()
+    assert not any(".tmp-" in p.name for p in root.rglob("*"))
