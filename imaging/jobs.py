@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 
 from django.conf import settings
 from django.db import transaction
@@ -453,21 +455,28 @@ def pairs_work(pair_set: PairSet, progress) -> dict:
         skipped = skipped_in_words(result.skipped)
         raise DomainError(f"No tile of {pair_set.tile_px} px fits the registered overlap with enough structure"
                           f"{f': {skipped}' if skipped else ''}.{hint}")
-    folder = f"pairs/{pair_set.pk}"
+    # Written in a staging folder (a name ssumweb.media.sweep_staging knows) renamed with the pairs' commit:
+    # a crash or a cancel part-way leaves no PNG the catalogue does not know of.
+    folder, staging = f"pairs/{pair_set.pk}", f"pairs/.{pair_set.pk}.tmp-set"
     records = []
-    for number, pair in enumerate(result.pairs):
-        lr_rel, hr_rel = f"{folder}/{number:05d}_lr.png", f"{folder}/{number:05d}_hr.png"
-        write_image16(absolute(lr_rel), pair.lr, pixel_size_nm=result.pixel_size_nm)
-        write_image16(absolute(hr_rel), pair.hr, pixel_size_nm=result.pixel_size_nm)
-        x, y, x_end, _ = pair.box_px
-        size = x_end - x
-        records.append(ImagePair(registration=registration, pair_set=pair_set, lr_image=lr_rel, hr_image=hr_rel,
-                                 box_x=x, box_y=y, box_size=size, pixel_size_nm=result.pixel_size_nm,
-                                 split=pair.split))
-        progress(0.2 + 0.75 * (number + 1) / len(result.pairs), f"Pair {number + 1} of {len(result.pairs)}")
-    with transaction.atomic():
-        ImagePair.objects.bulk_create(records)
-        PairSet.objects.filter(pk=pair_set.pk).update(pixel_size_nm=result.pixel_size_nm, skipped=result.skipped)
+    try:
+        for number, pair in enumerate(result.pairs):
+            lr_name, hr_name = f"{number:05d}_lr.png", f"{number:05d}_hr.png"
+            write_image16(absolute(f"{staging}/{lr_name}"), pair.lr, pixel_size_nm=result.pixel_size_nm)
+            write_image16(absolute(f"{staging}/{hr_name}"), pair.hr, pixel_size_nm=result.pixel_size_nm)
+            x, y, x_end, _ = pair.box_px
+            records.append(ImagePair(registration=registration, pair_set=pair_set, lr_image=f"{folder}/{lr_name}",
+                                     hr_image=f"{folder}/{hr_name}", box_x=x, box_y=y, box_size=x_end - x,
+                                     pixel_size_nm=result.pixel_size_nm, split=pair.split))
+            progress(0.2 + 0.75 * (number + 1) / len(result.pairs), f"Pair {number + 1} of {len(result.pairs)}")
+        with transaction.atomic():
+            shutil.rmtree(absolute(folder), ignore_errors=True)  # only ever what an older crash left there
+            os.replace(absolute(staging), absolute(folder))
+            ImagePair.objects.bulk_create(records)
+            PairSet.objects.filter(pk=pair_set.pk).update(pixel_size_nm=result.pixel_size_nm, skipped=result.skipped)
+    except BaseException:
+        shutil.rmtree(absolute(staging), ignore_errors=True)
+        raise
     return {"pairs": len(records), "skipped": result.skipped}
 
 

@@ -324,6 +324,37 @@ def test_pairs_of_an_sem_image_registered_outside_the_mosaic_fail_saying_so(api,
 
 
 @pytest.mark.django_db
+def test_pairs_cancelled_part_way_leave_no_file_and_done_ones_lie_where_their_records_say(
+        api, registered, operator, django_capture_on_commit_callbacks):
+    from ssumweb.jobs import request_cancel
+
+    def pair_set():
+        with django_capture_on_commit_callbacks(execute=False):
+            response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 32,
+                                                              "stride_px": 32}, format="json")
+        return PairSet.objects.get(pk=response.json()["id"])
+
+    cancelled = pair_set()
+
+    def cancel_after_the_first_pair(obj, progress):
+        def progress_then_cancel(fraction, message="", **extra):
+            progress(fraction, message, **extra)
+            if message.startswith("Pair 1 of"):
+                request_cancel(PairSet.objects.get(pk=obj.pk))
+                progress.check_cancel()
+        return pairs_work(obj, progress_then_cancel)
+
+    run_job("imaging.PairSet", cancelled.pk, cancel_after_the_first_pair)
+    assert PairSet.objects.get(pk=cancelled.pk).status == JobStatus.CANCELLED
+    assert not any(p.is_file() for p in absolute("pairs").rglob("*"))  # the first pair's PNGs went with it
+    done = pair_set()
+    run_job("imaging.PairSet", done.pk, pairs_work)
+    stored = ImagePair.objects.filter(pair_set=done)
+    assert stored and all(absolute(p.lr_image.name).is_file() and absolute(p.hr_image.name).is_file() for p in stored)
+    assert {p.name for p in absolute("pairs").iterdir()} == {str(done.pk)}
+
+
+@pytest.mark.django_db
 def test_pairs_none_of_which_fit_fail_saying_why_in_words(api, registered, operator, django_capture_on_commit_callbacks):
     # the SEM image registered 200 px right: a 56 px strip of overlap, narrower than a 64 px tile
     Registration.objects.filter(pk=registered.pk).update(mosaic_to_sem=[[1.0, 0, -200], [0, 1, 0], [0, 0, 1]])
