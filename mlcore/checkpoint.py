@@ -27,6 +27,7 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "checkpoint_path",
+    "checkpoint_step",
     "ImagePool",
 ]
 
@@ -37,6 +38,14 @@ _NAME = re.compile(r"^step_(\d{9})\.pt$")
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
     return Path(directory) / f"step_{step:09d}.pt"
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint was written at, read from its name (see :func:`checkpoint_path`)."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise CheckpointError(f"{path} is not named as a checkpoint (step_<9 digits>.pt)")
+    return int(match.group(1))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

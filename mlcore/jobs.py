@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -70,10 +71,69 @@ def lay_out_pairs(pairs, folder: Path) -> None:
         _link_or_copy(absolute(pair.hr_image.name), folder / "hr" / f"{pair.pk:07d}{Path(pair.hr_image.name).suffix}")
 
 
+def run_folder(run: TrainingRun) -> str:
+    """The run's media folder: data/ (its pairs, staged), checkpoints/, samples/ and, once finished, model.pt."""
+    return f"training/{run.pk}"
+
+
+_SAMPLE_NAME = re.compile(r"step(\d+)\.png$")
+
+
+def sample_path(run: TrainingRun, step: int) -> str:
+    return f"{run_folder(run)}/samples/step{step:07d}.png"
+
+
+def sample_step(path: str | Path) -> int:
+    """The step a sample image was made at, from its name (see :func:`sample_path`)."""
+    return int(_SAMPLE_NAME.search(str(path)).group(1))
+
+
+def rewind_to_checkpoint(run: TrainingRun, progress) -> None:
+    """Cut what a run recorded back to the checkpoint the trainer will go on from (to nothing without one) and say so.
+
+    A worker killed between checkpoints leaves losses and samples of steps no checkpoint holds; the trainer makes
+    them again, so kept they were recorded twice (a history of 1…15, 11, 12, …, 40). The losses, the samples and
+    their files after the checkpoint go; ``resume_note``, the job's message and a ``training.resumed`` event
+    (``step``, ``samples`` kept, ``note``) tell the user where the run goes on from. A run that never got past
+    step 0 is left as it is."""
+    from .checkpoint import checkpoint_step, latest_checkpoint
+
+    folder = absolute(run_folder(run))
+    last = latest_checkpoint(folder / "checkpoints")
+    step = checkpoint_step(last) if last is not None else 0
+    reached = max([run.step, *(e["step"] for e in run.loss_history)])
+    if reached == 0 and step == 0:
+        return
+    if last is None:
+        note = f"No checkpoint was saved before the run stopped at step {reached}: training starts again from step 1."
+    else:
+        note = f"Resumed from the checkpoint at step {step} of {run.total_steps}"
+        if reached == step + 1:
+            note += f"; step {reached}, done after it, is trained again."
+        elif reached > step:
+            note += f"; steps {step + 1}–{reached}, done after it, are trained again."
+        else:
+            note += "."
+    # one entry a step, in step order: runs resumed before this cut had some twice
+    history = {e["step"]: e for e in run.loss_history if e["step"] <= step}
+    run.loss_history = [history[s] for s in sorted(history)]
+    run.samples = sorted({p for p in run.samples if sample_step(p) <= step}, key=sample_step)
+    run.step, run.resume_note = step, note
+    TrainingRun.objects.filter(pk=run.pk).update(step=run.step, loss_history=run.loss_history, samples=run.samples,
+                                                 resume_note=note)
+    for path in (folder / "samples").glob("step*.png"):  # listed or not: written just before the worker died
+        if sample_step(path) > step:
+            path.unlink(missing_ok=True)
+    log.info("training run %s goes on from step %d (it had reached step %d)", run.pk, step, reached)
+    progress(step / max(1, run.total_steps), note, force=True)
+    progress.event("training.resumed", step=step, samples=len(run.samples), note=note)
+
+
 def training_work(run: TrainingRun, progress) -> dict:
     from .cli import run_training
 
-    folder = f"training/{run.pk}"
+    folder = run_folder(run)
+    rewind_to_checkpoint(run, progress)
     tile_px, pixel_size_nm = stage_pairs(run, absolute(folder) / "data")
     cfg = experiment_config(run.config, source_crop=tile_px)
     history: list[dict] = list(run.loss_history)
@@ -84,7 +144,7 @@ def training_work(run: TrainingRun, progress) -> dict:
         history.append(entry)
         extra = {}
         if p.samples:
-            rel = f"{folder}/samples/step{p.step:07d}.png"
+            rel = sample_path(run, p.step)
             _write_sample_strip(p.samples, rel)
             samples.append(rel)
             extra["sample_index"] = len(samples) - 1

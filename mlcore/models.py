@@ -22,6 +22,8 @@ class TrainingRun(Job):
     loss_history = models.JSONField(default=list, blank=True)  # [{"step": n, "G": .., "D": .., ...}]
     samples = models.JSONField(default=list, blank=True)  # media paths of per-epoch sample images
     checkpoint = models.CharField(max_length=500, blank=True)
+    #: where the run last went on from, for the page ("Resumed from the checkpoint at step 10 of 40; …")
+    resume_note = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -10,7 +10,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = ["id", "project", "name", "registrations", "pair_sets", "config", "step", "total_steps", "loss_history",
-                  "samples", "created_at", *JOB_FIELDS]
+                  "samples", "resume_note", "created_at", *JOB_FIELDS]
         read_only_fields = fields
 
 

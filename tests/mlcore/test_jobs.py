@@ -13,9 +13,9 @@ from imaging.models import ImagePair, Mosaic, PairSet, Registration, Sample, SEM
 from imaging.services import plan_scan
 from instruments.sim.chip import Chip
 from instruments.sim.dataset import simulate_pair
-from mlcore.jobs import training_work, translation_work
+from mlcore.jobs import rewind_to_checkpoint, training_work, translation_work
 from mlcore.models import TrainedModel, TrainingRun, Translation
-from ssumweb.jobs import run_job
+from ssumweb.jobs import Progress, run_job
 from ssumweb.media import absolute
 from ssumweb.models import JobStatus
 from tests.imaging.synthetic_ic import registration_error_px
@@ -551,3 +551,134 @@ def test_tiles_side_by_side_in_an_sem_image_through_a_rotated_registration_do_no
             "project": project.pk, "name": "side by side", "registrations": [registered.pk, other.pk],
             "config": {"crop_px": 64}}, format="json")
     assert response.status_code == 201, response.json()
+
+
+
+class _Killed(BaseException):
+    """kill -9 of the worker: nothing after it runs, not even the job's own failure handling."""
+
+
+class _Worker:
+    """training_work as a worker runs it: dies once step ``dies_at`` is recorded, and keeps the run (and which of
+    ``files`` are left) as it was when the job said it resumed."""
+
+    def __init__(self, *, dies_at=None, files=()):
+        self.dies_at, self.files, self.resumed = dies_at, files, None
+
+    def __call__(self, run, progress):
+        def report(fraction, message="", **extra):
+            progress(fraction, message, **extra)
+            if self.dies_at is not None and extra.get("step") == self.dies_at:
+                raise _Killed
+
+        def event(type, **payload):
+            progress.event(type, **payload)
+            if type == "training.resumed":
+                self.resumed = TrainingRun.objects.get(pk=run.pk), [p for p in self.files if p.exists()]
+
+        report.event = event
+        return training_work(run, report)
+
+
+@pytest.fixture
+def trainable(api, registered, project, operator, django_capture_on_commit_callbacks, monkeypatch):
+    """``start(steps)``: a queued tiny run (32 px crops, 1 block × 4 features) on real pairs, a sample each step."""
+    import mlcore.jobs
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api(operator).post("/api/pair-sets/", {"registration": registered.pk, "tile_px": 64,
+                                                          "stride_px": 64, "test_fraction": 0}, format="json")
+    run_job("imaging.PairSet", response.json()["id"], pairs_work)
+    configured = mlcore.jobs.experiment_config
+    monkeypatch.setattr(mlcore.jobs, "experiment_config",
+                        lambda settings, **kw: configured(settings, **kw).replace(train__sample_every=1))
+
+    def start(steps):
+        settings = {"steps": steps, "crop_px": 32, "batch_size": 2, "blocks": 1, "features": 4, "seed": 1}
+        with django_capture_on_commit_callbacks(execute=False):
+            response = api(operator).post("/api/training-runs/", {"project": project.pk, "name": "tiny",
+                                                                  "registrations": [registered.pk], "config": settings},
+                                          format="json")
+        assert response.status_code == 201, response.json()
+        return TrainingRun.objects.get(pk=response.json()["id"])
+    return start
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("steps, killed_at, checkpoint, note", [
+    (12, 5, 3, "Resumed from the checkpoint at step 3 of 12; steps 4–5, done after it, are trained again."),
+    (8, 1, 0, "No checkpoint was saved before the run stopped at step 1: training starts again from step 1."),
+])
+def test_a_run_killed_mid_training_resumes_from_its_checkpoint_with_nothing_after_it_kept(
+        api, trainable, operator, viewer, django_capture_on_commit_callbacks, settings, steps, killed_at, checkpoint,
+        note):
+    """The worker killed (kill -9) between checkpoints (every steps/4), the run reaped to failed, then resumed: the
+    losses and samples of the steps after the checkpoint, sample files too, go back to it (to nothing without one),
+    the run and its page say where it goes on from, and the finished run has each step once."""
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.utils import timezone
+
+    from ssumweb.jobs import reap_stale
+    from ssumweb.models import Event
+
+    run = trainable(steps)
+    with pytest.raises(_Killed):
+        run_job("mlcore.TrainingRun", run.pk, _Worker(dies_at=killed_at))
+    run.refresh_from_db()
+    assert run.status == JobStatus.RUNNING and run.step == killed_at
+    lost_samples = [absolute(f"training/{run.pk}/samples/step{s:07d}.png") for s in range(checkpoint + 1, killed_at + 1)]
+    assert all(p.is_file() for p in lost_samples)
+    assert reap_stale(now=timezone.now() + timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_S + 1)) == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(operator).post(f"/api/training-runs/{run.pk}/resume/")
+    assert response.status_code == 200 and response.json()["status"] == JobStatus.QUEUED, response.json()
+    worker = _Worker(files=lost_samples)
+    run_job("mlcore.TrainingRun", run.pk, worker)
+
+    resumed, files_left = worker.resumed
+    assert resumed.step == checkpoint and [e["step"] for e in resumed.loss_history] == list(range(1, checkpoint + 1))
+    assert resumed.samples == [f"training/{run.pk}/samples/step{s:07d}.png" for s in range(1, checkpoint + 1)]
+    assert files_left == [] and resumed.resume_note == note
+    event = Event.objects.get(topic=f"trainingrun.{run.pk}", type="training.resumed")
+    assert event.payload == {"step": checkpoint, "samples": len(resumed.samples), "note": note}
+
+    run.refresh_from_db()
+    assert run.status == JobStatus.SUCCEEDED, run.failure_reason
+    assert run.step == steps and [e["step"] for e in run.loss_history] == list(range(1, steps + 1))
+    assert run.samples == [f"training/{run.pk}/samples/step{s:07d}.png" for s in range(1, steps + 1)]
+    assert all(absolute(p).is_file() for p in run.samples)
+    assert api(viewer).get(f"/api/training-runs/{run.pk}/").json()["resume_note"] == note
+    client = Client()
+    client.force_login(viewer)
+    assert note in client.get(f"/training/{run.pk}/").content.decode()  # the page still says where it went on from
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("checkpoint, note", [
+    (10, "Resumed from the checkpoint at step 10 of 40; step 11, done after it, is trained again."),
+    (11, "Resumed from the checkpoint at step 11 of 40."),
+])
+def test_resuming_a_run_that_recorded_steps_twice_keeps_each_step_once(project, checkpoint, note):
+    """A run resumed before the cut (history 1…8, 5…11, a sample at each step, one of them twice) stopped at step 11:
+    resumed from its checkpoint it keeps each step up to it once, in order, and tells the user where it went on
+    from. Checkpoints are found by name, so empty files stand in for them."""
+    steps = [*range(1, 9), *range(5, 12)]
+    run = TrainingRun.objects.create(project=project, name="twice", config={}, total_steps=40, step=11,
+                                     loss_history=[{"step": s, "g_total": float(n)} for n, s in enumerate(steps)])
+    run.samples = [f"training/{run.pk}/samples/step{s:07d}.png" for s in steps]
+    run.save(update_fields=["samples"])
+    for path in [*run.samples, f"training/{run.pk}/checkpoints/step_000000005.pt",
+                 f"training/{run.pk}/checkpoints/step_{checkpoint:09d}.pt"]:
+        absolute(path).parent.mkdir(parents=True, exist_ok=True)
+        absolute(path).touch()
+    rewind_to_checkpoint(run, Progress(run))
+    run.refresh_from_db()
+    assert [e["step"] for e in run.loss_history] == list(range(1, checkpoint + 1))
+    assert [e["g_total"] for e in run.loss_history[4:8]] == [8, 9, 10, 11]  # the later of the two
+    assert run.samples == [f"training/{run.pk}/samples/step{s:07d}.png" for s in range(1, checkpoint + 1)]
+    assert sorted(p.name for p in absolute(f"training/{run.pk}/samples").iterdir()) == [
+        f"step{s:07d}.png" for s in range(1, checkpoint + 1)]
+    assert run.step == checkpoint and run.resume_note == note and run.message == note

@@ -1,5 +1,6 @@
 // A training run live: loss curves seeded from loss_history and extended by each job.progress event, per-epoch
-// sample images, ETA, cancel and resume for operators.
+// sample images, ETA, cancel and resume for operators. A resumed run cuts its curves and samples back to the
+// checkpoint it goes on from (training.resumed), so the steps it trains again are not drawn twice.
 import { api, el, EventStream, jsonScript } from "./common.js";
 import { FINAL } from "./jobs.js";
 import { LossPlot } from "./lossplot.js";
@@ -25,6 +26,22 @@ function showSample(index) {
     $("samples").append(el("figure", {}, el("img", { src: `/api/training-runs/${cfg.id}/samples/${samplesShown}/`, alt: `Sample after epoch ${samplesShown + 1}`, loading: "lazy" }),
       el("figcaption", { class: "muted", text: `Epoch ${samplesShown + 1}` })));
   }
+}
+
+/** Keep the first `count` samples: a resumed run dropped those made after its checkpoint. */
+function trimSamples(count) {
+  if (count >= samplesShown) return;
+  for (const figure of [...$("samples").querySelectorAll("figure")].slice(count)) figure.remove();
+  samplesShown = count;
+  if (count === 0 && !$("samples-empty")) {
+    $("samples").append(el("p", { class: "muted", id: "samples-empty", "data-ended": "The run ended before its first epoch: it made no samples.",
+                                  text: "No samples yet: one appears after each epoch." }));
+  }
+}
+
+function showResumed(note) {
+  $("run-resumed").textContent = note || "";
+  $("run-resumed").hidden = !note;
 }
 
 function setStatus(value, obj = {}) {
@@ -56,6 +73,12 @@ function onEvent(e) {
     $("run-message").textContent = e.message || "";
     if (e.losses) $("loss-latest").textContent = `Step ${e.losses.step}: G total ${e.losses.g_total?.toFixed(3)}, D ${e.losses.d_a?.toFixed(3)} / ${e.losses.d_b?.toFixed(3)}`;
     if (Number.isInteger(e.sample_index)) showSample(e.sample_index);
+  } else if (e.type === "training.resumed") {  // also replayed, after the events of the steps it drops
+    plot.set(plot.history.filter((entry) => entry.step <= e.step));
+    trimSamples(e.samples);
+    showProgress(e.step, cfg.total_steps);
+    $("loss-latest").textContent = "";
+    showResumed(e.note);
   } else if (e.type === "job.status") {
     setStatus(e.status, e);
     if (e.progress != null) $("run-progress").value = e.progress;
@@ -68,7 +91,9 @@ async function refresh() {
   cfg.total_steps = run.total_steps;
   plot.set(run.loss_history || []);
   showProgress(run.step, run.total_steps, run.progress);
+  trimSamples(run.samples.length);
   if (run.samples.length) showSample(run.samples.length - 1);
+  showResumed(run.resume_note);
   setStatus(run.status, run);
 }
 
