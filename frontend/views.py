@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from imaging.models import Sample, SampleSurface, Scan, ScanStatus, SEMImage
+from imaging.selectors import flatfield_choices
 from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS
 from instruments.models import Instrument
 from mlcore.models import TrainedModel, TrainingRun, Translation
@@ -159,7 +160,7 @@ def scan_detail(request, pk):
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
         "last_frame": last_frame, "ended": ended, "instrument_online": online,
         "reference": reference,
-        "can_operate": can_operate, "calibration_scans": _calibration_scans(scan, frames),
+        "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan),
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
@@ -178,19 +179,6 @@ def _readout(frame) -> dict | None:
         return None
     return {"x_nm": frame.measured_x_nm, "y_nm": frame.measured_y_nm, "z_nm": frame.measured_z_nm,
             "focus_nm": frame.focus_nm, "deflection_nm": frame.deflection_nm}
-
-
-def _calibration_scans(scan, frames) -> list:
-    """Scans that can serve as this one's flat field: of bare silicon (or already the instrument's flat
-    field), same project and instrument, frames of the same size (the newest 20, each with ``frame_count``)."""
-    if not frames:
-        return []
-    same_size = Q(frames__width=frames[0].width, frames__height=frames[0].height)
-    current = scan.instrument.flatfield_calibration_id if scan.instrument_id else None
-    return list(Scan.objects.filter(project_id=scan.project_id, instrument_id=scan.instrument_id)
-                .filter(Q(sample__surface=SampleSurface.BARE_SILICON) | Q(pk=current))
-                .exclude(pk=scan.pk).annotate(frame_count=Count("frames", filter=same_size))
-                .filter(frame_count__gt=0).order_by("-created_at")[:20])
 
 
 def sem_list(request):

@@ -335,6 +335,20 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     expect(page.get_by_role("button", name="Stop using it")).to_be_visible()
     instrument.refresh_from_db()
     assert instrument.flatfield_calibration_id == scan.pk
+
+    # a chip scan watched to its end, its page drawn before it had frames: "Stitch again" offers the instrument's
+    # flat field, selected, as a reload does (it offered the estimate alone, selected)
+    from imaging.services import plan_scan
+
+    chip = plan_scan(sample=lab["sample"], name="one chip frame", instrument=instrument, plan=dict(
+        origin_x_nm=20000, origin_y_nm=20000, size_x_nm=side, size_y_nm=side, overlap=0.4, exposure_ms=5,
+        contact_setpoint_nm=20))
+    page.goto(f"{url}/scans/{chip.pk}/")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_role("button", name="Stitch again")).to_be_visible(timeout=90_000)
+    flatfield = page.get_by_label("Flat field")
+    expect(flatfield).to_have_value(f"calibration:{scan.pk}")
+    expect(flatfield.locator("option:checked")).to_have_text(f"Calibration on bare silicon: {scan.name} (1 frame)")
     assert not page.console_errors, page.console_errors
 
 

@@ -199,6 +199,49 @@ def test_scan_page_offers_bare_silicon_scans_of_the_same_optics_as_flat_field_ca
     assert "Stop using it" in login(operator).get(f"/scans/{chip.pk}/").content.decode()
 
 
+def _add_frames(scan, n, size=512):
+    from django.utils import timezone
+
+    from imaging.models import Frame
+
+    for index in range(n):
+        Frame.objects.create(scan=scan, index=index, row=0, col=index, commanded_x_nm=0, commanded_y_nm=0,
+                             measured_x_nm=0, measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5,
+                             image=f"f{scan.pk}-{index}.tif", width=size, height=size)
+
+
+def _flatfield_options(html):
+    """The stitch form's flat fields as (value, label, selected), as the page draws them."""
+    from html import unescape
+
+    start = html.index('id="stitch-flatfield"')
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', html[start:html.index("</select>", start)])
+    return [(value, unescape(label), bool(selected)) for value, selected, label in options]
+
+
+def test_a_page_opened_before_the_first_frame_can_ask_for_the_flat_fields_a_reload_offers(scan, operator, viewer,
+                                                                                          project):
+    # The page is drawn before the scan has frames (their size is unknown, so no calibration is offered); when the
+    # scan ends its monitor asks the API, which answers what a reload draws: the instrument's calibration selected.
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
+    bare = Scan.objects.create(project=project, sample=wafer, instrument=scan.instrument, name="bare silicon",
+                               origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                               exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=3)
+    _add_frames(bare, 3)
+    Instrument.objects.filter(pk=scan.instrument_id).update(flatfield_calibration=bare)
+    client = login(operator)
+    drawn_early = _flatfield_options(client.get(f"/scans/{scan.pk}/").content.decode())
+    assert drawn_early == [("estimate", "Estimated from this scan's frames", True),
+                           ("none", "None (the frames as captured)", False)]
+    _add_frames(scan, 2)
+    reloaded = _flatfield_options(client.get(f"/scans/{scan.pk}/").content.decode())
+    assert (f"calibration:{bare.pk}", "Calibration on bare silicon: bare silicon (3 frames)", True) in reloaded
+    answer = client.get(f"/api/scans/{scan.pk}/flatfield-choices/")
+    assert answer.status_code == 200
+    assert [(c["value"], c["label"], c["selected"]) for c in answer.json()["choices"]] == reloaded
+    assert login(viewer).get(f"/api/scans/{scan.pk}/flatfield-choices/").status_code == 200  # a read, as the page is
+
+
 def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):
     assert b'id="plan-form"' in login(operator).get(f"/samples/{scan.sample_id}/").content
     wafer = Sample.objects.create(project=scan.project, name="wafer", surface="bare_silicon")

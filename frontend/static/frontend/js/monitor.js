@@ -345,6 +345,26 @@ $("stitch-form")?.addEventListener("submit", async (e) => {
   }
 });
 
+// The flat fields the stitch form offers, asked for again whenever the form shows (and when the page comes back
+// into view): the page was drawn before this scan had frames, or before the instrument was calibrated, so it may
+// lack the calibration a reload offers, and "Stitch again" would quietly swap it for the estimate.
+let flatfieldChosen = false;  // the user picked one: a refresh keeps it where it is still offered
+$("stitch-flatfield")?.addEventListener("change", () => { flatfieldChosen = true; });
+
+async function refreshFlatfieldChoices() {
+  const select = $("stitch-flatfield");
+  if (!select) return;
+  let choices;
+  try { ({ choices } = await api(`/api/scans/${cfg.scan_id}/flatfield-choices/`)); } catch { return; }
+  const kept = flatfieldChosen && choices.some((c) => c.value === select.value) ? select.value : null;
+  select.replaceChildren(...choices.map((c) => el("option", { value: c.value, text: c.label })));
+  select.value = kept ?? (choices.find((c) => c.selected) || choices[0]).value;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && $("stitch-form") && !$("stitch-form").hidden) refreshFlatfieldChoices();
+});
+
 // A scan of bare silicon made (or no longer) its instrument's flat-field calibration.
 $("calibration-toggle")?.addEventListener("click", async (e) => {
   const button = e.target;
@@ -391,7 +411,9 @@ async function refreshMosaic() {
   }
   const stitchForm = $("stitch-form");
   if (stitchForm) {
+    const wasHidden = stitchForm.hidden;
     stitchForm.hidden = cfg.reference || !framesShown() || !TERMINAL.includes(status) || Boolean(pending);
+    if (wasHidden && !stitchForm.hidden) refreshFlatfieldChoices();
     $("stitch").textContent = ready ? "Stitch again" : "Stitch the mosaic";
     $("stitch").disabled = Boolean(pending);
   }
