@@ -170,13 +170,16 @@ function updateSwipe() {
 }
 
 // ---- line tool: intensity profile along a line drawn on the first viewer -----------------------------------------------
+// Pointer events serve mouse, pen and finger alike; the overlay's CSS (touch-action: none) keeps a finger's drag
+// from being taken for a scroll of the page.
 let measuring = false;
 function setupLineTool() {
   const master = Object.values(viewers)[0];
   const box = master.element.closest(".viewer-box");
   const overlay = el("canvas", { class: "line-overlay", "aria-hidden": "true" });
   master.element.append(overlay);
-  let start = null;
+  let start = null;  // while drawing: where the pointer went down, in element px
+  let pointer = null;
   const toggle = $("line-tool");
   toggle.addEventListener("click", () => {
     measuring = !measuring;
@@ -187,13 +190,27 @@ function setupLineTool() {
   });
   const local = (e) => { const r = overlay.getBoundingClientRect(); return { x: e.clientX - r.left, y: e.clientY - r.top }; };
   const draw = (a, b) => {
-    overlay.width = overlay.clientWidth; overlay.height = overlay.clientHeight;
+    overlay.width = overlay.clientWidth; overlay.height = overlay.clientHeight;  // (clears it)
+    if (!a) return;
     const g = overlay.getContext("2d");
     g.strokeStyle = "#facc15"; g.lineWidth = 2; g.beginPath(); g.moveTo(a.x, a.y); g.lineTo(b.x, b.y); g.stroke();
   };
-  overlay.addEventListener("pointerdown", (e) => { start = local(e); overlay.setPointerCapture(e.pointerId); });
-  overlay.addEventListener("pointermove", (e) => { if (start) draw(start, local(e)); });
-  overlay.addEventListener("pointerup", (e) => { if (!start) return; const end = local(e); draw(start, end); measure(master, start, end); start = null; });
+  let last = null;  // the measured line's ends in element px
+  overlay.addEventListener("pointerdown", (e) => {
+    if (!e.isPrimary || (e.pointerType === "mouse" && e.button !== 0)) return;
+    start = local(e); pointer = e.pointerId;
+    overlay.setPointerCapture(e.pointerId);
+  });
+  overlay.addEventListener("pointermove", (e) => { if (start && e.pointerId === pointer) draw(start, local(e)); });
+  overlay.addEventListener("pointerup", (e) => {
+    if (!start || e.pointerId !== pointer) return;
+    const end = local(e);
+    last = [start, end];
+    draw(start, end);
+    measure(master, start, end);
+    start = null;
+  });
+  overlay.addEventListener("pointercancel", () => { start = null; draw(...(last || [])); });  // the line measured before stays
 }
 
 /** Length in nm and intensity profile between two points given in viewer-element pixels. */
