@@ -75,8 +75,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#frame-grid img")).to_have_count(4)
     expect(page.locator("#scan-status")).to_have_text("completed", timeout=20_000)
     expect(page.locator("#deflection")).not_to_have_text("—")
-    # the scan has ended: the page stops following the instrument (its next scan is not this one's)
-    expect(page.locator("#live-info")).to_have_text("The scan has ended: this is the last image the camera sent.")
+    # the scan has ended: the page stops following the instrument (its next scan is not this one's) and shows the
+    # scan's own last frame in its place, as a reload does
+    expect(page.get_by_role("heading", name="Last frame", exact=True)).to_be_visible()
+    expect(page.locator("#last-frame-caption")).to_have_text(re.compile(r"^Frame 4 \(row 2, col \d\), captured "))
     expect(page.locator("#readouts-title")).to_have_text("Readouts at the last frame")
     if not Mosaic.objects.filter(scan=scan).exists():
         page.get_by_role("button", name="Stitch the mosaic").click()
@@ -316,9 +318,19 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     expect(times).to_have_text(scan_times(scan))
     expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_hidden()
 
+    # an operator's page turns the camera on: its images are counted as the camera counts them, not as frames
+    expect(page.locator("#live-info")).to_have_text(re.compile(r"^Camera image \d+ · \d\d:\d\d:\d\d$"), timeout=15_000)
+
     # everything the page says of the scan's state follows its events, with no reload
     page.get_by_role("button", name="Start").click()
     expect(page.locator("#scan-status")).to_have_text("completed", timeout=60_000)
+    # where the live camera was, the scan's own last frame, as a reload shows it
+    last = page.locator("#last-frame-caption")
+    expect(last).to_have_text(re.compile(
+        r"^Frame 1 \(row 1, col 1\), captured \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\. The scan has ended, so the instrument's"))
+    expect(page.locator("#live-canvas")).to_have_count(0)
+    page.wait_for_function("document.getElementById('last-frame').naturalWidth > 0")
+    watched = last.text_content()
     expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_visible()
     expect(page.locator("#calibration-state")).to_have_text(
         "This scan of bare silicon can serve as sim bench's flat field for stitching.")
@@ -331,6 +343,8 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     expect(page.locator("#stage")).to_have_text(
         f"x {frame.measured_x_nm / 1000:.3f}  y {frame.measured_y_nm / 1000:.3f}  z {frame.measured_z_nm / 1000:.3f} µm")
     screenshot(page, "scan-bare-silicon-ended")
+    page.reload()
+    expect(last).to_have_text(watched)
     page.get_by_role("button", name="Use this scan as the flat field").click()
     expect(page.get_by_role("button", name="Stop using it")).to_be_visible()
     instrument.refresh_from_db()

@@ -47,7 +47,7 @@ function setStatus(next, reason, times) {
   showTimes(times);
   if (next === "paused") $("eta").textContent = "";  // no time is running out while it waits
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
-  if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); }
+  if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); showLastFrame(); }
   showConnection();
 }
 
@@ -231,7 +231,8 @@ function startLive() {
         count += 1;
         canvas.dataset.seq = String(seq);
         canvas.dataset.frames = String(count);
-        info.textContent = `Frame ${seq} · ${clock.format(new Date(t * 1000))}`;
+        // the camera's own count of the images it sent, not a frame of the scan
+        info.textContent = `Camera image ${seq} · ${clock.format(new Date(t * 1000))}`;
       } catch (err) {
         info.textContent = `Could not decode a frame: ${err.message}`;
       }
@@ -251,14 +252,43 @@ function startLive() {
       lastBeat = Date.now();
       if (!online) { online = true; canvas.hidden = false; waiting(); }
     },
-    stop() {  // the scan has ended: keep its last image, stop following the instrument
+    stop() {  // the scan has ended: stop following the instrument (showLastFrame puts the scan's own in its place)
       stopped = true;
       clearInterval(watchdog);
       ws?.close();
-      canvas.hidden = !count;  // no image came: no black box
-      info.textContent = count ? "The scan has ended: this is the last image the camera sent." : "The scan has ended.";
+      canvas.hidden = true;
+      info.textContent = "The scan has ended.";
     },
   };
+}
+
+// ---- the ended scan's last frame where the live camera was, as a reload draws it ---------------------------------
+let stamp;  // Y-m-d H:i:s in the server's zone, as the page's template writes times
+try { stamp = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "2-digit", day: "2-digit", ...CLOCK, timeZone: cfg.time_zone }); }
+catch { stamp = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "2-digit", day: "2-digit", ...CLOCK }); }
+
+function formatStamp(date) {
+  const part = Object.fromEntries(stamp.formatToParts(date).map((p) => [p.type, p.value]));
+  return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}:${part.second}`;
+}
+
+let lastFrameShown = cfg.ended;
+async function showLastFrame() {
+  const card = $("camera-card");
+  if (!card || lastFrameShown) return;
+  lastFrameShown = true;
+  let frame;
+  try { frame = (await api(`/api/frames/?scan=${cfg.scan_id}&ordering=-index&page_size=1`)).results[0]; }
+  catch { lastFrameShown = false; return; }  // the live view's "The scan has ended." stays
+  const heading = el("h2", { text: "Last frame" });
+  if (!frame) { card.replaceChildren(heading, el("p", { class: "muted", text: "The scan ended before its first frame." })); return; }
+  const number = frame.index + 1;  // counted from 1, as a lab member does
+  card.replaceChildren(heading,
+    el("a", { href: `/api/frames/${frame.id}/image/`, title: "The 16-bit frame (TIFF)" },
+      el("img", { id: "last-frame", class: "last-frame", src: `/api/frames/${frame.id}/preview/`,
+        alt: `Frame ${number}, the last this scan captured` })),
+    el("p", { class: "muted", id: "last-frame-caption", text: `Frame ${number} (row ${frame.row + 1}, col ${frame.col + 1}), `
+      + `captured ${formatStamp(new Date(frame.captured_at))}. The scan has ended, so the instrument's live view is not shown here.` }));
 }
 
 // ---- the mosaic (and its translation) growing ---------------------------------------------------------------------
