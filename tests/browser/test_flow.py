@@ -204,6 +204,14 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
     expect(page.locator("#stitch-report")).to_be_hidden()
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(0)
     assert page.locator("#frame-grid a[data-index='2']").get_attribute("title") == "Frame 3 (row 2, col 2)"  # from 1
+    # a pause is the scan's state, with its reason beside it, not a fault
+    events.publish(topic, "scan.state", status="paused", reason="Paused by a user.")
+    expect(page.locator("#scan-status")).to_have_text("paused")
+    expect(page.locator("#status-reason")).to_have_text("Paused by a user.")
+    expect(page.locator("#faults")).to_have_text("None.")
+    events.publish(topic, "scan.fault", reason="contact not reached")  # a fault is listed
+    expect(page.locator("#faults li.error")).to_have_count(1)
+    expect(page.locator("#faults")).to_contain_text("fault: contact not reached")
 
 
 def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_url, django_user_model):

@@ -43,6 +43,7 @@ function setStatus(next, reason, times) {
   badge.textContent = next; badge.className = `status status-${next}`;
   $("status-reason-sep").textContent = reason ? " · " : "";
   $("status-reason").textContent = reason || "";
+  $("status-reason").className = `reason reason-${next}`;
   updateControls();
   showTimes(times);
   if (next === "paused") $("eta").textContent = "";  // no time is running out while it waits
@@ -135,7 +136,9 @@ function onScanEvent(ev) {
     case "scan.progress": setProgress(ev.done, ev.total, ev.eta_s); break;
     case "scan.state":
       setStatus(ev.status, ev.reason, ev);
-      if (["failed", "paused"].includes(ev.status) && ev.reason) addFault(ev.reason, ev.status);
+      // a pause is the scan's state (its reason shows beside it), not a fault; what made the engine pause came
+      // as a scan.fault of its own
+      if (ev.status === "failed" && ev.reason) addFault(ev.reason, ev.status);
       $("requested").textContent = "";
       break;
     case "scan.fault": addFault(ev.reason || "unknown fault"); break;
