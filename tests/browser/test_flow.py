@@ -350,9 +350,12 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     frame = scan.frames.get()
     expect(page.locator("#stage")).to_have_text(
         f"x {frame.measured_x_nm / 1000:.3f}  y {frame.measured_y_nm / 1000:.3f}  z {frame.measured_z_nm / 1000:.3f} µm")
+    focus = f"{frame.focus_nm / 1e6:.4f} mm"  # to 0.1 µm: autofocus moves the stage by µm
+    expect(page.locator("#focus")).to_have_text(focus)
     screenshot(page, "scan-bare-silicon-ended")
     page.reload()
     expect(last).to_have_text(watched)
+    expect(page.locator("#focus")).to_have_text(focus)
     page.get_by_role("button", name="Use this scan as the flat field").click()
     expect(page.get_by_role("button", name="Stop using it")).to_be_visible()
     instrument.refresh_from_db()

@@ -1,5 +1,5 @@
 // Scan monitor: live camera, progress with ETA, frames filling in, the mosaic growing, readouts, controls, faults.
-import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, formatLength, showErrors, clearErrors } from "./common.js";
+import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, showErrors, clearErrors } from "./common.js";
 
 const cfg = jsonScript("monitor-config");
 const $ = (id) => document.getElementById(id);
@@ -155,7 +155,8 @@ new EventStream(`/ws/scans/${cfg.scan_id}/`, { onEvent: onScanEvent, onState: co
 function showReadout(r) {
   if ("x_nm" in r) showStage(r.x_nm, r.y_nm, r.z_nm);
   if (typeof r.deflection_nm === "number") $("deflection").textContent = `${r.deflection_nm.toFixed(1)} nm`;
-  if (typeof r.focus_nm === "number") $("focus").textContent = formatLength(r.focus_nm);
+  // in mm to 0.1 µm, as the stage's controller shows it: autofocus moves it by µm, which "50.0 mm" hid
+  if (typeof r.focus_nm === "number") $("focus").textContent = `${(r.focus_nm / 1e6).toFixed(4)} mm`;
 }
 
 // An ended scan's readouts are its own last frame's: the instrument's since belong to whatever it did next.
