@@ -47,6 +47,18 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     url, instrument = lab["url"], lab["instrument"]
     log_in(page, url)
     screenshot(page, "dashboard")
+    # a desktop's width is used (every section was one card wide, a 230 px column): projects beside the instruments
+    # and what runs now, the recent scans across the page; on a phone, one section under the other
+    box = {name: page.locator("section", has=page.get_by_role("heading", name=name, exact=True)).bounding_box()
+           for name in ("Projects", "Instruments", "Running now", "Recent scans")}
+    assert box["Projects"]["x"] + box["Projects"]["width"] <= box["Instruments"]["x"], box
+    assert box["Instruments"]["y"] == box["Projects"]["y"] and box["Running now"]["x"] == box["Instruments"]["x"], box
+    assert box["Recent scans"]["width"] >= page.locator("main h1").bounding_box()["width"] - 1, box
+    page.set_viewport_size({"width": 390, "height": 844})
+    lefts = {page.locator("section", has=page.get_by_role("heading", name=name, exact=True)).bounding_box()["x"]
+             for name in box}
+    assert len(lefts) == 1, lefts
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # Plan a 2 × 2 scan on the sample page; a bad value first shows its message beside the input.
     page.goto(f"{url}/samples/{lab['sample'].pk}/")
