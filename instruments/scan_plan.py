@@ -96,10 +96,9 @@ def validate_plan(values: dict, limits: InstrumentLimits = InstrumentLimits()) -
         step = _finite("step_nm", step)
         if step <= 0:
             raise PlanError("step_nm", "must be positive.")
-        if step > fov:
-            raise PlanError("step_nm", f"{step:.0f} nm is larger than the field of view ({fov:.0f} nm): frames would not touch.")
-        if step > side:
-            raise PlanError("step_nm", f"{step:.0f} nm leaves gaps: the usable square of the field of view is {side:.0f} nm wide.")
+        if step > side:  # the limit is the usable square, not the sphere's circle around it
+            raise PlanError("step_nm", f"{step:.0f} nm is larger than the usable square of the field of view "
+                                       f"({side:.0f} nm wide, inside the {fov:.0f} nm circle): frames would leave gaps.")
         v["overlap"] = 1.0 - step / side
         if v["overlap"] > MAX_OVERLAP:
             raise PlanError("step_nm", f"{step:.0f} nm is too small: neighbours would overlap by more than {MAX_OVERLAP}.")

@@ -120,10 +120,11 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     assert report["flatfield"] == "overlaps"  # estimated, then fitted to where the placed frames overlap
     expect(page.locator("#stitch-report")).to_contain_text("flat field fitted to where the frames overlap")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(len(report["uncertain_frames"]))
-    # (as a deep chip's report would: the second and fourth frames stitched unsure)
-    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3],
+    # (as a deep chip's report would: the second and fourth frames stitched unsure, the third placed by the stage
+    # alone, none of its overlaps having matched)
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 2, 3], "placed_by_stage": [2],
                                                        "frame_gain": [1.0, 1.042, 0.99, 0.97]})
-    second, fourth = report["frame_index"][1], report["frame_index"][3]
+    second, third, fourth = (report["frame_index"][k] for k in (1, 2, 3))
     page.reload()
     expect(page.locator("#live-canvas")).to_have_count(0)
     expect(page.get_by_role("heading", name="Last frame", exact=True)).to_be_visible()
@@ -134,7 +135,12 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     # what a rescan could change: a Z-stack where there was none, else more overlap than the scan had
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"A Z-stack helps on deep chips, and so does more overlap than this scan's {round(100 * scan.overlap)} %")
-    expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
+    expect(page.locator("#stitch-report .warning")).to_contain_text(
+        f"Frame {third + 1} was placed by the stage alone (outlined below): none of its overlaps matched, so it sits "
+        "where the stage put it")
+    expect(page.locator("#frame-grid a.uncertain")).to_have_count(3)
+    assert page.locator(f"#frame-grid a[data-index='{third}']").get_attribute("title").endswith(
+        "placed by the stage alone: none of its overlaps matched")
     expect(page.locator("#stitch-report")).to_contain_text("one was 4.2 % brighter or darker than the rest")
     expect(page.get_by_role("link", name="See them on the mosaic")).to_have_attribute(
         "href", f"/viewer/?mosaic={mosaic.pk}&frames=1")
@@ -150,10 +156,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
     page.wait_for_selector("body[data-viewer-ready=true]")
     expect(page.locator(".scalebar .label").first).to_have_text(re.compile(r"\d+(\.\d+)? (nm|µm)"))
-    # the stitched frames outlined on the mosaic, the two marked unsure above in amber
+    # the stitched frames outlined on the mosaic, the three marked unsure above in amber
     page.get_by_label("Outline the stitched frames").check()
     expect(page.locator("#osd-mosaic .frame-outline")).to_have_count(4)
-    expect(page.locator("#osd-mosaic .frame-outline.uncertain")).to_have_count(2)
+    expect(page.locator("#osd-mosaic .frame-outline.uncertain")).to_have_count(3)
     expect(page.locator(f"#osd-mosaic .frame-outline[data-index='{second}']")).to_have_text(str(second + 1))  # from 1
     page.wait_for_function("location.search.includes('frames=1')")
     screenshot(page, "viewer")

@@ -135,6 +135,14 @@ def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view
     assert 'id="live-canvas"' in login(operator).get(f"/scans/{scan.pk}/").content.decode()
 
 
+def test_the_plan_counts_one_frame_as_one_frame(scan, operator):
+    Scan.objects.filter(pk=scan.pk).update(rows=1, cols=1)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert "<dt>Grid</dt><dd>1 × 1 = 1 frame</dd>" in html
+    Scan.objects.filter(pk=scan.pk).update(rows=2, cols=3)
+    assert "<dt>Grid</dt><dd>2 × 3 = 6 frames</dd>" in login(operator).get(f"/scans/{scan.pk}/").content.decode()
+
+
 def test_scan_subtitle_puts_a_separator_only_between_parts_it_shows(scan, operator):
     def subtitle():
         html = login(operator).get(f"/scans/{scan.pk}/").content.decode()

@@ -33,6 +33,15 @@ def test_out_of_range_values_name_their_field(field, value):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("step_nm", [20000, 12000])
+def test_a_step_wider_than_the_usable_square_names_the_square_as_the_limit(step_nm):
+    # the sphere's 14000 nm circle is not the limit (a 12000 nm step leaves gaps as well): its 9899 nm square is
+    with pytest.raises(PlanError) as err:
+        validate_plan({**GOOD, "step_nm": step_nm})
+    assert err.value.message == (f"{step_nm} nm is larger than the usable square of the field of view (9899 nm wide, "
+                                 "inside the 14000 nm circle): frames would leave gaps.")
+
+
 def test_a_billion_frames_is_refused():
     with pytest.raises(PlanError) as err:
         validate_plan({**GOOD, "size_x_nm": 95000, "size_y_nm": 95000, "overlap": 0.9},

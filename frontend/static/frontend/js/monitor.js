@@ -494,18 +494,31 @@ function showStitchReport(report, mosaicId, options = {}) {
   if (options.calibration_skipped) {
     lines.push(el("p", { class: "warning", text: `The instrument's flat-field calibration was not used: ${options.calibration_skipped}` }));
   }
-  const unsure = (report.uncertain_frames || []).map((k) => index[k]);
+  // the scan's frames as a lab member counts them, from 1; a frame none of whose overlaps matched was placed by
+  // the stage alone (placed_by_stage), which is not the same as overlaps that disagree
+  const byStage = (report.placed_by_stage || []).map((k) => index[k]);
+  const unsure = (report.uncertain_frames || []).map((k) => index[k]).filter((k) => !byStage.includes(k));
+  const sentences = [];
+  if (byStage.length) {
+    const one = byStage.length === 1;
+    sentences.push(`${one ? "Frame" : "Frames"} ${listWords(byStage.map((k) => k + 1))} ${one ? "was" : "were"} placed by the `
+      + `stage alone (outlined below): none of ${one ? "its" : "their"} overlaps matched, so ${one ? "it sits" : "they sit"} `
+      + `where the stage put ${one ? "it" : "them"} and ${one ? "its" : "their"} seams may be several pixels off.`);
+  }
   if (unsure.length) {
-    const numbers = unsure.map((k) => k + 1);  // the scan's frames as a lab member counts them, from 1
-    const names = numbers.length === 1 ? `Frame ${numbers[0]} is` : `Frames ${listWords(numbers)} are`;
-    lines.push(el("p", { class: "warning", text: `${names} placed with low confidence (outlined below): `
-      + "their overlaps do not agree on one offset — defocused layers, repeating patterns or too little structure — "
-      + `so their seams may be several pixels off. ${uncertainAdvice()} ` },
-    el("a", { href: `/viewer/?mosaic=${mosaicId}&frames=1`, text: "See them on the mosaic" })));
+    const one = unsure.length === 1;
+    sentences.push(`${one ? "Frame" : "Frames"} ${listWords(unsure.map((k) => k + 1))} ${one ? "is" : "are"} placed with low `
+      + `confidence (outlined below): ${one ? "its" : "their"} overlaps do not agree on one offset — defocused layers, `
+      + `repeating patterns or too little structure — so ${one ? "its" : "their"} seams may be several pixels off.`);
+  }
+  if (sentences.length) {
+    lines.push(el("p", { class: "warning", text: `${sentences.join(" ")} ${uncertainAdvice()} ` },
+      el("a", { href: `/viewer/?mosaic=${mosaicId}&frames=1`, text: "See them on the mosaic" })));
   }
   box.replaceChildren(...lines);
   box.hidden = false;
-  markFrames(unsure, "placed with low confidence");
+  markFrames([...byStage, ...unsure], (k) => byStage.includes(k)
+    ? "placed by the stage alone: none of its overlaps matched" : "placed with low confidence");
 }
 
 // What a rescan could change: a Z-stack where there was none, else more overlap than this scan had.
@@ -516,12 +529,14 @@ function uncertainAdvice() {
     : `A Z-stack helps on deep chips, and so does more overlap than this scan's ${overlap}.`;
 }
 
-// Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles.
+// Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles (`why`:
+// the words, or a function of the frame index giving them).
 function markFrames(indices, why) {
   for (const a of document.querySelectorAll("#frame-grid a[data-index]")) {
-    const marked = indices.includes(Number(a.dataset.index));
+    const k = Number(a.dataset.index);
+    const marked = indices.includes(k);
     a.classList.toggle("uncertain", marked);
-    a.title = a.title.replace(/ — .*$/, "") + (marked ? ` — ${why}` : "");
+    a.title = a.title.replace(/ — .*$/, "") + (marked ? ` — ${typeof why === "function" ? why(k) : why}` : "");
   }
 }
 
