@@ -329,8 +329,10 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     url, instrument = lab["url"], lab["instrument"]
     wafer = Sample.objects.create(project=lab["project"], name="wafer", surface="bare_silicon")
     log_in(page, url)
-    # the smallest scan there is: one frame, its area inside the usable square of the field of view
     page.goto(f"{url}/samples/{wafer.pk}/")
+    # the plan to begin with: frames side by side, enough for dust on the wafer to drop out of their median
+    expect(page.locator("#plan-preview")).to_contain_text("2 × 2 grid: 4 frames")
+    # the smallest scan there is: one frame, its area inside the usable square of the field of view
     side = int(0.9 * instrument.fov_diameter_nm / 2**0.5)
     page.get_by_label("Width (nm)").fill(str(side))
     page.get_by_label("Height (nm)").fill(str(side))
@@ -343,6 +345,7 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     expect(page.locator("#scan-status")).to_have_text("planned")
     expect(times).to_have_text(scan_times(scan))
     expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_hidden()
+    expect(page.locator("#calibration-few")).to_be_hidden()
 
     # an operator's page turns the camera on: its images are counted as the camera counts them, not as frames
     expect(page.locator("#live-info")).to_have_text(re.compile(r"^Camera image \d+ · \d\d:\d\d:\d\d$"), timeout=15_000)
@@ -360,6 +363,9 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_visible()
     expect(page.locator("#calibration-state")).to_have_text(
         "This scan of bare silicon can serve as sim bench's flat field for stitching.")
+    # one frame: as a flat field it keeps the wafer's dust, and the page says so before it is used
+    expect(page.locator("#calibration-few")).to_be_visible()
+    expect(page.locator("#calibration-few")).to_contain_text("Fewer than 3 frames: dust on the wafer will not drop out")
     expect(times).to_have_text(scan_times(scan))
     assert scan.started_at and scan.finished_at
     expect(page.locator("#mosaic-status")).to_have_text(

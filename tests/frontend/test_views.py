@@ -259,6 +259,59 @@ def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, view
     assert b'id="plan-form"' not in page and b"Only operators" in page
 
 
+def _plan_defaults(html):
+    """The plan form's first values, as numbers, by the inputs' names."""
+    values = dict(re.findall(r'name="(origin_[xy]_nm|size_[xy]_nm|overlap)"[^>]* value="([^"]*)"', html))
+    return {name: float(value) for name, value in values.items()}
+
+
+def test_the_default_plan_is_a_small_mosaic_of_a_chip_and_a_flat_field_of_bare_silicon(scan, operator):
+    from imaging.services import preview_plan
+
+    instrument = scan.instrument
+    Instrument.objects.filter(pk=instrument.pk).update(fov_diameter_nm=14250)  # as a bench records its sphere
+    instrument.refresh_from_db()
+    common = dict(exposure_ms=5, contact_setpoint_nm=20)
+    # a chip: 3 × 3 frames to stitch (one frame had no overlaps to place it by), within the scanner's travel
+    values = _plan_defaults(login(operator).get(f"/samples/{scan.sample_id}/").content.decode())
+    chip = preview_plan({**values, **common}, instrument)
+    assert (chip.rows, chip.cols, chip.overlap) == (3, 3, 0.4)
+    # bare silicon: frames side by side, 3 or more, so that the wafer's dust drops out of their median
+    wafer = Sample.objects.create(project=scan.project, name="wafer", surface="bare_silicon")
+    html = login(operator).get(f"/samples/{wafer.pk}/").content.decode()
+    flat = preview_plan({**_plan_defaults(html), **common}, instrument)
+    assert flat.frames_total >= 3 and flat.overlap == 0 and (flat.rows, flat.cols) == (2, 2)
+    assert "A flat field wants 3 or more frames a few fields of view apart" in html
+    # a scanner whose travel cannot hold the area at 20 µm from its corner: the area is centred
+    Instrument.objects.filter(pk=instrument.pk).update(travel_x_nm=30_000, travel_y_nm=30_000)
+    values = _plan_defaults(login(operator).get(f"/samples/{scan.sample_id}/").content.decode())
+    assert preview_plan({**values, **common}, Instrument.objects.get(pk=instrument.pk)).frames_total == 9
+    assert values["origin_x_nm"] + values["size_x_nm"] <= 30_000
+
+
+def test_a_flat_field_of_fewer_than_3_frames_warns_that_dust_stays(scan, operator, project):
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
+    bare = Scan.objects.create(project=project, sample=wafer, instrument=scan.instrument, name="bare silicon",
+                               origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                               exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=2, status="completed")
+    _add_frames(bare, 2)
+
+    def warned():
+        html = login(operator).get(f"/scans/{bare.pk}/").content.decode()
+        assert "Use this scan as the flat field" in html
+        found = re.search(r'<p id="calibration-few"[^>]*?( hidden)?>([^<]*)</p>', html)
+        return not found.group(1) and found.group(2)
+
+    assert "dust on the wafer will not drop out of this flat field" in warned()
+    Scan.objects.filter(pk=bare.pk).update(rows=2, cols=2, status="running")  # two of four so far: more to come
+    assert not warned()
+    Scan.objects.filter(pk=bare.pk).update(status="aborted")  # ...and no more
+    assert warned()
+    bare.frames.all().delete()
+    _add_frames(bare, 3)
+    assert not warned()
+
+
 def test_viewer_lists_the_mosaic_layer_with_its_pixel_size(mosaic, viewer):
     response = login(viewer).get(f"/viewer/?mosaic={mosaic.pk}")
     assert response.status_code == 200

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from instruments.scan_plan import InstrumentLimits, PlanError, validate_plan
+from instruments.scan_plan import InstrumentLimits, PlanError, area_for_grid, validate_plan
 from instruments.trajectory import serpentine_grid
 
 GOOD = dict(origin_x_nm=5000, origin_y_nm=5000, size_x_nm=30000, size_y_nm=20000, overlap=0.3, exposure_ms=20,
@@ -62,3 +62,13 @@ def test_a_z_stack_needs_a_step():
         validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 0})
     assert err.value.field == "z_step_nm"
     assert validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 200}).z_planes == 5
+
+
+@pytest.mark.parametrize("fov_nm", [14000, 14250, 9000])
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 0.4, 0.9])
+def test_the_area_for_a_grid_gives_that_grid(fov_nm, overlap):
+    for frames_across in range(1, 6):
+        size = area_for_grid(frames_across, fov_diameter_nm=fov_nm, overlap=overlap)
+        plan = validate_plan({**GOOD, "size_x_nm": size, "size_y_nm": size, "overlap": overlap},
+                             InstrumentLimits(fov_diameter_nm=fov_nm))
+        assert (plan.rows, plan.cols) == (frames_across, frames_across) and size % 100 == 0

@@ -48,6 +48,7 @@ function setStatus(next, reason, times) {
   showTimes(times);
   if (next === "paused") $("eta").textContent = "";  // no time is running out while it waits
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
+  showFewCalibrationFrames();
   if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); showLastFrame(); }
   showConnection();
 }
@@ -113,6 +114,7 @@ function addFrame(ev) {
   showReadout(lastReadout);
   const calibration = $("calibration-line");  // a scan of bare silicon with frames can be the flat field
   if (calibration) calibration.hidden = false;
+  showFewCalibrationFrames();
   if (ev.done !== undefined) setProgress(ev.done, ev.total);
   scheduleMosaic();
 }
@@ -398,6 +400,15 @@ async function refreshFlatfieldChoices() {
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && $("stitch-form") && !$("stitch-form").hidden) refreshFlatfieldChoices();
 });
+
+// A flat field of fewer frames than advised keeps the wafer's dust: say so once the scan will not get more (its plan
+// has fewer, or it no longer runs), as the page does drawn by the server.
+function showFewCalibrationFrames() {
+  const warning = $("calibration-few");
+  if (!warning) return;
+  const frames = framesShown(), advised = cfg.calibration_frames_advised;
+  warning.hidden = !frames || frames >= advised || (cfg.frames_total >= advised && ["planned", "running"].includes(status));
+}
 
 // A scan of bare silicon made (or no longer) its instrument's flat-field calibration.
 $("calibration-toggle")?.addEventListener("click", async (e) => {
