@@ -6,8 +6,10 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from imaging.models import Mosaic, Sample, SampleSurface, Scan, ScanStatus, SEMImage
-from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS
+from imaging.selectors import flatfield_choices
+from imaging.services import SCAN_TRANSITIONS, USER_ACTIONS, limits_for
 from instruments.models import Instrument
+from instruments.scan_plan import area_for_grid
 from mlcore.models import TrainedModel, TrainingRun, Translation
 from ssumweb import events
 from ssumweb.access import for_user, role_in, visible_projects
@@ -131,12 +133,33 @@ def sample_list(request):
         "page": _page(request, samples), "q": query, "project": project, "projects": visible_projects(request.user)})
 
 
+#: The sample page's plan to begin with, as (frames across, overlap): a 3 × 3 mosaic of a chip (one frame has no
+#: overlaps to stitch by); on bare silicon 2 × 2 frames side by side, since a flat field's per-pixel median drops
+#: dust out only of 3 or more frames, apart (docs/instruments.md, "The flat field").
+DEFAULT_GRID = {SampleSurface.CHIP: (3, 0.4), SampleSurface.BARE_SILICON: (2, 0.0)}
+PLAN_ORIGIN_NM = 20_000
+
+
+def default_plan(sample, instrument) -> dict:
+    """The plan form's first values for ``sample`` on ``instrument`` (its field of view and travel; None: the
+    defaults'): the area of :data:`DEFAULT_GRID`'s grid, at 20 µm from the stage's corner where it fits, else centred."""
+    frames_across, overlap = DEFAULT_GRID.get(sample.surface, DEFAULT_GRID[SampleSurface.CHIP])
+    limits = limits_for(instrument)
+    size = area_for_grid(frames_across, fov_diameter_nm=limits.fov_diameter_nm, overlap=overlap)
+    origin = [PLAN_ORIGIN_NM if PLAN_ORIGIN_NM + size <= travel else max(0.0, (travel - size) / 2)
+              for travel in (limits.travel_x_nm, limits.travel_y_nm)]
+    return {"origin_x_nm": round(origin[0]), "origin_y_nm": round(origin[1]), "size_nm": round(size), "overlap": overlap}
+
+
 def sample_detail(request, pk):
     sample = _get(Sample, request.user, pk)
     scans = sample.scans.annotate(**_CARD_FIELDS)
+    instruments = sample.project.instruments.all()
     return render(request, "frontend/sample_detail.html", {
         "sample": sample, "scans": scans, "sem_images": sample.sem_images.all(),
-        "instruments": sample.project.instruments.all(), "models": TrainedModel.objects.filter(project=sample.project),
+        "instruments": instruments, "models": TrainedModel.objects.filter(project=sample.project),
+        "plan": default_plan(sample, instruments.first()),  # the form's instrument comes first
+        "reference": sample.surface == SampleSurface.BARE_SILICON,
         "can_operate": _can_operate(request.user, sample)})
 
 
@@ -165,8 +188,8 @@ def scan_detail(request, pk):
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
         "last_frame": last_frame, "ended": ended, "instrument_online": online,
-        "reference": reference,
-        "can_operate": can_operate, "calibration_scans": _calibration_scans(scan, frames),
+        "reference": reference, "few_calibration_frames": _few_calibration_frames(scan, len(frames)),
+        "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan),
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
@@ -174,9 +197,22 @@ def scan_detail(request, pk):
                            "ended": ended, "instrument_online": online, "last_readout": _readout(last_frame),
                            "reference": reference, "time_zone": timezone.get_current_timezone_name(),
                            "z_planes": scan.z_planes, "overlap": scan.overlap,
+                           "calibration_frames_advised": CALIBRATION_FRAMES_ADVISED,
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})
+
+
+#: A flat field of bare silicon drops dust out with this many frames or more (their per-pixel median; fewer are
+#: averaged, dust and all: imaging.flatfield.flatfield_from_calibration).
+CALIBRATION_FRAMES_ADVISED = 3
+
+
+def _few_calibration_frames(scan, frames_done: int) -> bool:
+    """Whether to warn that ``scan``, as a flat field, keeps the wafer's dust: it has fewer frames than advised,
+    and will not get more (its plan has fewer, or it no longer runs)."""
+    return frames_done < CALIBRATION_FRAMES_ADVISED and (
+        scan.frames_total < CALIBRATION_FRAMES_ADVISED or scan.status not in (ScanStatus.PLANNED, ScanStatus.RUNNING))
 
 
 def _readout(frame) -> dict | None:
@@ -185,19 +221,6 @@ def _readout(frame) -> dict | None:
         return None
     return {"x_nm": frame.measured_x_nm, "y_nm": frame.measured_y_nm, "z_nm": frame.measured_z_nm,
             "focus_nm": frame.focus_nm, "deflection_nm": frame.deflection_nm}
-
-
-def _calibration_scans(scan, frames) -> list:
-    """Scans that can serve as this one's flat field: of bare silicon (or already the instrument's flat
-    field), same project and instrument, frames of the same size (the newest 20, each with ``frame_count``)."""
-    if not frames:
-        return []
-    same_size = Q(frames__width=frames[0].width, frames__height=frames[0].height)
-    current = scan.instrument.flatfield_calibration_id if scan.instrument_id else None
-    return list(Scan.objects.filter(project_id=scan.project_id, instrument_id=scan.instrument_id)
-                .filter(Q(sample__surface=SampleSurface.BARE_SILICON) | Q(pk=current))
-                .exclude(pk=scan.pk).annotate(frame_count=Count("frames", filter=same_size))
-                .filter(frame_count__gt=0).order_by("-created_at")[:20])
 
 
 def sem_list(request):

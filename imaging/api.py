@@ -20,7 +20,7 @@ from ssumweb.media import send_file
 from ssumweb.models import Role
 from ssumweb.parsers import JSONParser
 
-from . import sem_service, services
+from . import selectors, sem_service, services
 from . import serializers as s
 from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, SampleSurface, Scan, SEMImage
 from .tiles import serve_pyramid
@@ -132,6 +132,14 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
     @action(detail=True, methods=["post"])
     def abort(self, request, pk=None):
         return self._act(request, "abort")
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"], url_path="flatfield-choices", url_name="flatfield-choices")
+    def flatfield_choices(self, request, pk=None):
+        """The flat fields a stitch of this scan can use, as the scan page's stitch form offers them:
+        ``{"choices": [{"value", "label", "selected"}]}``, the instrument's calibration selected where it serves.
+        A page opened before the scan had frames, or before the instrument was calibrated, asks again here."""
+        return Response({"choices": selectors.flatfield_choices(self.get_object())})
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])

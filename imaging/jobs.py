@@ -252,7 +252,7 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     shapes = {(f.height, f.width) for f in frames}
     if len(shapes) > 1:
         raise DomainError(f"The scan's frames have mixed sizes {sorted(shapes)}; they cannot be stitched together.")
-    progress(0.05, f"Reading {len(frames)} frames…")
+    progress(0.05, f"Reading {_frames(len(frames))}…")
     images = [read_image16(absolute(f.image.name)) for f in frames]
     nominal = np.array([[f.commanded_x_nm, f.commanded_y_nm] for f in frames], dtype=np.float64)
     instrument = scan.instrument
@@ -302,7 +302,7 @@ def flatfield_for(options: dict, mask, progress=lambda fraction, message: None):
     if not frames:
         raise DomainError("The flat-field calibration scan no longer exists or has no frames; stitch again with "
                           "another one or with the flat field estimated.")
-    progress(0.1, f"Combining the {len(frames)} calibration frames of scan “{calibration.name}”…")
+    progress(0.1, f"Combining the {_frames(len(frames), 'calibration frame')} of scan “{calibration.name}”…")
     images = [read_image16(absolute(f.image.name)) for f in frames]
     if any(image.shape != mask.shape for image in images):
         raise DomainError(f"The calibration scan's frames are not {mask.shape[1]}×{mask.shape[0]} px like this scan's.")
@@ -310,6 +310,11 @@ def flatfield_for(options: dict, mask, progress=lambda fraction, message: None):
         return flatfield_from_calibration(images, mask=mask)
     except ValueError as exc:
         raise DomainError(f"The calibration scan cannot serve as a flat field: {exc}.") from None
+
+
+def _frames(count: int, noun: str = "frame") -> str:
+    """``count`` with ``noun``, plural where it is not one: "1 frame", "4 calibration frames"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _report_json(report, frames, fov_radius_px: float) -> dict:

@@ -22,6 +22,16 @@ def grid_count(extent_nm: float, side_nm: float, step_nm: float) -> int:
     return int(math.ceil((extent_nm - side_nm) / step_nm - 1e-9)) + 1
 
 
+def area_for_grid(frames_across: int, *, fov_diameter_nm: float, overlap: float) -> float:
+    """Side in nm of a square area that a ``frames_across`` × ``frames_across`` grid covers at ``overlap``: the
+    usable square and (n − 1) steps, rounded down to 100 nm (which never costs a frame: a step is far longer)."""
+    if frames_across < 1:
+        raise ValueError(f"frames_across must be at least 1, got {frames_across}")
+    side = usable_side_nm(fov_diameter_nm)
+    step = step_from_fov(fov_diameter_nm=fov_diameter_nm, overlap=overlap)
+    return math.floor((side + (frames_across - 1) * step) / 100.0) * 100.0
+
+
 class PlanError(ValueError):
     """A plan value out of range; `field` names it for the API's error body."""
 
@@ -96,10 +106,9 @@ def validate_plan(values: dict, limits: InstrumentLimits = InstrumentLimits()) -
         step = _finite("step_nm", step)
         if step <= 0:
             raise PlanError("step_nm", "must be positive.")
-        if step > fov:
-            raise PlanError("step_nm", f"{step:.0f} nm is larger than the field of view ({fov:.0f} nm): frames would not touch.")
-        if step > side:
-            raise PlanError("step_nm", f"{step:.0f} nm leaves gaps: the usable square of the field of view is {side:.0f} nm wide.")
+        if step > side:  # the limit is the usable square, not the sphere's circle around it
+            raise PlanError("step_nm", f"{step:.0f} nm is larger than the usable square of the field of view "
+                                       f"({side:.0f} nm wide, inside the {fov:.0f} nm circle): frames would leave gaps.")
         v["overlap"] = 1.0 - step / side
         if v["overlap"] > MAX_OVERLAP:
             raise PlanError("step_nm", f"{step:.0f} nm is too small: neighbours would overlap by more than {MAX_OVERLAP}.")

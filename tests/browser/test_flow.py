@@ -47,6 +47,18 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     url, instrument = lab["url"], lab["instrument"]
     log_in(page, url)
     screenshot(page, "dashboard")
+    # a desktop's width is used (every section was one card wide, a 230 px column): projects beside the instruments
+    # and what runs now, the recent scans across the page; on a phone, one section under the other
+    box = {name: page.locator("section", has=page.get_by_role("heading", name=name, exact=True)).bounding_box()
+           for name in ("Projects", "Instruments", "Running now", "Recent scans")}
+    assert box["Projects"]["x"] + box["Projects"]["width"] <= box["Instruments"]["x"], box
+    assert box["Instruments"]["y"] == box["Projects"]["y"] and box["Running now"]["x"] == box["Instruments"]["x"], box
+    assert box["Recent scans"]["width"] >= page.locator("main h1").bounding_box()["width"] - 1, box
+    page.set_viewport_size({"width": 390, "height": 844})
+    lefts = {page.locator("section", has=page.get_by_role("heading", name=name, exact=True)).bounding_box()["x"]
+             for name in box}
+    assert len(lefts) == 1, lefts
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # Plan a 2 × 2 scan on the sample page; a bad value first shows its message beside the input.
     page.goto(f"{url}/samples/{lab['sample'].pk}/")
@@ -75,8 +87,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#frame-grid img")).to_have_count(4)
     expect(page.locator("#scan-status")).to_have_text("completed", timeout=20_000)
     expect(page.locator("#deflection")).not_to_have_text("—")
-    # the scan has ended: the page stops following the instrument (its next scan is not this one's)
-    expect(page.locator("#live-info")).to_have_text("The scan has ended: this is the last image the camera sent.")
+    # the scan has ended: the page stops following the instrument (its next scan is not this one's) and shows the
+    # scan's own last frame in its place, as a reload does
+    expect(page.get_by_role("heading", name="Last frame", exact=True)).to_be_visible()
+    expect(page.locator("#last-frame-caption")).to_have_text(re.compile(r"^Frame 4 \(row 2, col \d\), captured "))
     expect(page.locator("#readouts-title")).to_have_text("Readouts at the last frame")
     if not Mosaic.objects.filter(scan=scan).exists():
         page.get_by_role("button", name="Stitch the mosaic").click()
@@ -106,10 +120,11 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     assert report["flatfield"] == "overlaps"  # estimated, then fitted to where the placed frames overlap
     expect(page.locator("#stitch-report")).to_contain_text("flat field fitted to where the frames overlap")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(len(report["uncertain_frames"]))
-    # (as a deep chip's report would: the second and fourth frames stitched unsure)
-    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 3],
+    # (as a deep chip's report would: the second and fourth frames stitched unsure, the third placed by the stage
+    # alone, none of its overlaps having matched)
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 2, 3], "placed_by_stage": [2],
                                                        "frame_gain": [1.0, 1.042, 0.99, 0.97]})
-    second, fourth = report["frame_index"][1], report["frame_index"][3]
+    second, third, fourth = (report["frame_index"][k] for k in (1, 2, 3))
     page.reload()
     expect(page.locator("#live-canvas")).to_have_count(0)
     expect(page.get_by_role("heading", name="Last frame", exact=True)).to_be_visible()
@@ -120,7 +135,12 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     # what a rescan could change: a Z-stack where there was none, else more overlap than the scan had
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"A Z-stack helps on deep chips, and so does more overlap than this scan's {round(100 * scan.overlap)} %")
-    expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
+    expect(page.locator("#stitch-report .warning")).to_contain_text(
+        f"Frame {third + 1} was placed by the stage alone (outlined below): none of its overlaps matched, so it sits "
+        "where the stage put it")
+    expect(page.locator("#frame-grid a.uncertain")).to_have_count(3)
+    assert page.locator(f"#frame-grid a[data-index='{third}']").get_attribute("title").endswith(
+        "placed by the stage alone: none of its overlaps matched")
     expect(page.locator("#stitch-report")).to_contain_text("one was 4.2 % brighter or darker than the rest")
     expect(page.get_by_role("link", name="See them on the mosaic")).to_have_attribute(
         "href", f"/viewer/?mosaic={mosaic.pk}&frames=1")
@@ -136,10 +156,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
     page.wait_for_selector("body[data-viewer-ready=true]")
     expect(page.locator(".scalebar .label").first).to_have_text(re.compile(r"\d+(\.\d+)? (nm|µm)"))
-    # the stitched frames outlined on the mosaic, the two marked unsure above in amber
+    # the stitched frames outlined on the mosaic, the three marked unsure above in amber
     page.get_by_label("Outline the stitched frames").check()
     expect(page.locator("#osd-mosaic .frame-outline")).to_have_count(4)
-    expect(page.locator("#osd-mosaic .frame-outline.uncertain")).to_have_count(2)
+    expect(page.locator("#osd-mosaic .frame-outline.uncertain")).to_have_count(3)
     expect(page.locator(f"#osd-mosaic .frame-outline[data-index='{second}']")).to_have_text(str(second + 1))  # from 1
     page.wait_for_function("location.search.includes('frames=1')")
     screenshot(page, "viewer")
@@ -202,6 +222,14 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
     expect(page.locator("#stitch-report")).to_be_hidden()
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(0)
     assert page.locator("#frame-grid a[data-index='2']").get_attribute("title") == "Frame 3 (row 2, col 2)"  # from 1
+    # a pause is the scan's state, with its reason beside it, not a fault
+    events.publish(topic, "scan.state", status="paused", reason="Paused by a user.")
+    expect(page.locator("#scan-status")).to_have_text("paused")
+    expect(page.locator("#status-reason")).to_have_text("Paused by a user.")
+    expect(page.locator("#faults")).to_have_text("None.")
+    events.publish(topic, "scan.fault", reason="contact not reached")  # a fault is listed
+    expect(page.locator("#faults li.error")).to_have_count(1)
+    expect(page.locator("#faults")).to_contain_text("fault: contact not reached")
 
 
 def test_stitching_with_a_bare_silicon_calibration_as_the_flat_field(page, live_url, django_user_model):
@@ -301,8 +329,10 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     url, instrument = lab["url"], lab["instrument"]
     wafer = Sample.objects.create(project=lab["project"], name="wafer", surface="bare_silicon")
     log_in(page, url)
-    # the smallest scan there is: one frame, its area inside the usable square of the field of view
     page.goto(f"{url}/samples/{wafer.pk}/")
+    # the plan to begin with: frames side by side, enough for dust on the wafer to drop out of their median
+    expect(page.locator("#plan-preview")).to_contain_text("2 × 2 grid: 4 frames")
+    # the smallest scan there is: one frame, its area inside the usable square of the field of view
     side = int(0.9 * instrument.fov_diameter_nm / 2**0.5)
     page.get_by_label("Width (nm)").fill(str(side))
     page.get_by_label("Height (nm)").fill(str(side))
@@ -315,13 +345,27 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     expect(page.locator("#scan-status")).to_have_text("planned")
     expect(times).to_have_text(scan_times(scan))
     expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_hidden()
+    expect(page.locator("#calibration-few")).to_be_hidden()
+
+    # an operator's page turns the camera on: its images are counted as the camera counts them, not as frames
+    expect(page.locator("#live-info")).to_have_text(re.compile(r"^Camera image \d+ · \d\d:\d\d:\d\d$"), timeout=15_000)
 
     # everything the page says of the scan's state follows its events, with no reload
     page.get_by_role("button", name="Start").click()
     expect(page.locator("#scan-status")).to_have_text("completed", timeout=60_000)
+    # where the live camera was, the scan's own last frame, as a reload shows it
+    last = page.locator("#last-frame-caption")
+    expect(last).to_have_text(re.compile(
+        r"^Frame 1 \(row 1, col 1\), captured \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\. The scan has ended, so the instrument's"))
+    expect(page.locator("#live-canvas")).to_have_count(0)
+    page.wait_for_function("document.getElementById('last-frame').naturalWidth > 0")
+    watched = last.text_content()
     expect(page.get_by_role("button", name="Use this scan as the flat field")).to_be_visible()
     expect(page.locator("#calibration-state")).to_have_text(
         "This scan of bare silicon can serve as sim bench's flat field for stitching.")
+    # one frame: as a flat field it keeps the wafer's dust, and the page says so before it is used
+    expect(page.locator("#calibration-few")).to_be_visible()
+    expect(page.locator("#calibration-few")).to_contain_text("Fewer than 3 frames: dust on the wafer will not drop out")
     expect(times).to_have_text(scan_times(scan))
     assert scan.started_at and scan.finished_at
     expect(page.locator("#mosaic-status")).to_have_text(
@@ -330,11 +374,30 @@ def test_a_bare_silicon_scan_offers_itself_as_the_flat_field_as_soon_as_it_has_f
     frame = scan.frames.get()
     expect(page.locator("#stage")).to_have_text(
         f"x {frame.measured_x_nm / 1000:.3f}  y {frame.measured_y_nm / 1000:.3f}  z {frame.measured_z_nm / 1000:.3f} µm")
+    focus = f"{frame.focus_nm / 1e6:.4f} mm"  # to 0.1 µm: autofocus moves the stage by µm
+    expect(page.locator("#focus")).to_have_text(focus)
     screenshot(page, "scan-bare-silicon-ended")
+    page.reload()
+    expect(last).to_have_text(watched)
+    expect(page.locator("#focus")).to_have_text(focus)
     page.get_by_role("button", name="Use this scan as the flat field").click()
     expect(page.get_by_role("button", name="Stop using it")).to_be_visible()
     instrument.refresh_from_db()
     assert instrument.flatfield_calibration_id == scan.pk
+
+    # a chip scan watched to its end, its page drawn before it had frames: "Stitch again" offers the instrument's
+    # flat field, selected, as a reload does (it offered the estimate alone, selected)
+    from imaging.services import plan_scan
+
+    chip = plan_scan(sample=lab["sample"], name="one chip frame", instrument=instrument, plan=dict(
+        origin_x_nm=20000, origin_y_nm=20000, size_x_nm=side, size_y_nm=side, overlap=0.4, exposure_ms=5,
+        contact_setpoint_nm=20))
+    page.goto(f"{url}/scans/{chip.pk}/")
+    page.get_by_role("button", name="Start").click()
+    expect(page.get_by_role("button", name="Stitch again")).to_be_visible(timeout=90_000)
+    flatfield = page.get_by_label("Flat field")
+    expect(flatfield).to_have_value(f"calibration:{scan.pk}")
+    expect(flatfield.locator("option:checked")).to_have_text(f"Calibration on bare silicon: {scan.name} (1 frame)")
     assert not page.console_errors, page.console_errors
 
 

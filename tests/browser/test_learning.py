@@ -379,3 +379,56 @@ def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"), other.evaluate(
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"))
     assert not page.console_errors, page.console_errors
+
+
+# The first viewer's line overlay, read back: is the pixel at element (x, y) drawn (the line is yellow)?
+LINE_AT = """([x, y]) => { const c = document.querySelector('#osd-mosaic .line-overlay');
+    return c.getContext('2d').getImageData(Math.round(x), Math.round(y), 1, 1).data[3] > 0; }"""
+# Where an image point (mosaic px) of the first viewer is on screen, in its element's px.
+ON_SCREEN = """([x, y]) => { const v = ssumViewers.mosaic;
+    const p = v.world.getItemAt(0).imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y)); return [p.x, p.y]; }"""
+TO_IMAGE = """([x, y]) => { const v = ssumViewers.mosaic;
+    const p = v.world.getItemAt(0).viewerElementToImageCoordinates(new OpenSeadragon.Point(x, y)); return [p.x, p.y]; }"""
+
+
+def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(browser, bench):
+    """On a touch screen a finger draws the whole line (the browser took the drag for a scroll: a stub, no length),
+    and the line stays on the features it measured when the view is panned or zoomed (it stayed put on the screen,
+    over other features, with the old length beside it)."""
+    url, mosaic = bench["url"], bench["mosaic"]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    log_in(page, url)
+    page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
+    page.wait_for_selector("body[data-viewer-ready=true]")
+    page.wait_for_timeout(800)  # the opening "home" animation
+    page.get_by_role("button", name="Line profile").click()
+    box = page.locator("#osd-mosaic").bounding_box()
+    page.evaluate("(y) => window.scrollTo(0, y)", box["y"] - 100)  # the viewer in view, the page able to scroll
+    box = page.locator("#osd-mosaic").bounding_box()
+    a, b = (0.25 * box["width"], 0.3 * box["height"]), (0.75 * box["width"], 0.7 * box["height"])
+    cdp = context.new_cdp_session(page)
+    touch = lambda kind, x, y: cdp.send("Input.dispatchTouchEvent", {  # noqa: E731
+        "type": kind, "touchPoints": [] if kind == "touchEnd" else [{"x": box["x"] + x, "y": box["y"] + y}]})
+    touch("touchStart", *a)
+    for t in [k / 10 for k in range(1, 11)]:
+        touch("touchMove", a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
+        page.wait_for_timeout(16)
+    touch("touchEnd", *b)
+    expect(page.locator("#line-length")).to_have_text(re.compile(r"^Length \d"))
+    middle = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+    assert page.evaluate(LINE_AT, middle)
+    image_a, image_b = page.evaluate(TO_IMAGE, a), page.evaluate(TO_IMAGE, b)
+    length = page.locator("#line-length").text_content()
+
+    # the view moves (panned and zoomed): the line goes with the image
+    page.get_by_role("button", name="Line profile").click()
+    page.evaluate("""(() => { const v = ssumViewers.mosaic.viewport;
+        v.zoomBy(1.5, null, true); v.panBy(v.deltaPointsFromPixels(new OpenSeadragon.Point(60, 40)), true); })()""")
+    page.wait_for_timeout(100)
+    new_a, new_b = page.evaluate(ON_SCREEN, image_a), page.evaluate(ON_SCREEN, image_b)
+    assert abs(new_a[0] - a[0]) > 20 or abs(new_a[1] - a[1]) > 20, (a, new_a)
+    assert page.evaluate(LINE_AT, ((new_a[0] + new_b[0]) / 2, (new_a[1] + new_b[1]) / 2))
+    assert not page.evaluate(LINE_AT, middle)
+    expect(page.locator("#line-length")).to_have_text(length)  # the same features, the same length
+    context.close()

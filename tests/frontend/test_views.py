@@ -135,6 +135,14 @@ def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view
     assert 'id="live-canvas"' in login(operator).get(f"/scans/{scan.pk}/").content.decode()
 
 
+def test_the_plan_counts_one_frame_as_one_frame(scan, operator):
+    Scan.objects.filter(pk=scan.pk).update(rows=1, cols=1)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert "<dt>Grid</dt><dd>1 × 1 = 1 frame</dd>" in html
+    Scan.objects.filter(pk=scan.pk).update(rows=2, cols=3)
+    assert "<dt>Grid</dt><dd>2 × 3 = 6 frames</dd>" in login(operator).get(f"/scans/{scan.pk}/").content.decode()
+
+
 def test_scan_subtitle_puts_a_separator_only_between_parts_it_shows(scan, operator):
     def subtitle():
         html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
@@ -199,6 +207,49 @@ def test_scan_page_offers_bare_silicon_scans_of_the_same_optics_as_flat_field_ca
     assert "Stop using it" in login(operator).get(f"/scans/{chip.pk}/").content.decode()
 
 
+def _add_frames(scan, n, size=512):
+    from django.utils import timezone
+
+    from imaging.models import Frame
+
+    for index in range(n):
+        Frame.objects.create(scan=scan, index=index, row=0, col=index, commanded_x_nm=0, commanded_y_nm=0,
+                             measured_x_nm=0, measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5,
+                             image=f"f{scan.pk}-{index}.tif", width=size, height=size)
+
+
+def _flatfield_options(html):
+    """The stitch form's flat fields as (value, label, selected), as the page draws them."""
+    from html import unescape
+
+    start = html.index('id="stitch-flatfield"')
+    options = re.findall(r'<option value="([^"]*)"( selected)?>([^<]*)</option>', html[start:html.index("</select>", start)])
+    return [(value, unescape(label), bool(selected)) for value, selected, label in options]
+
+
+def test_a_page_opened_before_the_first_frame_can_ask_for_the_flat_fields_a_reload_offers(scan, operator, viewer,
+                                                                                          project):
+    # The page is drawn before the scan has frames (their size is unknown, so no calibration is offered); when the
+    # scan ends its monitor asks the API, which answers what a reload draws: the instrument's calibration selected.
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
+    bare = Scan.objects.create(project=project, sample=wafer, instrument=scan.instrument, name="bare silicon",
+                               origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                               exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=3)
+    _add_frames(bare, 3)
+    Instrument.objects.filter(pk=scan.instrument_id).update(flatfield_calibration=bare)
+    client = login(operator)
+    drawn_early = _flatfield_options(client.get(f"/scans/{scan.pk}/").content.decode())
+    assert drawn_early == [("estimate", "Estimated from this scan's frames", True),
+                           ("none", "None (the frames as captured)", False)]
+    _add_frames(scan, 2)
+    reloaded = _flatfield_options(client.get(f"/scans/{scan.pk}/").content.decode())
+    assert (f"calibration:{bare.pk}", "Calibration on bare silicon: bare silicon (3 frames)", True) in reloaded
+    answer = client.get(f"/api/scans/{scan.pk}/flatfield-choices/")
+    assert answer.status_code == 200
+    assert [(c["value"], c["label"], c["selected"]) for c in answer.json()["choices"]] == reloaded
+    assert login(viewer).get(f"/api/scans/{scan.pk}/flatfield-choices/").status_code == 200  # a read, as the page is
+
+
 def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, viewer):
     assert b'id="plan-form"' in login(operator).get(f"/samples/{scan.sample_id}/").content
     wafer = Sample.objects.create(project=scan.project, name="wafer", surface="bare_silicon")
@@ -206,6 +257,59 @@ def test_sample_page_offers_the_plan_form_to_operators_only(scan, operator, view
         f"/samples/{wafer.pk}/").content
     page = login(viewer).get(f"/samples/{scan.sample_id}/").content
     assert b'id="plan-form"' not in page and b"Only operators" in page
+
+
+def _plan_defaults(html):
+    """The plan form's first values, as numbers, by the inputs' names."""
+    values = dict(re.findall(r'name="(origin_[xy]_nm|size_[xy]_nm|overlap)"[^>]* value="([^"]*)"', html))
+    return {name: float(value) for name, value in values.items()}
+
+
+def test_the_default_plan_is_a_small_mosaic_of_a_chip_and_a_flat_field_of_bare_silicon(scan, operator):
+    from imaging.services import preview_plan
+
+    instrument = scan.instrument
+    Instrument.objects.filter(pk=instrument.pk).update(fov_diameter_nm=14250)  # as a bench records its sphere
+    instrument.refresh_from_db()
+    common = dict(exposure_ms=5, contact_setpoint_nm=20)
+    # a chip: 3 × 3 frames to stitch (one frame had no overlaps to place it by), within the scanner's travel
+    values = _plan_defaults(login(operator).get(f"/samples/{scan.sample_id}/").content.decode())
+    chip = preview_plan({**values, **common}, instrument)
+    assert (chip.rows, chip.cols, chip.overlap) == (3, 3, 0.4)
+    # bare silicon: frames side by side, 3 or more, so that the wafer's dust drops out of their median
+    wafer = Sample.objects.create(project=scan.project, name="wafer", surface="bare_silicon")
+    html = login(operator).get(f"/samples/{wafer.pk}/").content.decode()
+    flat = preview_plan({**_plan_defaults(html), **common}, instrument)
+    assert flat.frames_total >= 3 and flat.overlap == 0 and (flat.rows, flat.cols) == (2, 2)
+    assert "A flat field wants 3 or more frames a few fields of view apart" in html
+    # a scanner whose travel cannot hold the area at 20 µm from its corner: the area is centred
+    Instrument.objects.filter(pk=instrument.pk).update(travel_x_nm=30_000, travel_y_nm=30_000)
+    values = _plan_defaults(login(operator).get(f"/samples/{scan.sample_id}/").content.decode())
+    assert preview_plan({**values, **common}, Instrument.objects.get(pk=instrument.pk)).frames_total == 9
+    assert values["origin_x_nm"] + values["size_x_nm"] <= 30_000
+
+
+def test_a_flat_field_of_fewer_than_3_frames_warns_that_dust_stays(scan, operator, project):
+    wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
+    bare = Scan.objects.create(project=project, sample=wafer, instrument=scan.instrument, name="bare silicon",
+                               origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3,
+                               exposure_ms=5, contact_setpoint_nm=20, rows=1, cols=2, status="completed")
+    _add_frames(bare, 2)
+
+    def warned():
+        html = login(operator).get(f"/scans/{bare.pk}/").content.decode()
+        assert "Use this scan as the flat field" in html
+        found = re.search(r'<p id="calibration-few"[^>]*?( hidden)?>([^<]*)</p>', html)
+        return not found.group(1) and found.group(2)
+
+    assert "dust on the wafer will not drop out of this flat field" in warned()
+    Scan.objects.filter(pk=bare.pk).update(rows=2, cols=2, status="running")  # two of four so far: more to come
+    assert not warned()
+    Scan.objects.filter(pk=bare.pk).update(status="aborted")  # ...and no more
+    assert warned()
+    bare.frames.all().delete()
+    _add_frames(bare, 3)
+    assert not warned()
 
 
 def test_viewer_lists_the_mosaic_layer_with_its_pixel_size(mosaic, viewer):

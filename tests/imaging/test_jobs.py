@@ -122,6 +122,19 @@ def test_a_calibration_scan_of_bare_silicon_serves_as_the_flat_field(api, operat
 
 
 @pytest.mark.django_db
+def test_the_stitchs_progress_counts_one_calibration_frame_as_one(scan_with_frames, simulated):
+    from imaging.jobs import flatfield_for
+
+    said = []
+    for count in (1, 3):
+        bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=count), name=f"wafer x{count}")
+        flatfield_for({"flatfield": "calibration", "calibration_scan": bare.pk}, simulated.fov_mask,
+                      progress=lambda fraction, message: said.append(message))
+    assert said == ["Combining the 1 calibration frame of scan “wafer x1”…",
+                    "Combining the 3 calibration frames of scan “wafer x3”…"]
+
+
+@pytest.mark.django_db
 def test_a_calibration_that_cannot_serve_is_refused_naming_the_field(api, operator, project, other_project,
                                                                      scan_with_frames, simulated):
     shading = shading_frames(simulated, count=1)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from instruments.scan_plan import InstrumentLimits, PlanError, validate_plan
+from instruments.scan_plan import InstrumentLimits, PlanError, area_for_grid, validate_plan
 from instruments.trajectory import serpentine_grid
 
 GOOD = dict(origin_x_nm=5000, origin_y_nm=5000, size_x_nm=30000, size_y_nm=20000, overlap=0.3, exposure_ms=20,
@@ -33,6 +33,15 @@ def test_out_of_range_values_name_their_field(field, value):
     assert err.value.field == field
 
 
+@pytest.mark.parametrize("step_nm", [20000, 12000])
+def test_a_step_wider_than_the_usable_square_names_the_square_as_the_limit(step_nm):
+    # the sphere's 14000 nm circle is not the limit (a 12000 nm step leaves gaps as well): its 9899 nm square is
+    with pytest.raises(PlanError) as err:
+        validate_plan({**GOOD, "step_nm": step_nm})
+    assert err.value.message == (f"{step_nm} nm is larger than the usable square of the field of view (9899 nm wide, "
+                                 "inside the 14000 nm circle): frames would leave gaps.")
+
+
 def test_a_billion_frames_is_refused():
     with pytest.raises(PlanError) as err:
         validate_plan({**GOOD, "size_x_nm": 95000, "size_y_nm": 95000, "overlap": 0.9},
@@ -53,3 +62,13 @@ def test_a_z_stack_needs_a_step():
         validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 0})
     assert err.value.field == "z_step_nm"
     assert validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 200}).z_planes == 5
+
+
+@pytest.mark.parametrize("fov_nm", [14000, 14250, 9000])
+@pytest.mark.parametrize("overlap", [0.0, 0.3, 0.4, 0.9])
+def test_the_area_for_a_grid_gives_that_grid(fov_nm, overlap):
+    for frames_across in range(1, 6):
+        size = area_for_grid(frames_across, fov_diameter_nm=fov_nm, overlap=overlap)
+        plan = validate_plan({**GOOD, "size_x_nm": size, "size_y_nm": size, "overlap": overlap},
+                             InstrumentLimits(fov_diameter_nm=fov_nm))
+        assert (plan.rows, plan.cols) == (frames_across, frames_across) and size % 100 == 0

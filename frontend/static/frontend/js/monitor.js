@@ -1,5 +1,5 @@
 // Scan monitor: live camera, progress with ETA, frames filling in, the mosaic growing, readouts, controls, faults.
-import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, formatLength, showErrors, clearErrors } from "./common.js";
+import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, showErrors, clearErrors } from "./common.js";
 
 const cfg = jsonScript("monitor-config");
 const $ = (id) => document.getElementById(id);
@@ -43,11 +43,13 @@ function setStatus(next, reason, times) {
   badge.textContent = next; badge.className = `status status-${next}`;
   $("status-reason-sep").textContent = reason ? " · " : "";
   $("status-reason").textContent = reason || "";
+  $("status-reason").className = `reason reason-${next}`;
   updateControls();
   showTimes(times);
   if (next === "paused") $("eta").textContent = "";  // no time is running out while it waits
   if (TERMINAL.includes(next)) { $("eta").textContent = ""; refreshMosaic(); }
-  if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); }
+  showFewCalibrationFrames();
+  if (cfg.ending_states.includes(next)) { endLive(); showLastReadout(); showLastFrame(); }
   showConnection();
 }
 
@@ -112,6 +114,7 @@ function addFrame(ev) {
   showReadout(lastReadout);
   const calibration = $("calibration-line");  // a scan of bare silicon with frames can be the flat field
   if (calibration) calibration.hidden = false;
+  showFewCalibrationFrames();
   if (ev.done !== undefined) setProgress(ev.done, ev.total);
   scheduleMosaic();
 }
@@ -135,7 +138,9 @@ function onScanEvent(ev) {
     case "scan.progress": setProgress(ev.done, ev.total, ev.eta_s); break;
     case "scan.state":
       setStatus(ev.status, ev.reason, ev);
-      if (["failed", "paused"].includes(ev.status) && ev.reason) addFault(ev.reason, ev.status);
+      // a pause is the scan's state (its reason shows beside it), not a fault; what made the engine pause came
+      // as a scan.fault of its own
+      if (ev.status === "failed" && ev.reason) addFault(ev.reason, ev.status);
       $("requested").textContent = "";
       break;
     case "scan.fault": addFault(ev.reason || "unknown fault"); break;
@@ -152,7 +157,8 @@ new EventStream(`/ws/scans/${cfg.scan_id}/`, { onEvent: onScanEvent, onState: co
 function showReadout(r) {
   if ("x_nm" in r) showStage(r.x_nm, r.y_nm, r.z_nm);
   if (typeof r.deflection_nm === "number") $("deflection").textContent = `${r.deflection_nm.toFixed(1)} nm`;
-  if (typeof r.focus_nm === "number") $("focus").textContent = formatLength(r.focus_nm);
+  // in mm to 0.1 µm, as the stage's controller shows it: autofocus moves it by µm, which "50.0 mm" hid
+  if (typeof r.focus_nm === "number") $("focus").textContent = `${(r.focus_nm / 1e6).toFixed(4)} mm`;
 }
 
 // An ended scan's readouts are its own last frame's: the instrument's since belong to whatever it did next.
@@ -231,7 +237,8 @@ function startLive() {
         count += 1;
         canvas.dataset.seq = String(seq);
         canvas.dataset.frames = String(count);
-        info.textContent = `Frame ${seq} · ${clock.format(new Date(t * 1000))}`;
+        // the camera's own count of the images it sent, not a frame of the scan
+        info.textContent = `Camera image ${seq} · ${clock.format(new Date(t * 1000))}`;
       } catch (err) {
         info.textContent = `Could not decode a frame: ${err.message}`;
       }
@@ -251,14 +258,43 @@ function startLive() {
       lastBeat = Date.now();
       if (!online) { online = true; canvas.hidden = false; waiting(); }
     },
-    stop() {  // the scan has ended: keep its last image, stop following the instrument
+    stop() {  // the scan has ended: stop following the instrument (showLastFrame puts the scan's own in its place)
       stopped = true;
       clearInterval(watchdog);
       ws?.close();
-      canvas.hidden = !count;  // no image came: no black box
-      info.textContent = count ? "The scan has ended: this is the last image the camera sent." : "The scan has ended.";
+      canvas.hidden = true;
+      info.textContent = "The scan has ended.";
     },
   };
+}
+
+// ---- the ended scan's last frame where the live camera was, as a reload draws it ---------------------------------
+let stamp;  // Y-m-d H:i:s in the server's zone, as the page's template writes times
+try { stamp = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "2-digit", day: "2-digit", ...CLOCK, timeZone: cfg.time_zone }); }
+catch { stamp = new Intl.DateTimeFormat("en-GB", { year: "numeric", month: "2-digit", day: "2-digit", ...CLOCK }); }
+
+function formatStamp(date) {
+  const part = Object.fromEntries(stamp.formatToParts(date).map((p) => [p.type, p.value]));
+  return `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}:${part.second}`;
+}
+
+let lastFrameShown = cfg.ended;
+async function showLastFrame() {
+  const card = $("camera-card");
+  if (!card || lastFrameShown) return;
+  lastFrameShown = true;
+  let frame;
+  try { frame = (await api(`/api/frames/?scan=${cfg.scan_id}&ordering=-index&page_size=1`)).results[0]; }
+  catch { lastFrameShown = false; return; }  // the live view's "The scan has ended." stays
+  const heading = el("h2", { text: "Last frame" });
+  if (!frame) { card.replaceChildren(heading, el("p", { class: "muted", text: "The scan ended before its first frame." })); return; }
+  const number = frame.index + 1;  // counted from 1, as a lab member does
+  card.replaceChildren(heading,
+    el("a", { href: `/api/frames/${frame.id}/image/`, title: "The 16-bit frame (TIFF)" },
+      el("img", { id: "last-frame", class: "last-frame", src: `/api/frames/${frame.id}/preview/`,
+        alt: `Frame ${number}, the last this scan captured` })),
+    el("p", { class: "muted", id: "last-frame-caption", text: `Frame ${number} (row ${frame.row + 1}, col ${frame.col + 1}), `
+      + `captured ${formatStamp(new Date(frame.captured_at))}. The scan has ended, so the instrument's live view is not shown here.` }));
 }
 
 // ---- the mosaic (and its translation) growing ---------------------------------------------------------------------
@@ -345,6 +381,35 @@ $("stitch-form")?.addEventListener("submit", async (e) => {
   }
 });
 
+// The flat fields the stitch form offers, asked for again whenever the form shows (and when the page comes back
+// into view): the page was drawn before this scan had frames, or before the instrument was calibrated, so it may
+// lack the calibration a reload offers, and "Stitch again" would quietly swap it for the estimate.
+let flatfieldChosen = false;  // the user picked one: a refresh keeps it where it is still offered
+$("stitch-flatfield")?.addEventListener("change", () => { flatfieldChosen = true; });
+
+async function refreshFlatfieldChoices() {
+  const select = $("stitch-flatfield");
+  if (!select) return;
+  let choices;
+  try { ({ choices } = await api(`/api/scans/${cfg.scan_id}/flatfield-choices/`)); } catch { return; }
+  const kept = flatfieldChosen && choices.some((c) => c.value === select.value) ? select.value : null;
+  select.replaceChildren(...choices.map((c) => el("option", { value: c.value, text: c.label })));
+  select.value = kept ?? (choices.find((c) => c.selected) || choices[0]).value;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && $("stitch-form") && !$("stitch-form").hidden) refreshFlatfieldChoices();
+});
+
+// A flat field of fewer frames than advised keeps the wafer's dust: say so once the scan will not get more (its plan
+// has fewer, or it no longer runs), as the page does drawn by the server.
+function showFewCalibrationFrames() {
+  const warning = $("calibration-few");
+  if (!warning) return;
+  const frames = framesShown(), advised = cfg.calibration_frames_advised;
+  warning.hidden = !frames || frames >= advised || (cfg.frames_total >= advised && ["planned", "running"].includes(status));
+}
+
 // A scan of bare silicon made (or no longer) its instrument's flat-field calibration.
 $("calibration-toggle")?.addEventListener("click", async (e) => {
   const button = e.target;
@@ -391,7 +456,9 @@ async function refreshMosaic() {
   }
   const stitchForm = $("stitch-form");
   if (stitchForm) {
+    const wasHidden = stitchForm.hidden;
     stitchForm.hidden = cfg.reference || !framesShown() || !TERMINAL.includes(status) || Boolean(pending);
+    if (wasHidden && !stitchForm.hidden) refreshFlatfieldChoices();
     $("stitch").textContent = ready ? "Stitch again" : "Stitch the mosaic";
     $("stitch").disabled = Boolean(pending);
   }
@@ -438,18 +505,31 @@ function showStitchReport(report, mosaicId, options = {}) {
   if (options.calibration_skipped) {
     lines.push(el("p", { class: "warning", text: `The instrument's flat-field calibration was not used: ${options.calibration_skipped}` }));
   }
-  const unsure = (report.uncertain_frames || []).map((k) => index[k]);
+  // the scan's frames as a lab member counts them, from 1; a frame none of whose overlaps matched was placed by
+  // the stage alone (placed_by_stage), which is not the same as overlaps that disagree
+  const byStage = (report.placed_by_stage || []).map((k) => index[k]);
+  const unsure = (report.uncertain_frames || []).map((k) => index[k]).filter((k) => !byStage.includes(k));
+  const sentences = [];
+  if (byStage.length) {
+    const one = byStage.length === 1;
+    sentences.push(`${one ? "Frame" : "Frames"} ${listWords(byStage.map((k) => k + 1))} ${one ? "was" : "were"} placed by the `
+      + `stage alone (outlined below): none of ${one ? "its" : "their"} overlaps matched, so ${one ? "it sits" : "they sit"} `
+      + `where the stage put ${one ? "it" : "them"} and ${one ? "its" : "their"} seams may be several pixels off.`);
+  }
   if (unsure.length) {
-    const numbers = unsure.map((k) => k + 1);  // the scan's frames as a lab member counts them, from 1
-    const names = numbers.length === 1 ? `Frame ${numbers[0]} is` : `Frames ${listWords(numbers)} are`;
-    lines.push(el("p", { class: "warning", text: `${names} placed with low confidence (outlined below): `
-      + "their overlaps do not agree on one offset — defocused layers, repeating patterns or too little structure — "
-      + `so their seams may be several pixels off. ${uncertainAdvice()} ` },
-    el("a", { href: `/viewer/?mosaic=${mosaicId}&frames=1`, text: "See them on the mosaic" })));
+    const one = unsure.length === 1;
+    sentences.push(`${one ? "Frame" : "Frames"} ${listWords(unsure.map((k) => k + 1))} ${one ? "is" : "are"} placed with low `
+      + `confidence (outlined below): ${one ? "its" : "their"} overlaps do not agree on one offset — defocused layers, `
+      + `repeating patterns or too little structure — so ${one ? "its" : "their"} seams may be several pixels off.`);
+  }
+  if (sentences.length) {
+    lines.push(el("p", { class: "warning", text: `${sentences.join(" ")} ${uncertainAdvice()} ` },
+      el("a", { href: `/viewer/?mosaic=${mosaicId}&frames=1`, text: "See them on the mosaic" })));
   }
   box.replaceChildren(...lines);
   box.hidden = false;
-  markFrames(unsure, "placed with low confidence");
+  markFrames([...byStage, ...unsure], (k) => byStage.includes(k)
+    ? "placed by the stage alone: none of its overlaps matched" : "placed with low confidence");
 }
 
 // What a rescan could change: a Z-stack where there was none, else more overlap than this scan had.
@@ -460,12 +540,14 @@ function uncertainAdvice() {
     : `A Z-stack helps on deep chips, and so does more overlap than this scan's ${overlap}.`;
 }
 
-// Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles.
+// Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles (`why`:
+// the words, or a function of the frame index giving them).
 function markFrames(indices, why) {
   for (const a of document.querySelectorAll("#frame-grid a[data-index]")) {
-    const marked = indices.includes(Number(a.dataset.index));
+    const k = Number(a.dataset.index);
+    const marked = indices.includes(k);
     a.classList.toggle("uncertain", marked);
-    a.title = a.title.replace(/ — .*$/, "") + (marked ? ` — ${why}` : "");
+    a.title = a.title.replace(/ — .*$/, "") + (marked ? ` — ${typeof why === "function" ? why(k) : why}` : "");
   }
 }
 

@@ -170,13 +170,18 @@ function updateSwipe() {
 }
 
 // ---- line tool: intensity profile along a line drawn on the first viewer -----------------------------------------------
+// The line is kept in image px and drawn again whenever the view moves, so it stays on the features it measured.
+// Pointer events serve mouse, pen and finger alike; the overlay's CSS (touch-action: none) keeps a finger's drag
+// from being taken for a scroll of the page.
 let measuring = false;
 function setupLineTool() {
   const master = Object.values(viewers)[0];
   const box = master.element.closest(".viewer-box");
   const overlay = el("canvas", { class: "line-overlay", "aria-hidden": "true" });
   master.element.append(overlay);
-  let start = null;
+  let start = null;  // while drawing: where the pointer went down, in element px
+  let pointer = null;
+  let line = null;  // the measured line's ends in image px
   const toggle = $("line-tool");
   toggle.addEventListener("click", () => {
     measuring = !measuring;
@@ -185,15 +190,34 @@ function setupLineTool() {
     overlay.style.pointerEvents = measuring ? "auto" : "none";
     box.classList.toggle("measuring", measuring);
   });
+  const item = () => master.world.getItemAt(0);
   const local = (e) => { const r = overlay.getBoundingClientRect(); return { x: e.clientX - r.left, y: e.clientY - r.top }; };
+  const toImage = (p) => item().viewerElementToImageCoordinates(new OpenSeadragon.Point(p.x, p.y));
+  const toScreen = (p) => item().imageToViewerElementCoordinates(p);
   const draw = (a, b) => {
-    overlay.width = overlay.clientWidth; overlay.height = overlay.clientHeight;
+    overlay.width = overlay.clientWidth; overlay.height = overlay.clientHeight;  // (clears it)
+    if (!a) return;
     const g = overlay.getContext("2d");
     g.strokeStyle = "#facc15"; g.lineWidth = 2; g.beginPath(); g.moveTo(a.x, a.y); g.lineTo(b.x, b.y); g.stroke();
   };
-  overlay.addEventListener("pointerdown", (e) => { start = local(e); overlay.setPointerCapture(e.pointerId); });
-  overlay.addEventListener("pointermove", (e) => { if (start) draw(start, local(e)); });
-  overlay.addEventListener("pointerup", (e) => { if (!start) return; const end = local(e); draw(start, end); measure(master, start, end); start = null; });
+  const redraw = () => { if (!start) draw(line && toScreen(line.a), line && toScreen(line.b)); };
+  master.addHandler("update-viewport", redraw);
+  master.addHandler("resize", redraw);
+  overlay.addEventListener("pointerdown", (e) => {
+    if (!e.isPrimary || (e.pointerType === "mouse" && e.button !== 0)) return;
+    start = local(e); pointer = e.pointerId;
+    overlay.setPointerCapture(e.pointerId);
+  });
+  overlay.addEventListener("pointermove", (e) => { if (start && e.pointerId === pointer) draw(start, local(e)); });
+  overlay.addEventListener("pointerup", (e) => {
+    if (!start || e.pointerId !== pointer) return;
+    const end = local(e);
+    line = { a: toImage(start), b: toImage(end) };
+    measure(master, start, end);
+    start = null;
+    redraw();
+  });
+  overlay.addEventListener("pointercancel", () => { start = null; redraw(); });  // the line measured before stays
 }
 
 /** Length in nm and intensity profile between two points given in viewer-element pixels. */
