@@ -149,8 +149,10 @@ def training_work(run: TrainingRun, progress) -> dict:
             samples.append(rel)
             extra["sample_index"] = len(samples) - 1
         TrainingRun.objects.filter(pk=run.pk).update(step=p.step, loss_history=history[-2000:], samples=samples)
+        # the trainer checks ``cancelled`` itself right after, and saves a checkpoint before it stops: a cancel
+        # raised here lost every step since the last periodic one
         progress(p.step / max(1, p.total_steps), f"Step {p.step} of {p.total_steps}", step=p.step,
-                 losses=entry, eta_s=round(p.eta_s, 1), **extra)
+                 losses=entry, eta_s=round(p.eta_s, 1), cancellable=False, **extra)
 
     def cancelled() -> bool:
         return TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()

@@ -81,7 +81,10 @@ class Progress:
     min_interval_s: float = 0.5
     _last_sent: float = field(default=0.0, repr=False)
 
-    def __call__(self, fraction: float, message: str = "", *, force: bool = False, **extra) -> None:
+    def __call__(self, fraction: float, message: str = "", *, force: bool = False, cancellable: bool = True,
+                 **extra) -> None:
+        """Record and publish progress; then stop the work (JobCancelled) if a user asked, unless not
+        ``cancellable``: work that checks for a cancel itself, to save what it has first."""
         obj = self.obj
         now = time.monotonic()
         obj.progress = max(0.0, min(1.0, float(fraction)))
@@ -92,7 +95,8 @@ class Progress:
         if force or extra or now - self._last_sent >= self.min_interval_s:
             self._last_sent = now
             events.publish(topic(obj), "job.progress", progress=obj.progress, message=obj.message, **extra)
-        self.check_cancel()
+        if cancellable:
+            self.check_cancel()
 
     def check_cancel(self) -> None:
         if type(self.obj).objects.filter(pk=self.obj.pk, cancel_requested=True).exists():

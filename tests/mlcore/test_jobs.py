@@ -657,6 +657,28 @@ def test_a_run_killed_mid_training_resumes_from_its_checkpoint_with_nothing_afte
 
 
 @pytest.mark.django_db
+def test_a_run_cancelled_mid_training_keeps_a_checkpoint_of_its_last_step(trainable, django_capture_on_commit_callbacks):
+    from mlcore.checkpoint import checkpoint_step, latest_checkpoint
+    from ssumweb.jobs import request_cancel
+
+    run = trainable(12)  # a periodic checkpoint every 3 steps
+
+    def cancel_at_step_5(run, progress):
+        def report(fraction, message="", **extra):
+            if extra.get("step") == 5:
+                request_cancel(TrainingRun.objects.get(pk=run.pk))
+            progress(fraction, message, **extra)
+
+        report.event = progress.event
+        return training_work(run, report)
+
+    run_job("mlcore.TrainingRun", run.pk, cancel_at_step_5)
+    run.refresh_from_db()
+    assert run.status == JobStatus.CANCELLED and run.step == 5
+    assert checkpoint_step(latest_checkpoint(absolute(f"training/{run.pk}/checkpoints"))) == 5
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("checkpoint, note", [
     (10, "Resumed from the checkpoint at step 10 of 40; step 11, done after it, is trained again."),
     (11, "Resumed from the checkpoint at step 11 of 40."),
