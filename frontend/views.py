@@ -90,7 +90,7 @@ def dashboard(request):
         "projects": _page(request, projects, per_page=12), "q": project_query,
         "recent_scans": scans[:8],
         "running_scans": scans.filter(status__in=[ScanStatus.RUNNING, ScanStatus.PAUSED]),
-        "instruments": _scoped(Instrument, user),
+        "instruments": _scoped(Instrument, user).select_related("flatfield_calibration"),
         "running_training": _scoped(TrainingRun, user).filter(status__in=active),
         "running_translations": _scoped(Translation, user).filter(status__in=active).select_related("mosaic", "model"),
     }

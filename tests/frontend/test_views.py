@@ -426,3 +426,22 @@ def test_a_page_not_found_says_so_in_the_sites_frame(viewer):
     response = login(viewer).get("/viewer/?mosaic=999")
     page = response.content.decode()
     assert response.status_code == 404 and "Go to the dashboard" in page and "Log out" in page
+
+
+def test_the_dashboard_says_which_flat_field_each_instrument_uses(scan, viewer):
+    from django.utils import timezone
+
+    from imaging.jobs import set_flatfield_calibration
+    from imaging.models import Frame
+
+    instrument = scan.instrument
+    assert "No flat field yet" in login(viewer).get("/").content.decode()
+    bare = Scan.objects.create(project=scan.project, sample=Sample.objects.create(project=scan.project, name="wafer",
+                                                                                  surface="bare_silicon"),
+                               instrument=instrument, name="wafer flat", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
+                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20,
+                               rows=1, cols=1)
+    Frame.objects.create(scan=bare, index=0, row=0, col=0, commanded_x_nm=0, commanded_y_nm=0, measured_x_nm=0,
+                         measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5, image="f.tif", width=64, height=64)
+    set_flatfield_calibration(instrument, bare)
+    assert f'Flat field: <a href="/scans/{bare.pk}/">wafer flat</a>' in login(viewer).get("/").content.decode()
