@@ -21,7 +21,7 @@ from mlcore.models import TrainedModel, TrainingRun, Translation
 from ssumweb.media import absolute
 from ssumweb.models import JobStatus, Membership, Role
 
-from .conftest import screenshot
+from .conftest import SCREENSHOTS, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -378,6 +378,25 @@ def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
     assert restored[2] == pytest.approx(after[0], rel=0.02), (shared, other.url, page.evaluate(
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"), other.evaluate(
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"))
+
+    # The image is the first thing in view (it began at y ≈ 512 on a desktop and below the whole first screen of a
+    # phone, under the controls): beside its controls on a desktop, above them on a phone, none of them lost.
+    for width, height in ((1440, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(200)
+        image, tools = page.locator("#osd-mosaic").bounding_box(), page.locator(".viewer-tools").bounding_box()
+        assert image["y"] < 250 and image["y"] + image["height"] <= height, (width, image)
+        if width > 900:
+            assert tools["x"] >= image["x"] + image["width"] and tools["y"] < 250, (image, tools)
+        else:
+            assert tools["y"] >= page.locator("#viewers").bounding_box()["y"], (image, tools)
+        for name in ("Line profile", "Copy link"):
+            expect(page.get_by_role("button", name=name)).to_be_visible()
+        for label in ("Black level", "White level", "Link to this view"):
+            expect(page.get_by_label(label)).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / f"viewer-layout-{width}.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
     assert not page.console_errors, page.console_errors
 
 
