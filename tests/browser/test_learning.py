@@ -379,6 +379,20 @@ def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"), other.evaluate(
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"))
 
+    # Where the pointer is, in µm on the mosaic (image px × its pixel size), read the same over either layer
+    for key, (fx, fy) in (("mosaic", (0.3, 0.4)), ("translation", (0.6, 0.7))):
+        box = page.locator(f"#osd-{key}").bounding_box()
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        x, y = page.evaluate("""([key, x, y]) => { const v = ssumViewers[key];
+            const p = v.world.getItemAt(0).viewerElementToImageCoordinates(new OpenSeadragon.Point(x, y));
+            return [p.x, p.y]; }""", [key, fx * box["width"], fy * box["height"]])
+        expect(page.locator(".cursor-pos")).to_have_count(2)  # one over each layer
+        for readout in page.locator(".cursor-pos").all():
+            shown = re.fullmatch(r"x (\d+\.\d\d) µm · y (\d+\.\d\d) µm", readout.text_content())
+            assert shown, readout.text_content()
+            assert float(shown[1]) == pytest.approx(x * PIXEL_NM / 1000, abs=0.006), (key, shown[0], x)
+            assert float(shown[2]) == pytest.approx(y * PIXEL_NM / 1000, abs=0.006), (key, shown[0], y)
+
     # The image is the first thing in view (it began at y ≈ 512 on a desktop and below the whole first screen of a
     # phone, under the controls): beside its controls on a desktop, above them on a phone, none of them lost.
     for width, height in ((1440, 900), (390, 844)):
@@ -395,6 +409,8 @@ def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
             expect(page.get_by_role("button", name=name)).to_be_visible()
         for label in ("Black level", "White level", "Link to this view"):
             expect(page.get_by_label(label)).to_be_visible()
+        box = page.locator("#osd-mosaic").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         page.screenshot(path=str(SCREENSHOTS / f"viewer-layout-{width}.png"))
     page.set_viewport_size({"width": 1280, "height": 800})
     assert not page.console_errors, page.console_errors

@@ -22,7 +22,8 @@ const scaleOf = (m) => Math.sqrt(Math.abs(m[0][0] * m[1][1] - m[0][1] * m[1][0])
 // ---- viewers ---------------------------------------------------------------------------------------------------
 function makeViewer(layer, index) {
   const box = el("figure", { class: "viewer-box", "data-layer": layer.key },
-    el("figcaption", { text: layer.label }),
+    el("figcaption", {}, el("span", { text: layer.label }),
+      el("output", { class: "cursor-pos", title: "Where the pointer is on the mosaic (x right, y down from its top-left corner)" })),
     el("div", { class: "osd", id: `osd-${layer.key}`, role: "img", "aria-label": `${layer.label} (deep zoom)` }),
     el("div", { class: "scalebar", hidden: true }, el("div", { class: "bar" }), el("span", { class: "label" })));
   $("viewers").append(box);
@@ -45,6 +46,9 @@ function makeViewer(layer, index) {
   box.addEventListener("focusin", lead);
   for (const name of ["zoom", "pan", "animation", "animation-finish"]) viewer.addHandler(name, () => { if (!leader || leader === viewer) sync(viewer); });
   viewer.addHandler("animation-finish", saveState);
+  const osd = box.querySelector(".osd");
+  osd.addEventListener("pointermove", (e) => showCursor(viewer, e));
+  osd.addEventListener("pointerleave", () => showCursor(null));
   viewers[layer.key] = viewer;
   return dziTileSource(layer.dzi_url).then((source) => new Promise((resolve) => {
     viewer.addOnceHandler("open", () => resolve(viewer));
@@ -80,6 +84,26 @@ function sync(source) {
     for (const v of Object.values(viewers)) if (v !== source) showView(v, view);
     updateSwipe();
   } finally { syncing = false; }
+}
+
+// ---- cursor readout: where the pointer is on the mosaic, in µm from its top-left corner ---------------------------------
+// Every layer is registered to the mosaic, so a point in any of them is read in the mosaic's pixels × its pixel size
+// (the same size its scale bar and lengths use), and every viewer shows the same place.
+function showCursor(viewer, event) {
+  const item = viewer?.world.getItemAt(0);
+  let text = "";
+  if (item) {
+    const r = viewer.element.getBoundingClientRect();
+    const p = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(event.clientX - r.left, event.clientY - r.top));
+    const [x, y] = apply(viewer.toMaster, p.x, p.y);
+    const master = cfg.layers[0];
+    const inside = x >= 0 && y >= 0 && (!master.width || x <= master.width) && (!master.height || y <= master.height);
+    text = master.pixel_size_nm
+      ? `x ${(x * master.pixel_size_nm / 1000).toFixed(2)} µm · y ${(y * master.pixel_size_nm / 1000).toFixed(2)} µm`
+      : `x ${x.toFixed(0)} · y ${y.toFixed(0)} px (no pixel size)`;
+    if (!inside) text += " (off the mosaic)";
+  }
+  for (const out of document.querySelectorAll("#viewers .cursor-pos")) out.textContent = text;
 }
 
 // ---- shareable URL -----------------------------------------------------------------------------------------------
