@@ -451,6 +451,15 @@ def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(brow
         page.wait_for_timeout(16)
     touch("touchEnd", *b)
     expect(page.locator("#line-length")).to_have_text(re.compile(r"^Length \d"))
+    # the profile's y axis says what its values are: the tiles' grey as the camera counts the pyramid's window gives
+    # (it was an unlabelled 0–255 of screen grey)
+    from imaging.pyramid import read_dzi
+
+    window = read_dzi(absolute(mosaic.pyramid)).window
+    expect(page.locator("#profile-note")).to_contain_text(
+        f"Grey level along the line as ≈ camera counts: the tiles map {window.low:.0f}–{window.high:.0f} to 0–255")
+    expect(page.locator("#profile")).to_have_attribute("aria-label", re.compile("y axis: ≈ camera counts$"))
+    page.locator("#profile").screenshot(path=str(SCREENSHOTS / "viewer-profile-phone.png"))
     middle = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
     assert page.evaluate(LINE_AT, middle)
     image_a, image_b = page.evaluate(TO_IMAGE, a), page.evaluate(TO_IMAGE, b)

@@ -426,3 +426,19 @@ def test_a_page_not_found_says_so_in_the_sites_frame(viewer):
     response = login(viewer).get("/viewer/?mosaic=999")
     page = response.content.decode()
     assert response.status_code == 404 and "Go to the dashboard" in page and "Log out" in page
+
+
+def test_viewer_says_which_counts_the_mosaics_grey_levels_stand_for(mosaic, viewer):
+    """A line profile read 0–255 of screen grey; the pyramid's display window (display.json) turns it into counts."""
+    import numpy as np
+
+    from imaging.imageio import DisplayWindow
+    from imaging.jobs import build_pyramid_for
+
+    layers = config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["layers"]
+    assert layers[0]["display_window"] is None  # no display.json to say: the profile reads display grey
+    image = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    mosaic.pyramid = build_pyramid_for(image, DisplayWindow(1200.0, 3400.0), "m/1", pixel_size_nm=32.5)
+    mosaic.save(update_fields=["pyramid"])
+    layers = config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["layers"]
+    assert layers[0]["display_window"] == {"low": 1200.0, "high": 3400.0, "unit": "camera counts"}

@@ -264,20 +264,44 @@ function measure(viewer, a, b) {
   }
   $("line-length").textContent = `Length ${formatLength(lengthNm)} (${lengthPx.toFixed(1)} image px)`;
   $("line-length").dataset.nm = String(lengthNm);
-  plotProfile(values, lengthNm);
+  // An overlay mixes another layer into the first viewer's pixels: its grey levels are then no one layer's counts.
+  plotProfile(values, lengthNm, overlayItem ? null : viewer.layer.display_window);
 }
 
-function plotProfile(values, lengthNm) {
+/** The profile's y axis: the tiles' 8-bit grey as the counts it stands for where the pyramid's display window is known
+ * (low + grey/255 · (high − low)), else as the display grey it is. */
+function profileAxis(counts) {
+  if (!counts) {
+    return { title: "display grey (0–255)", at: (v) => v, format: (v) => v.toFixed(0),
+      note: "Grey level along the line, as the screen shows it (0–255): this layer does not say which values its grey stands for." };
+  }
+  const step = (counts.high - counts.low) / 255;
+  const digits = step < 0.1 ? 3 : step < 1 ? 1 : 0;
+  return { title: `≈ ${counts.unit}`, at: (v) => counts.low + v * step, format: (v) => v.toFixed(digits),
+    note: `Grey level along the line as ≈ ${counts.unit}: the tiles map ${counts.low.toFixed(digits)}–${counts.high.toFixed(digits)} `
+      + `to 0–255 in 8-bit JPEG, so one grey level spans about ${step.toPrecision(2)} of them.` };
+}
+
+function plotProfile(values, lengthNm, counts) {
   const c = $("profile");
   c.hidden = false;
+  const axis = profileAxis(counts);
+  c.setAttribute("aria-label", `Intensity profile along the measured line; y axis: ${axis.title}`);
+  $("profile-note").textContent = axis.note;
+  $("profile-note").hidden = false;
   const w = (c.width = c.clientWidth || 600), h = (c.height = 160);
   const g = c.getContext("2d");
-  const pad = { l: 36, r: 8, t: 8, b: 22 };
+  const pad = { l: 64, r: 8, t: 8, b: 22 };
   g.clearRect(0, 0, w, h);
   g.strokeStyle = "#dde2ea"; g.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
   g.fillStyle = "#647084"; g.font = "11px system-ui";
-  g.fillText("255", 4, pad.t + 8); g.fillText("0", 20, h - pad.b);
-  g.fillText("0", pad.l, h - 6); g.fillText(formatLength(lengthNm), w - pad.r - 60, h - 6);
+  g.textAlign = "right";
+  g.fillText(axis.format(axis.at(255)), pad.l - 4, pad.t + 8); g.fillText(axis.format(axis.at(0)), pad.l - 4, h - pad.b);
+  g.save(); g.translate(12, pad.t + (h - pad.t - pad.b) / 2); g.rotate(-Math.PI / 2); g.textAlign = "center";
+  g.fillText(axis.title, 0, 0); g.restore();
+  g.textAlign = "left"; g.fillText("0", pad.l, h - 6);
+  g.textAlign = "right"; g.fillText(formatLength(lengthNm), w - pad.r, h - 6);
+  g.textAlign = "center"; g.fillText("along the line", pad.l + (w - pad.l - pad.r) / 2, h - 6);
   g.strokeStyle = "#1f6feb"; g.lineWidth = 1.5; g.beginPath();
   values.forEach((v, i) => {
     const x = pad.l + (i / (values.length - 1)) * (w - pad.l - pad.r);
