@@ -437,6 +437,17 @@ def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(brow
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
     page.wait_for_selector("body[data-viewer-ready=true]")
     page.wait_for_timeout(800)  # the opening "home" animation
+    # the top menu is one line that scrolls sideways (it took four lines, ~110 px), every link and Log out kept
+    header = page.locator("header.topbar").bounding_box()
+    assert header["height"] <= 56, header
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_count(7)
+    assert page.evaluate("(n) => n.scrollWidth > n.clientWidth && n.getBoundingClientRect().right <= 390",
+                         nav.element_handle())
+    page.screenshot(path=str(SCREENSHOTS / "topbar-phone.png"), clip={"x": 0, "y": 0, "width": 390, "height": 120})
+    nav.get_by_role("link", name="Viewer").scroll_into_view_if_needed()
+    expect(nav.get_by_role("link", name="Viewer")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
     page.get_by_role("button", name="Line profile").click()
     box = page.locator("#osd-mosaic").bounding_box()
     page.evaluate("(y) => window.scrollTo(0, y)", box["y"] - 100)  # the viewer in view, the page able to scroll
