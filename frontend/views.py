@@ -185,11 +185,14 @@ def scan_detail(request, pk):
     online = bool(scan.instrument and scan.instrument.online)
     from .learning_views import translate_context
 
+    # a stitch of the ended scan (the final one, or one asked for again) that an operator may call off
+    stitching = (scan.mosaics.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).order_by("-created_at").first()
+                 if can_operate and scan.status in STITCHABLE else None)
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
         "last_frame": last_frame, "ended": ended, "instrument_online": online,
         "reference": reference, "few_calibration_frames": _few_calibration_frames(scan, len(frames)),
-        "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan),
+        "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan), "stitching": stitching,
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
@@ -202,6 +205,10 @@ def scan_detail(request, pk):
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})
 
+
+#: A scan in these states moves no more: its mosaic is stitched (again) and the stitch can be cancelled (the monitor's
+#: TERMINAL); while it runs, its live mosaic grows with it.
+STITCHABLE = (ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.ABORTED)
 
 #: A flat field of bare silicon drops dust out with this many frames or more (their per-pixel median; fewer are
 #: averaged, dust and all: imaging.flatfield.flatfield_from_calibration).

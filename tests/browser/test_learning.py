@@ -487,3 +487,21 @@ def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(brow
     assert not page.evaluate(LINE_AT, middle)
     expect(page.locator("#line-length")).to_have_text(length)  # the same features, the same length
     context.close()
+
+
+def test_an_operator_cancels_a_stitch_from_the_scan_page(page, bench):
+    """A re-stitch queued or running had no Cancel button on the scan page, though the API cancels it."""
+    from imaging.models import Scan
+
+    Scan.objects.filter(pk=bench["scan"].pk).update(status="completed")
+    again = Mosaic.objects.create(scan=bench["scan"], status=JobStatus.QUEUED, message="Stitch queued.")
+    log_in(page, bench["url"])
+    page.goto(f"{bench['url']}/scans/{bench['scan'].pk}/")
+    expect(page.locator("#mosaic-status")).to_contain_text("Stitching…")
+    screenshot(page, "scan-stitch-cancel")
+    page.get_by_role("button", name="Cancel the stitch").click()
+    expect(page.get_by_role("button", name="Cancel the stitch")).to_be_hidden()
+    again.refresh_from_db()
+    assert again.status == JobStatus.CANCELLED, again.status
+    expect(page.locator("#stitch-cancel-error")).to_be_empty()
+    assert not page.console_errors, page.console_errors

@@ -442,3 +442,24 @@ def test_viewer_says_which_counts_the_mosaics_grey_levels_stand_for(mosaic, view
     mosaic.save(update_fields=["pyramid"])
     layers = config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["layers"]
     assert layers[0]["display_window"] == {"low": 1200.0, "high": 3400.0, "unit": "camera counts"}
+
+
+def test_an_operator_can_cancel_the_stitch_of_an_ended_scan(scan, operator, viewer):
+    """A re-stitch queued or running had no Cancel button, though the API cancels it."""
+    def cancel_button(user):
+        html = login(user).get(f"/scans/{scan.pk}/").content.decode()
+        match = re.search(r'<button type="button" id="stitch-cancel"[^>]*>', html)
+        return match and match[0]
+
+    Scan.objects.filter(pk=scan.pk).update(status="completed")
+    assert 'hidden' in cancel_button(operator)  # nothing stitching: there for the monitor to show, hidden
+    done = Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED)
+    again = Mosaic.objects.create(scan=scan, status=JobStatus.QUEUED)
+    button = cancel_button(operator)
+    assert f'data-mosaic="{again.pk}"' in button and "hidden" not in button, button
+    assert cancel_button(viewer) is None  # only operators cancel
+    # while the scan runs, its live mosaic grows with it: nothing to cancel
+    again.delete()
+    Mosaic.objects.filter(pk=done.pk).update(status=JobStatus.RUNNING, live=True)
+    Scan.objects.filter(pk=scan.pk).update(status="running")
+    assert "hidden" in cancel_button(operator)
