@@ -200,6 +200,10 @@ def scan_detail(request, pk):
                            "ended": ended, "instrument_online": online, "last_readout": _readout(last_frame),
                            "reference": reference, "time_zone": timezone.get_current_timezone_name(),
                            "z_planes": scan.z_planes, "overlap": scan.overlap,
+                           # the live camera's and live mosaic's scale bars: the instrument's sample-side pixel size
+                           # (the mosaic keeps it) and the camera frame's width in those pixels
+                           "pixel_size_nm": scan.instrument.pixel_size_nm if scan.instrument else None,
+                           "camera_width_px": _camera_width_px(scan.instrument),
                            "calibration_frames_advised": CALIBRATION_FRAMES_ADVISED,
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
@@ -220,6 +224,16 @@ def _few_calibration_frames(scan, frames_done: int) -> bool:
     and will not get more (its plan has fewer, or it no longer runs)."""
     return frames_done < CALIBRATION_FRAMES_ADVISED and (
         scan.frames_total < CALIBRATION_FRAMES_ADVISED or scan.status not in (ScanStatus.PLANNED, ScanStatus.RUNNING))
+
+
+def _camera_width_px(instrument) -> int | None:
+    """How many sample pixels across the camera's frame (its region of interest) is, as the worker reads it."""
+    if instrument is None:
+        return None
+    from instruments.worker import camera_roi
+
+    x0, _, x1, _ = camera_roi(instrument)
+    return x1 - x0
 
 
 def _readout(frame) -> dict | None:

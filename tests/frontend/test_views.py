@@ -463,3 +463,15 @@ def test_an_operator_can_cancel_the_stitch_of_an_ended_scan(scan, operator, view
     Mosaic.objects.filter(pk=done.pk).update(status=JobStatus.RUNNING, live=True)
     Scan.objects.filter(pk=scan.pk).update(status="running")
     assert "hidden" in cancel_button(operator)
+
+
+def test_scan_monitor_knows_the_scale_of_the_live_camera_and_mosaic(scan, operator):
+    """The live camera and live mosaic had no scale bar: the page carries the instrument's pixel size and how many of
+    its pixels the camera's frame (its region of interest) spans."""
+    cfg = config(login(operator).get(f"/scans/{scan.pk}/"), "monitor-config")
+    assert (cfg["pixel_size_nm"], cfg["camera_width_px"]) == (32.5, 512)
+    Instrument.objects.filter(pk=scan.instrument_id).update(pixel_size_nm=40.0, camera_roi=[100, 120, 400, 420])
+    cfg = config(login(operator).get(f"/scans/{scan.pk}/"), "monitor-config")
+    assert (cfg["pixel_size_nm"], cfg["camera_width_px"]) == (40.0, 300)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert 'id="live-scalebar"' in html and 'id="mosaic-live-scalebar"' in html

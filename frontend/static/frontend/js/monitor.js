@@ -1,5 +1,5 @@
 // Scan monitor: live camera, progress with ETA, frames filling in, the mosaic growing, readouts, controls, faults.
-import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, showErrors, clearErrors } from "./common.js";
+import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, attachImageScaleBar, jsonScript, el, showErrors, clearErrors } from "./common.js";
 
 const cfg = jsonScript("monitor-config");
 const $ = (id) => document.getElementById(id);
@@ -201,6 +201,8 @@ const OFFLINE_AFTER_MS = 15000;
 
 function startLive() {
   const canvas = $("live-canvas");
+  // the frame's width in sample pixels, however far the worker scaled its preview down
+  const scaleBar = attachImageScaleBar(canvas, $("live-scalebar"), cfg.pixel_size_nm, () => cfg.camera_width_px);
   const ctx = canvas.getContext("2d");
   const info = $("live-info");
   let delay = 500;
@@ -234,6 +236,7 @@ function startLive() {
         ctx.drawImage(bitmap, 0, 0);
         bitmap.close();
         canvas.hidden = false;
+        scaleBar();
         count += 1;
         canvas.dataset.seq = String(seq);
         canvas.dataset.frames = String(count);
@@ -327,9 +330,15 @@ async function showLayer(key, containerId, dziUrl, version, pixelSizeNm) {
 }
 
 // The growing mosaic during a scan arrives as a small preview image; the tiled pyramid replaces it when stitched.
+let liveMosaicWidthPx = 0;  // the live mosaic's width in sample pixels; its preview is scaled down from it
+const liveMosaicScaleBar = $("mosaic-live") && attachImageScaleBar($("mosaic-live"), $("mosaic-live-scalebar"),
+  cfg.pixel_size_nm, () => liveMosaicWidthPx);
+
 function showLivePreview(ev) {
   const img = $("mosaic-live");
   if (!img || $("mosaic-view").dataset.version) return;
+  liveMosaicWidthPx = ev.width;
+  img.onload = liveMosaicScaleBar;
   img.src = ev.url; img.hidden = false;
   img.alt = `Live mosaic from ${ev.frames} frames`;
   img.dataset.frames = String(ev.frames);
