@@ -40,13 +40,27 @@ def _matrix(value) -> list[list[float]] | None:
     return rows
 
 
+def display_window(pyramid: str, unit: str) -> dict | None:
+    """The 16-bit values a pyramid's black and white tiles stand for (its display.json), as {low, high, unit}, or
+    None when the pyramid does not say: a line profile then reads in display grey."""
+    from imaging.imageio import ImagingError
+    from imaging.pyramid import read_dzi
+    from ssumweb.media import absolute
+
+    try:
+        window = read_dzi(absolute(pyramid)).window
+    except (ImagingError, OSError, ValueError, TypeError, KeyError):
+        return None
+    return {**window.to_dict(), "unit": unit} if window is not None else None
+
+
 def viewer_layers(*, mosaic, translation, registration, sem) -> list[dict]:
     """Layers in display order; `transform` maps mosaic pixel (x, y) to the layer's pixel (x, y)."""
     layers = []
     if mosaic is not None and mosaic.pyramid:
         layers.append({"key": "mosaic", "label": f"SSUM mosaic {mosaic.pk}", "dzi_url": reverse("api:mosaic-dzi", args=[mosaic.pk]),
                        "pixel_size_nm": mosaic.pixel_size_nm, "width": mosaic.width, "height": mosaic.height,
-                       "transform": IDENTITY})
+                       "transform": IDENTITY, "display_window": display_window(mosaic.pyramid, "camera counts")})
     px = mosaic.pixel_size_nm if mosaic is not None else None
     if translation is not None and translation.pyramid:
         # The translation is computed on the mosaic's own pixel grid.
@@ -62,11 +76,12 @@ def viewer_layers(*, mosaic, translation, registration, sem) -> list[dict]:
         layers.append({"key": "sem", "label": f"Registered SEM {sem_image.name}",
                        "dzi_url": reverse("api:semimage-dzi", args=[sem_image.pk]),
                        "pixel_size_nm": sem_image.pixel_size_nm, "width": sem_image.width, "height": sem_image.height,
-                       "transform": transform or IDENTITY})
+                       "transform": transform or IDENTITY,
+                       "display_window": display_window(sem_image.pyramid, "SEM image counts")})
     elif sem is not None and sem.pyramid:
         layers.append({"key": "sem", "label": f"SEM {sem.name}", "dzi_url": reverse("api:semimage-dzi", args=[sem.pk]),
                        "pixel_size_nm": sem.pixel_size_nm, "width": sem.width, "height": sem.height,
-                       "transform": IDENTITY})
+                       "transform": IDENTITY, "display_window": display_window(sem.pyramid, "SEM image counts")})
     if translation is not None and translation.risk_pyramid:
         # |G_BA(G_AB(x)) − x| / 2: bright where the SSUM image is not recovered from the SEM-like one
         layers.append({"key": "risk", "label": "Hallucination risk (bright: the SSUM image is not recovered from the "

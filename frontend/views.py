@@ -185,11 +185,14 @@ def scan_detail(request, pk):
     online = bool(scan.instrument and scan.instrument.online)
     from .learning_views import translate_context
 
+    # a stitch of the ended scan (the final one, or one asked for again) that an operator may call off
+    stitching = (scan.mosaics.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).order_by("-created_at").first()
+                 if can_operate and scan.status in STITCHABLE else None)
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
         "last_frame": last_frame, "ended": ended, "instrument_online": online,
         "reference": reference, "few_calibration_frames": _few_calibration_frames(scan, len(frames)),
-        "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan),
+        "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan), "stitching": stitching,
         **translate_context(scan, request.user),
         "monitor_config": {"scan_id": scan.pk, "instrument_id": scan.instrument_id, "status": scan.status,
                            "frames_done": len(frames), "frames_total": scan.frames_total, "after_seq": after_seq,
@@ -197,11 +200,19 @@ def scan_detail(request, pk):
                            "ended": ended, "instrument_online": online, "last_readout": _readout(last_frame),
                            "reference": reference, "time_zone": timezone.get_current_timezone_name(),
                            "z_planes": scan.z_planes, "overlap": scan.overlap,
+                           # the live camera's and live mosaic's scale bars: the instrument's sample-side pixel size
+                           # (the mosaic keeps it) and the camera frame's width in those pixels
+                           "pixel_size_nm": scan.instrument.pixel_size_nm if scan.instrument else None,
+                           "camera_width_px": _camera_width_px(scan.instrument),
                            "calibration_frames_advised": CALIBRATION_FRAMES_ADVISED,
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})
 
+
+#: A scan in these states moves no more: its mosaic is stitched (again) and the stitch can be cancelled (the monitor's
+#: TERMINAL); while it runs, its live mosaic grows with it.
+STITCHABLE = (ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.ABORTED)
 
 #: A flat field of bare silicon drops dust out with this many frames or more (their per-pixel median; fewer are
 #: averaged, dust and all: imaging.flatfield.flatfield_from_calibration).
@@ -213,6 +224,16 @@ def _few_calibration_frames(scan, frames_done: int) -> bool:
     and will not get more (its plan has fewer, or it no longer runs)."""
     return frames_done < CALIBRATION_FRAMES_ADVISED and (
         scan.frames_total < CALIBRATION_FRAMES_ADVISED or scan.status not in (ScanStatus.PLANNED, ScanStatus.RUNNING))
+
+
+def _camera_width_px(instrument) -> int | None:
+    """How many sample pixels across the camera's frame (its region of interest) is, as the worker reads it."""
+    if instrument is None:
+        return None
+    from instruments.worker import camera_roi
+
+    x0, _, x1, _ = camera_roi(instrument)
+    return x1 - x0
 
 
 def _readout(frame) -> dict | None:

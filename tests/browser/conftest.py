@@ -104,10 +104,12 @@ def page(browser):
 
 
 # Widest thing on the page: the document, the body and main (html/body hide x-overflow, so their scrollWidth
-# alone would not tell), and any element's right edge outside the deep-zoom viewers (which clip their own insides).
+# alone would not tell), and any element's right edge outside the deep-zoom viewers and the phone's top menu (which
+# clip their own insides: the menu scrolls sideways).
 WIDEST = """() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth,
     document.querySelector("main").scrollWidth,
-    ...[...document.querySelectorAll("main *, header *")].filter((e) => !e.closest(".osd") && e.getClientRects().length)
+    ...[...document.querySelectorAll("main *, header *")]
+        .filter((e) => !e.closest(".osd") && !e.matches(".topbar nav *") && e.getClientRects().length)
         .map((e) => Math.ceil(e.getBoundingClientRect().right)))"""
 
 

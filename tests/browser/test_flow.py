@@ -190,7 +190,9 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
     user = django_user_model.objects.create_user(username="otto", password="pw-otto")
     Membership.objects.create(project=project, user=user, role=Role.OPERATOR)
     sample = Sample.objects.create(project=project, name="chip")
-    scan = Scan.objects.create(project=project, sample=sample, name="deep chip", origin_x_nm=0, origin_y_nm=0,
+    instrument = Instrument.objects.create(project=project, name="bench", pixel_size_nm=32.5)  # its worker is off
+    scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name="deep chip",
+                               origin_x_nm=0, origin_y_nm=0,
                                size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
                                contact_setpoint_nm=20, rows=2, cols=2, status="running")
 
@@ -210,6 +212,24 @@ def test_scan_page_says_live_which_frames_matched_none_of_their_overlaps(page, l
     events.publish(topic, "mosaic.live", mosaic_id=1, frames=4, width=700, height=700, unmatched_frames=[2],
                    url=jpeg_url(350, 9))
     expect(page.locator("#mosaic-status")).to_have_text("Live mosaic: 4 frames placed (700×700 px).")
+    # the live mosaic and the live camera have scale bars (they had none): the preview, scaled down from the mosaic's
+    # 700 px, at the instrument's pixel size; the camera's 512 px frame, however small its preview
+    from channels.layers import get_channel_layer
+
+    from instruments.control import live_group
+    from instruments.worker import send_from_thread
+
+    send_from_thread(get_channel_layer(), live_group(instrument.pk), {
+        "type": "live.frame", "jpeg": base64.b64decode(jpeg_url(320, 5).split(",")[1]), "seq": 1, "t": time.time()})
+    expect(page.locator("#live-canvas")).to_have_attribute("data-seq", "1")
+    for bar, image, width_px in (("#mosaic-live-scalebar", "#mosaic-live", 700), ("#live-scalebar", "#live-canvas", 512)):
+        expect(page.locator(bar)).to_be_visible()
+        expect(page.locator(f"{bar} .label")).to_have_text(re.compile(r"^\d+(\.\d+)? (nm|µm)$"))
+        shown = page.locator(image).bounding_box()
+        nm_per_px = float(page.locator(bar).get_attribute("data-nm-per-px"))
+        assert nm_per_px == pytest.approx(32.5 * width_px / shown["width"], rel=0.01), (bar, nm_per_px, shown)
+        box = page.locator(bar).bounding_box()
+        assert shown["x"] <= box["x"] and box["y"] + box["height"] <= shown["y"] + shown["height"] + 1, (bar, box, shown)
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         "Frame 3 matched none of its overlaps (outlined below): the live mosaic shows it where the stage put it")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(1)

@@ -21,7 +21,7 @@ from mlcore.models import TrainedModel, TrainingRun, Translation
 from ssumweb.media import absolute
 from ssumweb.models import JobStatus, Membership, Role
 
-from .conftest import screenshot
+from .conftest import SCREENSHOTS, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -378,6 +378,41 @@ def test_viewer_zoom_syncs_and_url_restores_the_view(page, bench, translated):
     assert restored[2] == pytest.approx(after[0], rel=0.02), (shared, other.url, page.evaluate(
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"), other.evaluate(
         "[innerWidth, document.querySelector('#osd-mosaic').clientWidth]"))
+
+    # Where the pointer is, in µm on the mosaic (image px × its pixel size), read the same over either layer
+    for key, (fx, fy) in (("mosaic", (0.3, 0.4)), ("translation", (0.6, 0.7))):
+        box = page.locator(f"#osd-{key}").bounding_box()
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        x, y = page.evaluate("""([key, x, y]) => { const v = ssumViewers[key];
+            const p = v.world.getItemAt(0).viewerElementToImageCoordinates(new OpenSeadragon.Point(x, y));
+            return [p.x, p.y]; }""", [key, fx * box["width"], fy * box["height"]])
+        expect(page.locator(".cursor-pos")).to_have_count(2)  # one over each layer
+        for readout in page.locator(".cursor-pos").all():
+            shown = re.fullmatch(r"x (\d+\.\d\d) µm · y (\d+\.\d\d) µm", readout.text_content())
+            assert shown, readout.text_content()
+            assert float(shown[1]) == pytest.approx(x * PIXEL_NM / 1000, abs=0.006), (key, shown[0], x)
+            assert float(shown[2]) == pytest.approx(y * PIXEL_NM / 1000, abs=0.006), (key, shown[0], y)
+
+    # The image is the first thing in view (it began at y ≈ 512 on a desktop and below the whole first screen of a
+    # phone, under the controls): beside its controls on a desktop, above them on a phone, none of them lost.
+    for width, height in ((1440, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(200)
+        image, tools = page.locator("#osd-mosaic").bounding_box(), page.locator(".viewer-tools").bounding_box()
+        assert image["y"] < 250 and image["y"] + image["height"] <= height, (width, image)
+        if width > 900:
+            assert tools["x"] >= image["x"] + image["width"] and tools["y"] < 250, (image, tools)
+        else:
+            assert tools["y"] >= page.locator("#viewers").bounding_box()["y"], (image, tools)
+        for name in ("Line profile", "Copy link"):
+            expect(page.get_by_role("button", name=name)).to_be_visible()
+        for label in ("Black level", "White level", "Link to this view"):
+            expect(page.get_by_label(label)).to_be_visible()
+        box = page.locator("#osd-mosaic").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.screenshot(path=str(SCREENSHOTS / f"viewer-layout-{width}.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
     assert not page.console_errors, page.console_errors
 
 
@@ -402,6 +437,17 @@ def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(brow
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
     page.wait_for_selector("body[data-viewer-ready=true]")
     page.wait_for_timeout(800)  # the opening "home" animation
+    # the top menu is one line that scrolls sideways (it took four lines, ~110 px), every link and Log out kept
+    header = page.locator("header.topbar").bounding_box()
+    assert header["height"] <= 56, header
+    nav = page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link")).to_have_count(7)
+    assert page.evaluate("(n) => n.scrollWidth > n.clientWidth && n.getBoundingClientRect().right <= 390",
+                         nav.element_handle())
+    page.screenshot(path=str(SCREENSHOTS / "topbar-phone.png"), clip={"x": 0, "y": 0, "width": 390, "height": 120})
+    nav.get_by_role("link", name="Viewer").scroll_into_view_if_needed()
+    expect(nav.get_by_role("link", name="Viewer")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Log out")).to_be_in_viewport()
     page.get_by_role("button", name="Line profile").click()
     box = page.locator("#osd-mosaic").bounding_box()
     page.evaluate("(y) => window.scrollTo(0, y)", box["y"] - 100)  # the viewer in view, the page able to scroll
@@ -416,6 +462,15 @@ def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(brow
         page.wait_for_timeout(16)
     touch("touchEnd", *b)
     expect(page.locator("#line-length")).to_have_text(re.compile(r"^Length \d"))
+    # the profile's y axis says what its values are: the tiles' grey as the camera counts the pyramid's window gives
+    # (it was an unlabelled 0–255 of screen grey)
+    from imaging.pyramid import read_dzi
+
+    window = read_dzi(absolute(mosaic.pyramid)).window
+    expect(page.locator("#profile-note")).to_contain_text(
+        f"Grey level along the line as ≈ camera counts: the tiles map {window.low:.0f}–{window.high:.0f} to 0–255")
+    expect(page.locator("#profile")).to_have_attribute("aria-label", re.compile("y axis: ≈ camera counts$"))
+    page.locator("#profile").screenshot(path=str(SCREENSHOTS / "viewer-profile-phone.png"))
     middle = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
     assert page.evaluate(LINE_AT, middle)
     image_a, image_b = page.evaluate(TO_IMAGE, a), page.evaluate(TO_IMAGE, b)
@@ -432,3 +487,21 @@ def test_a_line_measured_with_a_finger_stays_on_the_image_as_the_view_moves(brow
     assert not page.evaluate(LINE_AT, middle)
     expect(page.locator("#line-length")).to_have_text(length)  # the same features, the same length
     context.close()
+
+
+def test_an_operator_cancels_a_stitch_from_the_scan_page(page, bench):
+    """A re-stitch queued or running had no Cancel button on the scan page, though the API cancels it."""
+    from imaging.models import Scan
+
+    Scan.objects.filter(pk=bench["scan"].pk).update(status="completed")
+    again = Mosaic.objects.create(scan=bench["scan"], status=JobStatus.QUEUED, message="Stitch queued.")
+    log_in(page, bench["url"])
+    page.goto(f"{bench['url']}/scans/{bench['scan'].pk}/")
+    expect(page.locator("#mosaic-status")).to_contain_text("Stitching…")
+    screenshot(page, "scan-stitch-cancel")
+    page.get_by_role("button", name="Cancel the stitch").click()
+    expect(page.get_by_role("button", name="Cancel the stitch")).to_be_hidden()
+    again.refresh_from_db()
+    assert again.status == JobStatus.CANCELLED, again.status
+    expect(page.locator("#stitch-cancel-error")).to_be_empty()
+    assert not page.console_errors, page.console_errors

@@ -445,3 +445,52 @@ def test_the_dashboard_says_which_flat_field_each_instrument_uses(scan, viewer):
                          measured_y_nm=0, captured_at=timezone.now(), exposure_ms=5, image="f.tif", width=64, height=64)
     set_flatfield_calibration(instrument, bare)
     assert f'Flat field: <a href="/scans/{bare.pk}/">wafer flat</a>' in login(viewer).get("/").content.decode()
+
+
+def test_viewer_says_which_counts_the_mosaics_grey_levels_stand_for(mosaic, viewer):
+    """A line profile read 0–255 of screen grey; the pyramid's display window (display.json) turns it into counts."""
+    import numpy as np
+
+    from imaging.imageio import DisplayWindow
+    from imaging.jobs import build_pyramid_for
+
+    layers = config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["layers"]
+    assert layers[0]["display_window"] is None  # no display.json to say: the profile reads display grey
+    image = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    mosaic.pyramid = build_pyramid_for(image, DisplayWindow(1200.0, 3400.0), "m/1", pixel_size_nm=32.5)
+    mosaic.save(update_fields=["pyramid"])
+    layers = config(login(viewer).get(f"/viewer/?mosaic={mosaic.pk}"), "viewer-config")["layers"]
+    assert layers[0]["display_window"] == {"low": 1200.0, "high": 3400.0, "unit": "camera counts"}
+
+
+def test_an_operator_can_cancel_the_stitch_of_an_ended_scan(scan, operator, viewer):
+    """A re-stitch queued or running had no Cancel button, though the API cancels it."""
+    def cancel_button(user):
+        html = login(user).get(f"/scans/{scan.pk}/").content.decode()
+        match = re.search(r'<button type="button" id="stitch-cancel"[^>]*>', html)
+        return match and match[0]
+
+    Scan.objects.filter(pk=scan.pk).update(status="completed")
+    assert 'hidden' in cancel_button(operator)  # nothing stitching: there for the monitor to show, hidden
+    done = Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED)
+    again = Mosaic.objects.create(scan=scan, status=JobStatus.QUEUED)
+    button = cancel_button(operator)
+    assert f'data-mosaic="{again.pk}"' in button and "hidden" not in button, button
+    assert cancel_button(viewer) is None  # only operators cancel
+    # while the scan runs, its live mosaic grows with it: nothing to cancel
+    again.delete()
+    Mosaic.objects.filter(pk=done.pk).update(status=JobStatus.RUNNING, live=True)
+    Scan.objects.filter(pk=scan.pk).update(status="running")
+    assert "hidden" in cancel_button(operator)
+
+
+def test_scan_monitor_knows_the_scale_of_the_live_camera_and_mosaic(scan, operator):
+    """The live camera and live mosaic had no scale bar: the page carries the instrument's pixel size and how many of
+    its pixels the camera's frame (its region of interest) spans."""
+    cfg = config(login(operator).get(f"/scans/{scan.pk}/"), "monitor-config")
+    assert (cfg["pixel_size_nm"], cfg["camera_width_px"]) == (32.5, 512)
+    Instrument.objects.filter(pk=scan.instrument_id).update(pixel_size_nm=40.0, camera_roi=[100, 120, 400, 420])
+    cfg = config(login(operator).get(f"/scans/{scan.pk}/"), "monitor-config")
+    assert (cfg["pixel_size_nm"], cfg["camera_width_px"]) == (40.0, 300)
+    html = login(operator).get(f"/scans/{scan.pk}/").content.decode()
+    assert 'id="live-scalebar"' in html and 'id="mosaic-live-scalebar"' in html

@@ -158,22 +158,35 @@ export function niceLength(maxNm) {
  * and the ratio of image pixels to viewport (screen) pixels at the current zoom.
  */
 export function attachScaleBar(viewer, element, pixelSizeNm) {
-  const bar = element.querySelector(".bar");
-  const label = element.querySelector(".label");
   const update = () => {
     const item = viewer.world.getItemAt(0);
     if (!item || !pixelSizeNm) { element.hidden = true; return; }
-    element.hidden = false;
     const zoom = item.viewportToImageZoom(viewer.viewport.getZoom(true));  // screen px per image px
-    const nmPerScreenPx = pixelSizeNm / zoom;
-    const length = niceLength(nmPerScreenPx * 120);
-    bar.style.width = `${length / nmPerScreenPx}px`;
-    label.textContent = formatLength(length);
-    element.dataset.nmPerPx = String(nmPerScreenPx);
+    drawScaleBar(element, pixelSizeNm / zoom);
   };
   viewer.addHandler("animation", update);
   viewer.addHandler("open", update);
   viewer.addHandler("resize", update);
+  return update;
+}
+
+/** Draw a scale bar element (.bar and .label inside) for an image shown at `nmPerScreenPx`; hidden when unknown. */
+export function drawScaleBar(element, nmPerScreenPx) {
+  if (!(nmPerScreenPx > 0 && isFinite(nmPerScreenPx))) { element.hidden = true; return; }
+  const length = niceLength(nmPerScreenPx * 120);
+  element.querySelector(".bar").style.width = `${length / nmPerScreenPx}px`;
+  element.querySelector(".label").textContent = formatLength(length);
+  element.dataset.nmPerPx = String(nmPerScreenPx);
+  element.hidden = false;
+}
+
+/**
+ * Keep a scale bar right for a plain image (a canvas or <img>) showing `widthPx()` sample pixels of `pixelSizeNm`
+ * across its drawn width, as the page's layout resizes it.
+ */
+export function attachImageScaleBar(image, element, pixelSizeNm, widthPx) {
+  const update = () => drawScaleBar(element, image.clientWidth && pixelSizeNm ? (pixelSizeNm * widthPx()) / image.clientWidth : NaN);
+  new ResizeObserver(update).observe(image);
   return update;
 }
 

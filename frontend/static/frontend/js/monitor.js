@@ -1,5 +1,5 @@
 // Scan monitor: live camera, progress with ETA, frames filling in, the mosaic growing, readouts, controls, faults.
-import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, jsonScript, el, showErrors, clearErrors } from "./common.js";
+import { api, EventStream, wsUrl, dziTileSource, attachScaleBar, attachImageScaleBar, jsonScript, el, showErrors, clearErrors } from "./common.js";
 
 const cfg = jsonScript("monitor-config");
 const $ = (id) => document.getElementById(id);
@@ -201,6 +201,8 @@ const OFFLINE_AFTER_MS = 15000;
 
 function startLive() {
   const canvas = $("live-canvas");
+  // the frame's width in sample pixels, however far the worker scaled its preview down
+  const scaleBar = attachImageScaleBar(canvas, $("live-scalebar"), cfg.pixel_size_nm, () => cfg.camera_width_px);
   const ctx = canvas.getContext("2d");
   const info = $("live-info");
   let delay = 500;
@@ -234,6 +236,7 @@ function startLive() {
         ctx.drawImage(bitmap, 0, 0);
         bitmap.close();
         canvas.hidden = false;
+        scaleBar();
         count += 1;
         canvas.dataset.seq = String(seq);
         canvas.dataset.frames = String(count);
@@ -327,9 +330,15 @@ async function showLayer(key, containerId, dziUrl, version, pixelSizeNm) {
 }
 
 // The growing mosaic during a scan arrives as a small preview image; the tiled pyramid replaces it when stitched.
+let liveMosaicWidthPx = 0;  // the live mosaic's width in sample pixels; its preview is scaled down from it
+const liveMosaicScaleBar = $("mosaic-live") && attachImageScaleBar($("mosaic-live"), $("mosaic-live-scalebar"),
+  cfg.pixel_size_nm, () => liveMosaicWidthPx);
+
 function showLivePreview(ev) {
   const img = $("mosaic-live");
   if (!img || $("mosaic-view").dataset.version) return;
+  liveMosaicWidthPx = ev.width;
+  img.onload = liveMosaicScaleBar;
   img.src = ev.url; img.hidden = false;
   img.alt = `Live mosaic from ${ev.frames} frames`;
   img.dataset.frames = String(ev.frames);
@@ -434,7 +443,12 @@ async function refreshMosaic() {
   const ready = mosaics.find((m) => m.dzi_url);
   const pending = mosaics.find((m) => ["queued", "running"].includes(m.status));
   const note = $("mosaic-status");
+  const latest = mosaics[0];
+  showStitchCancel(TERMINAL.includes(status) ? pending : null);
   if (pending) note.textContent = `Stitching… ${Math.round((pending.progress || 0) * 100)}% ${pending.message || ""}`;
+  else if (latest?.status === "cancelled" && framesShown() && !cfg.reference) {
+    note.textContent = `The last stitch was cancelled${ready ? "; the mosaic below is from the one before it." : "."}`;
+  }
   else if (!ready && cfg.reference) {
     note.textContent = framesShown() ? "Bare silicon is not stitched: its frames are a flat field for the instrument's scans (see below)."
       : TERMINAL.includes(status) ? "Bare silicon is not stitched, and this scan has no frames to serve as a flat field."
@@ -480,6 +494,32 @@ async function refreshMosaic() {
   }
   if (!TERMINAL.includes(status) || pending) scheduleMosaic(10000);
 }
+
+// An operator may call off the ended scan's stitch (the final one, or one asked for again); while the scan runs, its
+// live mosaic grows with it and is not offered.
+function showStitchCancel(job) {
+  const button = $("stitch-cancel");
+  if (!button) return;
+  button.hidden = !job;
+  if (!job) return;
+  button.dataset.mosaic = String(job.id);
+  button.disabled = Boolean(job.cancel_requested);
+  button.textContent = job.cancel_requested ? "Cancelling…" : "Cancel the stitch";
+}
+
+$("stitch-cancel")?.addEventListener("click", async (e) => {
+  const button = e.target;
+  $("stitch-cancel-error").textContent = "";
+  button.disabled = true;
+  try {
+    const job = await api(`/api/mosaics/${button.dataset.mosaic}/cancel/`, { method: "POST" });
+    showStitchCancel(["queued", "running"].includes(job.status) ? job : null);
+  } catch (err) {
+    $("stitch-cancel-error").textContent = err.message;
+    button.disabled = false;
+  }
+  refreshMosaic();
+});
 
 // What the final stitch measured, in words: how well the frames agree, and which ones it could not place surely
 // (their thumbnails are outlined too), so nobody trains on a seam that is several pixels off without knowing.

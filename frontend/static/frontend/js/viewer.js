@@ -22,7 +22,8 @@ const scaleOf = (m) => Math.sqrt(Math.abs(m[0][0] * m[1][1] - m[0][1] * m[1][0])
 // ---- viewers ---------------------------------------------------------------------------------------------------
 function makeViewer(layer, index) {
   const box = el("figure", { class: "viewer-box", "data-layer": layer.key },
-    el("figcaption", { text: layer.label }),
+    el("figcaption", {}, el("span", { text: layer.label }),
+      el("output", { class: "cursor-pos", title: "Where the pointer is on the mosaic (x right, y down from its top-left corner)" })),
     el("div", { class: "osd", id: `osd-${layer.key}`, role: "img", "aria-label": `${layer.label} (deep zoom)` }),
     el("div", { class: "scalebar", hidden: true }, el("div", { class: "bar" }), el("span", { class: "label" })));
   $("viewers").append(box);
@@ -45,6 +46,9 @@ function makeViewer(layer, index) {
   box.addEventListener("focusin", lead);
   for (const name of ["zoom", "pan", "animation", "animation-finish"]) viewer.addHandler(name, () => { if (!leader || leader === viewer) sync(viewer); });
   viewer.addHandler("animation-finish", saveState);
+  const osd = box.querySelector(".osd");
+  osd.addEventListener("pointermove", (e) => showCursor(viewer, e));
+  osd.addEventListener("pointerleave", () => showCursor(null));
   viewers[layer.key] = viewer;
   return dziTileSource(layer.dzi_url).then((source) => new Promise((resolve) => {
     viewer.addOnceHandler("open", () => resolve(viewer));
@@ -80,6 +84,26 @@ function sync(source) {
     for (const v of Object.values(viewers)) if (v !== source) showView(v, view);
     updateSwipe();
   } finally { syncing = false; }
+}
+
+// ---- cursor readout: where the pointer is on the mosaic, in µm from its top-left corner ---------------------------------
+// Every layer is registered to the mosaic, so a point in any of them is read in the mosaic's pixels × its pixel size
+// (the same size its scale bar and lengths use), and every viewer shows the same place.
+function showCursor(viewer, event) {
+  const item = viewer?.world.getItemAt(0);
+  let text = "";
+  if (item) {
+    const r = viewer.element.getBoundingClientRect();
+    const p = item.viewerElementToImageCoordinates(new OpenSeadragon.Point(event.clientX - r.left, event.clientY - r.top));
+    const [x, y] = apply(viewer.toMaster, p.x, p.y);
+    const master = cfg.layers[0];
+    const inside = x >= 0 && y >= 0 && (!master.width || x <= master.width) && (!master.height || y <= master.height);
+    text = master.pixel_size_nm
+      ? `x ${(x * master.pixel_size_nm / 1000).toFixed(2)} µm · y ${(y * master.pixel_size_nm / 1000).toFixed(2)} µm`
+      : `x ${x.toFixed(0)} · y ${y.toFixed(0)} px (no pixel size)`;
+    if (!inside) text += " (off the mosaic)";
+  }
+  for (const out of document.querySelectorAll("#viewers .cursor-pos")) out.textContent = text;
 }
 
 // ---- shareable URL -----------------------------------------------------------------------------------------------
@@ -240,20 +264,44 @@ function measure(viewer, a, b) {
   }
   $("line-length").textContent = `Length ${formatLength(lengthNm)} (${lengthPx.toFixed(1)} image px)`;
   $("line-length").dataset.nm = String(lengthNm);
-  plotProfile(values, lengthNm);
+  // An overlay mixes another layer into the first viewer's pixels: its grey levels are then no one layer's counts.
+  plotProfile(values, lengthNm, overlayItem ? null : viewer.layer.display_window);
 }
 
-function plotProfile(values, lengthNm) {
+/** The profile's y axis: the tiles' 8-bit grey as the counts it stands for where the pyramid's display window is known
+ * (low + grey/255 · (high − low)), else as the display grey it is. */
+function profileAxis(counts) {
+  if (!counts) {
+    return { title: "display grey (0–255)", at: (v) => v, format: (v) => v.toFixed(0),
+      note: "Grey level along the line, as the screen shows it (0–255): this layer does not say which values its grey stands for." };
+  }
+  const step = (counts.high - counts.low) / 255;
+  const digits = step < 0.1 ? 3 : step < 1 ? 1 : 0;
+  return { title: `≈ ${counts.unit}`, at: (v) => counts.low + v * step, format: (v) => v.toFixed(digits),
+    note: `Grey level along the line as ≈ ${counts.unit}: the tiles map ${counts.low.toFixed(digits)}–${counts.high.toFixed(digits)} `
+      + `to 0–255 in 8-bit JPEG, so one grey level spans about ${step.toPrecision(2)} of them.` };
+}
+
+function plotProfile(values, lengthNm, counts) {
   const c = $("profile");
   c.hidden = false;
+  const axis = profileAxis(counts);
+  c.setAttribute("aria-label", `Intensity profile along the measured line; y axis: ${axis.title}`);
+  $("profile-note").textContent = axis.note;
+  $("profile-note").hidden = false;
   const w = (c.width = c.clientWidth || 600), h = (c.height = 160);
   const g = c.getContext("2d");
-  const pad = { l: 36, r: 8, t: 8, b: 22 };
+  const pad = { l: 64, r: 8, t: 8, b: 22 };
   g.clearRect(0, 0, w, h);
   g.strokeStyle = "#dde2ea"; g.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
   g.fillStyle = "#647084"; g.font = "11px system-ui";
-  g.fillText("255", 4, pad.t + 8); g.fillText("0", 20, h - pad.b);
-  g.fillText("0", pad.l, h - 6); g.fillText(formatLength(lengthNm), w - pad.r - 60, h - 6);
+  g.textAlign = "right";
+  g.fillText(axis.format(axis.at(255)), pad.l - 4, pad.t + 8); g.fillText(axis.format(axis.at(0)), pad.l - 4, h - pad.b);
+  g.save(); g.translate(12, pad.t + (h - pad.t - pad.b) / 2); g.rotate(-Math.PI / 2); g.textAlign = "center";
+  g.fillText(axis.title, 0, 0); g.restore();
+  g.textAlign = "left"; g.fillText("0", pad.l, h - 6);
+  g.textAlign = "right"; g.fillText(formatLength(lengthNm), w - pad.r, h - 6);
+  g.textAlign = "center"; g.fillText("along the line", pad.l + (w - pad.l - pad.r) / 2, h - 6);
   g.strokeStyle = "#1f6feb"; g.lineWidth = 1.5; g.beginPath();
   values.forEach((v, i) => {
     const x = pad.l + (i / (values.length - 1)) * (w - pad.l - pad.r);
