@@ -401,9 +401,12 @@ async function refreshFlatfieldChoices() {
   if (!select) return;
   let choices;
   try { ({ choices } = await api(`/api/scans/${cfg.scan_id}/flatfield-choices/`)); } catch { return; }
-  const kept = flatfieldChosen && choices.some((c) => c.value === select.value) ? select.value : null;
-  select.replaceChildren(...choices.map((c) => el("option", { value: c.value, text: c.label })));
-  select.value = kept ?? (choices.find((c) => c.selected) || choices[0]).value;
+  // the user's pick stays picked, even one no longer offered (a calibration deleted meanwhile): the stitch then
+  // says why beside the list, where a quiet switch to another flat field would stitch with one they did not choose
+  const picked = flatfieldChosen ? select.selectedOptions[0] : null;
+  const gone = picked && !choices.some((c) => c.value === picked.value) ? [picked] : [];
+  select.replaceChildren(...choices.map((c) => el("option", { value: c.value, text: c.label })), ...gone);
+  select.value = picked ? picked.value : (choices.find((c) => c.selected) || choices[0]).value;
 }
 
 document.addEventListener("visibilitychange", () => {
