@@ -61,6 +61,8 @@ def sweep_staging(older_than_s: float = 0.0) -> tuple[int, int]:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
             dirs.remove(name)  # never walked into: it is gone or still being written
+        # a finished pyramid's tile tree (the bulk of the media) was renamed into place whole: nothing to find in it
+        dirs[:] = [d for d in dirs if not d.endswith("_files")]
         for name in files:
             path = Path(folder, name)
             if STAGING_NAME.match(name) and path.lstat().st_mtime <= limit:

@@ -17,11 +17,25 @@ from tests.imaging.scan_factory import ic_scene, synthetic_scan
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def synthetic_instrument(project, synthetic):
+    """An instrument whose useful field of view (USEFUL_FOV_FRACTION of the sphere's) is the synthetic frames' circle."""
+    return Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
+                                     fov_diameter_nm=synthetic.frames[0].shape[1] * synthetic.pixel_size_nm / 0.8)
+
+
+def offer_and_wait(live, frames, count):
+    """Hand ``frames`` ((image, (x, y) nm, scan index) each) to ``live``; wait until its stitcher holds ``count``."""
+    for image, xy, index in frames:
+        live.offer(None, SimpleNamespace(image=image, commanded_xy_nm=tuple(xy), index=index))
+    deadline = time.monotonic() + 30
+    while live.stitcher is None or live.stitcher.frame_count < count or not live.frames.empty():
+        assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
+        time.sleep(0.05)
+
+
 def test_the_live_event_names_the_scan_frames_that_matched_none_of_their_overlaps(project):
     synthetic = synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
-    # a useful field of view (USEFUL_FOV_FRACTION of the sphere's) that is the synthetic frames' whole circle
-    instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
-                                           fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
+    instrument = synthetic_instrument(project, synthetic)
     sample = Sample.objects.create(project=project, name="chip")
     scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name="s1", origin_x_nm=0,
                                origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
@@ -32,12 +46,8 @@ def test_the_live_event_names_the_scan_frames_that_matched_none_of_their_overlap
     live = LiveMosaic(scan, instrument)
     try:
         # the scan's frame indices start at 10 (a resumed scan): the event speaks in them, not in the stitcher's
-        for k, (image, xy) in enumerate(zip(frames, synthetic.nominal_xy_nm, strict=True)):
-            live.offer(None, SimpleNamespace(image=image, commanded_xy_nm=tuple(xy), index=10 + k))
-        deadline = time.monotonic() + 30
-        while live.stitcher is None or live.stitcher.frame_count < 9 or not live.frames.empty():
-            assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
-            time.sleep(0.05)
+        offer_and_wait(live, [(image, xy, 10 + k) for k, (image, xy) in
+                              enumerate(zip(frames, synthetic.nominal_xy_nm, strict=True))], 9)
         live._publish()
     finally:
         live.finish(final=False)
@@ -79,8 +89,7 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
     from tests.imaging.scan_factory import shading_left
 
     synthetic = synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
-    instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
-                                           fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
+    instrument = synthetic_instrument(project, synthetic)
     chip_sample = Sample.objects.create(project=project, name="chip")
     wafer = Sample.objects.create(project=project, name="wafer", surface="bare_silicon")
 
@@ -92,12 +101,8 @@ def test_the_live_mosaic_shows_the_sample_without_the_sphere_s_shading_once_the_
     def live_mosaic(chip):
         live = LiveMosaic(chip, instrument)
         try:
-            for k, (image, xy) in enumerate(zip(synthetic.frames, synthetic.nominal_xy_nm, strict=True)):
-                live.offer(None, SimpleNamespace(image=image, commanded_xy_nm=tuple(xy), index=k))
-            deadline = time.monotonic() + 30
-            while live.stitcher is None or live.stitcher.frame_count < 9 or not live.frames.empty():
-                assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
-                time.sleep(0.05)
+            offer_and_wait(live, [(image, xy, k) for k, (image, xy) in
+                                  enumerate(zip(synthetic.frames, synthetic.nominal_xy_nm, strict=True))], 9)
             return live.stitcher
         finally:
             live.finish(final=False)
@@ -129,8 +134,7 @@ def test_a_resumed_scan_s_live_mosaic_grows_on_from_the_frames_saved_before_the_
     from ssumweb.models import JobStatus
 
     synthetic = synthetic_scan(grid=(2, 2), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
-    instrument = Instrument.objects.create(project=project, name="sim", pixel_size_nm=synthetic.pixel_size_nm,
-                                           fov_diameter_nm=128 * synthetic.pixel_size_nm / 0.8)
+    instrument = synthetic_instrument(project, synthetic)
     sample = Sample.objects.create(project=project, name="chip")
     scan = Scan.objects.create(project=project, sample=sample, instrument=instrument, name="s1", origin_x_nm=0,
                                origin_y_nm=0, size_x_nm=1e4, size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5,
@@ -146,13 +150,7 @@ def test_a_resumed_scan_s_live_mosaic_grows_on_from_the_frames_saved_before_the_
                              width=128, height=128)
     live = LiveMosaic(scan, instrument)
     try:
-        for k in (2, 3):
-            live.offer(None, SimpleNamespace(image=synthetic.frames[k], commanded_xy_nm=tuple(synthetic.nominal_xy_nm[k]),
-                                             index=k))
-        deadline = time.monotonic() + 30
-        while live.stitcher is None or live.stitcher.frame_count < 4 or not live.frames.empty():
-            assert time.monotonic() < deadline, "the live mosaic did not place the frames in time"
-            time.sleep(0.05)
+        offer_and_wait(live, [(synthetic.frames[k], synthetic.nominal_xy_nm[k], k) for k in (2, 3)], 4)
     finally:
         live.finish(final=False)
     assert Mosaic.objects.filter(scan=scan, live=True).count() == 1
