@@ -39,6 +39,7 @@ __all__ = ["STAGE_SIGMA_FRACTION", "consensus_placement", "mrf_links", "settled"
 
 Register = Callable[[int, int, np.ndarray, float], PairOffset]
 Refine = Callable[[int, int, np.ndarray], PairOffset]
+Polish = Callable[[list[Link], Placement], list[Link]]
 
 
 #: Stage error (1σ per axis, per frame) assumed as a fraction of the step between frames: the
@@ -104,7 +105,8 @@ def _local_peak(link: Link, target) -> np.ndarray:
 
 
 def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Register, refine: Refine,
-                        min_score: float, max_residual_px: float) -> tuple[list[Link], Placement]:
+                        min_score: float, max_residual_px: float,
+                        polish: Polish | None = None) -> tuple[list[Link], Placement]:
     """Links and placement: from the joint inference over the links' NCC surfaces
     (:func:`mrf_links`) when the links carry them; otherwise from the hypothesis that keeps
     the most links, best scored.
@@ -115,6 +117,9 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     onto aliases of periodic patterns (simulated SSUM chips: half the links), and wrong when
     the stage is merely imprecise (then the re-measured links land off their peaks, score
     low and are dropped, so that hypothesis keeps fewer links and loses).
+
+    ``polish(links, placement)``, if given, measures the placed links once more (with what the
+    placement taught, e.g. the field blur, :mod:`imaging.fieldblur`) before the last solve.
     """
     inferred = mrf_links(nominal, links, register)
     if inferred is not None:
@@ -124,6 +129,10 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
                                     **prior)
         settled_links, placement = settled(nominal, inferred_links, placement, refine, min_score=min_score,
                                            max_residual_px=max_residual_px, **prior)
+        if polish is not None:
+            settled_links = polish(settled_links, placement)
+            placement = solve_positions(nominal, settled_links, min_score=min_score,
+                                        max_residual_px=max_residual_px, **prior)
         return settled_links, dataclasses.replace(placement, confidence=confidence)
     hypotheses = [links, voted(len(nominal), links, register, min_score=min_score)]
     model = fit_stage_model(links, min_score=min_score)
@@ -138,7 +147,11 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
         key = (len(kept), float(np.mean([candidate[k].score for k in kept])) if kept else 0.0)
         if best is None or key > best[0]:
             best = (key, candidate, placement)
-    return best[1], best[2]
+    _, links, placement = best
+    if polish is not None:
+        links = polish(links, placement)
+        placement = solve_positions(nominal, links, min_score=min_score, max_residual_px=max_residual_px)
+    return links, placement
 
 
 def mrf_links(nominal: np.ndarray, links: list[Link],

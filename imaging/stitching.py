@@ -18,6 +18,7 @@ centre, see ``anchor``): only their differences steer the search.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -28,11 +29,12 @@ import numpy as np
 
 from imaging.blending import Canvas, feather_weight, frame_gains
 from imaging.consensus import consensus_placement
+from imaging.fieldblur import cross_blurred, estimate_edge_blur, field_radius
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield, flatfield_from_overlaps
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_pair, register_pair
 from imaging.parallel import parallel_map
-from imaging.placement import Link, disagreement
+from imaging.placement import Link, Placement, disagreement
 
 __all__ = ["USEFUL_FOV_FRACTION", "UNCERTAIN_CONFIDENCE", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch", "frame_footprint"]
 
@@ -70,6 +72,12 @@ PRECISE_BAND_PX: tuple[float, float] | None = None  # (0, 16) tried: 0.05 px on 
 UNCERTAIN_CONFIDENCE = 0.5
 SURE_CONFIDENCE = 0.9
 DISAGREEING_NCC = 0.2
+
+
+#: At most this many links (the largest overlaps) judge a scan's field blur
+#: (:func:`imaging.fieldblur.estimate_edge_blur`): 4×4 scans have 24, and the estimate is
+#: the mean over them; more would only cost time on a big scan.
+FIELD_BLUR_LINKS = 12
 
 
 #: ``progress(fraction, message)``: told as each step of a stitch begins (a job's progress bar).
@@ -153,6 +161,14 @@ class StitchReport:
     #: per frame, its brightness relative to the others where they overlap (1: as bright), divided
     #: out in the blend (:func:`imaging.blending.frame_gains`)
     frame_gain: tuple[float, ...] = ()
+    #: blur (Gaussian σ, px) the field of view's edge has beyond its centre, matched across each
+    #: overlap before the last solve (:mod:`imaging.fieldblur`); 0: not matched
+    edge_blur_px: float = 0.0
+    #: how ``edge_blur_px`` was chosen: "estimated" (from the overlaps), "given" or "none"; or why
+    #: it was not matched though asked to estimate it (:class:`imaging.fieldblur.EdgeBlurEstimate`):
+    #: "unbounded" or "inconsistent" (the overlaps differ by more than a field blur: defocused
+    #: layers), "no_overlaps"
+    edge_blur: str = "none"
 
     @property
     def dropped_links(self) -> tuple[LinkReport, ...]:
@@ -204,6 +220,10 @@ class IncrementalStitcher:
         axis; default 20 % of each link's nominal length + 2 px (stage errors ≤ 10 % of the step).
     min_score : NCC below which a link is ignored (0.6: wrong matches on IC-like texture were
         measured to reach ~0.5 by chance; true ones score > 0.9 after flat-field correction).
+    edge_blur_px : how much blurrier (Gaussian σ, px) the edge of the useful field of view is
+        than its centre, matched across each overlap before the last solve
+        (:mod:`imaging.fieldblur`): ``"estimate"`` (from the placed overlaps), a number ≥ 0
+        (an instrument's calibration; 0 turns the matching off) or None (off).
     useful_fov_fraction : keep only this fraction of ``fov_mask``'s radius (see
         :data:`USEFUL_FOV_FRACTION` for SSUM frames whose mask is the sphere's full circle).
 
@@ -223,6 +243,7 @@ class IncrementalStitcher:
         min_overlap_px: int = 200,
         max_residual_px: float = 1.0,
         useful_fov_fraction: float = 1.0,
+        edge_blur_px: float | str | None = "estimate",
     ):
         if len(tuple(frame_shape)) != 2 or min(frame_shape) < 8:
             raise StitchingError(f"frame_shape must be (rows, cols) with both ≥ 8, got {frame_shape}")
@@ -244,6 +265,11 @@ class IncrementalStitcher:
             raise StitchingError(f"max_shift_nm must be > 0, got {max_shift_nm}")
         if not -1 <= min_score <= 1:
             raise StitchingError(f"min_score must be in [-1, 1], got {min_score}")
+        if not (edge_blur_px is None or (isinstance(edge_blur_px, str) and edge_blur_px == "estimate")
+                or (isinstance(edge_blur_px, (int, float)) and math.isfinite(edge_blur_px) and edge_blur_px >= 0)):
+            raise StitchingError(f'edge_blur_px must be "estimate", a number ≥ 0 or None, got {edge_blur_px!r}')
+        self.edge_blur_px = edge_blur_px
+        self._edge_blur: tuple[float, str] = (0.0, "none")
         self.mask = mask
         self.flatfield = flatfield
         self.max_shift_nm = max_shift_nm
@@ -448,6 +474,42 @@ class IncrementalStitcher:
             return np.zeros((0, 0), np.uint16)
         return to_uint16(self._canvas.image())
 
+    def _blur_matched(self, links: list[Link], placement: Placement, report: Progress) -> list[Link]:
+        """The sound links refined once more on their overlaps cross-blurred (:mod:`imaging.fieldblur`),
+        each from its placed offset, with the edge blur estimated from the largest of them (or given);
+        a link whose refinement then fails or moves by over a pixel keeps its offset."""
+        sound = [k for k, link in enumerate(links) if not link.reason and k not in placement.dropped]
+        if self.edge_blur_px is None or not sound:
+            return links
+        frame = lambda k: self._features[k][1]  # noqa: E731 (the refinement's frames)
+        if self.edge_blur_px == "estimate":
+            report(0.6, "Estimating how the blur grows towards the edge of the field of view…")
+            judges = sorted(sound, key=lambda k: -links[k].lens_px)[:FIELD_BLUR_LINKS]
+            found = estimate_edge_blur([(frame(links[k].i), frame(links[k].j), links[k].offset_px) for k in judges],
+                                       self.mask, mapper=parallel_map)
+            edge = found.edge_blur_px
+            self._edge_blur = (edge, found.reason or "estimated")
+        else:
+            edge = float(self.edge_blur_px)
+            self._edge_blur = (edge, "given" if edge > 0 else "none")
+        if edge <= 0:
+            return links
+        radius = field_radius(self.mask)
+
+        def matched(k: int) -> Link:
+            link = links[k]
+            blurred_i, blurred_j = cross_blurred(frame(link.i), frame(link.j), self.mask, link.offset_px, edge, radius)
+            pair = refine_pair(blurred_i, blurred_j, link.offset_px, mask=self.mask)
+            if pair.reason or math.hypot(*np.subtract(pair.offset_px, link.offset_px)) > 1.0:
+                return link
+            return dataclasses.replace(link, offset_px=pair.offset_px, information=pair.information)
+
+        report(0.7, "Measuring the overlaps again with the field blur matched…")
+        out = list(links)
+        for k, link in zip(sound, parallel_map(matched, sound), strict=True):
+            out[k] = link
+        return out
+
     # -- final --------------------------------------------------------------------------
     def finish(self, progress: Progress | None = None) -> Mosaic:
         """Global solve over all links, re-blend, and return the :class:`Mosaic` with its report
@@ -474,7 +536,8 @@ class IncrementalStitcher:
         report(0.1, f"Placing the {len(self._frames)} frames from all {len(self._links)} overlaps together…")
         self._links, placement = consensus_placement(nominal, self._links, register=self._register,
                                                      refine=self._refine, min_score=self.min_score,
-                                                     max_residual_px=self.max_residual_px)
+                                                     max_residual_px=self.max_residual_px,
+                                                     polish=lambda links, placed: self._blur_matched(links, placed, report))
         positions = placement.positions_px
         if isinstance(self.flatfield, FlatField) and self.flatfield.method == "estimated":
             # Placed, the frames show the same spots at different places in the field: a better
@@ -527,6 +590,8 @@ class IncrementalStitcher:
             frame_disagreement=() if placement.confidence is None else tuple(map(float, disagreeing)),
             uncertain_frames=_uncertain_frames(placement, disagreeing),
             frame_gain=tuple(map(float, gains)),
+            edge_blur_px=self._edge_blur[0],
+            edge_blur=self._edge_blur[1],
         )
         origin_nm = tuple(float(v) for v in corner * self.pixel_size_nm)
         return Mosaic(image, self.pixel_size_nm, origin_nm, local, report)
@@ -575,6 +640,7 @@ def stitch(
     max_shift_nm: float | None = None,
     min_score: float = 0.6,
     useful_fov_fraction: float = 1.0,
+    edge_blur_px: float | str | None = "estimate",
     progress: Progress | None = None,
 ) -> Mosaic:
     """Stitch a finished scan.
@@ -614,7 +680,8 @@ def stitch(
             report(0.0, f"Estimating the flat field from the {len(checked)} frames…")
             flatfield = estimate_flatfield(checked, mask=fov_mask)
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
-                                   flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score)
+                                   flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score,
+                                   edge_blur_px=edge_blur_px)
     stitcher._seconds = time.perf_counter() - started
     report(0.05, f"Registering each of the {len(checked)} frames with its neighbours…")
     stitcher.add_frames(checked, nominal, anchor=anchor, blend=False)

@@ -123,7 +123,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     # (as a deep chip's report would: the second and fourth frames stitched unsure, the third placed by the stage
     # alone, none of its overlaps having matched)
     Mosaic.objects.filter(pk=mosaic.pk).update(report={**report, "uncertain_frames": [1, 2, 3], "placed_by_stage": [2],
-                                                       "frame_gain": [1.0, 1.042, 0.99, 0.97]})
+                                                       "frame_gain": [1.0, 1.042, 0.99, 0.97],
+                                                       "edge_blur": "estimated", "edge_blur_px": 2.9})
     second, third, fourth = (report["frame_index"][k] for k in (1, 2, 3))
     page.reload()
     expect(page.locator("#live-canvas")).to_have_count(0)
@@ -142,6 +143,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     assert page.locator(f"#frame-grid a[data-index='{third}']").get_attribute("title").endswith(
         "placed by the stage alone: none of its overlaps matched")
     expect(page.locator("#stitch-report")).to_contain_text("one was 4.2 % brighter or darker than the rest")
+    expect(page.locator("#stitch-report")).to_contain_text(  # the sphere's blur towards its rim, in px and nm
+        f"The image was 2.9 px ({int(2.9 * report['pixel_size_nm'] + 0.5)} nm) blurrier (Gaussian σ) at the edge")
     expect(page.get_by_role("link", name="See them on the mosaic")).to_have_attribute(
         "href", f"/viewer/?mosaic={mosaic.pk}&frames=1")
     assert page.locator(f"#frame-grid a[data-index='{fourth}']").get_attribute("title").endswith(

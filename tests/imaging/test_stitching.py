@@ -218,7 +218,8 @@ def test_a_stitch_says_what_it_is_doing_as_it_goes(scan, mosaic):
                    progress=lambda fraction, message: told.append((fraction, message)))
     fractions, messages = zip(*told, strict=True)
     assert list(fractions) == sorted(fractions) and 0 <= fractions[0] and fractions[-1] < 1
-    assert [m.split(" ")[0] for m in messages] == ["Estimating", "Registering", "Placing", "Fitting", "Blending"]
+    assert [m.split(" ")[0] for m in messages] == ["Estimating", "Registering", "Placing", "Estimating", "Fitting",
+                                                   "Blending"]
     assert "9 frames" in messages[1] and "12 overlaps" in messages[2]
     np.testing.assert_array_equal(again.image, mosaic.image)
 
@@ -262,3 +263,18 @@ def test_bad_options_raise():
         IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1, fov_mask=np.ones((8, 8), bool))
     with pytest.raises(StitchingError, match="no frames"):
         IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1).finish()
+    for bad in ("guess", -1.0, float("nan"), "2"):
+        with pytest.raises(StitchingError, match="edge_blur_px"):
+            IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1, edge_blur_px=bad)
+
+
+def test_the_field_blur_is_estimated_given_or_left_alone(scan, mosaic):
+    # These frames have no field-dependent blur: each overlap's best match lies at the ~1 px
+    # its noise smooths, spread 0.5 px between them (0.25 px on 256 px frames, where the lenses
+    # are larger and one is matched: 0.013 → 0.005 px mean error), so none is matched here.
+    assert mosaic.report.edge_blur == "inconsistent" and mosaic.report.edge_blur_px == 0.0
+    for given, words in ((None, "none"), (0.0, "none"), (1.0, "given")):
+        again = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
+                       edge_blur_px=given)
+        assert again.report.edge_blur == words and again.report.edge_blur_px == (given or 0.0)
+        assert position_errors(again.positions_px, scan.true_xy_px).max() < 0.1

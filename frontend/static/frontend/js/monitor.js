@@ -540,6 +540,14 @@ function showStitchReport(report, mosaicId, options = {}) {
       estimated: "Shading corrected with a flat field estimated from the frames themselves.",
       overlaps: "Shading corrected with a flat field fitted to where the frames overlap (the same spot seen at different places in the field).",
       none: "Shading not corrected." }[report.flatfield] || "" })];
+  // the sphere's image blurs towards its rim, oppositely in the two frames of an overlap (imaging/fieldblur.py)
+  const edge = report.edge_blur_px || 0;
+  const edgeWords = edge > 0 ? `${edge.toFixed(1)} px (${Math.round(edge * report.pixel_size_nm)} nm)` : "";
+  const blurText = { estimated: `The image was ${edgeWords} blurrier (Gaussian σ) at the edge of the field than at its centre; each overlap was matched for that before the final placement.`,
+    given: `Each overlap was matched for the field's given blur, ${edgeWords} more at its edge than at its centre, before the final placement.`,
+    inconsistent: "The overlaps disagree about how much blurrier the field's edge is (layers out of focus, differently in each frame), so none was matched for it.",
+    unbounded: "The overlaps differ by more than the field's blur towards its edge (layers out of focus, differently in each frame), so none was matched for it." }[report.edge_blur];
+  if (blurText) lines.push(el("p", { class: "muted", text: blurText }));
   const gains = report.frame_gain || [];
   const spread = gains.length ? Math.max(...gains.map((g) => Math.abs(g - 1))) : 0;
   if (spread >= 0.005) {
