@@ -30,7 +30,8 @@ width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 %
 vignetting and Poisson noise (tests/imaging/scan_factory.py). Error = Euclidean distance of each
 frame's position from its true one after removing the best common translation (px).
 
-    .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic] [--seeds 1 2 3 4] [--repeat 3]
+    .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic] [--seeds 1 2 3 4]
+        [--chips planar flat default stacked] [--repeat 3]
 
 Times on a shared machine vary by ±20 % from run to run: ``--repeat 3`` reports each method's
 fastest of three runs on the same frames. "time s" is wall-clock, "cpu s" the process's CPU
@@ -59,9 +60,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imaging.consensus import INFERRED_PRIOR_WEIGHT  # noqa: E402
+from imaging.fieldblur import cross_blurred, estimate_edge_blur  # noqa: E402
 from imaging.flatfield import estimate_flatfield  # noqa: E402
+from imaging.pairwise import refine_pair  # noqa: E402
 from imaging.placement import Link, solve_positions  # noqa: E402
-from imaging.stitching import USEFUL_FOV_FRACTION, IncrementalStitcher, stitch, useful_fov_mask  # noqa: E402
+from imaging.stitching import (  # noqa: E402
+    FIELD_BLUR_LINKS,
+    MATCHED_LENS_FRACTION,
+    USEFUL_FOV_FRACTION,
+    IncrementalStitcher,
+    stitch,
+    useful_fov_mask,
+)
 from tests.imaging.scan_factory import position_errors, synthetic_scan  # noqa: E402
 
 
@@ -145,7 +155,8 @@ def run_ours(scan):
 
 def run_floor(scan):
     """Not a stitcher (it uses the truth): every link of ours refined (Gauss–Newton, no search)
-    from its *true* offset, then our weighted solve over all of them, pulled towards the truth
+    from its *true* offset, on frames whose field blur is matched as ours matches it (estimated
+    at the true offsets), then our weighted solve over all of them, pulled towards the truth
     where ours is pulled towards the joint inference's placement. What is left is the
     frames' own disagreement with the truth (camera noise, field-dependent blur, the simulator's
     rendering): the floor under any placement that picks every link's right peak."""
@@ -155,10 +166,19 @@ def run_floor(scan):
                                    fov_mask=mask, flatfield=estimate_flatfield(scan.frames, mask=mask))
     for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, nominal, anchor="center")
+    # the field blur matched as ours matches it (imaging/fieldblur.py), judged at the true offsets
+    frame = lambda k: stitcher._features[k][1]  # noqa: E731 (the frames ours refines on)
+    true_offset = lambda link: scan.true_xy_px[link.j] - scan.true_xy_px[link.i]  # noqa: E731
+    judges = sorted((link for link in stitcher.links if not link.reason), key=lambda link: -link.lens_px)
+    edge = estimate_edge_blur([(frame(link.i), frame(link.j), true_offset(link)) for link in judges[:FIELD_BLUR_LINKS]],
+                              mask).edge_blur_px
+    largest = max((link.lens_px for link in judges), default=0)
     links = []
     for link in stitcher.links:  # the links ours measures, each refined from the truth instead
-        true = scan.true_xy_px[link.j] - scan.true_xy_px[link.i]
-        pair = stitcher.refine_link(link.i, link.j, true)
+        true = true_offset(link)
+        side = link.lens_px >= MATCHED_LENS_FRACTION * largest  # ours matches side neighbours only
+        pair = refine_pair(*cross_blurred(frame(link.i), frame(link.j), mask, true, edge if side else 0.0), true,
+                           mask=mask)
         # a link whose frames have no optimum near the truth (a blank or low-contrast overlap the
         # refinement slides off) pins nothing: dropped, as ours drops it
         wandered = np.hypot(*(np.asarray(pair.offset_px) - true)) > 2.0
@@ -232,10 +252,8 @@ def synthetic_cases(quick: bool):
             scan.true_xy_px)
 
 
-def sim_cases(quick: bool, seeds=(1,)):
-    kinds = [((3, 3), "planar")] if quick else [((3, 3), "planar"), ((4, 4), "planar"), ((3, 3), "flat"),
-                                                 ((4, 4), "flat"), ((3, 3), "default"), ((4, 4), "default"),
-                                                 ((3, 3), "stacked"), ((4, 4), "stacked")]
+def sim_cases(quick: bool, seeds=(1,), chips=tuple(CHIP_HEIGHTS)):
+    kinds = [((3, 3), "planar")] if quick else [(grid, chip) for chip in chips for grid in ((3, 3), (4, 4))]
     specs = [(grid, chip, seed) for grid, chip in kinds for seed in seeds]
     for grid, chip, seed in specs:
         started = time.perf_counter()
@@ -254,6 +272,8 @@ def main() -> None:
                         help="physics simulator scans (default) or the tests' synthetic IC-like scene")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1],
                         help="simulator chip and stage seeds (default 1); several give each scan kind per seed")
+    parser.add_argument("--chips", nargs="+", choices=tuple(CHIP_HEIGHTS), default=list(CHIP_HEIGHTS),
+                        help="simulator chip kinds (default: all), each as a 3×3 and a 4×4 scan")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every method this many times on each scan and report its fastest (default 1)")
     args = parser.parse_args()
@@ -264,7 +284,7 @@ def main() -> None:
     if args.source == "sim":
         print("stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), stage noise 3σ = 10 % "
               f"of step, camera noise; ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
-        cases = sim_cases(args.quick, tuple(args.seeds))
+        cases = sim_cases(args.quick, tuple(args.seeds), tuple(args.chips))
     else:
         print("stitching on synthetic scans: 30 % overlap, circular FOV, stage error ≤ 10 % of step, "
               "vignetting 35 %, Poisson noise")
