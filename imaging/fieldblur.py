@@ -200,9 +200,14 @@ def _mismatch(frame_i: np.ndarray, frame_j: np.ndarray, samples) -> float:
     # frame j's part the samples reach, with room for the cubic spline's taps
     jr0, jc0 = max(0, int(jr.min()) - 3), max(0, int(jc.min()) - 3)
     part = frame_j[jr0: int(jr.max()) + 4, jc0: int(jc.max()) + 4].astype(np.float64)
-    a = frame_i[rows, cols].astype(np.float64)
     b = ndimage.map_coordinates(part, [jr - jr0, jc - jc0], order=3, mode="nearest")
-    design = np.stack([b, np.ones_like(b), cols / w, rows / h], axis=1)
+    return _unexplained(frame_i[rows, cols], b, np.stack([cols / w, rows / h], axis=1))
+
+
+def _unexplained(a: np.ndarray, b: np.ndarray, shading: np.ndarray) -> float:
+    """Share of ``a``'s variance left after fitting it with gain·``b`` + offset + ``shading`` (N, 2)."""
+    a = a.astype(np.float64)
+    design = np.column_stack([b.astype(np.float64), np.ones_like(a), shading])
     coef, *_ = np.linalg.lstsq(design, a, rcond=None)
     residual = a - design @ coef
     total = float(np.sum(np.square(a - a.mean())))
@@ -237,16 +242,9 @@ def _lens_mismatches(frame_i: np.ndarray, frame_j: np.ndarray, offset_px, mask: 
     rho_i = np.minimum(radius[box], 1.0)
     valid_i = mask[box]
     shading = np.stack(np.broadcast_arrays(cols / w, rows / h), axis=-1)[samples]
-    out = []
-    for edge in edges:
-        a = (_mix(levels_i, valid_i, edge * rho_j) if edge > 0 else levels_i[0])[samples].astype(np.float64)
-        b = (_mix(levels_j, valid_j, edge * rho_i) if edge > 0 else levels_j[0])[samples].astype(np.float64)
-        design = np.column_stack([b, np.ones_like(b), shading])
-        coef, *_ = np.linalg.lstsq(design, a, rcond=None)
-        residual = a - design @ coef
-        total = float(np.sum(np.square(a - a.mean())))
-        out.append(float(residual @ residual) / total if total > 0 else float("nan"))
-    return np.array(out)
+    return np.array([_unexplained((_mix(levels_i, valid_i, edge * rho_j) if edge > 0 else levels_i[0])[samples],
+                                  (_mix(levels_j, valid_j, edge * rho_i) if edge > 0 else levels_j[0])[samples], shading)
+                     for edge in edges])
 
 
 @dataclass(frozen=True)

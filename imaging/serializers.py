@@ -93,7 +93,10 @@ class MosaicSerializer(serializers.ModelSerializer):
             "(per frame, how much better one of its overlaps correlates at another offset, NCC) and "
             "uncertain_frames (placed by the stage alone, with low confidence, or with some while an overlap "
             "disagrees: their seams may be pixels off); frame numbers are positions in frame_index, the scan's "
-            "frame indices; fov_radius_px is the useful field of view's radius the frames were stitched with.")}}
+            "frame indices; fov_radius_px is the useful field of view's radius the frames were stitched with; "
+            "edge_blur_px is how much blurrier (Gaussian σ, px) that field's edge is than its centre, matched "
+            "across each overlap (0: not matched), edge_blur how it was chosen (estimated, given, none) or why "
+            "an estimate was not used (inconsistent, unbounded, no_overlaps).")}}
 
     def get_dzi_url(self, mosaic) -> str | None:
         return reverse("api:mosaic-dzi", args=[mosaic.pk]) if mosaic.pyramid else None

@@ -422,6 +422,17 @@ def test_the_viewer_with_nothing_to_show_offers_the_latest_mosaics(mosaic, viewe
     assert 'id="viewer-empty"' in page and f'href="?mosaic={mosaic.pk}">Mosaic {mosaic.pk}: chip / s1, stitched' in page
 
 
+def test_the_viewer_says_why_a_mosaic_it_was_asked_for_is_not_there_yet(scan, viewer):
+    client = login(viewer)
+    running = Mosaic.objects.create(scan=scan, status=JobStatus.RUNNING, message="Blending the mosaic…")
+    page = client.get(f"/viewer/?mosaic={running.pk}").content.decode()
+    assert f"Mosaic {running.pk} is not ready to view yet (blending the mosaic…)" in page
+    assert f'href="/scans/{scan.pk}/"' in page and "pyramid" not in page.lower().split("<script")[0]
+    failed = Mosaic.objects.create(scan=scan, status=JobStatus.FAILED, failure_reason="frame 3 has shape (64, 60)")
+    page = client.get(f"/viewer/?mosaic={failed.pk}").content.decode()
+    assert f"Mosaic {failed.pk} was not finished (failed: frame 3 has shape (64, 60))" in page
+
+
 def test_a_page_not_found_says_so_in_the_sites_frame(viewer):
     response = login(viewer).get("/viewer/?mosaic=999")
     page = response.content.decode()

@@ -329,7 +329,7 @@ function showFrameOutlines(on) {
 
 // ---- start ---------------------------------------------------------------------------------------------------------
 async function main() {
-  if (!cfg.layers.length) { $("viewers").append(el("p", { class: "muted", text: "Nothing to show: choose a mosaic with a pyramid." })); return; }
+  if (!cfg.layers.length) return; // the page says why (#viewer-empty)
   const wanted = (params.get("layers") || "").split(",").filter(Boolean);
   for (const box of document.querySelectorAll("[name=layer]")) {
     if (wanted.length) box.checked = wanted.includes(box.value);
