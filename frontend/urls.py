@@ -11,6 +11,7 @@ urlpatterns = [
     path("samples/<int:pk>/", views.sample_detail, name="sample"),
     path("scans/", views.scan_list, name="scans"),
     path("scans/<int:pk>/", views.scan_detail, name="scan"),
+    path("scans/<int:pk>/frames/<int:index>/", views.frame_detail, name="frame"),
     path("sem/", views.sem_list, name="sem-images"),
     path("sem/upload/", learning_views.sem_upload, name="sem-upload"),
     path("sem/<int:pk>/", learning_views.sem_pair, name="sem-pair"),

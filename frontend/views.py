@@ -1,4 +1,6 @@
 """Server-rendered pages: each reads through the same project scoping as the API."""
+import math
+
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
 from django.http import Http404
@@ -208,6 +210,68 @@ def scan_detail(request, pk):
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})
+
+
+def frame_detail(request, pk, index):
+    """One frame of a scan, as a lab member checks it: the picture with a scale bar, where and how it was
+    taken, how the last stitch placed it, its neighbours and its 16-bit TIFF. ``index`` counts from 0."""
+    scan = _get(Scan, request.user, pk)
+    frames = scan.frames.order_by("index")
+    frame = frames.filter(index=index).first()
+    if frame is None:
+        raise Http404("No such frame in this scan.")
+    pixel_size_nm = scan.instrument.pixel_size_nm if scan.instrument else None
+    return render(request, "frontend/frame_detail.html", {
+        "scan": scan, "frame": frame, "number": frame.index + 1, "pixel_size_nm": pixel_size_nm,
+        "previous": frames.filter(index__lt=index).last(), "next": frames.filter(index__gt=index).first(),
+        "scale_bar": _scale_bar(frame.width * pixel_size_nm) if pixel_size_nm else None,
+        "stitched": _stitched_as(scan, frame.index), "details": _frame_details(frame, pixel_size_nm)})
+
+
+def _frame_details(frame, pixel_size_nm) -> list[tuple[str, str]]:
+    """What the instrument did and read for ``frame``, in the units its controllers show."""
+    um = lambda nm: f"{nm / 1000:.3f}"  # noqa: E731
+    rows = [("Grid place", f"row {frame.row + 1}, column {frame.col + 1}"),
+            ("Stage, commanded", f"x {um(frame.commanded_x_nm)} y {um(frame.commanded_y_nm)} µm"),
+            ("Stage, measured", f"x {um(frame.measured_x_nm)} y {um(frame.measured_y_nm)}"
+                                + (f" z {um(frame.measured_z_nm)}" if frame.measured_z_nm is not None else "") + " µm")]
+    if frame.focus_nm is not None:
+        rows.append(("Focus stage", f"{frame.focus_nm / 1e6:.4f} mm"))
+    if frame.deflection_nm is not None:
+        rows.append(("Contact force (deflection)", f"{frame.deflection_nm:.1f} nm"))
+    if frame.focus_score is not None:
+        rows.append(("Focus score", f"{frame.focus_score:.3g}"))
+    size = f"{frame.width} × {frame.height} px"
+    if pixel_size_nm:
+        size += f" at {pixel_size_nm:g} nm/px ({um(frame.width * pixel_size_nm)} × {um(frame.height * pixel_size_nm)} µm)"
+    rows += [("Image", size), ("Exposure", f"{frame.exposure_ms:g} ms"),
+             ("Captured", timezone.localtime(frame.captured_at).strftime("%Y-%m-%d %H:%M:%S"))]
+    return rows
+
+
+def _scale_bar(field_nm: float) -> dict:
+    """A round length (1, 2 or 5 × 10^k nm) of at most a fifth of the field, as its label and its share
+    of the picture's width (%), so the bar stays right however wide the browser draws the picture."""
+    exponent = 10 ** math.floor(math.log10(field_nm / 5))
+    length = next(m * exponent for m in (5, 2, 1) if m * exponent <= field_nm / 5)
+    label = f"{length / 1000:g} µm" if length >= 1000 else f"{length:g} nm"
+    return {"label": label, "percent": 100 * length / field_nm}
+
+
+def _stitched_as(scan, index: int) -> str:
+    """How the scan's latest final stitch placed frame ``index``, in words; "" before any."""
+    mosaic = (scan.mosaics.filter(status=JobStatus.SUCCEEDED, live=False).exclude(report={})
+              .order_by("-created_at", "-pk").first())
+    report = mosaic.report if mosaic else {}
+    order = report.get("frame_index") or list(range(len(report.get("positions_px") or ())))
+    if index not in order:
+        return ""
+    position = order.index(index)
+    if position in (report.get("placed_by_stage") or ()):
+        return f"Placed by the stage alone in mosaic {mosaic.pk}: none of its overlaps matched, so its seams may be several pixels off."
+    if position in (report.get("uncertain_frames") or ()):
+        return f"Placed with low confidence in mosaic {mosaic.pk}: its overlaps do not agree on one offset."
+    return f"Placed surely in mosaic {mosaic.pk}."
 
 
 #: A scan in these states moves no more: its mosaic is stitched (again) and the stitch can be cancelled (the monitor's

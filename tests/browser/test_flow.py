@@ -155,6 +155,16 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         "This scan already fused 3 planes per frame: rescanning with more overlap than its")
 
+    # A frame of the grid opens its own page: the picture with a scale bar, where and how it was taken, its neighbours
+    page.locator("#frame-grid a[data-index='0']").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Frame 1 "))).to_be_visible()
+    expect(page.locator("#frame-scalebar .label")).to_have_text(re.compile(r"^\d+ (nm|µm)$"))
+    expect(page.locator("#frame-details")).to_contain_text("Contact force (deflection)")
+    page.wait_for_function("document.getElementById('frame-image').naturalWidth > 0")
+    screenshot(page, "frame-page")
+    page.get_by_role("link", name="Frame 2 →").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^Frame 2 "))).to_be_visible()
+
     # The viewer: with two layers (the mosaic twice stands in until a translation exists) zooming one zooms the other.
     page.goto(f"{url}/viewer/?mosaic={mosaic.pk}")
     page.wait_for_selector("body[data-viewer-ready=true]")

@@ -124,9 +124,8 @@ def test_an_ended_scan_shows_its_own_last_readouts_not_the_instruments_live_view
     assert 'id="live-canvas"' not in html and "The scan has ended, so the instrument's live view is not shown" in html
     assert re.search(rf'<img id="last-frame"[^>]* src="/api/frames/{Frame.objects.get(scan=scan, index=1).pk}/preview/?"', html)
     assert "Readouts at the last frame" in html
-    # a frame in the grid opens as a picture in a new tab, not as a 16-bit TIFF download
-    first = Frame.objects.get(scan=scan, index=0).pk
-    assert re.search(rf'<a data-index="0"[^>]* href="/api/frames/{first}/preview/?" target="_blank"', html)
+    # a frame in the grid opens its own page (picture, scale, where and how it was taken), not a bare picture
+    assert re.search(rf'<a data-index="0"[^>]* href="/scans/{scan.pk}/frames/0/"', html)
     cfg = config(response, "monitor-config")
     assert cfg["ended"] is True
     assert cfg["last_readout"] == {"x_nm": 1000.0, "y_nm": 5.0, "z_nm": 80.0, "focus_nm": -1200.0,
@@ -415,6 +414,50 @@ def test_dashboard_searches_and_pages_projects(viewer, django_user_model):
     found = client.get("/?q=group 1").content.decode()
     assert "Group 10" in found and "Group 12" in found and "Group 09" not in found and "Nanofab lab" not in found
     assert "No project matches" in client.get("/?q=zzz").content.decode()
+
+
+def _frames(scan, count=3):
+    from django.utils import timezone
+
+    from imaging.models import Frame
+
+    return [Frame.objects.create(scan=scan, index=k, row=k // 2, col=k % 2, commanded_x_nm=5000.0 * k,
+                                 commanded_y_nm=0, measured_x_nm=5000.0 * k + 12.5, measured_y_nm=-3.0,
+                                 measured_z_nm=80.0, focus_nm=49_999_900.0, deflection_nm=21.0,
+                                 captured_at=timezone.now(), exposure_ms=5, image=f"f{k}.tif", width=512, height=512)
+            for k in range(count)]
+
+
+def test_a_frame_has_a_page_with_its_picture_scale_and_readouts(scan, viewer):
+    Instrument.objects.filter(pk=scan.instrument_id).update(pixel_size_nm=32.5)
+    first, second, _ = _frames(scan)
+    page = login(viewer).get(f"/scans/{scan.pk}/frames/1/").content.decode()
+    assert "Frame 2" in page and f'href="/scans/{scan.pk}/"' in page
+    assert re.search(rf'src="/api/frames/{second.pk}/preview/?"', page) and re.search(rf'href="/api/frames/{second.pk}/image/?"', page)
+    # neighbours, counted from 1 as the grid counts them
+    assert f'href="/scans/{scan.pk}/frames/0/" rel="prev">← Frame 1' in page
+    assert f'href="/scans/{scan.pk}/frames/2/" rel="next">Frame 3 →' in page
+    # 512 px × 32.5 nm = 16.64 µm across: a 2 µm bar, 12.02 % of the picture
+    assert re.search(r'id="frame-scalebar" style="width: 12\.02%"><div class="bar"></div>'
+                     r'<span class="label">2 µm</span>', page)
+    for words in ("row 1, column 2", "x 5.000 y 0.000 µm", "x 5.013 y -0.003 z 0.080 µm", "49.9999 mm", "21.0 nm",
+                  "512 × 512 px at 32.5 nm/px (16.640 × 16.640 µm)", "5 ms"):
+        assert words in page, words
+    assert "frame-stitched" not in page  # not stitched yet
+    Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED, pyramid="p/mosaic.dzi",
+                          report={"positions_px": [[0, 0]] * 3, "frame_index": [0, 1, 2], "uncertain_frames": [1],
+                                  "placed_by_stage": [2]})
+    client = login(viewer)
+    assert "Placed with low confidence" in client.get(f"/scans/{scan.pk}/frames/1/").content.decode()
+    assert "Placed by the stage alone" in client.get(f"/scans/{scan.pk}/frames/2/").content.decode()
+    assert "Placed surely" in client.get(f"/scans/{scan.pk}/frames/0/").content.decode()
+
+
+def test_a_frame_page_is_for_the_projects_members_and_frames_that_exist(scan, outsider, viewer):
+    _frames(scan, 1)
+    assert login(outsider).get(f"/scans/{scan.pk}/frames/0/").status_code == 404
+    assert login(viewer).get(f"/scans/{scan.pk}/frames/5/").status_code == 404
+    assert Client().get(f"/scans/{scan.pk}/frames/0/").status_code == 302  # to the login page
 
 
 def test_the_viewer_with_nothing_to_show_offers_the_latest_mosaics(mosaic, viewer):

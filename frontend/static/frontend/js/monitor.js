@@ -100,11 +100,11 @@ function addFrame(ev) {
   const grid = $("frame-grid");
   let cell = grid.querySelector(`[data-index="${ev.index}"]`);
   if (!cell) {
-    cell = el("a", { "data-index": ev.index, target: "_blank", rel: "noopener" });
+    cell = el("a", { "data-index": ev.index });
     cell.style.gridRow = ev.row + 1; cell.style.gridColumn = ev.col + 1;
     grid.append(cell);
   }
-  cell.href = `/api/frames/${ev.frame_id}/preview/`;
+  cell.href = `/scans/${cfg.scan_id}/frames/${ev.index}/`;  // the frame's page: picture, scale, where and how taken
   cell.title = `Frame ${ev.index + 1} (row ${ev.row + 1}, col ${ev.col + 1})`;  // counted from 1, as a lab member does
   cell.classList.remove("pending");
   cell.replaceChildren(el("img", { src: ev.thumbnail_url || `/api/frames/${ev.frame_id}/thumbnail/`, alt: `Frame ${ev.index + 1}` }));
