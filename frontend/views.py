@@ -192,6 +192,7 @@ def scan_detail(request, pk):
                  if can_operate and scan.status in STITCHABLE else None)
     return render(request, "frontend/scan_detail.html", {
         "scan": scan, "frames": frames, "frames_done": len(frames), "mosaics": scan.mosaics.all(),
+        "other_mosaics": _other_mosaics(scan),
         "last_frame": last_frame, "ended": ended, "instrument_online": online,
         "reference": reference, "few_calibration_frames": _few_calibration_frames(scan, len(frames)),
         "can_operate": can_operate, "flatfield_choices": flatfield_choices(scan), "stitching": stitching,
@@ -210,6 +211,29 @@ def scan_detail(request, pk):
                            "actions": {action: sorted(states) for action, states in USER_ACTIONS.items()},
                            "ending_states": sorted(status for status, onward in SCAN_TRANSITIONS.items()
                                                    if not onward)}})
+
+
+def _other_mosaics(scan) -> list[dict]:
+    """The scan's finished final stitches other than the one the page shows (its newest with a pyramid, as the
+    monitor picks it), newest first, each with what its report says in a line: a lab member comparing flat
+    fields, or looking for a stitch that failed, needs them."""
+    shown = scan.mosaics.exclude(pyramid="").order_by("-created_at", "-pk").values_list("pk", flat=True).first()
+    stitched = (scan.mosaics.filter(live=False).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+                .exclude(pk=shown).order_by("-created_at", "-pk"))
+    out = []
+    for mosaic in stitched:
+        report = mosaic.report or {}
+        if mosaic.status != JobStatus.SUCCEEDED:
+            summary = mosaic.failure_reason or mosaic.get_status_display()
+        elif "mean_residual_px" in report:
+            summary = (f"frames agree to {report['mean_residual_px']:.2f} px on average "
+                       f"({report.get('max_residual_px', 0):.2f} px at worst)")
+            if report.get("uncertain_frames"):
+                summary += f"; {len(report['uncertain_frames'])} placed with low confidence"
+        else:
+            summary = ""
+        out.append({"mosaic": mosaic, "summary": summary})
+    return out
 
 
 def frame_detail(request, pk, index):

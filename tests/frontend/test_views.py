@@ -453,6 +453,25 @@ def test_a_frame_has_a_page_with_its_picture_scale_and_readouts(scan, viewer):
     assert "Placed surely" in client.get(f"/scans/{scan.pk}/frames/0/").content.decode()
 
 
+def test_the_scan_page_lists_its_other_stitches_to_open_and_compare(scan, viewer):
+    client = login(viewer)
+    older = Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED, pyramid="p/mosaic.dzi", pixel_size_nm=32.5,
+                                  width=100, height=100, report={"mean_residual_px": 0.04, "max_residual_px": 0.11,
+                                                                 "uncertain_frames": [3], "flatfield": "calibration"})
+    assert "other-mosaics" not in client.get(f"/scans/{scan.pk}/").content.decode()  # the one the page shows
+    failed = Mosaic.objects.create(scan=scan, status=JobStatus.FAILED, failure_reason="The scan has no frames.")
+    page = client.get(f"/scans/{scan.pk}/").content.decode()  # the page still shows the older one: a failure is other
+    assert "Other stitches of this scan (1)" in page and "The scan has no frames." in page
+    Mosaic.objects.create(scan=scan, status=JobStatus.SUCCEEDED, pyramid="q/mosaic.dzi", width=100, height=100)
+    Mosaic.objects.create(scan=scan, status=JobStatus.RUNNING)  # a stitch under way is the page's own
+    page = client.get(f"/scans/{scan.pk}/").content.decode()
+    assert "Other stitches of this scan (2)" in page
+    assert "frames agree to 0.04 px on average (0.11 px at worst); 1 placed with low confidence" in page
+    assert f'href="/viewer/?mosaic={older.pk}">open in the viewer' in page
+    assert f'href="/viewer/?mosaic={failed.pk}"' not in page
+    assert page.index(older.label) > page.index("The scan has no frames.")  # newest first
+
+
 def test_a_frame_page_is_for_the_projects_members_and_frames_that_exist(scan, outsider, viewer):
     _frames(scan, 1)
     assert login(outsider).get(f"/scans/{scan.pk}/frames/0/").status_code == 404
