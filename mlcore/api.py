@@ -66,7 +66,8 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobAc
         index = int(index)
         if index >= len(run.samples):
             raise NotFound(f"Training run {run.pk} has no sample image {index} (it has {len(run.samples)}).")
-        return send_file(request, run.samples[index], content_type="image/png", max_age=86400, immutable=True)
+        # revalidated (ETag), not immutable: a resumed run makes sample ``index`` again after its checkpoint
+        return send_file(request, run.samples[index], content_type="image/png")
 
 
 class TrainedModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):

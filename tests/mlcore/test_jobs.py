@@ -650,6 +650,11 @@ def test_a_run_killed_mid_training_resumes_from_its_checkpoint_with_nothing_afte
     assert run.step == steps and [e["step"] for e in run.loss_history] == list(range(1, steps + 1))
     assert run.samples == [f"training/{run.pk}/samples/step{s:07d}.png" for s in range(1, steps + 1)]
     assert all(absolute(p).is_file() for p in run.samples)
+    # a sample made again after the checkpoint sits at its old index: browsers revalidate it rather than keep it
+    first = api(viewer).get(f"/api/training-runs/{run.pk}/samples/{checkpoint}/")
+    assert first.status_code == 200 and "immutable" not in first["Cache-Control"] and "max-age=0" in first["Cache-Control"]
+    same = api(viewer).get(f"/api/training-runs/{run.pk}/samples/{checkpoint}/", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert same.status_code == 304
     assert api(viewer).get(f"/api/training-runs/{run.pk}/").json()["resume_note"] == note
     client = Client()
     client.force_login(viewer)

@@ -12,6 +12,7 @@ plot.set(cfg.loss_history || []);
 window.ssumLossPlot = plot;  // for tests and the console
 let status = cfg.status;
 let samplesShown = 0;
+let cutBacks = 0;  // times a resumed run dropped samples this page showed: their indices come back with new pictures
 
 function formatEta(s) {
   if (!Number.isFinite(s)) return "";
@@ -23,7 +24,8 @@ function formatEta(s) {
 function showSample(index) {
   for (; samplesShown <= index; samplesShown++) {
     $("samples-empty")?.remove();
-    $("samples").append(el("figure", {}, el("img", { src: `/api/training-runs/${cfg.id}/samples/${samplesShown}/`, alt: `Sample after epoch ${samplesShown + 1}`, loading: "lazy" }),
+    const again = cutBacks ? `?after_cut_back=${cutBacks}` : "";  // not the picture this page showed there before
+    $("samples").append(el("figure", {}, el("img", { src: `/api/training-runs/${cfg.id}/samples/${samplesShown}/${again}`, alt: `Sample after epoch ${samplesShown + 1}`, loading: "lazy" }),
       el("figcaption", { class: "muted", text: `Epoch ${samplesShown + 1}` })));
   }
 }
@@ -31,6 +33,7 @@ function showSample(index) {
 /** Keep the first `count` samples: a resumed run dropped those made after its checkpoint. */
 function trimSamples(count) {
   if (count >= samplesShown) return;
+  cutBacks += 1;
   for (const figure of [...$("samples").querySelectorAll("figure")].slice(count)) figure.remove();
   samplesShown = count;
   if (count === 0 && !$("samples-empty")) {
