@@ -156,6 +156,16 @@ class Mosaic(Job):
     class Meta:
         ordering = ["-created_at"]
 
+    def discard_unfinished_output(self) -> None:
+        """A stitch that died or was stopped after writing its mosaic.tif (during its pyramid) keeps no
+        mosaic.tif: nothing shows or serves a failed mosaic's image, and stitching again makes a new one."""
+        from ssumweb.media import absolute
+
+        image = Mosaic.objects.filter(pk=self.pk).values_list("image", flat=True).first()
+        if image:
+            absolute(image).unlink(missing_ok=True)
+            Mosaic.objects.filter(pk=self.pk).update(image="")
+
     @property
     def label(self) -> str:
         """How pickers and lists name a mosaic: scans are often named alike ("Scan") and stitched more

@@ -137,6 +137,8 @@ def run_job(model_label: str, pk: int, work: Callable[[object, Progress], dict |
         obj.status, obj.progress, obj.message = JobStatus.SUCCEEDED, 1.0, "Done."
     finally:
         beating.stop()
+    if obj.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        obj.discard_unfinished_output()
     obj.finished_at = timezone.now()
     with transaction.atomic():
         _save(obj, "status", "progress", "message", "failure_reason", "finished_at")
@@ -212,6 +214,7 @@ def reap_interrupted(now=None) -> int:
 
 
 def _fail_lost(obj, now, what: str) -> None:
+    obj.discard_unfinished_output()
     with transaction.atomic():
         obj.status, obj.finished_at = JobStatus.FAILED, now
         obj.failure_reason = what + (" It can be resumed." if getattr(obj, "resumable", False) else " Start it again.")

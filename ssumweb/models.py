@@ -96,6 +96,10 @@ class Job(models.Model):
     class Meta:
         abstract = True
 
+    def discard_unfinished_output(self) -> None:
+        """Remove what a job that failed or was cancelled wrote but never finished (called as it ends so,
+        by its worker or by the reaper); nothing by default, where such output is staged and swept."""
+
 
 class DemoRun(Job):
     """One press of "Run the demo": scan → mosaic → SEM → registration → pairs → training → translation."""

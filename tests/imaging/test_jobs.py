@@ -246,6 +246,35 @@ def test_frames_of_mixed_sizes_fail_with_a_reason(scan_with_frames, django_captu
 
 
 @pytest.mark.django_db
+def test_a_stitch_that_fails_after_writing_its_mosaic_keeps_no_mosaic_file(scan_with_frames, monkeypatch,
+                                                                           django_capture_on_commit_callbacks):
+    from imaging import jobs
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jobs, "build_pyramid_from_file", no_room)  # the pyramid comes after mosaic.tif
+    with django_capture_on_commit_callbacks(execute=False):
+        mosaic = queue_mosaic(scan_with_frames)
+    run_job("imaging.Mosaic", mosaic.pk, jobs.stitch_work)
+    mosaic.refresh_from_db()
+    assert mosaic.status == JobStatus.FAILED and "No space left on device" in mosaic.failure_reason
+    assert mosaic.image.name == ""
+    assert not absolute(f"scans/{scan_with_frames.pk}/mosaics/{mosaic.pk}/mosaic.tif").exists()
+
+
+@pytest.mark.django_db
+def test_a_stitch_lost_with_its_worker_keeps_no_mosaic_file(scan_with_frames):
+    rel = f"scans/{scan_with_frames.pk}/mosaics/99/mosaic.tif"
+    write_image16(absolute(rel), np.zeros((8, 8), np.uint16), pixel_size_nm=32.5)
+    mosaic = Mosaic.objects.create(scan=scan_with_frames, status=JobStatus.RUNNING, image=rel,
+                                   heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
+    assert reap_stale() == 1
+    mosaic.refresh_from_db()
+    assert mosaic.status == JobStatus.FAILED and mosaic.image.name == "" and not absolute(rel).exists()
+
+
+@pytest.mark.django_db
 def test_a_job_whose_worker_died_is_failed_by_the_reaper(scan_with_frames, settings):
     mosaic = Mosaic.objects.create(scan=scan_with_frames, status=JobStatus.RUNNING,
                                    heartbeat_at=timezone.now() - timezone.timedelta(hours=1))
