@@ -77,8 +77,8 @@ DISAGREEING_NCC = 0.2
 
 
 #: At most this many links (the largest overlaps) judge a scan's field blur
-#: (:func:`imaging.fieldblur.estimate_edge_blur`): 4×4 scans have 24, and the estimate is
-#: the mean over them; more would only cost time on a big scan.
+#: (:func:`imaging.fieldblur.estimate_edge_blur`: the median of their own best values, and
+#: their spread): a 3×3 scan has 12 side links, a 4×4 one 24; more would only cost time.
 FIELD_BLUR_LINKS = 12
 
 
