@@ -147,9 +147,19 @@ def cross_blurred_series(frame_i: np.ndarray, frame_j: np.ndarray, mask: np.ndar
 
 
 def _lens_crop(frame: np.ndarray, mask: np.ndarray, shift, top_px: float, radius: np.ndarray):
-    """(box, blur levels, the other frame's ρ) for ``frame``'s lens with the other frame at
-    ``shift`` (x, y) from it, grown by 3σ of the largest blur; None where they do not overlap.
-    A pixel p of ``frame`` shows the sample point the other frame has at p − shift."""
+    """(box, blur levels, the other frame's ρ) for ``frame``'s lens (:func:`_lens_box`); None where
+    the two do not overlap."""
+    lens = _lens_box(mask, shift, top_px, radius)
+    if lens is None:
+        return None
+    box, other = lens
+    return box, _levels(frame[box], mask[box], top_px), other
+
+
+def _lens_box(mask: np.ndarray, shift, top_px: float, radius: np.ndarray):
+    """(box, the other frame's ρ there) for a frame's lens with the other frame at ``shift`` (x, y)
+    from it, grown by 3σ of the largest blur; None where they do not overlap. A pixel p of the
+    frame shows the sample point the other frame has at p − shift."""
     h, w = mask.shape
     dx, dy = (int(round(v)) for v in shift)
     r0, r1, c0, c1 = max(0, dy), min(h, h + dy), max(0, dx), min(w, w + dx)
@@ -167,8 +177,7 @@ def _lens_crop(frame: np.ndarray, mask: np.ndarray, shift, top_px: float, radius
     # beyond its field it shows nothing to match, so its rim's blur and no more
     other_rows = np.clip(np.arange(top, bottom) - dy, 0, h - 1)
     other_cols = np.clip(np.arange(left, right) - dx, 0, w - 1)
-    other = np.minimum(radius[np.ix_(other_rows, other_cols)], 1.0)
-    return box, _levels(frame[box], mask[box], top_px), other
+    return box, np.minimum(radius[np.ix_(other_rows, other_cols)], 1.0)
 
 
 def overlap_mismatch(frame_i: np.ndarray, frame_j: np.ndarray, mask: np.ndarray, offset_px) -> float:
@@ -216,37 +225,62 @@ def _unexplained(a: np.ndarray, b: np.ndarray, shading: np.ndarray) -> float:
     return float(residual @ residual) / total if total > 0 else float("nan")
 
 
-def _lens_mismatches(frame_i: np.ndarray, frame_j: np.ndarray, offset_px, mask: np.ndarray, edges,
-                     radius: np.ndarray) -> np.ndarray | None:
-    """:func:`overlap_mismatch` of the two frames cross-blurred at each of ``edges``, all on frame
-    i's grid: frame j resampled there once (cubic spline) and both blurred there, instead of each
-    on its own grid with j resampled at every E (the same figures, in half the time). None where
-    the fields share under 32 px."""
+class _LazyLevels:
+    """:func:`_levels` of one crop, each blur level computed the first time a σ needs it."""
+
+    def __init__(self, image: np.ndarray, valid: np.ndarray, top_px: float):
+        self.x = np.where(valid, image, 0).astype(np.float32)
+        self.m = np.asarray(valid, np.float32)
+        self.stack = np.empty((max(1, int(math.ceil(top_px / BLUR_LEVEL_STEP_PX))) + 1, *self.x.shape), np.float32)
+        self.stack[0] = self.x
+        self.filled = 1
+
+    def up_to(self, sigma_px: float) -> np.ndarray:
+        """The levels as far as the one above ``sigma_px`` (at least two)."""
+        count = min(len(self.stack), max(2, int(math.floor(sigma_px / BLUR_LEVEL_STEP_PX)) + 2))
+        for k in range(self.filled, count):
+            sigma = k * BLUR_LEVEL_STEP_PX
+            self.stack[k] = _gaussian(self.x, sigma) / np.maximum(_gaussian(self.m, sigma), 1e-3)
+        self.filled = max(self.filled, count)
+        return self.stack[:count]
+
+
+def _lens_mismatch_probe(frame_i: np.ndarray, frame_j: np.ndarray, offset_px, mask: np.ndarray, top_px: float,
+                         radius: np.ndarray):
+    """``mismatch(E)``: :func:`overlap_mismatch` of the two frames cross-blurred at edge blur E ≤
+    ``top_px``, all on frame i's grid: frame j resampled there once (cubic spline) and both blurred
+    there, each blur level computed once and only when an E needs it, instead of each frame on its
+    own grid with j resampled at every E (the same figures, in half the time). None where the
+    fields share under 32 px."""
     h, w = mask.shape
     tx, ty = (float(v) for v in offset_px)
-    crop = _lens_crop(frame_i, mask, (tx, ty), max(max(edges), BLUR_LEVEL_STEP_PX), radius)
+    crop = _lens_box(mask, (tx, ty), top_px, radius)
     if crop is None:
         return None
-    box, levels_i, rho_j = crop
+    box, rho_j = crop
     rows = np.arange(box[0].start, box[0].stop, dtype=float)[:, None]
     cols = np.arange(box[1].start, box[1].stop, dtype=float)[None, :]
     jr, jc = np.broadcast_arrays(rows - ty, cols - tx)
     near_r, near_c = np.clip(np.rint(jr).astype(int), 0, h - 1), np.clip(np.rint(jc).astype(int), 0, w - 1)
     in_j = (jr > -0.5) & (jr < h - 0.5) & (jc > -0.5) & (jc < w - 0.5)
-    valid_j = mask[near_r, near_c] & in_j
+    valid_i, valid_j = mask[box], mask[near_r, near_c] & in_j
     samples = eroded_fov(mask)[box] & eroded_fov(mask)[near_r, near_c] & in_j
     if samples.sum() < 32:
         return None
     jr0, jc0 = max(0, int(jr.min()) - 3), max(0, int(jc.min()) - 3)
     part = frame_j[jr0: max(jr0, int(jr.max()) + 4), jc0: max(jc0, int(jc.max()) + 4)].astype(np.float64)
     j_here = ndimage.map_coordinates(part, [jr - jr0, jc - jc0], order=3, mode="nearest").astype(np.float32)
-    levels_j = _levels(j_here, valid_j, len(levels_i) * BLUR_LEVEL_STEP_PX - BLUR_LEVEL_STEP_PX)
+    levels_i, levels_j = _LazyLevels(frame_i[box], valid_i, top_px), _LazyLevels(j_here, valid_j, top_px)
     rho_i = np.minimum(radius[box], 1.0)
-    valid_i = mask[box]
     shading = np.stack(np.broadcast_arrays(cols / w, rows / h), axis=-1)[samples]
-    return np.array([_unexplained((_mix(levels_i, valid_i, edge * rho_j) if edge > 0 else levels_i[0])[samples],
-                                  (_mix(levels_j, valid_j, edge * rho_i) if edge > 0 else levels_j[0])[samples], shading)
-                     for edge in edges])
+
+    def mismatch(edge: float) -> float:
+        if edge <= 0:
+            return _unexplained(levels_i.x[samples], levels_j.x[samples], shading)
+        return _unexplained(_mix(levels_i.up_to(edge), valid_i, edge * rho_j)[samples],
+                            _mix(levels_j.up_to(edge), valid_j, edge * rho_i)[samples], shading)
+
+    return mismatch
 
 
 @dataclass(frozen=True)
@@ -305,8 +339,14 @@ def estimate_edge_blur(pairs, mask: np.ndarray, grid=EDGE_BLUR_GRID_PX, *, mappe
     edges = np.asarray(grid, float)
 
     def best_edge(pair) -> float:
-        misses = _lens_mismatches(*pair, mask, edges, radius)
-        return None if misses is None or not np.isfinite(misses).all() else _best_on_grid(edges, misses)
+        mismatch = _lens_mismatch_probe(*pair, mask, float(edges.max()), radius)
+        if mismatch is None:
+            return None
+        # up the grid only while the mismatch still falls: past its least, more blur only costs
+        misses = [mismatch(edge) for edge in edges[:3]]
+        while int(np.argmin(misses)) == len(misses) - 1 and len(misses) < len(edges):
+            misses.append(mismatch(edges[len(misses)]))
+        return _best_on_grid(edges[:len(misses)], np.array(misses)) if np.isfinite(misses).all() else None
 
     judged = [edge for edge in mapper(best_edge, pairs) if edge is not None]
     if not judged:
