@@ -214,11 +214,12 @@ def scan_detail(request, pk):
 
 
 def _other_mosaics(scan) -> list[dict]:
-    """The scan's finished final stitches other than the one the page shows (its newest with a pyramid, as the
+    """The scan's finished stitches other than the one the page shows (its newest with a pyramid, as the
     monitor picks it), newest first, each with what its report says in a line: a lab member comparing flat
     fields, or looking for a stitch that failed, needs them."""
     shown = scan.mosaics.exclude(pyramid="").order_by("-created_at", "-pk").values_list("pk", flat=True).first()
-    stitched = (scan.mosaics.filter(live=False).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+    # a live mosaic is stitched in the end like any other (and stays "running" while it grows)
+    stitched = (scan.mosaics.exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
                 .exclude(pk=shown).order_by("-created_at", "-pk"))
     out = []
     for mosaic in stitched:
@@ -284,8 +285,7 @@ def _scale_bar(field_nm: float) -> dict:
 
 def _stitched_as(scan, index: int) -> str:
     """How the scan's latest final stitch placed frame ``index``, in words; "" before any."""
-    mosaic = (scan.mosaics.filter(status=JobStatus.SUCCEEDED, live=False).exclude(report={})
-              .order_by("-created_at", "-pk").first())
+    mosaic = scan.mosaics.filter(status=JobStatus.SUCCEEDED).exclude(report={}).order_by("-created_at", "-pk").first()
     report = mosaic.report if mosaic else {}
     order = report.get("frame_index") or list(range(len(report.get("positions_px") or ())))
     if index not in order:

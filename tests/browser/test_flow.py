@@ -160,6 +160,7 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     expect(page.get_by_role("heading", name=re.compile(r"^Frame 1 "))).to_be_visible()
     expect(page.locator("#frame-scalebar .label")).to_have_text(re.compile(r"^\d+ (nm|µm)$"))
     expect(page.locator("#frame-details")).to_contain_text("Contact force (deflection)")
+    expect(page.locator("#frame-stitched")).to_contain_text(f"in mosaic {mosaic.pk}")  # the scan's live one, stitched
     page.wait_for_function("document.getElementById('frame-image').naturalWidth > 0")
     screenshot(page, "frame-page")
     page.get_by_role("link", name="Frame 2 →").click()
