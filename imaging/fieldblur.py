@@ -29,7 +29,7 @@ from scipy import ndimage
 from imaging.pairwise import eroded_fov
 
 __all__ = ["BLUR_LEVEL_STEP_PX", "EDGE_BLUR_GRID_PX", "MAX_EDGE_BLUR_SPREAD_PX", "MIN_BRACKETED_SHARE",
-           "EdgeBlurEstimate", "field_radius", "variable_blur", "cross_blurred", "cross_blurred_series",
+           "EdgeBlurEstimate", "field_radius", "variable_blur", "cross_blurred",
            "overlap_mismatch", "estimate_edge_blur"]
 
 #: Spacing of the blur levels a per-pixel σ is interpolated between (in variance, so the mix
@@ -76,11 +76,7 @@ def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
 def _levels(image: np.ndarray, valid: np.ndarray, top_px: float) -> np.ndarray:
     """(levels, rows, cols): ``image`` (0 outside ``valid``) and its normalised blurs at every
     level up to ``top_px``."""
-    x = np.where(valid, image, 0).astype(np.float32)
-    m = np.asarray(valid, np.float32)
-    count = max(1, int(math.ceil(top_px / BLUR_LEVEL_STEP_PX)))
-    return np.stack([x] + [_gaussian(x, k * BLUR_LEVEL_STEP_PX) / np.maximum(_gaussian(m, k * BLUR_LEVEL_STEP_PX), 1e-3)
-                           for k in range(1, count + 1)])
+    return _LazyLevels(image, valid, top_px).up_to(top_px)
 
 
 def _mix(levels: np.ndarray, valid: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
@@ -118,32 +114,18 @@ def cross_blurred(frame_i: np.ndarray, frame_j: np.ndarray, mask: np.ndarray, of
     radius : ``field_radius(mask)`` if already at hand. Pixels outside the overlap are left as
     they are (the refinement reads none of them). An edge blur of 0 returns the frames themselves.
     """
-    return next(cross_blurred_series(frame_i, frame_j, mask, offset_px, [edge_blur_px], radius))
-
-
-def cross_blurred_series(frame_i: np.ndarray, frame_j: np.ndarray, mask: np.ndarray, offset_px, edges_px,
-                         radius: np.ndarray | None = None):
-    """:func:`cross_blurred` at each edge blur of ``edges_px`` in turn (a generator), the blur
-    levels computed once for all of them."""
-    top = max(edges_px)
-    if top <= 0:
-        yield from ((frame_i, frame_j) for _ in edges_px)
-        return
+    if edge_blur_px <= 0:
+        return frame_i, frame_j
     radius = field_radius(mask) if radius is None else radius
-    sides = (_lens_crop(frame_i, mask, offset_px, top, radius),
-             _lens_crop(frame_j, mask, -np.asarray(offset_px, float), top, radius))
-    for edge in edges_px:
-        if edge <= 0:
-            yield frame_i, frame_j
-            continue
-        out = []
-        for frame, crop in zip((frame_i, frame_j), sides, strict=True):
-            blurred = frame.copy()
-            if crop is not None:
-                box, levels, other = crop
-                blurred[box] = _mix(levels, mask[box], edge * other)
-            out.append(blurred)
-        yield tuple(out)
+    out = []
+    for frame, shift in ((frame_i, np.asarray(offset_px, float)), (frame_j, -np.asarray(offset_px, float))):
+        blurred = frame.copy()
+        crop = _lens_crop(frame, mask, shift, edge_blur_px, radius)
+        if crop is not None:
+            box, levels, other = crop
+            blurred[box] = _mix(levels, mask[box], edge_blur_px * other)
+        out.append(blurred)
+    return out[0], out[1]
 
 
 def _lens_crop(frame: np.ndarray, mask: np.ndarray, shift, top_px: float, radius: np.ndarray):
@@ -184,35 +166,8 @@ def overlap_mismatch(frame_i: np.ndarray, frame_j: np.ndarray, mask: np.ndarray,
     """Share of frame i's variance over the overlap that frame j at ``offset_px`` (x, y; bicubic)
     leaves unexplained after a gain, an offset and a linear shading term: 0 for frames that
     agree, 1 for unrelated ones; NaN with too little overlap or no structure."""
-    samples = _overlap_samples(mask, offset_px)
-    return float("nan") if samples is None else _mismatch(frame_i, frame_j, samples)
-
-
-def _overlap_samples(mask: np.ndarray, offset_px):
-    """(rows, cols) of frame i's pixels inside both fields of view (eroded) with frame j at
-    ``offset_px``, the (rows, cols) they fall on in frame j, and the shape; None under 32 of them."""
-    h, w = mask.shape
-    tx, ty = (float(v) for v in offset_px)
-    eroded = eroded_fov(mask)
-    dx, dy = math.floor(tx), math.floor(ty)
-    r0, r1, c0, c1 = max(0, dy), min(h, h + dy + 1), max(0, dx), min(w, w + dx + 1)
-    rows, cols = np.nonzero(eroded[r0:r1, c0:c1])
-    rows, cols = rows + r0, cols + c0
-    jr, jc = rows - ty, cols - tx
-    inside = eroded[np.clip(np.rint(jr).astype(int), 0, h - 1), np.clip(np.rint(jc).astype(int), 0, w - 1)]
-    inside &= (jr > -0.5) & (jr < h - 0.5) & (jc > -0.5) & (jc < w - 0.5)
-    if inside.sum() < 32:
-        return None
-    return rows[inside], cols[inside], jr[inside], jc[inside], (h, w)
-
-
-def _mismatch(frame_i: np.ndarray, frame_j: np.ndarray, samples) -> float:
-    rows, cols, jr, jc, (h, w) = samples
-    # frame j's part the samples reach, with room for the cubic spline's taps
-    jr0, jc0 = max(0, int(jr.min()) - 3), max(0, int(jc.min()) - 3)
-    part = frame_j[jr0: int(jr.max()) + 4, jc0: int(jc.max()) + 4].astype(np.float64)
-    b = ndimage.map_coordinates(part, [jr - jr0, jc - jc0], order=3, mode="nearest")
-    return _unexplained(frame_i[rows, cols], b, np.stack([cols / w, rows / h], axis=1))
+    mismatch = _lens_mismatch_probe(frame_i, frame_j, offset_px, mask, BLUR_LEVEL_STEP_PX, field_radius(mask))
+    return float("nan") if mismatch is None else mismatch(0.0)
 
 
 def _unexplained(a: np.ndarray, b: np.ndarray, shading: np.ndarray) -> float:

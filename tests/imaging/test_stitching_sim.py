@@ -65,17 +65,22 @@ def _stitched_and_stage_errors(scan):
     return _errors(scan, mosaic), np.hypot(*(miss - miss.mean(axis=0)).T), mosaic.report
 
 
+def _scan_with_large_stage_errors(*, seed: int, heights: float | None = None):
+    """A 3×3 simulator scan with stage noise 3σ = 10 % of the step per axis, of the chip of ``seed``
+    with its layer heights scaled by ``heights`` (None: the default chip, as the world draws it)."""
+    step_nm = default_step_nm(SimWorld(seed=seed).optics, overlap=0.3)
+    layout = {} if heights is None else {"layout": Chip(seed=seed, layers=scaled_layers(heights))}
+    world = SimWorld(seed=seed, stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3), **layout)
+    return simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
+
+
 def test_large_stage_errors_do_not_let_aliases_of_periodic_patterns_win():
     # Stage noise 3σ = 10 % of the step per axis (relative errors up to ~20 % between
     # neighbours, more than the 15–17 px periods of the chip's gratings and dot arrays): picking
     # each link's highest peak put frames 10–30 px off (measured 21.5 px mean, worse than the
     # stage's 6.8). Voting among the peaks around loops of frames measured 0.17 / 0.26 px; the
     # joint inference with links weighted by the gradients both frames share, 0.12 / 0.24.
-    step_nm = default_step_nm(SimWorld(seed=1).optics, overlap=0.3)
-    world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.1)),
-                     stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
-    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
-    errors, stage_errors, report = _stitched_and_stage_errors(scan)
+    errors, stage_errors, report = _stitched_and_stage_errors(_scan_with_large_stage_errors(seed=1, heights=0.1))
     assert stage_errors.mean() > 3.0  # the stage alone is far off: the test is about large errors
     assert errors.mean() <= 0.2 and errors.max() <= 0.4, errors
     assert report.uncertain_frames == ()
@@ -85,10 +90,7 @@ def test_a_planar_chip_stitches_to_the_goal_once_the_field_blur_is_matched():
     # Every layer in focus, stage noise 3σ = 10 % of the step: what is left is the sphere's blur
     # growing towards the rim, opposite in the two frames of each overlap. Unmatched it put this
     # scan's frames 0.25 / 0.69 px off (mean / max); matched, 0.04 / 0.10 (the goal: 0.15 / 0.5).
-    step_nm = default_step_nm(SimWorld(seed=2).optics, overlap=0.3)
-    world = SimWorld(seed=2, layout=Chip(seed=2, layers=scaled_layers(0.01)),
-                     stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
-    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
+    scan = _scan_with_large_stage_errors(seed=2, heights=0.01)
     errors, _, report = _stitched_and_stage_errors(scan)
     assert report.edge_blur == "estimated" and 2.0 <= report.edge_blur_px <= 4.0, report.edge_blur_px
     assert errors.mean() <= 0.15 and errors.max() <= 0.5, errors
@@ -105,10 +107,7 @@ def test_defocused_layers_and_large_stage_errors_end_nearer_the_truth_than_the_s
     # whole NCC surfaces measured 3.9 / 5.7 px mean/max here against the stage's 8.6 / 16.1 (4.5 / 6.6
     # since links count only the gradients both frames share: the gratings' lenses no longer pin
     # their frames along the lines).
-    step_nm = default_step_nm(SimWorld(seed=3).optics, overlap=0.3)
-    world = SimWorld(seed=3, stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
-    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
-    errors, stage_errors, report = _stitched_and_stage_errors(scan)
+    errors, stage_errors, report = _stitched_and_stage_errors(_scan_with_large_stage_errors(seed=3))
     assert errors.mean() < 0.75 * stage_errors.mean() and errors.max() < stage_errors.max(), (errors, stage_errors)
     # ... and still 3–6 px off: the report must say so rather than pass the mosaic off as sound
     assert len(report.uncertain_frames) >= 5, report.frame_confidence
