@@ -1,5 +1,6 @@
 """The demo from its project page in Chromium: the steps fill in and the project's scan list follows without a
 reload (tiny training budget)."""
+import re
 import time
 
 import pytest
@@ -39,7 +40,7 @@ def demo_lab(live_url, django_user_model, monkeypatch):
     runner.join(timeout=60)
 
 
-def test_demo_steps_and_the_scan_list_follow_without_a_reload(page, demo_lab):
+def test_demo_steps_the_scan_list_and_the_sample_counts_follow_without_a_reload(page, demo_lab):
     url = demo_lab["url"]
     page.goto(f"{url}/login/")
     page.get_by_label("Username").fill("dora")
@@ -51,6 +52,9 @@ def test_demo_steps_and_the_scan_list_follow_without_a_reload(page, demo_lab):
     expect(page.locator("#demo-steps li").first).to_be_visible(timeout=20_000)
     # the demo's scan joins the project's scan list while the demo runs
     expect(page.locator("#project-scans .scan-card")).to_have_count(1, timeout=60_000)
+    # and each sample's scan count with it (it said "0 scans" until a reload)
+    expect(page.locator("#project-samples li", has_text="Synthetic IC chip")).to_contain_text(
+        re.compile(r"[1-9] scans?"), timeout=60_000)
     screenshot(page, "project-demo-running")
     # a reload follows the same demo: its steps again, and no second one can be started meanwhile
     page.reload()

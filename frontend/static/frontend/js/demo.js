@@ -16,20 +16,23 @@ function render(state) {
   return ["succeeded", "failed", "cancelled"].includes(state.status);
 }
 
-// The project's scan list is server-rendered: when a step changes, fetch this page again and swap the list in,
-// so the demo's scan appears (and shows its progress and thumbnail) without a reload.
+// The project's scan list (and each sample's scan count) is server-rendered: when a step changes, fetch this
+// page again and swap them in, so the demo's scans appear (with their progress and thumbnails) without a reload.
+const LIVE_PARTS = ["project-scans", "project-samples"];
 let stepsSeen = "";
 async function refreshScans(state, { drawn = false } = {}) {
   const steps = (state.steps || []).map((s) => `${s.name}:${s.status}`).join(",");
-  const section = document.getElementById("project-scans");
-  if (!section || steps === stepsSeen) return;
+  if (!document.getElementById(LIVE_PARTS[0]) || steps === stepsSeen) return;
   stepsSeen = steps;
   if (drawn) return;  // the page was just drawn with these steps' scans
   try {
     const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
     if (!response.ok) return;
-    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("project-scans");
-    if (fresh) section.replaceChildren(...fresh.childNodes);
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const id of LIVE_PARTS) {
+      const part = fresh.getElementById(id);
+      if (part) document.getElementById(id)?.replaceChildren(...part.childNodes);
+    }
   } catch { /* the next step change tries again */ }
 }
 
