@@ -1,4 +1,5 @@
-// A line plot of training losses on a <canvas>: axes with round ticks, one coloured series per loss, a legend.
+// A line plot of training losses on a <canvas>: axes with round ticks, one coloured series per loss, a legend, and a
+// log scale to read the late steps when the first ones start two orders of magnitude higher.
 // No dependencies; redraws from the full history each time (histories are capped at a few thousand points).
 
 const COLOURS = { g_total: "#1f6feb", g_gan: "#8250df", cycle: "#1a7f37", identity: "#9a6700", contextual: "#bf3989",
@@ -17,9 +18,21 @@ export function ticks(lo, hi, count = 5) {
   return out;
 }
 
+/** Ticks of a log axis over [lo, hi] (both > 0): the powers of ten, with 2× and 5× when they are too few. */
+export function logTicks(lo, hi) {
+  const out = [];
+  for (let k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+    for (const m of hi / lo < 100 ? [1, 2, 5] : [1]) {
+      const v = Number((m * 10 ** k).toPrecision(12));
+      if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) out.push(v);
+    }
+  }
+  return out;
+}
+
 export class LossPlot {
   constructor(canvas, { keys = Object.keys(COLOURS) } = {}) {
-    this.canvas = canvas; this.keys = keys; this.history = [];
+    this.canvas = canvas; this.keys = keys; this.history = []; this.logScale = false;
   }
 
   set(history) { this.history = [...history]; this.draw(); }
@@ -51,15 +64,19 @@ export class LossPlot {
     const steps = this.history.map((e) => e.step);
     let x0 = Math.min(...steps), x1 = Math.max(...steps);
     if (x1 === x0) { x0 -= 1; x1 += 1; }
+    // A log axis shows what is > 0 (a loss of exactly 0 has no place on it); a linear one starts at 0.
+    const log = this.logScale;
+    const shown = (v) => Number.isFinite(v) && (!log || v > 0);
     let y0 = Infinity, y1 = -Infinity;
-    for (const e of this.history) for (const k of series) if (Number.isFinite(e[k])) { y0 = Math.min(y0, e[k]); y1 = Math.max(y1, e[k]); }
-    y0 = Math.min(0, y0);
-    if (y1 === y0) y1 = y0 + 1;
+    for (const e of this.history) for (const k of series) if (shown(e[k])) { y0 = Math.min(y0, e[k]); y1 = Math.max(y1, e[k]); }
+    if (!log) y0 = Math.min(0, y0);
+    if (!(y1 > y0)) [y0, y1] = log ? [(y0 || 1) / 2, (y1 || 1) * 2] : [y0, y0 + 1];
+    const t = log ? Math.log10 : (v) => v;
     const X = (v) => pad.l + ((v - x0) / (x1 - x0)) * pw;
-    const Y = (v) => pad.t + (1 - (v - y0) / (y1 - y0)) * ph;
+    const Y = (v) => pad.t + (1 - (t(v) - t(y0)) / (t(y1) - t(y0))) * ph;
     // Grid and ticks.
     g.textAlign = "right"; g.textBaseline = "middle";
-    for (const v of ticks(y0, y1, 5)) {
+    for (const v of log ? logTicks(y0, y1) : ticks(y0, y1, 5)) {
       g.strokeStyle = "#eef0f3"; g.beginPath(); g.moveTo(pad.l, Y(v)); g.lineTo(pad.l + pw, Y(v)); g.stroke();
       g.fillText(String(v), pad.l - 6, Y(v));
     }
@@ -77,12 +94,14 @@ export class LossPlot {
       g.beginPath();
       let started = false;
       for (const e of this.history) {
-        if (!Number.isFinite(e[k])) continue;
+        if (!shown(e[k])) continue;
         started ? g.lineTo(X(e.step), Y(e[k])) : g.moveTo(X(e.step), Y(e[k]));
         started = true;
       }
       g.stroke();
-      if (this.history.length === 1) { const e = this.history[0]; g.fillStyle = COLOURS[k]; g.fillRect(X(e.step) - 2, Y(e[k]) - 2, 4, 4); }
+      if (this.history.length === 1 && shown(this.history[0][k])) {
+        const e = this.history[0]; g.fillStyle = COLOURS[k]; g.fillRect(X(e.step) - 2, Y(e[k]) - 2, 4, 4);
+      }
     }
     // Legend.
     g.textAlign = "left"; g.textBaseline = "middle";
@@ -94,6 +113,7 @@ export class LossPlot {
       lx += 110;
     }
     c.dataset.points = String(this.history.length);
+    c.dataset.scale = log ? "log" : "linear";
     c.dataset.lastStep = String(Math.max(...steps));
   }
 }

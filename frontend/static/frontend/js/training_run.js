@@ -11,7 +11,6 @@ const plot = new LossPlot($("loss-canvas"));
 plot.set(cfg.loss_history || []);
 window.ssumLossPlot = plot;  // for tests and the console
 let status = cfg.status;
-let samplesShown = 0;
 let cutBacks = 0;  // times a resumed run dropped samples this page showed: their indices come back with new pictures
 
 function formatEta(s) {
@@ -21,25 +20,60 @@ function formatEta(s) {
   return `about ${(s / 3600).toFixed(1)} h left`;
 }
 
-function showSample(index) {
-  for (; samplesShown <= index; samplesShown++) {
-    $("samples-empty")?.remove();
-    const again = cutBacks ? `?after_cut_back=${cutBacks}` : "";  // not the picture this page showed there before
-    $("samples").append(el("figure", {}, el("img", { src: `/api/training-runs/${cfg.id}/samples/${samplesShown}/${again}`, alt: `Sample after epoch ${samplesShown + 1}`, loading: "lazy" }),
-      el("figcaption", { class: "muted", text: `Epoch ${samplesShown + 1}` })));
-  }
+// One sample at a time, chosen by epoch (a run of 600 one-pair epochs made a page of 600 pictures), following the
+// latest unless the reader moved away from it, and a strip of a few spread over the run to compare at a glance.
+const STRIP = 8;
+const samples = { count: 0, epoch: 0, follow: true };
+
+function sampleUrl(epoch) {
+  const again = cutBacks ? `?after_cut_back=${cutBacks}` : "";  // not the picture this page showed there before
+  return `/api/training-runs/${cfg.id}/samples/${epoch - 1}/${again}`;
 }
+
+/** `count` epochs spread from the first to the last (all of them when there are few). */
+function spread(count) {
+  if (count <= STRIP) return Array.from({ length: count }, (_, i) => i + 1);
+  return [...new Set(Array.from({ length: STRIP }, (_, i) => 1 + Math.round((i * (count - 1)) / (STRIP - 1))))];
+}
+
+function drawSamples() {
+  const { count, epoch } = samples;
+  $("samples-empty").hidden = count > 0;
+  $("sample-viewer").hidden = count === 0;
+  if (!count) return;
+  const slider = $("sample-epoch");
+  slider.max = String(count); slider.value = String(epoch);
+  $("sample-prev").disabled = epoch <= 1; $("sample-next").disabled = epoch >= count;
+  $("sample-follow").checked = samples.follow;
+  $("sample-image").src = sampleUrl(epoch);
+  $("sample-image").alt = `Sample after epoch ${epoch}`;
+  $("sample-caption").textContent = `Epoch ${epoch} of ${count}`;
+  $("sample-strip").replaceChildren(...spread(count).map((e) => el("li", {}, el("button", {
+    type: "button", "aria-current": String(e === epoch), "data-epoch": String(e) },
+  el("img", { src: sampleUrl(e), alt: `Sample after epoch ${e}`, loading: "lazy" }), `Epoch ${e}`))));
+}
+
+function chooseEpoch(epoch) {
+  samples.epoch = Math.min(Math.max(1, epoch), samples.count);
+  samples.follow = samples.epoch === samples.count;
+  drawSamples();
+}
+
+/** The run has `count` samples now (fewer after a resume's cut-back). */
+function setSampleCount(count) {
+  if (count === samples.count) return;
+  samples.count = count;
+  if (samples.follow || samples.epoch > count || !samples.epoch) samples.epoch = count;
+  drawSamples();
+}
+
+function showSample(index) { if (index + 1 > samples.count) setSampleCount(index + 1); }
 
 /** Keep the first `count` samples: a resumed run dropped those made after its checkpoint. */
 function trimSamples(count) {
-  if (count >= samplesShown) return;
+  if (count >= samples.count) return;
   cutBacks += 1;
-  for (const figure of [...$("samples").querySelectorAll("figure")].slice(count)) figure.remove();
-  samplesShown = count;
-  if (count === 0 && !$("samples-empty")) {
-    $("samples").append(el("p", { class: "muted", id: "samples-empty", "data-ended": "The run ended before its first epoch: it made no samples.",
-                                  text: "No samples yet: one appears after each epoch." }));
-  }
+  setSampleCount(count);
 }
 
 function showResumed(note) {
@@ -57,8 +91,7 @@ function setStatus(value, obj = {}) {
   if (value === "succeeded") $("model-link").hidden = false;
   if (FINAL.includes(value)) {
     $("run-eta").textContent = ""; $("run-message").textContent = "";  // no stale "Evaluating…"
-    const empty = $("samples-empty");  // ended before an epoch: no sample is coming
-    if (empty) empty.textContent = empty.dataset.ended;
+    $("samples-empty").textContent = $("samples-empty").dataset.ended;  // ended before an epoch: none is coming
   }
 }
 
@@ -107,8 +140,17 @@ async function act(name) {
 }
 
 $("cancel-run").addEventListener("click", () => act("cancel"));
+$("sample-epoch").addEventListener("input", (e) => chooseEpoch(Number(e.target.value)));
+$("sample-prev").addEventListener("click", () => chooseEpoch(samples.epoch - 1));
+$("sample-next").addEventListener("click", () => chooseEpoch(samples.epoch + 1));
+$("sample-strip").addEventListener("click", (e) => {
+  const button = e.target.closest("button[data-epoch]");
+  if (button) chooseEpoch(Number(button.dataset.epoch));
+});
+$("sample-follow").addEventListener("change", (e) => { samples.follow = e.target.checked; if (samples.follow) chooseEpoch(samples.count); });
+$("loss-log").addEventListener("change", (e) => { plot.logScale = e.target.checked; plot.draw(); });
 $("resume-run").addEventListener("click", () => act("resume"));
-if (cfg.samples) showSample(cfg.samples - 1);
+setSampleCount(cfg.samples || 0);
 setStatus(status);
 new EventStream(`/ws/training-runs/${cfg.id}/`, {
   onEvent,
