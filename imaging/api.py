@@ -23,7 +23,7 @@ from ssumweb.parsers import JSONParser
 from . import selectors, sem_service, services
 from . import serializers as s
 from .models import Frame, ImagePair, Mosaic, PairSet, Registration, Sample, SampleSurface, Scan, SEMImage
-from .tiles import serve_pyramid
+from .tiles import serve_pyramid, serve_whole_image_tile
 
 
 class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -231,19 +231,7 @@ class MosaicViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, JobActions
     @action(detail=True, methods=["get"])
     def thumbnail(self, request, pk=None):
         """The whole stitched mosaic in one pyramid tile (at most the tile size a side), for scan cards."""
-        from ssumweb.media import absolute
-
-        from .imageio import ImagingError
-        from .pyramid import read_dzi, whole_image_level
-
-        mosaic = self.get_object()
-        if not mosaic.pyramid:
-            raise NotFound("This mosaic has no pyramid yet.")
-        try:
-            info = read_dzi(absolute(mosaic.pyramid))
-        except ImagingError as exc:
-            raise NotFound("This mosaic's pyramid cannot be read.") from exc
-        return serve_pyramid(request, mosaic.pyramid, f"mosaic_files/{whole_image_level(info)}/0_0.{info.format}")
+        return serve_whole_image_tile(request, self.get_object().pyramid, "mosaic")
 
     @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
@@ -305,6 +293,12 @@ class SEMImageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectS
     @action(detail=True, methods=["get"], url_path=r"tiles/(?P<tile>[\w./-]+)")
     def tiles(self, request, pk=None, tile=None):
         return serve_pyramid(request, self.get_object().pyramid, "mosaic_files/" + tile)
+
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def thumbnail(self, request, pk=None):
+        """The whole SEM image in one pyramid tile (at most the tile size a side), for lists."""
+        return serve_whole_image_tile(request, self.get_object().pyramid, "SEM image")
 
     @extend_schema(responses={(200, "image/tiff"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])

@@ -206,6 +206,19 @@ def test_sem_list_filters_by_project(registration, project, other_project, opera
     assert "sem-a" not in login(operator).get("/sem/?q=nothing").content.decode()
 
 
+def test_sem_images_show_their_picture_in_the_list_and_on_their_page(registration, project, viewer):
+    sem = registration.sem_image
+    page = login(viewer).get("/sem/").content.decode()
+    assert f'src="/api/sem-images/{sem.pk}/thumbnail"' in page
+    detail = login(viewer).get(f"/sem/{sem.pk}/").content.decode()
+    assert 'id="osd-sem-view"' in detail and "the instrument's data bar cut" in detail
+    assert f'href="/api/sem-images/{sem.pk}/image"' in detail  # the 16-bit TIFF
+    SEMImage.objects.filter(pk=sem.pk).update(pyramid="")  # its deep-zoom view not built yet
+    assert "list-thumb empty" in login(viewer).get("/sem/").content.decode()
+    detail = login(viewer).get(f"/sem/{sem.pk}/").content.decode()
+    assert 'id="osd-sem-view"' not in detail and "still being built" in detail
+
+
 def test_a_scans_own_mosaic_is_offered_once_its_final_stitch_succeeded(registration, project, operator):
     TrainedModel.objects.create(project=project, name="cyclegan-a", weights="w.pt", pixel_size_nm=20)
     scan = registration.mosaic.scan

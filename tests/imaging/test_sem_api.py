@@ -45,6 +45,25 @@ def test_fei_tiff_gives_its_pixel_size_and_loses_its_data_bar(api, project, oper
 
 
 @pytest.mark.django_db
+def test_an_imported_image_has_a_thumbnail_for_members_only(api, project, operator, viewer, outsider, fei_tiff,
+                                                            django_capture_on_commit_callbacks):
+    from imaging.jobs import sem_pyramid_work
+
+    content, sem = fei_tiff
+    with django_capture_on_commit_callbacks(execute=False):
+        pk = upload(api, operator, project, content, "quanta.tif").json()["id"]
+    url = f"/api/sem-images/{pk}/thumbnail/"
+    missing = api(viewer).get(url)
+    assert missing.status_code == 404 and "no pyramid yet" in missing.json()["detail"]
+    sem_pyramid_work(pk)
+    thumbnail = api(viewer).get(url)
+    assert thumbnail.status_code == 200 and "immutable" in thumbnail["Cache-Control"]
+    with Image.open(io.BytesIO(b"".join(thumbnail.streaming_content))) as shown:
+        assert shown.size == (200, 160)  # the whole image (data bar cut) in one tile
+    assert api(outsider).get(url).status_code == 404
+
+
+@pytest.mark.django_db
 def test_a_file_without_pixel_size_asks_for_it(api, project, operator, django_capture_on_commit_callbacks):
     response = upload(api, operator, project, png_bytes(), "sem.png")
     assert response.status_code == 400 and response.json()["errors"][0]["field"] == "pixel_size_nm"

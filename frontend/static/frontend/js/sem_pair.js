@@ -1,6 +1,6 @@
 // Register an SEM image to a mosaic: automatically, or from landmark pairs clicked in two deep-zoom viewers.
 // Points are kept in image pixels (x = column, y = row) of each image, as the API wants them.
-import { api, clearErrors, dziTileSource, el, jsonScript, showErrors } from "./common.js";
+import { api, attachScaleBar, clearErrors, dziTileSource, el, jsonScript, showErrors } from "./common.js";
 
 const cfg = jsonScript("pair-config");
 const $ = (id) => document.getElementById(id);
@@ -49,6 +49,15 @@ function makeViewer(key, id) {
 async function open(viewer, dziUrl) {
   const source = await dziTileSource(dziUrl);
   await new Promise((resolve) => { viewer.addOnceHandler("open", resolve); viewer.addOnceHandler("open-failed", resolve); viewer.open(source); });
+}
+
+// The image as imported, for everyone who may see it (the form below is for operators).
+if ($("osd-sem-view") && cfg.sem.dzi_url) {
+  const view = OpenSeadragon({ element: $("osd-sem-view"), prefixUrl: "/static/openseadragon/images/", drawer: "canvas",
+                               crossOriginPolicy: false, maxZoomPixelRatio: 8, showNavigationControl: true });
+  viewers.image = view;
+  attachScaleBar(view, $("osd-sem-view").closest(".viewer-box").querySelector(".scalebar"), cfg.sem.pixel_size_nm);
+  open(view, cfg.sem.dzi_url);
 }
 
 function addPoint(key, x, y) {
