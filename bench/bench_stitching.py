@@ -25,13 +25,19 @@ or two away, where ours, refining from the inferred peak, may not. Under ours, a
 frames its report calls uncertain (``StitchReport.uncertain_frames``) and their mean error beside
 the others'.
 
+``--stage repeatable``: the simulator's own closed-loop scanner instead (``StageErrors()``: 1.5 nm settling
+noise and slow drift; the camera turned 0.35° against it, its scale 0.1–0.15 % off, which alone moves the stage
+positions 1.5–2 px off), and a row "ours+rep" beside ours: the same stitch told the stage repeats within
+``REPEATABLE_STAGE_NM`` (``imaging.repeatable_stage``: frames where the stage put them, turned by the rotation
+the overlaps measure). The peers run as always.
+
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
 vignetting and Poisson noise (tests/imaging/scan_factory.py). Error = Euclidean distance of each
 frame's position from its true one after removing the best common translation (px).
 
     .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic] [--seeds 1 2 3 4]
-        [--chips planar flat default stacked] [--repeat 3]
+        [--chips planar flat default stacked] [--stage noisy|repeatable] [--repeat 3]
 
 Times on a shared machine vary by ±20 % from run to run: ``--repeat 3`` reports each method's
 fastest of three runs on the same frames. "time s" is wall-clock, "cpu s" the process's CPU
@@ -100,17 +106,23 @@ STACK_DEPTHS_NM = (0.0, 300.0, 600.0, 900.0, 1200.0, 1500.0, 1900.0)
 CHIP_HEIGHTS = {"planar": 0.01, "flat": 0.1, "default": 1.0, "stacked": 1.0}
 
 
-def sim_scan(grid: tuple[int, int], *, seed: int, chip: str = "default") -> tuple[BenchScan, float]:
+#: The repeatability ``--stage repeatable`` tells ours (nm, 1σ): the simulated scanner's 1.5 nm settling noise
+#: and its drift over a scan.
+REPEATABLE_STAGE_NM = 2.0
+
+
+def sim_scan(grid: tuple[int, int], *, seed: int, chip: str = "default", stage: str = "noisy") -> tuple[BenchScan, float]:
     """A simulator scan of a ``CHIP_HEIGHTS`` kind in raster order (row-major, as the peers expect)
     and its largest stage error as a fraction of the step (relative to frame 0, per axis).
-    "stacked": a Z-stack per point fused to extended depth of field (``STACK_DEPTHS_NM``)."""
+    "stacked": a Z-stack per point fused to extended depth of field (``STACK_DEPTHS_NM``).
+    ``stage``: "noisy" (3σ = 10 % of the step) or "repeatable" (the simulator's closed-loop scanner)."""
     from instruments.sim.chip import Chip, scaled_layers
     from instruments.sim.dataset import default_step_nm, simulate_scan
     from instruments.sim.world import SimWorld, StageErrors
 
     probe = SimWorld(seed=seed)
     step_nm = default_step_nm(probe.optics, overlap=0.3)
-    errors = StageErrors(noise_nm=0.1 * step_nm / 3)  # 3σ = 10 % of the step, per axis
+    errors = StageErrors(noise_nm=0.1 * step_nm / 3) if stage == "noisy" else StageErrors()  # noisy: 3σ = 10 % of the step
     layout = Chip(seed=seed, layers=scaled_layers(CHIP_HEIGHTS[chip]))
     scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=errors), grid=grid, step_nm=step_nm,
                          stack_depths_nm=STACK_DEPTHS_NM if chip == "stacked" else None)
@@ -145,12 +157,17 @@ def run_stage(scan):
     return np.asarray(scan.nominal_xy_nm, float) / scan.pixel_size_nm, elapsed()
 
 
-def run_ours(scan):
+def run_ours(scan, **options):
     """Positions, :class:`Elapsed` and our stitching report (its uncertain frames are checked against the truth)."""
     elapsed = stopwatch()
     mosaic = stitch(scan.frames, scan.nominal_xy_nm, pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
-                    useful_fov_fraction=scan.useful_fov, anchor="center")
+                    useful_fov_fraction=scan.useful_fov, anchor="center", **options)
     return mosaic.positions_px, elapsed(), mosaic.report
+
+
+def run_ours_repeatable(scan):
+    """Ours told the stage repeats within ``REPEATABLE_STAGE_NM`` (``--stage repeatable``)."""
+    return run_ours(scan, stage_repeatability_nm=REPEATABLE_STAGE_NM)
 
 
 def run_floor(scan):
@@ -252,12 +269,12 @@ def synthetic_cases(quick: bool):
             scan.true_xy_px)
 
 
-def sim_cases(quick: bool, seeds=(1,), chips=tuple(CHIP_HEIGHTS)):
+def sim_cases(quick: bool, seeds=(1,), chips=tuple(CHIP_HEIGHTS), stage: str = "noisy"):
     kinds = [((3, 3), "planar")] if quick else [(grid, chip) for chip in chips for grid in ((3, 3), (4, 4))]
     specs = [(grid, chip, seed) for grid, chip in kinds for seed in seeds]
     for grid, chip, seed in specs:
         started = time.perf_counter()
-        scan, worst = sim_scan(grid, seed=seed, chip=chip)
+        scan, worst = sim_scan(grid, seed=seed, chip=chip, stage=stage)
         print(f"  [{grid[0]}x{grid[1]} {chip} chip seed {seed}: "
               f"{len(scan.frames)} frames of {scan.frames[0].shape[1]}x{scan.frames[0].shape[0]} px, "
               f"step {scan.step_px:.0f} px, largest stage error {100 * worst:.1f} % of the step, "
@@ -274,6 +291,9 @@ def main() -> None:
                         help="simulator chip and stage seeds (default 1); several give each scan kind per seed")
     parser.add_argument("--chips", nargs="+", choices=tuple(CHIP_HEIGHTS), default=list(CHIP_HEIGHTS),
                         help="simulator chip kinds (default: all), each as a 3×3 and a 4×4 scan")
+    parser.add_argument("--stage", choices=("noisy", "repeatable"), default="noisy",
+                        help="simulator stage: errors 3σ = 10 %% of the step (default), or the simulator's closed-loop "
+                             "scanner, with a row for ours told it is repeatable")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every method this many times on each scan and report its fastest (default 1)")
     args = parser.parse_args()
@@ -281,10 +301,14 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     peers = {"ours": run_ours, "ashlar": run_ashlar, "m2stitch": run_m2stitch, "stage": run_stage,
              "floor": run_floor}
+    if args.stage == "repeatable":
+        peers = {"ours": run_ours, "ours+rep": run_ours_repeatable, **{k: v for k, v in peers.items() if k != "ours"}}
     if args.source == "sim":
-        print("stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), stage noise 3σ = 10 % "
-              f"of step, camera noise; ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
-        cases = sim_cases(args.quick, tuple(args.seeds), tuple(args.chips))
+        stage = ("stage noise 3σ = 10 % of step" if args.stage == "noisy" else
+                 f"the simulator's closed-loop stage (ours+rep: told it repeats within {REPEATABLE_STAGE_NM} nm)")
+        print(f"stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), {stage}, camera noise; "
+              f"ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
+        cases = sim_cases(args.quick, tuple(args.seeds), tuple(args.chips), args.stage)
     else:
         print("stitching on synthetic scans: 30 % overlap, circular FOV, stage error ≤ 10 % of step, "
               "vignetting 35 %, Poisson noise")

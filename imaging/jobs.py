@@ -263,6 +263,7 @@ def stitch_work(mosaic: Mosaic, progress) -> dict:
     mask = circular_mask(fov_radius_px, images[0].shape)
     flatfield = flatfield_for(mosaic.options, mask, progress)
     result = stitch(images, nominal, pixel_size_nm=pixel_size_nm, fov_mask=mask, anchor="center", flatfield=flatfield,
+                    stage_repeatability_nm=instrument.stage_repeatability_nm,
                     progress=lambda fraction, message: progress(0.15 + 0.55 * fraction, message))
     progress(0.7, "Writing the mosaic…")
     rel = f"scans/{scan.pk}/mosaics/{mosaic.pk}/mosaic.tif"

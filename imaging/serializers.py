@@ -96,7 +96,10 @@ class MosaicSerializer(serializers.ModelSerializer):
             "frame indices; fov_radius_px is the useful field of view's radius the frames were stitched with; "
             "edge_blur_px is how much blurrier (Gaussian σ, px) that field's edge is than its centre, matched "
             "across each overlap (0: not matched), edge_blur how it was chosen (estimated, given, none) or why "
-            "an estimate was not used (inconsistent, unbounded, no_overlaps).")}}
+            "an estimate was not used (inconsistent, unbounded, no_overlaps); stage_repeatability_nm is the "
+            "instrument's, when known, and stage_calibration what the overlaps measured of that stage "
+            "(rotation_deg: the camera against the scanner; links_agreeing of links_measured; median_residual_px; "
+            "believed: false when too few agreed and the overlaps placed the frames instead).")}}
 
     def get_dzi_url(self, mosaic) -> str | None:
         return reverse("api:mosaic-dzi", args=[mosaic.pk]) if mosaic.pyramid else None

@@ -37,6 +37,7 @@ from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_offset, refine_pair, register_pair
 from imaging.parallel import parallel_map
 from imaging.placement import Link, Placement, disagreement
+from imaging.repeatable_stage import StageCalibration, repeatable_stage_placement
 
 __all__ = ["USEFUL_FOV_FRACTION", "UNCERTAIN_CONFIDENCE", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch", "frame_footprint"]
 
@@ -180,6 +181,12 @@ class StitchReport:
     #: "unbounded" or "inconsistent" (the overlaps differ by more than a field blur: defocused
     #: layers), "no_overlaps"
     edge_blur: str = "none"
+    #: the stage's repeatability the placement trusted (1σ per axis, nm; :mod:`imaging.repeatable_stage`),
+    #: None: not known, the frames were placed by the joint inference over the overlaps
+    stage_repeatability_nm: float | None = None
+    #: with a repeatable stage, what the overlaps measured of it (:class:`~imaging.repeatable_stage.StageCalibration`);
+    #: "believed": false when too few overlaps agreed with it and the overlaps placed the frames instead
+    stage_calibration: dict | None = None
 
     @property
     def dropped_links(self) -> tuple[LinkReport, ...]:
@@ -237,6 +244,10 @@ class IncrementalStitcher:
         (an instrument's calibration; 0 turns the matching off) or None (off).
     useful_fov_fraction : keep only this fraction of ``fov_mask``'s radius (see
         :data:`USEFUL_FOV_FRACTION` for SSUM frames whose mask is the sphere's full circle).
+    stage_repeatability_nm : how closely the stage lands where it reads (1σ per axis, nm; a
+        closed-loop piezo: a few nm), or None (not known). Given, the frames go where the stage put
+        them, turned by the camera's rotation that the overlaps measure (:mod:`imaging.repeatable_stage`),
+        instead of where the joint inference over the overlaps puts them.
 
     ``finish()`` fits the stage model by consensus over the links and measures again, inside the
     stage's repeatability, every link that strayed from it (aliases on periodic structures).
@@ -255,6 +266,7 @@ class IncrementalStitcher:
         max_residual_px: float = 1.0,
         useful_fov_fraction: float = 1.0,
         edge_blur_px: float | str | None = "estimate",
+        stage_repeatability_nm: float | None = None,
     ):
         if len(tuple(frame_shape)) != 2 or min(frame_shape) < 8:
             raise StitchingError(f"frame_shape must be (rows, cols) with both ≥ 8, got {frame_shape}")
@@ -279,8 +291,13 @@ class IncrementalStitcher:
         if not (edge_blur_px is None or (isinstance(edge_blur_px, str) and edge_blur_px == "estimate")
                 or (isinstance(edge_blur_px, (int, float)) and math.isfinite(edge_blur_px) and edge_blur_px >= 0)):
             raise StitchingError(f'edge_blur_px must be "estimate", a number ≥ 0 or None, got {edge_blur_px!r}')
+        if not (stage_repeatability_nm is None or (isinstance(stage_repeatability_nm, (int, float))
+                                                   and math.isfinite(stage_repeatability_nm) and stage_repeatability_nm >= 0)):
+            raise StitchingError(f"stage_repeatability_nm must be a number ≥ 0 or None, got {stage_repeatability_nm!r}")
         self.edge_blur_px = edge_blur_px
         self._edge_blur: tuple[float, str] = (0.0, "none")
+        self.stage_repeatability_nm = None if stage_repeatability_nm is None else float(stage_repeatability_nm)
+        self._stage_calibration: StageCalibration | None = None
         self.mask = mask
         self.flatfield = flatfield
         self.max_shift_nm = max_shift_nm
@@ -545,10 +562,20 @@ class IncrementalStitcher:
         nominal = np.array(self._nominal_px)
         threshold = self.min_score
         report(0.1, f"Placing the {len(self._frames)} frames from all {len(self._links)} overlaps together…")
-        self._links, placement = consensus_placement(nominal, self._links, register=self._register,
-                                                     refine=self._refine, min_score=self.min_score,
-                                                     max_residual_px=self.max_residual_px,
-                                                     polish=lambda links, placed: self._blur_matched(links, placed, report))
+        polish = lambda links, placed: self._blur_matched(links, placed, report)  # noqa: E731
+        on_stage = None
+        if self.stage_repeatability_nm is not None and len(self._frames) > 1:
+            on_stage = repeatable_stage_placement(
+                nominal, self._links, register=self._register,
+                stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm, min_score=self.min_score,
+                max_residual_px=self.max_residual_px, polish=polish)
+            self._stage_calibration = on_stage[2]
+        if on_stage is not None and on_stage[2].believed:
+            self._links, placement = on_stage[:2]
+        else:  # not said to be repeatable, or the overlaps contradict it: they place the frames
+            self._links, placement = consensus_placement(nominal, self._links, register=self._register,
+                                                         refine=self._refine, min_score=self.min_score,
+                                                         max_residual_px=self.max_residual_px, polish=polish)
         positions = placement.positions_px
         if isinstance(self.flatfield, FlatField) and self.flatfield.method == "estimated":
             # Placed, the frames show the same spots at different places in the field: a better
@@ -599,10 +626,12 @@ class IncrementalStitcher:
             seconds=self._seconds,
             frame_confidence=() if placement.confidence is None else tuple(map(float, placement.confidence)),
             frame_disagreement=() if placement.confidence is None else tuple(map(float, disagreeing)),
-            uncertain_frames=_uncertain_frames(placement, disagreeing),
+            uncertain_frames=_uncertain_frames(placement, disagreeing, stage_trusted=on_stage is not None and on_stage[2].believed),
             frame_gain=tuple(map(float, gains)),
             edge_blur_px=self._edge_blur[0],
             edge_blur=self._edge_blur[1],
+            stage_repeatability_nm=self.stage_repeatability_nm,
+            stage_calibration=None if self._stage_calibration is None else self._stage_calibration.to_dict(),
         )
         origin_nm = tuple(float(v) for v in corner * self.pixel_size_nm)
         return Mosaic(image, self.pixel_size_nm, origin_nm, local, report)
@@ -629,10 +658,10 @@ def frame_footprint(mosaic_shape: tuple[int, int], positions_px, frames, fov_mas
     return out
 
 
-def _uncertain_frames(placement, disagreeing: np.ndarray) -> tuple[int, ...]:
-    """Frames placed by the stage alone, held with little confidence, or with some confidence while an
-    overlap disagrees (:data:`UNCERTAIN_CONFIDENCE`)."""
-    unsure = set(placement.placed_by_stage)
+def _uncertain_frames(placement, disagreeing: np.ndarray, *, stage_trusted: bool = False) -> tuple[int, ...]:
+    """Frames placed by the stage alone (unless it is a repeatable stage's to place them), held with
+    little confidence, or with some confidence while an overlap disagrees (:data:`UNCERTAIN_CONFIDENCE`)."""
+    unsure = set() if stage_trusted else set(placement.placed_by_stage)
     if placement.confidence is not None:
         confidence = placement.confidence
         flagged = (confidence < UNCERTAIN_CONFIDENCE) | ((confidence < SURE_CONFIDENCE) & (disagreeing > DISAGREEING_NCC))
@@ -652,6 +681,7 @@ def stitch(
     min_score: float = 0.6,
     useful_fov_fraction: float = 1.0,
     edge_blur_px: float | str | None = "estimate",
+    stage_repeatability_nm: float | None = None,
     progress: Progress | None = None,
 ) -> Mosaic:
     """Stitch a finished scan.
@@ -692,7 +722,7 @@ def stitch(
             flatfield = estimate_flatfield(checked, mask=fov_mask)
     stitcher = IncrementalStitcher(frame_shape=first.shape, pixel_size_nm=pixel_size_nm, fov_mask=fov_mask,
                                    flatfield=flatfield, max_shift_nm=max_shift_nm, min_score=min_score,
-                                   edge_blur_px=edge_blur_px)
+                                   edge_blur_px=edge_blur_px, stage_repeatability_nm=stage_repeatability_nm)
     stitcher._seconds = time.perf_counter() - started
     report(0.05, f"Registering each of the {len(checked)} frames with its neighbours…")
     stitcher.add_frames(checked, nominal, anchor=anchor, blend=False)

@@ -1,6 +1,7 @@
 """The instrument record: which drivers, at which addresses, and whether its worker is alive."""
 from datetime import timedelta
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -29,6 +30,10 @@ class Instrument(models.Model):
     camera_roi = models.JSONField(default=list, blank=True)
     # Focus-stage position that is sharp for a surface in contact with the sphere (autofocus starts there).
     focus_reference_nm = models.FloatField(null=True, blank=True)
+    # How closely the scanner lands where its sensors read (1σ per axis, nm; a closed-loop piezo: a few nm).
+    # Known, stitching puts frames where the stage put them, turned by the camera's rotation the overlaps
+    # measure (imaging.repeatable_stage); empty: not known, the overlaps place the frames.
+    stage_repeatability_nm = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
     travel_x_nm = models.FloatField(default=100_000.0)
     travel_y_nm = models.FloatField(default=100_000.0)
     sim_seed = models.IntegerField(default=0)

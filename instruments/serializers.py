@@ -9,10 +9,14 @@ class InstrumentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Instrument
         fields = ["id", "project", "name", "piezo_address", "focus_address", "camera_address", "pixel_size_nm",
-                  "fov_diameter_nm", "frame_width_px", "frame_height_px", "travel_x_nm", "travel_y_nm", "online",
+                  "fov_diameter_nm", "frame_width_px", "frame_height_px", "stage_repeatability_nm", "travel_x_nm", "travel_y_nm", "online",
                   "heartbeat_at", "worker_state", "flatfield_calibration"]
         read_only_fields = fields
-        extra_kwargs = {"flatfield_calibration": {"help_text": (
+        extra_kwargs = {"stage_repeatability_nm": {"help_text": (
+            "How closely the scanner lands where its sensors read, 1σ per axis, nm (a closed-loop piezo: a few nm); "
+            "null: not known. Known, stitches put frames where the stage put them, turned by the camera's rotation "
+            "that the overlaps measure.")},
+                        "flatfield_calibration": {"help_text": (
             "The scan of bare silicon whose frames are this instrument's flat field: stitches of its scans use "
             "it unless asked otherwise (set with POST flatfield-calibration/).")}}
 

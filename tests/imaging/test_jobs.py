@@ -193,6 +193,22 @@ def test_the_instruments_calibration_is_the_default_flat_field(scan_with_frames,
 
 
 @pytest.mark.django_db
+def test_the_instruments_stage_repeatability_reaches_the_stitch(scan_with_frames, django_capture_on_commit_callbacks):
+    from imaging.jobs import stitch_work
+
+    Instrument.objects.filter(pk=scan_with_frames.instrument_id).update(stage_repeatability_nm=2.0)
+    with django_capture_on_commit_callbacks(execute=False):
+        mosaic = queue_mosaic(scan_with_frames)
+    run_job("imaging.Mosaic", mosaic.pk, stitch_work)
+    mosaic.refresh_from_db()
+    assert mosaic.status == JobStatus.SUCCEEDED, mosaic.failure_reason
+    # the simulator's scanner turned 0.35° against the camera (StageErrors), measured on the overlaps
+    assert mosaic.report["stage_repeatability_nm"] == 2.0
+    assert mosaic.report["stage_calibration"]["believed"], mosaic.report["stage_calibration"]
+    assert abs(mosaic.report["stage_calibration"]["rotation_deg"] + 0.357) <= 0.1, mosaic.report["stage_calibration"]
+
+
+@pytest.mark.django_db
 def test_a_stitch_whose_calibration_scan_went_away_fails_saying_so(scan_with_frames, simulated,
                                                                    django_capture_on_commit_callbacks):
     bare = bare_silicon_scan(scan_with_frames, shading_frames(simulated, count=1))

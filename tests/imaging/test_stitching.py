@@ -266,6 +266,9 @@ def test_bad_options_raise():
     for bad in ("guess", -1.0, float("nan"), "2"):
         with pytest.raises(StitchingError, match="edge_blur_px"):
             IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1, edge_blur_px=bad)
+    for bad in (-0.5, float("inf"), "2"):
+        with pytest.raises(StitchingError, match="stage_repeatability_nm"):
+            IncrementalStitcher(frame_shape=(64, 64), pixel_size_nm=1, stage_repeatability_nm=bad)
 
 
 def test_the_field_blur_is_estimated_given_or_left_alone(scan, mosaic):

@@ -33,8 +33,9 @@ class Command(BaseCommand):
                     name=DEMO_PROJECT, defaults={"is_demo": True,
                                                  "description": "A simulated SSUM on a synthetic IC chip: try every step here."})
                 Membership.objects.get_or_create(project=project, user=admin, defaults={"role": Role.ADMIN})
+                # the simulated scanner is a closed-loop piezo: 1.5 nm settling noise and slow drift (StageErrors)
                 Instrument.objects.get_or_create(project=project, name="Simulated SSUM",
-                                                 defaults={"sim_seed": DEMO_SEED})
+                                                 defaults={"sim_seed": DEMO_SEED, "stage_repeatability_nm": 2.0})
                 Sample.objects.get_or_create(project=project, name="Synthetic IC chip",
                                              defaults={"sim_seed": DEMO_SEED, "created_by": admin,
                                                        "description": "A procedurally generated IC layout (seed 7)."})

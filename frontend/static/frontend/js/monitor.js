@@ -548,6 +548,18 @@ function showStitchReport(report, mosaicId, options = {}) {
     inconsistent: "The overlaps disagree about how much blurrier the field's edge is (layers out of focus, differently in each frame), so none was matched for it.",
     unbounded: "The overlaps differ by more than the field's blur towards its edge (layers out of focus, differently in each frame), so none was matched for it." }[report.edge_blur];
   if (blurText) lines.push(el("p", { class: "muted", text: blurText }));
+  // a repeatable stage placed the frames, turned by the camera's rotation the overlaps measured (imaging/repeatable_stage.py)
+  const stage = report.stage_calibration;
+  const stageWords = stage && `${stage.links_agreeing} of ${stage.links_measured} overlaps`;
+  if (stage?.believed) {
+    lines.push(el("p", { class: "muted", text: `Placed where the stage put them (it repeats within `
+      + `${report.stage_repeatability_nm} nm), turned by ${stage.rotation_deg.toFixed(2)}° — the camera against the scanner, as `
+      + `${stageWords} measured it${stage.median_residual_px == null ? "" : ` (they sit ${stage.median_residual_px.toFixed(2)} px from it, median)`}.` }));
+  } else if (stage) {
+    lines.push(el("p", { class: "warning", text: `The instrument's stage is said to repeat within ${report.stage_repeatability_nm} nm, `
+      + `but only ${stageWords} agree with where it put the frames, so the overlaps placed them instead. Check the `
+      + "instrument's stage repeatability." }));
+  }
   const gains = report.frame_gain || [];
   const spread = gains.length ? Math.max(...gains.map((g) => Math.abs(g - 1))) : 0;
   if (spread >= 0.005) {
@@ -558,7 +570,8 @@ function showStitchReport(report, mosaicId, options = {}) {
   }
   // the scan's frames as a lab member counts them, from 1; a frame none of whose overlaps matched was placed by
   // the stage alone (placed_by_stage), which is not the same as overlaps that disagree
-  const byStage = (report.placed_by_stage || []).map((k) => index[k]);
+  // (on a repeatable stage that placed them, being placed by the stage is no doubt about a frame)
+  const byStage = stage?.believed ? [] : (report.placed_by_stage || []).map((k) => index[k]);
   const unsure = (report.uncertain_frames || []).map((k) => index[k]).filter((k) => !byStage.includes(k));
   const sentences = [];
   if (byStage.length) {
