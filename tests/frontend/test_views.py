@@ -520,6 +520,14 @@ def test_the_dashboard_says_which_flat_field_each_instrument_uses(scan, viewer):
     assert f'Flat field: <a href="/scans/{bare.pk}/">wafer flat</a>' in login(viewer).get("/").content.decode()
 
 
+def test_the_dashboard_says_whether_each_instruments_stage_places_the_frames(scan, viewer):
+    instrument = scan.instrument
+    page = login(viewer).get("/").content.decode()
+    assert "stage repeatability not set: the overlaps place the frames" in page
+    type(instrument).objects.filter(pk=instrument.pk).update(stage_repeatability_nm=2.0)
+    assert "stage repeats within 2 nm: mosaics go where it puts the frames" in login(viewer).get("/").content.decode()
+
+
 def test_viewer_says_which_counts_the_mosaics_grey_levels_stand_for(mosaic, viewer):
     """A line profile read 0–255 of screen grey; the pyramid's display window (display.json) turns it into counts."""
     import numpy as np
