@@ -24,10 +24,10 @@ So here the stage decides, and the overlaps only measure the rotation:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import numpy as np
 
+from imaging.consensus import Polish, Register
 from imaging.parallel import parallel_map
 from imaging.placement import Link, Placement, solve_positions
 
@@ -50,10 +50,6 @@ ROUNDS = 2
 #: pixel where the frames agree (simulated flat chips: 0.06–0.43 px, as without). Fitting the scale
 #: too followed the links' biases on deep chips (0.9 % off: 2.1 px mean error, 0.6 rotation only).
 STAGE_MODEL_FLOOR_PX = 0.3
-
-Register = Callable[[int, int, np.ndarray, float], object]
-Polish = Callable[[list[Link], Placement], list[Link]]
-
 
 #: The turned stage is believed only where at least this share of the measured links land on it:
 #: with a precise stage (simulated, 1.5 nm), 0.45–0.8 on deep chips and ≥ 0.9 on flat ones; with a

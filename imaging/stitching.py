@@ -563,16 +563,16 @@ class IncrementalStitcher:
         threshold = self.min_score
         report(0.1, f"Placing the {len(self._frames)} frames from all {len(self._links)} overlaps together…")
         polish = lambda links, placed: self._blur_matched(links, placed, report)  # noqa: E731
-        on_stage = None
+        on_stage = False  # placed by a repeatable stage, as the overlaps measured it
         if self.stage_repeatability_nm is not None and len(self._frames) > 1:
-            on_stage = repeatable_stage_placement(
+            links, placement, self._stage_calibration = repeatable_stage_placement(
                 nominal, self._links, register=self._register,
                 stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm, min_score=self.min_score,
                 max_residual_px=self.max_residual_px, polish=polish)
-            self._stage_calibration = on_stage[2]
-        if on_stage is not None and on_stage[2].believed:
-            self._links, placement = on_stage[:2]
-        else:  # not said to be repeatable, or the overlaps contradict it: they place the frames
+            on_stage = self._stage_calibration.believed
+            if on_stage:
+                self._links = links
+        if not on_stage:  # not said to be repeatable, or the overlaps contradict it: they place the frames
             self._links, placement = consensus_placement(nominal, self._links, register=self._register,
                                                          refine=self._refine, min_score=self.min_score,
                                                          max_residual_px=self.max_residual_px, polish=polish)
@@ -626,7 +626,7 @@ class IncrementalStitcher:
             seconds=self._seconds,
             frame_confidence=() if placement.confidence is None else tuple(map(float, placement.confidence)),
             frame_disagreement=() if placement.confidence is None else tuple(map(float, disagreeing)),
-            uncertain_frames=_uncertain_frames(placement, disagreeing, stage_trusted=on_stage is not None and on_stage[2].believed),
+            uncertain_frames=_uncertain_frames(placement, disagreeing, stage_trusted=on_stage),
             frame_gain=tuple(map(float, gains)),
             edge_blur_px=self._edge_blur[0],
             edge_blur=self._edge_blur[1],
