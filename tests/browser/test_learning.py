@@ -100,7 +100,7 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
     # Landmarks: the same three places in each viewer (both show the same region at the same size).
     page.get_by_role("link", name="Pair with a mosaic").click()
     # the page shows the image as imported, with a scale bar, before anything is paired
-    page.wait_for_function("window.ssumPairViewers.image?.world.getItemCount() === 1")
+    page.wait_for_function("window.ssumPairViewers?.image?.world.getItemCount() === 1")
     expect(page.locator("#sem-image .scalebar")).to_be_visible()
     expect(page.locator("#sem-image")).to_contain_text("the instrument's data bar cut")
     page.get_by_label("Landmarks (click ≥ 3 matching points)").check()
