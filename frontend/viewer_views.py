@@ -131,7 +131,8 @@ def viewer(request):
 
         others = {"recent_mosaics": [{"pk": m.pk, "label": m.label}
                                      for m in _mosaics_for(request.user)[:RECENT_MOSAICS]]}
+    frames = frame_outlines(mosaic) if layers and mosaic else []
     return render(request, "frontend/viewer.html", {
         "mosaic": mosaic, "translation": translation, "registration": registration, "layers": layers,
-        "viewer_config": {"layers": layers, "frames": frame_outlines(mosaic) if layers and mosaic else []},
+        "viewer_config": {"layers": layers, "frames": frames}, "uncertain_frames": sum(f["uncertain"] for f in frames),
         **others})

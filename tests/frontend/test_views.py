@@ -332,6 +332,11 @@ def test_viewer_outlines_the_stitched_frames_flagging_the_unsure_ones(mosaic, vi
     assert frames == [{"index": 4, "x": 255.5, "y": 255.5, "r": pytest.approx(radius), "uncertain": False},
                       {"index": 7, "x": 556.0, "y": 257.5, "r": pytest.approx(radius), "uncertain": True}]
     assert b"Outline the stitched frames" in response.content
+    assert "placed with low confidence (1)" in response.content.decode()
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**Mosaic.objects.get(pk=mosaic.pk).report, "uncertain_frames": []})
+    page = login(viewer).get(f"/viewer/?mosaic={mosaic.pk}").content.decode()
+    assert "Every frame placed with confidence." in page and "placed with low confidence" not in page
+    Mosaic.objects.filter(pk=mosaic.pk).update(report={**Mosaic.objects.get(pk=mosaic.pk).report, "uncertain_frames": [1]})
 
     # stitched with the field of view of the day: a later edit of the instrument does not move the outlines
     Mosaic.objects.filter(pk=mosaic.pk).update(report={**Mosaic.objects.get(pk=mosaic.pk).report,
