@@ -97,8 +97,9 @@ class LiveMosaic:
                     image, xy = read_image16(absolute(image.image.name)), (image.commanded_x_nm, image.commanded_y_nm)
                 if self.stitcher is None:
                     mask = fov_mask_for(self.instrument, image.shape)
-                    self.stitcher = IncrementalStitcher(frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm,
-                                                        fov_mask=mask, flatfield=self._calibration(mask))
+                    self.stitcher = IncrementalStitcher(
+                        frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm, fov_mask=mask,
+                        flatfield=self._calibration(mask), stage_repeatability_nm=self.instrument.stage_repeatability_nm)
                 try:
                     region = self.stitcher.add_frame(image, xy, anchor="center")
                 finally:  # a frame the stitcher kept, even one it then failed to place, has a scan index
