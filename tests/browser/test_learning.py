@@ -192,6 +192,8 @@ def test_upload_register_pairs_train_translate(page, bench, tmp_path):
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=120_000)
     expect(page.locator("#loss-canvas")).to_have_attribute("data-points", "4")
     expect(page.locator("#loss-canvas")).to_have_attribute("data-last-step", "4")
+    expect(page.locator("#sample-caption")).to_have_text("Epoch 1 of 1")  # one epoch: nothing to choose between
+    expect(page.locator("#sample-controls")).to_be_hidden()
     screenshot(page, "training-run")
     run = TrainingRun.objects.get(name="tiny")
     assert [e["step"] for e in run.loss_history] == [1, 2, 3, 4]

@@ -41,6 +41,7 @@ function drawSamples() {
   $("samples-empty").hidden = count > 0;
   $("sample-viewer").hidden = count === 0;
   if (!count) return;
+  $("sample-controls").hidden = $("sample-strip").hidden = count < 2;  // one sample: nothing to choose between
   const slider = $("sample-epoch");
   slider.max = String(count); slider.value = String(epoch);
   $("sample-prev").disabled = epoch <= 1; $("sample-next").disabled = epoch >= count;
