@@ -464,7 +464,7 @@ class IncrementalStitcher:
         within 1.5 px and scores. Empty where none does (the links' own best peaks vote then).
 
         Each link's best peak alone put live frames 13–27 px off on simulator scans (a grating's periods
-        tie), worse than the stage; the links together and the stage: 0.06–5.7 px with the simulator's
+        tie), worse than the stage; the links together and the stage: 0.06–6.5 px with the simulator's
         closed-loop stage, 3.8–11.7 with one off by 10 % of the step (the stage alone 1.5–2.1, 6.8–8.6)."""
         expected = self._live_position(index, [])
         usable = [link for link in new_links if link.surface is not None and link.reason in ("", "unrefined")]
