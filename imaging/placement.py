@@ -443,6 +443,15 @@ def vote_offsets(n: int, links: list[Link], *, min_score: float = 0.6,
     return chosen, rel, group
 
 
+def surface_z(link: Link, *, blank: float | None = None) -> np.ndarray:
+    """A link's NCC surface as Fisher z (float64): a drop from 0.98 to 0.95 is as telling as one from
+    0.6 to 0.0. ``blank``: the NCC taken where the surface has none (too little overlap), else NaN stays."""
+    surface = np.asarray(link.surface, float)
+    if blank is not None:
+        surface = np.nan_to_num(surface, nan=blank)
+    return np.arctanh(np.clip(surface, -0.995, 0.995))
+
+
 def _link_potential(link: Link, reach: int, sharpness: float, floor: float, tolerant: bool) -> np.ndarray | None:
     """ψ(δ) over δ = d_j − d_i ∈ [−reach, reach]², (2·reach + 1)² float64: how well the link's
     NCC surface supports frame j sitting δ px from where the stage puts it relative to frame i.
@@ -453,13 +462,11 @@ def _link_potential(link: Link, reach: int, sharpness: float, floor: float, tole
     the peak's support."""
     if link.reason not in ("", "unrefined") or link.surface is None:
         return None
-    surface = np.asarray(link.surface, float)
+    # Fisher z of the NCC: a sharp, unique match pins its frames harder than a weak one does.
+    surface = surface_z(link)
     if not np.isfinite(surface).any():
         return None
     ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
-    # Fisher z of the NCC: a drop from 0.98 to 0.95 is as telling as one from 0.6 to 0.0, so a
-    # sharp, unique match pins its frames harder than a weak one does.
-    surface = np.arctanh(np.clip(surface, -0.995, 0.995))
     best = float(np.nanmax(surface))
     psi = np.full((2 * reach + 1, 2 * reach + 1), floor)
     # Surface index (ry + dy, rx + dx) is offset surface_base + (dx, dy) ≈ nominal + δ (the
@@ -484,7 +491,7 @@ def peak_shoulder(link: Link, sharpness: float = 5.0) -> float | None:
     below for one a pixel wide. None for a link without an NCC surface."""
     if link.reason not in ("", "unrefined") or link.surface is None:
         return None
-    z = np.arctanh(np.clip(np.nan_to_num(np.asarray(link.surface, float), nan=-1.0), -0.995, 0.995))
+    z = surface_z(link, blank=-1.0)
     r, c = np.unravel_index(int(np.argmax(z)), z.shape)
     beside = [z[r + a, c + b] for a, b in ((0, 1), (0, -1), (1, 0), (-1, 0))
               if 0 <= r + a < z.shape[0] and 0 <= c + b < z.shape[1]]

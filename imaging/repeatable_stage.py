@@ -29,7 +29,7 @@ import numpy as np
 
 from imaging.consensus import Polish, Register
 from imaging.parallel import parallel_map
-from imaging.placement import Link, Placement, solve_positions
+from imaging.placement import Link, Placement, solve_positions, surface_z
 
 __all__ = ["StageCalibration", "repeatable_stage_placement"]
 
@@ -92,7 +92,7 @@ def _surface_support(links: list[Link], angles: np.ndarray) -> np.ndarray:
     turned by each angle (radians); a link whose surface does not reach there adds nothing."""
     total = np.zeros(len(angles))
     for link in links:
-        surface = np.arctanh(np.clip(np.nan_to_num(np.asarray(link.surface, float), nan=0.0), -0.995, 0.995))
+        surface = surface_z(link, blank=0.0)
         ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
         nominal = np.asarray(link.nominal_offset_px, float)
         c, s = np.cos(angles), np.sin(angles)

@@ -36,7 +36,7 @@ from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield, fl
 from imaging.imageio import ImagingError, to_float32, to_uint16
 from imaging.pairwise import bandpass, mask_overlap_px, refine_offset, refine_pair, register_pair
 from imaging.parallel import parallel_map
-from imaging.placement import MRF_SHARPNESS, Link, Placement, disagreement
+from imaging.placement import MRF_SHARPNESS, Link, Placement, disagreement, surface_z
 from imaging.repeatable_stage import StageCalibration, repeatable_stage_placement
 
 __all__ = ["USEFUL_FOV_FRACTION", "UNCERTAIN_CONFIDENCE", "useful_fov_mask", "StitchingError", "Region", "LinkReport", "StitchReport", "Mosaic", "IncrementalStitcher", "stitch", "frame_footprint"]
@@ -434,14 +434,14 @@ class IncrementalStitcher:
         self._links.extend(new_links)
         votes = [(self._positions[link.i] + np.asarray(link.offset_px), np.asarray(link.information) + np.eye(2) * 1e-6)
                  for link in new_links if not link.reason and link.score >= self.min_score]
-        if votes and self.stage_repeatability_nm is None:
-            votes = self._jointly_voted(index, new_links) or votes
+        expected = self._live_position(index, [])  # where the stage and the frames placed so far put it
         if self.stage_repeatability_nm is not None:
             # a repeatable stage knows better than a single link's best peak, which on simulator scans lay 13–27 px
             # off on average (the stage, turned 0.35° against the camera, 1.5–2 px): only votes near it count
-            expected = self._live_position(index, [])
             near = LIVE_STAGE_TOLERANCE_PX + 3 * self.stage_repeatability_nm / self.pixel_size_nm
             votes = [(p, w) for p, w in votes if np.hypot(*(p - expected)) <= near]
+        elif votes:
+            votes = self._jointly_voted(new_links, expected) or votes
         if new_links and not votes:
             self._unmatched.append(index)
         position = self._live_position(index, votes)
@@ -456,17 +456,16 @@ class IncrementalStitcher:
         ox, oy = self._canvas.origin_px
         return Region(int(box[0] - ox), int(box[1] - oy), int(box[2]), int(box[3]), bool(grew))
 
-    def _jointly_voted(self, index: int, new_links: list[Link]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _jointly_voted(self, new_links: list[Link], expected: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The new frame's votes from where its links agree, weighed with the stage: the whole-pixel place
         maximising the links' support there (Fisher z of each one's NCC surface, × ``MRF_SHARPNESS``, as the
         joint inference weighs them) plus the log of a stage prior (σ as the joint inference's, about where
-        the stage and the frames placed so far put it); each link refined from there, kept where it stays
+        the stage and the frames placed so far put it: ``expected``); each link refined from there, kept where it stays
         within 1.5 px and scores. Empty where none does (the links' own best peaks vote then).
 
         Each link's best peak alone put live frames 13–27 px off on simulator scans (a grating's periods
         tie), worse than the stage; the links together and the stage: 0.06–6.5 px with the simulator's
         closed-loop stage, 3.8–11.7 with one off by 10 % of the step (the stage alone 1.5–2.1, 6.8–8.6)."""
-        expected = self._live_position(index, [])
         usable = [link for link in new_links if link.surface is not None and link.reason in ("", "unrefined")]
         if not usable:
             return []
@@ -477,7 +476,7 @@ class IncrementalStitcher:
         centre = np.round(expected).astype(int)
         support = -0.5 * (dx**2 + dy**2) / sigma**2
         for link in usable:
-            surface = np.arctanh(np.clip(np.nan_to_num(np.asarray(link.surface, float), nan=-0.9), -0.995, 0.995))
+            surface = surface_z(link, blank=-0.9)
             ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
             # surface index (ry + v, rx + u) is the offset surface_base + (u, v) of frame j from frame i
             u = np.round(centre[0] + dx - self._positions[link.i][0] - link.surface_base[0]).astype(int) + rx
