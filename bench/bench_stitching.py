@@ -28,8 +28,8 @@ the others'.
 ``--stage repeatable``: the simulator's own closed-loop scanner instead (``StageErrors()``: 1.5 nm settling
 noise and slow drift; the camera turned 0.35° against it, its scale 0.1–0.15 % off, which alone moves the stage
 positions 1.5–2 px off), and a row "ours+rep" beside ours: the same stitch told the stage repeats within
-``REPEATABLE_STAGE_NM`` (``imaging.repeatable_stage``: frames where the stage put them, turned by the rotation
-the overlaps measure). The peers run as always.
+``REPEATABLE_STAGE_NM`` (``imaging.repeatable_stage``: frames where the stage put them, mapped by the rotation
+and per-axis scale the overlaps measure). The peers run as always.
 
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial

@@ -27,7 +27,7 @@ from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
 
 __all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets", "mrf_displacements",
-           "peak_shoulder", "disagreement"]
+           "peak_shoulder", "disagreement", "link_weight", "surface_z"]
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def _measured_directions(link: Link) -> tuple[np.ndarray, np.ndarray]:
     return np.where(values >= MIN_INFORMATION, values, 0.0), vectors
 
 
-def _weight(link: Link, floor_px: float) -> np.ndarray:
+def link_weight(link: Link, floor_px: float = 0.05) -> np.ndarray:
     """The link's 2×2 weight: its covariance plus ``floor_px``² in every direction, inverted;
     zero along directions with less than :data:`MIN_INFORMATION`."""
     values, vectors = _measured_directions(link)
@@ -178,7 +178,7 @@ def _weight(link: Link, floor_px: float) -> np.ndarray:
 
 
 def _pinning(link: Link) -> np.ndarray:
-    """2×2 projector onto the directions the link pins, those :func:`_weight` weighs (zero, the
+    """2×2 projector onto the directions the link pins, those :func:`link_weight` weighs (zero, the
     identity or a line)."""
     values, vectors = _measured_directions(link)
     kept = vectors[:, values > 0]
@@ -280,7 +280,7 @@ def solve_positions(
         active = [k for k in active if k not in dropped]
         stage = _fit_stage(links, active)
 
-    weights = {k: _weight(links[k], floor_px) for k in range(len(links))}
+    weights = {k: link_weight(links[k], floor_px) for k in range(len(links))}
     prior = nominal_xy_px @ stage.T if prior_xy_px is None else np.asarray(prior_xy_px, float)
     positions = _solve(n, links, active, weights, prior, prior_weight)
     # Pass 2: neighbours. Drop the worst-fitting link while any is clearly inconsistent: missing

@@ -1,24 +1,29 @@
-"""Placement on a repeatable stage: the frames go where the stage put them, turned by the camera's
-rotation against the scanner, which the overlaps measure.
+"""Placement on a repeatable stage: the frames go where the stage put them, mapped into the camera by
+the scanner's calibration as the overlaps measure it.
 
 A closed-loop piezo scanner (the PI P-733.3CL reads capacitive sensors) lands within nanometres of
 where it reads, a small fraction of a camera pixel (32.5 nm). What moves frames off their stage
 positions then is the camera turned against the scanner's axes (0.35° on the simulated bench: 1.3 px
-across a step of 217 px), and, less, the scale of the pixel size's calibration. On deep chips the
-overlaps' own best matches are often wrong (aliases of periodic layers, layers defocused differently
-in neighbouring frames): with such a stage (1.5 nm), the joint inference over the links
-(:func:`imaging.consensus.consensus_placement`) put frames 1.1–5 px off on average where the stage
-alone was 1.5–2.1 px off, and this 0.36–0.71 px (simulated default chips, 3×3 and 4×4, seeds 1–6).
+across a step of 217 px) and each axis's scale against the pixel size (+0.15 % and −0.10 %: up to
+0.3 px a step). On deep chips the overlaps' own best matches are often wrong (aliases of periodic
+layers, layers defocused differently in neighbouring frames): with such a stage (1.5 nm), the joint
+inference over the links (:func:`imaging.consensus.consensus_placement`) put frames 1.1–5 px off on
+average where the stage alone was 1.5–2.1 px off.
 
-So here the stage decides, and the overlaps only measure the rotation:
+So here the stage decides, and the overlaps only measure its calibration:
 
 1. the rotation whose predicted link offsets the links' NCC surfaces support best (Fisher z summed
    over the links, ±:data:`MAX_ROTATION_DEG`);
 2. each link refined (Gauss–Newton, no search) from the offset the turned stage predicts; a link that
    lands over max(3σ, :data:`FAR_FROM_STAGE_PX`) away is dropped; the rotation fitted again to the
    rest (least squares, trimmed), :data:`ROUNDS` times;
-3. the kept links solved with every frame pulled to its turned stage position by 1/σ², σ the
-   stage's repeatability in px but at least :data:`STAGE_MODEL_FLOOR_PX`.
+3. the stage's map from nominal to camera offsets (rotation, each axis's scale, skew) fitted to the
+   kept links, each weighted by its information (a lens of parallel lines pins one direction) and
+   robustly (:data:`STAGE_FIT_SCALE_PX`): twenty-odd links, each off by its own tenths of a pixel,
+   pin four numbers far better than they pin a frame (simulated default chips: 0.36–0.71 px with the
+   rotation alone, 0.16–0.34 but one 0.92 with the map);
+4. the kept links solved with every frame pulled to its mapped stage position by 1/σ², σ the stage's
+   repeatability in px but at least :data:`STAGE_MODEL_FLOOR_PX`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 
 from imaging.consensus import Polish, Register
 from imaging.parallel import parallel_map
-from imaging.placement import Link, Placement, solve_positions, surface_z
+from imaging.placement import Link, Placement, link_weight, solve_positions, surface_z
 
 __all__ = ["StageCalibration", "repeatable_stage_placement"]
 
@@ -44,12 +49,15 @@ FAR_FROM_STAGE_PX = 1.5
 #: Rounds of refining the links from the turned stage and fitting the rotation again.
 ROUNDS = 2
 
-#: The turned stage is a rotation only: the stage's scale against the camera (the pixel size's
-#: calibration, off by 0.1–0.2 %) moves a frame up to ~0.3 px a step, so the pull towards the stage
-#: is no firmer than this σ (px), and sound links (100–400 px⁻²) still place frames to a tenth of a
-#: pixel where the frames agree (simulated flat chips: 0.06–0.43 px, as without). Fitting the scale
-#: too followed the links' biases on deep chips (0.9 % off: 2.1 px mean error, 0.6 rotation only).
-STAGE_MODEL_FLOOR_PX = 0.3
+#: The least σ (px) of the pull towards the mapped stage, whatever repeatability is claimed: the
+#: links' own interpolation floor (a stage said to repeat within 0 nm would otherwise be infinitely
+#: firm).
+STAGE_MODEL_FLOOR_PX = 0.05
+
+#: How far (px) a link may miss the fitted stage map before it counts for less (Cauchy weight
+#: 1 / (1 + (miss / this)²)): the kept links of deep chips miss by tenths of a pixel, some by 1–2.
+STAGE_FIT_SCALE_PX = 0.5
+STAGE_FIT_ROUNDS = 20
 
 #: The turned stage is believed only where at least this share of the measured links land on it:
 #: with a precise stage (simulated, 1.5 nm), 0.43–0.8 on deep chips and 0.67–1 on flat ones; with a
@@ -63,20 +71,24 @@ MIN_AGREEING_SHARE = 0.3
 @dataclasses.dataclass(frozen=True)
 class StageCalibration:
     """What the overlaps measured of the stage: the camera's rotation against the scanner (degrees,
-    image axes), how many links agreed with the turned stage and how far off they sat (median, px),
-    and whether that was enough to believe it (:data:`MIN_AGREEING_SHARE`)."""
+    image axes), each scanner axis's scale against the pixel size (x, y: 1.0015 is 0.15 % long) and
+    how far its axes are from square (degrees), how many links agreed with the stage and how far off
+    they sat (median, px), and whether that was enough to believe it (:data:`MIN_AGREEING_SHARE`)."""
 
     rotation_deg: float
     links_agreeing: int
     links_measured: int
     median_residual_px: float
+    scale: tuple[float, float] = (1.0, 1.0)
+    skew_deg: float = 0.0
 
     @property
     def believed(self) -> bool:
         return self.links_measured > 0 and self.links_agreeing >= MIN_AGREEING_SHARE * self.links_measured
 
     def to_dict(self) -> dict:
-        return {"rotation_deg": round(self.rotation_deg, 4), "links_agreeing": self.links_agreeing,
+        return {"rotation_deg": round(self.rotation_deg, 4), "scale": [round(v, 5) for v in self.scale],
+                "skew_deg": round(self.skew_deg, 4), "links_agreeing": self.links_agreeing,
                 "links_measured": self.links_measured,
                 "median_residual_px": None if not np.isfinite(self.median_residual_px)
                 else round(self.median_residual_px, 3), "believed": self.believed}
@@ -118,6 +130,37 @@ def _fitted_rotation(nominal: np.ndarray, measured: np.ndarray) -> tuple[float, 
     return theta, keep
 
 
+def _fitted_stage(links: list[Link], start: np.ndarray) -> np.ndarray:
+    """The 2×2 map from nominal to measured link offsets (step 3 of the module docstring), by
+    iteratively reweighted least squares from ``start``; ``start`` itself where the links cannot pin
+    all four numbers (too few, or all parallel)."""
+    weights = [link_weight(link) for link in links]
+    nominal = np.array([link.nominal_offset_px for link in links], float).reshape(-1, 2)
+    measured = np.array([link.offset_px for link in links], float).reshape(-1, 2)
+    stage = np.asarray(start, float)
+    for _ in range(STAGE_FIT_ROUNDS):
+        miss = np.hypot(*(nominal @ stage.T - measured).T)
+        trust = 1.0 / (1.0 + (miss / STAGE_FIT_SCALE_PX) ** 2)
+        normal, rhs = np.zeros((4, 4)), np.zeros(4)
+        for w, n, o, t in zip(weights, nominal, measured, trust, strict=True):
+            jacobian = np.array([[n[0], n[1], 0.0, 0.0], [0.0, 0.0, n[0], n[1]]])  # (A n) by A's entries
+            normal += t * jacobian.T @ w @ jacobian
+            rhs += t * jacobian.T @ w @ o
+        if np.linalg.cond(normal) > 1e10:
+            return np.asarray(start, float)
+        stage = np.linalg.solve(normal, rhs).reshape(2, 2)
+    return stage
+
+
+def _described(stage: np.ndarray) -> tuple[float, tuple[float, float], float]:
+    """A stage map as (rotation of its x axis in degrees, (x, y) axis scales, skew in degrees)."""
+    x_axis, y_axis = stage[:, 0], stage[:, 1]
+    rotation = float(np.arctan2(x_axis[1], x_axis[0]))
+    between = float(np.arctan2(x_axis[0] * y_axis[1] - x_axis[1] * y_axis[0], x_axis @ y_axis))
+    return float(np.rad2deg(rotation)), (float(np.hypot(*x_axis)), float(np.hypot(*y_axis))), \
+        float(np.rad2deg(between) - 90.0)
+
+
 def repeatable_stage_placement(nominal: np.ndarray, links: list[Link], *, register: Register, stage_sigma_px: float,
                                min_score: float, max_residual_px: float, polish: Polish | None = None,
                                ) -> tuple[list[Link], Placement, StageCalibration]:
@@ -148,9 +191,12 @@ def repeatable_stage_placement(nominal: np.ndarray, links: list[Link], *, regist
         turn = _rotation(theta)
         return parallel_map(lambda link: from_stage(link, turn), links)
 
+    def sound_of(links: list[Link]) -> list[Link]:
+        return [link for link in links if not link.reason and link.score >= min_score]
+
     agreeing, residual = 0, float("nan")
     for _ in range(ROUNDS):
-        sound = [link for link in measured_from(theta) if not link.reason and link.score >= min_score]
+        sound = sound_of(measured_from(theta))
         if len(sound) < 2:
             break
         offsets_nominal = np.array([link.nominal_offset_px for link in sound], float)
@@ -159,13 +205,23 @@ def repeatable_stage_placement(nominal: np.ndarray, links: list[Link], *, regist
         agreeing = int(keep.sum())
         residual = float(np.median(np.hypot(*(offsets_nominal @ _rotation(theta).T - offsets).T)[keep]))
     measured = measured_from(theta)
-    turn = _rotation(theta)
+    stage = _fitted_stage(sound_of(measured), _rotation(theta))
     centre = nominal.mean(axis=0)
-    pulled = {"prior_xy_px": (nominal - centre) @ turn.T + centre, "prior_weight": 1.0 / sigma**2}
-    placement = solve_positions(nominal, measured, min_score=min_score, max_residual_px=max_residual_px, **pulled)
+
+    def placed(links: list[Link], stage: np.ndarray) -> Placement:
+        return solve_positions(nominal, links, min_score=min_score, max_residual_px=max_residual_px,
+                               prior_xy_px=(nominal - centre) @ stage.T + centre, prior_weight=1.0 / sigma**2)
+
+    placement = placed(measured, stage)
     if polish is not None:
         measured = polish(measured, placement)
-        placement = solve_positions(nominal, measured, min_score=min_score, max_residual_px=max_residual_px, **pulled)
-    calibration = StageCalibration(rotation_deg=float(np.rad2deg(theta)), links_agreeing=agreeing,
-                                   links_measured=len(surfaced), median_residual_px=residual)
+        stage = _fitted_stage(sound_of(measured), stage)
+        placement = placed(measured, stage)
+    kept = [link for k, link in enumerate(measured) if k not in placement.dropped]
+    if kept:
+        residual = float(np.median([np.hypot(*(stage @ link.nominal_offset_px - np.asarray(link.offset_px)))
+                                    for link in kept]))
+    rotation, scale, skew = _described(stage)
+    calibration = StageCalibration(rotation_deg=rotation, links_agreeing=agreeing, links_measured=len(surfaced),
+                                   median_residual_px=residual, scale=scale, skew_deg=skew)
     return measured, placement, calibration

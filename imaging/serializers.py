@@ -98,7 +98,9 @@ class MosaicSerializer(serializers.ModelSerializer):
             "across each overlap (0: not matched), edge_blur how it was chosen (estimated, given, none) or why "
             "an estimate was not used (inconsistent, unbounded, no_overlaps); stage_repeatability_nm is the "
             "instrument's, when known, and stage_calibration what the overlaps measured of that stage "
-            "(rotation_deg: the camera against the scanner; links_agreeing of links_measured; median_residual_px; "
+            "(rotation_deg: the camera against the scanner; scale: each scanner axis (x, y) against the pixel size, "
+            "1.0015 being 0.15 % long; skew_deg: its axes' departure from square; links_agreeing of links_measured; "
+            "median_residual_px; "
             "believed: false when too few agreed and the overlaps placed the frames instead).")}}
 
     def get_dzi_url(self, mosaic) -> str | None:

@@ -252,7 +252,7 @@ class IncrementalStitcher:
         :data:`USEFUL_FOV_FRACTION` for SSUM frames whose mask is the sphere's full circle).
     stage_repeatability_nm : how closely the stage lands where it reads (1σ per axis, nm; a
         closed-loop piezo: a few nm), or None (not known). Given, the frames go where the stage put
-        them, turned by the camera's rotation that the overlaps measure (:mod:`imaging.repeatable_stage`),
+        them, mapped by the rotation and scale that the overlaps measure (:mod:`imaging.repeatable_stage`),
         instead of where the joint inference over the overlaps puts them.
 
     ``finish()`` fits the stage model by consensus over the links and measures again, inside the

@@ -154,9 +154,10 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.reload()
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         "This scan already fused 3 planes per frame: rescanning with more overlap than its")
-    # on a repeatable stage the frames went where it put them, turned by the rotation the overlaps measured: the
-    # frame placed by the stage is no doubt (the stitcher does not count it uncertain), the others' low confidence is
-    stage = {"rotation_deg": -0.3601, "links_agreeing": 3, "links_measured": 5, "median_residual_px": 0.523}
+    # on a repeatable stage the frames went where it put them, mapped by the rotation and scale the overlaps measured:
+    # the frame placed by the stage is no doubt (the stitcher does not count it uncertain), the others' low confidence is
+    stage = {"rotation_deg": -0.3601, "scale": [1.0015, 0.999], "skew_deg": 0.001, "links_agreeing": 3,
+             "links_measured": 5, "median_residual_px": 0.523}
     deep_chip_report = Mosaic.objects.get(pk=mosaic.pk).report
     Mosaic.objects.filter(pk=mosaic.pk).update(report={
         **Mosaic.objects.get(pk=mosaic.pk).report, "stage_repeatability_nm": 2.0, "uncertain_frames": [1, 3],
@@ -164,7 +165,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.reload()
     expect(page.locator("#stitch-report")).to_contain_text(
         "Placed where the stage put them (it repeats within 2 nm), turned by -0.36° — the camera against the scanner, "
-        "as 3 of 5 overlaps measured it (they sit 0.52 px from it, median).")
+        "its x axis +0.15 % and its y axis −0.10 % against the pixel size, as 3 of 5 overlaps measured it (they sit "
+        "0.52 px from it, median).")
     expect(page.locator("#stitch-report .warning")).not_to_contain_text("placed by the stage alone")
     expect(page.locator("#frame-grid a.uncertain")).to_have_count(2)
     Mosaic.objects.filter(pk=mosaic.pk).update(report={

@@ -122,10 +122,10 @@ def test_a_link_that_measures_nothing_does_not_shield_a_wrong_one():
 
 
 def test_directions_a_link_barely_measures_carry_no_weight():
-    from imaging.placement import MIN_INFORMATION, _weight
+    from imaging.placement import MIN_INFORMATION, link_weight
 
     weak = Link(0, 1, (90.0, 0.0), (90.0, 0.0), 0.95, ((0.5 * MIN_INFORMATION, 0.0), (0.0, 400.0)))
-    w = _weight(weak, floor_px=0.05)
+    w = link_weight(weak, floor_px=0.05)
     assert w[0, 0] == 0.0 and w[0, 1] == 0.0
     assert w[1, 1] == pytest.approx(400.0 / (1 + 0.05**2 * 400.0))
 

@@ -1,5 +1,6 @@
 """Placement on a repeatable stage, on links whose NCC surfaces and refinements are made to order: the camera's
-rotation is found, a link that found another structure is dropped, and too few agreeing links are not believed.
+rotation and the scanner's scale per axis are found, a link that found another structure is dropped, and too few
+agreeing links are not believed.
 (The simulator's own scanner and chips: tests/imaging/test_stitching_sim.py.)"""
 from types import SimpleNamespace
 
@@ -12,11 +13,13 @@ from imaging.repeatable_stage import StageCalibration, repeatable_stage_placemen
 STEP = 217.0
 GRID = 3
 TURN_DEG = 0.35
+SCALE = (1.0015, 0.9990)  # the scanner's x axis 0.15 % long against the pixel size, its y axis 0.1 % short
 
 
 def _turned(offset, degrees=TURN_DEG):
+    """Where the stage puts ``offset`` in the camera: scaled per axis, then turned."""
     a = np.deg2rad(degrees)
-    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.asarray(offset, float)
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ (np.asarray(offset, float) * SCALE)
 
 
 def _scan(aliased=()):
@@ -57,9 +60,12 @@ def _placed(aliased=()):
                                                min_score=0.6, max_residual_px=1.0)
 
 
-def test_the_cameras_rotation_is_measured_and_the_frames_placed_by_the_turned_stage():
+def test_the_stages_calibration_is_measured_and_the_frames_placed_by_it():
     nominal, (links, placement, calibration) = _placed()
     assert calibration.rotation_deg == pytest.approx(TURN_DEG, abs=0.01)
+    # a rotation alone would leave 0.3 px a step: the links pin each axis's scale too
+    assert calibration.scale == pytest.approx(SCALE, abs=1e-4) and abs(calibration.skew_deg) < 0.01
+    assert calibration.to_dict()["scale"] == pytest.approx(SCALE, abs=1e-4)
     assert calibration.believed and calibration.links_agreeing == calibration.links_measured == 12
     expected = np.array([_turned(p - nominal[4]) for p in nominal])  # about the scan's centre
     found = placement.positions_px - placement.positions_px[4]

@@ -548,13 +548,16 @@ function showStitchReport(report, mosaicId, options = {}) {
     inconsistent: "The overlaps disagree about how much blurrier the field's edge is (layers out of focus, differently in each frame), so none was matched for it.",
     unbounded: "The overlaps differ by more than the field's blur towards its edge (layers out of focus, differently in each frame), so none was matched for it." }[report.edge_blur];
   if (blurText) lines.push(el("p", { class: "muted", text: blurText }));
-  // a repeatable stage placed the frames, turned by the camera's rotation the overlaps measured (imaging/repeatable_stage.py)
+  // a repeatable stage placed the frames, mapped by the rotation and scale the overlaps measured (imaging/repeatable_stage.py)
   const stage = report.stage_calibration;
   const stageWords = stage && `${stage.links_agreeing} of ${stage.links_measured} overlaps`;
   if (stage?.believed) {
+    const percent = (v) => `${v >= 1 ? "+" : "−"}${Math.abs(100 * (v - 1)).toFixed(2)} %`;
+    const scaleWords = stage.scale ? `, its x axis ${percent(stage.scale[0])} and its y axis ${percent(stage.scale[1])} against the pixel size` : "";
     lines.push(el("p", { class: "muted", text: `Placed where the stage put them (it repeats within `
-      + `${report.stage_repeatability_nm} nm), turned by ${stage.rotation_deg.toFixed(2)}° — the camera against the scanner, as `
-      + `${stageWords} measured it${stage.median_residual_px == null ? "" : ` (they sit ${stage.median_residual_px.toFixed(2)} px from it, median)`}.` }));
+      + `${report.stage_repeatability_nm} nm), turned by ${stage.rotation_deg.toFixed(2)}° — the camera against the scanner`
+      + `${scaleWords}, as ${stageWords} measured it`
+      + `${stage.median_residual_px == null ? "" : ` (they sit ${stage.median_residual_px.toFixed(2)} px from it, median)`}.` }));
   } else if (stage) {
     lines.push(el("p", { class: "warning", text: `The instrument's stage is said to repeat within ${report.stage_repeatability_nm} nm, `
       + `but only ${stageWords} agree with where it put the frames, so the overlaps placed them instead. Check the `
