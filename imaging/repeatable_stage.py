@@ -59,6 +59,12 @@ STAGE_MODEL_FLOOR_PX = 0.05
 STAGE_FIT_SCALE_PX = 0.5
 STAGE_FIT_ROUNDS = 20
 
+#: The most the fitted map may depart from the rotation it starts from (each entry): a scanner's
+#: axes are calibrated to tenths of a percent (simulated: +0.15 % and −0.1 %) and stand square to a
+#: tenth of a degree; beyond a percent the links were too few or too parallel to tell (a stage
+#: wrongly said to be repeatable, 6 links of a flat chip: one axis 39 % short).
+MAX_MAP_DEPARTURE = 0.01
+
 #: The turned stage is believed only where at least this share of the measured links land on it:
 #: with a precise stage (simulated, 1.5 nm), 0.43–0.8 on deep chips and 0.67–1 on flat ones; with a
 #: stage that misses by 10 % of the step but said to be repeatable, 0.15–0.2 on planar chips (the
@@ -149,6 +155,8 @@ def _fitted_stage(links: list[Link], start: np.ndarray) -> np.ndarray:
         if np.linalg.cond(normal) > 1e10:
             return np.asarray(start, float)
         stage = np.linalg.solve(normal, rhs).reshape(2, 2)
+    if np.abs(stage - start).max() > MAX_MAP_DEPARTURE:
+        return np.asarray(start, float)  # links that pin one direction well and the other barely
     return stage
 
 

@@ -174,7 +174,7 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.reload()
     expect(page.locator("#stitch-report .warning").first).to_contain_text(
         "The instrument's stage is said to repeat within 2 nm, but only 3 of 5 overlaps agree with where it put the "
-        "frames, so the overlaps placed them instead.")
+        "frames, so the overlaps placed them instead. Check the instrument's stage repeatability, and its pixel size")
     Mosaic.objects.filter(pk=mosaic.pk).update(report=deep_chip_report)
 
     # A frame of the grid opens its own page: the picture with a scale bar, where and how it was taken, its neighbours

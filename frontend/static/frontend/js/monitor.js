@@ -561,7 +561,7 @@ function showStitchReport(report, mosaicId, options = {}) {
   } else if (stage) {
     lines.push(el("p", { class: "warning", text: `The instrument's stage is said to repeat within ${report.stage_repeatability_nm} nm, `
       + `but only ${stageWords} agree with where it put the frames, so the overlaps placed them instead. Check the `
-      + "instrument's stage repeatability." }));
+      + "instrument's stage repeatability, and its pixel size (more than half a percent off, the frames land a pixel or more away from the stage's places)." }));
   }
   const gains = report.frame_gain || [];
   const spread = gains.length ? Math.max(...gains.map((g) => Math.abs(g - 1))) : 0;
