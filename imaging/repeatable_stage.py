@@ -138,8 +138,7 @@ def _fitted_rotation(nominal: np.ndarray, measured: np.ndarray) -> tuple[float, 
 
 def _fitted_stage(links: list[Link], start: np.ndarray) -> np.ndarray:
     """The 2×2 map from nominal to measured link offsets (step 3 of the module docstring), by
-    iteratively reweighted least squares from ``start``; ``start`` itself where the links cannot pin
-    all four numbers (too few, or all parallel)."""
+    iteratively reweighted least squares from ``start``, which keeps what the links do not pin."""
     weights = [link_weight(link) for link in links]
     nominal = np.array([link.nominal_offset_px for link in links], float).reshape(-1, 2)
     measured = np.array([link.offset_px for link in links], float).reshape(-1, 2)
@@ -152,9 +151,9 @@ def _fitted_stage(links: list[Link], start: np.ndarray) -> np.ndarray:
             jacobian = np.array([[n[0], n[1], 0.0, 0.0], [0.0, 0.0, n[0], n[1]]])  # (A n) by A's entries
             normal += t * jacobian.T @ w @ jacobian
             rhs += t * jacobian.T @ w @ o
-        if np.linalg.cond(normal) > 1e10:
-            return np.asarray(start, float)
-        stage = np.linalg.solve(normal, rhs).reshape(2, 2)
+        # held faintly at ``start``: what the links do not pin (a line scan's y axis) stays there
+        hold = 1e-6 * np.trace(normal) / 4 + 1e-12
+        stage = np.linalg.solve(normal + hold * np.eye(4), rhs + hold * np.ravel(start)).reshape(2, 2)
     if np.abs(stage - start).max() > MAX_MAP_DEPARTURE:
         return np.asarray(start, float)  # links that pin one direction well and the other barely
     return stage
@@ -205,7 +204,7 @@ def repeatable_stage_placement(nominal: np.ndarray, links: list[Link], *, regist
     agreeing, residual = 0, float("nan")
     for _ in range(ROUNDS):
         sound = sound_of(measured_from(theta))
-        if len(sound) < 2:
+        if not sound:
             break
         offsets_nominal = np.array([link.nominal_offset_px for link in sound], float)
         offsets = np.array([link.offset_px for link in sound], float)

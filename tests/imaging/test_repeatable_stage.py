@@ -100,3 +100,18 @@ def test_a_stage_map_the_links_cannot_pin_is_left_at_the_rotation():
     assert np.array_equal(_fitted_stage(links, turn), turn)
     links[1] = Link(0, 2, (0.0, STEP), tuple(turn @ (0.0, 0.999 * STEP)), 0.9, information=((300.0, 0.0), (0.0, 300.0)))
     assert np.allclose(_fitted_stage(links, turn), turn @ np.diag([1.0, 0.999]), atol=1e-6)
+
+
+def test_a_single_row_of_frames_measures_the_rotation_from_its_one_direction():
+    # a line scan's links all run along x: they tell the rotation and the x axis's scale, nothing tells the y
+    # axis's (it stays as it was); one or two links are enough to believe the stage
+    nominal, links, truth = _scan()
+    row = [link for link in links if link.j < GRID]
+    placed = repeatable_stage_placement(nominal[:GRID], row, register=_register(truth), stage_sigma_px=0.06,
+                                        min_score=0.6, max_residual_px=1.0)
+    _, placement, calibration = placed
+    assert calibration.believed and calibration.links_agreeing == len(row) == 2
+    assert calibration.rotation_deg == pytest.approx(TURN_DEG, abs=0.01)
+    assert calibration.scale == pytest.approx((SCALE[0], 1.0), abs=1e-4)
+    found = placement.positions_px - placement.positions_px[0]
+    assert np.abs(found - [_turned(p - nominal[0]) for p in nominal[:GRID]]).max() < 0.1
