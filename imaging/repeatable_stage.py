@@ -57,6 +57,7 @@ STAGE_MODEL_FLOOR_PX = 0.05
 #: How far (px) a link may miss the fitted stage map before it counts for less (Cauchy weight
 #: 1 / (1 + (miss / this)²)): the kept links of deep chips miss by tenths of a pixel, some by 1–2.
 STAGE_FIT_SCALE_PX = 0.5
+#: Rounds of reweighting (the map settles within a few on simulated scans).
 STAGE_FIT_ROUNDS = 20
 
 #: The most the fitted map may depart from the rotation it starts from (each entry): a scanner's
