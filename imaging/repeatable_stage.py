@@ -36,7 +36,7 @@ from imaging.consensus import Polish, Register
 from imaging.parallel import parallel_map
 from imaging.placement import Link, Placement, link_weight, solve_positions, surface_z
 
-__all__ = ["StageCalibration", "repeatable_stage_placement"]
+__all__ = ["StageCalibration", "fitted_stage", "repeatable_stage_placement"]
 
 #: The camera's rotation against the scanner searched for, degrees either way.
 MAX_ROTATION_DEG = 2.0
@@ -137,7 +137,7 @@ def _fitted_rotation(nominal: np.ndarray, measured: np.ndarray) -> tuple[float, 
     return theta, keep
 
 
-def _fitted_stage(links: list[Link], start: np.ndarray) -> np.ndarray:
+def fitted_stage(links: list[Link], start: np.ndarray) -> np.ndarray:
     """The 2×2 map from nominal to measured link offsets (step 3 of the module docstring), by
     iteratively reweighted least squares from ``start``, which keeps what the links do not pin."""
     weights = [link_weight(link) for link in links]
@@ -213,7 +213,7 @@ def repeatable_stage_placement(nominal: np.ndarray, links: list[Link], *, regist
         agreeing = int(keep.sum())
         residual = float(np.median(np.hypot(*(offsets_nominal @ _rotation(theta).T - offsets).T)[keep]))
     measured = measured_from(theta)
-    stage = _fitted_stage(sound_of(measured), _rotation(theta))
+    stage = fitted_stage(sound_of(measured), _rotation(theta))
     centre = nominal.mean(axis=0)
 
     def placed(links: list[Link], stage: np.ndarray) -> Placement:
@@ -223,7 +223,7 @@ def repeatable_stage_placement(nominal: np.ndarray, links: list[Link], *, regist
     placement = placed(measured, stage)
     if polish is not None:
         measured = polish(measured, placement)
-        stage = _fitted_stage(sound_of(measured), stage)
+        stage = fitted_stage(sound_of(measured), stage)
         placement = placed(measured, stage)
     kept = [link for k, link in enumerate(measured) if k not in placement.dropped]
     if kept:

@@ -93,13 +93,13 @@ def test_a_stage_is_believed_only_where_enough_overlaps_agree_with_it(agreeing, 
 def test_a_stage_map_the_links_cannot_pin_is_left_at_the_rotation():
     # two links, one along each axis, the vertical one 39 % short (another structure, found with a sound score):
     # no scanner is that far off, so the map stays the rotation it started from
-    from imaging.repeatable_stage import _fitted_stage
+    from imaging.repeatable_stage import fitted_stage
     turn = np.array([[np.cos(0.006), -np.sin(0.006)], [np.sin(0.006), np.cos(0.006)]])
     links = [Link(0, 1, (STEP, 0.0), tuple(turn @ (STEP, 0.0)), 0.9, information=((300.0, 0.0), (0.0, 300.0))),
              Link(0, 2, (0.0, STEP), tuple(turn @ (0.0, 0.61 * STEP)), 0.9, information=((300.0, 0.0), (0.0, 300.0)))]
-    assert np.array_equal(_fitted_stage(links, turn), turn)
+    assert np.array_equal(fitted_stage(links, turn), turn)
     links[1] = Link(0, 2, (0.0, STEP), tuple(turn @ (0.0, 0.999 * STEP)), 0.9, information=((300.0, 0.0), (0.0, 300.0)))
-    assert np.allclose(_fitted_stage(links, turn), turn @ np.diag([1.0, 0.999]), atol=1e-6)
+    assert np.allclose(fitted_stage(links, turn), turn @ np.diag([1.0, 0.999]), atol=1e-6)
 
 
 def test_a_single_row_of_frames_measures_the_rotation_from_its_one_direction():

@@ -112,16 +112,30 @@ def test_one_corrupted_frame_does_not_bend_the_others(scan):
     assert {(link.i, link.j) for link in m.report.dropped_links} == {(1, 4), (3, 4), (4, 5), (4, 7)}
 
 
-def test_the_live_mosaic_knows_which_frames_matched_none_of_their_overlaps(scan):
+def _live_unmatched(scan, bad: int, **options) -> list[tuple[int, ...]]:
+    """The live mosaic's unmatched frames after each frame is added, frame ``bad`` showing another place."""
     frames = list(scan.frames)
-    other = ic_scene((128, 128), rng=np.random.default_rng(5))  # frame 4 shows a different place entirely
-    frames[4] = np.where(scan.fov_mask, other * 40000, 0).astype(np.uint16)
-    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
-    for k, (frame, nominal) in enumerate(zip(frames, scan.nominal_xy_nm, strict=True)):
+    other = ic_scene((128, 128), rng=np.random.default_rng(5))  # a different place entirely
+    frames[bad] = np.where(scan.fov_mask, other * 40000, 0).astype(np.uint16)
+    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask,
+                                   **options)
+    unmatched = []
+    for frame, nominal in zip(frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, nominal)
-        # the first frame overlaps nothing before it; frame 4 overlaps 0–3 and matches none of them, and
-        # the frames after it match their other neighbours
-        assert stitcher.unmatched_frames == (() if k < 4 else (4,))
+        unmatched.append(stitcher.unmatched_frames)
+    return unmatched
+
+
+def test_the_live_mosaic_knows_which_frames_matched_none_of_their_overlaps(scan):
+    # the first frame overlaps nothing before it; frame 4 overlaps 0–3 and matches none of them, and
+    # the frames after it match their other neighbours
+    assert _live_unmatched(scan, 4) == [()] * 4 + [(4,)] * 5
+
+
+def test_on_a_repeatable_stage_a_frame_placed_by_the_mapped_stage_still_matched_none():
+    # by frame 7 the stage's map is known and votes too; the frame is placed by it, but none of its overlaps matched
+    scan = synthetic_scan(grid=(3, 3), frame_px=128, overlap=0.3, stage_error=0.001, seed=11)  # lands within 0.1 px
+    assert _live_unmatched(scan, 7, stage_repeatability_nm=10.0) == [()] * 7 + [(7,)] * 2
 
 
 def test_frame_footprint_covers_where_the_frames_blend_in(scan, mosaic):

@@ -150,11 +150,14 @@ def test_a_stage_said_to_be_repeatable_that_is_not_is_overruled_by_the_overlaps(
     assert errors.mean() <= 0.15 and errors.max() <= 0.5, errors
 
 
-def test_the_live_mosaic_on_a_repeatable_stage_stays_near_it(deep_scan_repeatable_stage):
-    # Frame by frame, each placed from its own links' best peaks: on the simulator's frames those lay 13–27 px off
-    # on average (this scan: 22.7 / 38 px), where the stage alone is 1.5 px off. A repeatable stage keeps only
-    # the votes near it: 1.4 / 2.0 px (the final stitch then measures the camera's rotation).
-    scan = deep_scan_repeatable_stage
+@pytest.mark.parametrize(("heights", "limits"), [(1.0, (1.2, 2.0)), (0.1, (0.3, 0.6))], ids=["deep", "flat"])
+def test_the_live_mosaic_on_a_repeatable_stage_follows_the_stage_as_its_links_map_it(heights, limits):
+    # Frame by frame on the simulator's closed-loop stage (turned 0.35° against the camera: 1.5 px off alone).
+    # Each new frame's links searched near the stage, mapped by the rotation and scale the links kept so far
+    # measure, and (once four are kept) pulled to it: default chip 0.87 / 1.54 px, flat 0.17 / 0.41. Before, each
+    # link's best peak within 3 px of the unmapped stage voted (most on gratings lay on an alias 5–60 px away):
+    # 1.80 / 2.97 and 1.62 / 1.89.
+    scan = simulate_scan(world=SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(heights))), grid=(3, 3))
     stitcher = IncrementalStitcher(frame_shape=scan.frames[0].shape, pixel_size_nm=scan.pixel_size_nm,
                                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION,
                                    stage_repeatability_nm=2.0)
@@ -162,7 +165,7 @@ def test_the_live_mosaic_on_a_repeatable_stage_stays_near_it(deep_scan_repeatabl
         stitcher.add_frame(frame, xy, anchor="center")
     d = (stitcher.positions_px - stitcher.positions_px[0]) - _true_offsets_px(scan)
     errors = np.hypot(*(d - d.mean(axis=0)).T)
-    assert errors.mean() <= 2.0 and errors.max() <= 3.0, errors
+    assert errors.mean() <= limits[0] and errors.max() <= limits[1], errors
 
 
 def test_the_live_mosaic_places_a_frame_where_its_links_agree_with_each_other_and_the_stage():
