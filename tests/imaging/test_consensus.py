@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from imaging.consensus import mrf_links, settled
+from imaging.consensus import in_raster_order, mrf_links, settled
 from imaging.pairwise import PairOffset
 from imaging.placement import Link, solve_positions
 
@@ -68,3 +68,12 @@ def test_a_link_inferred_on_the_flank_of_its_peak_is_refined_again_from_the_peak
     np.testing.assert_array_equal(inferred_px, nominal)  # the plateau's middle: where the stage put it
     assert measured[-1].reason == ""
     np.testing.assert_allclose(measured[-1].offset_px, optimum)
+
+
+def test_links_go_to_the_joint_inference_in_raster_order_however_the_scan_was_taken():
+    # a 2×2 serpentine scan: taken (0, 0), (0, 1), (1, 1), (1, 0); rows 100 px apart, y a little off
+    nominal = np.array([[0.0, 0.0], [100.0, 0.4], [100.0, 100.0], [0.0, 99.7]])
+    links = [Link(i, j, tuple(nominal[j] - nominal[i]), (0.0, 0.0), 1.0) for i, j in ((0, 1), (1, 2), (0, 2), (2, 3), (0, 3), (1, 3))]
+    ordered = [(link.i, link.j) for link in in_raster_order(nominal, links, 100.0)]
+    # raster ranks: frame 0 → 0, 1 → 1, 3 → 2, 2 → 3
+    assert ordered == [(0, 1), (0, 3), (1, 3), (0, 2), (1, 2), (2, 3)]
