@@ -31,13 +31,19 @@ positions 1.5–2 px off), and a row "ours+rep" beside ours: the same stitch tol
 ``REPEATABLE_STAGE_NM`` (``imaging.repeatable_stage``: frames where the stage put them, mapped by the rotation
 and per-axis scale the overlaps measure). The peers run as always.
 
+``--live``: rows for the live mosaic beside them (``IncrementalStitcher.add_frame``, frames one by one in the
+scan's serpentine order, the flat field a 3×3 scan of the simulator's bare silicon gives): "live" as each frame
+was placed, "live+s" settled after each frame (``IncrementalStitcher.settle``, as the live thread does when no
+frame waits); with ``--stage repeatable`` also "live+rep" and "live+rep+s", told the stage repeats. Their time is
+the whole scan's, every frame's placing included.
+
 ``--source synthetic``: IC-like scene cut into a grid of frames with a circular field of view (diameter = frame
 width), 30 % overlap, uniform stage errors up to 10 % of the step per axis, 35 % radial
 vignetting and Poisson noise (tests/imaging/scan_factory.py). Error = Euclidean distance of each
 frame's position from its true one after removing the best common translation (px).
 
     .venv/bin/python bench/bench_stitching.py [--quick] [--source sim|synthetic] [--seeds 1 2 3 4]
-        [--chips planar flat default stacked] [--stage noisy|repeatable] [--repeat 3]
+        [--chips planar flat default stacked] [--stage noisy|repeatable] [--live] [--repeat 3]
 
 Times on a shared machine vary by ±20 % from run to run: ``--repeat 3`` reports each method's
 fastest of three runs on the same frames. "time s" is wall-clock, "cpu s" the process's CPU
@@ -54,6 +60,7 @@ reaches 14 % of a frame, beyond its 10 % default; ncc_threshold=0.1, see imaging
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -67,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imaging.consensus import INFERRED_PRIOR_WEIGHT  # noqa: E402
 from imaging.fieldblur import cross_blurred, estimate_edge_blur  # noqa: E402
-from imaging.flatfield import estimate_flatfield  # noqa: E402
+from imaging.flatfield import estimate_flatfield, flatfield_from_calibration  # noqa: E402
 from imaging.pairwise import refine_pair  # noqa: E402
 from imaging.placement import Link, solve_positions  # noqa: E402
 from imaging.stitching import (  # noqa: E402
@@ -95,6 +102,7 @@ class BenchScan:
     step_px: float
     true_xy_px: np.ndarray
     useful_fov: float = 1.0
+    seed: int | None = None  # the simulator's (its bare silicon gives the live rows their flat field)
 
 
 #: Feature depths (nm below the contact surface) of the Z-stack planes in the "default + stack"
@@ -133,7 +141,7 @@ def sim_scan(grid: tuple[int, int], *, seed: int, chip: str = "default", stage: 
     stage_px = (nominal - nominal[0]) / scan.pixel_size_nm
     worst = float(np.abs(stage_px - true).max() / (step_nm / scan.pixel_size_nm))
     return BenchScan(list(scan.frames[order]), nominal, scan.pixel_size_nm, scan.fov_mask, grid,
-                     step_nm / scan.pixel_size_nm, true, USEFUL_FOV_FRACTION), worst
+                     step_nm / scan.pixel_size_nm, true, USEFUL_FOV_FRACTION, seed), worst
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,39 @@ def run_ours(scan, **options):
 def run_ours_repeatable(scan):
     """Ours told the stage repeats within ``REPEATABLE_STAGE_NM`` (``--stage repeatable``)."""
     return run_ours(scan, stage_repeatability_nm=REPEATABLE_STAGE_NM)
+
+
+@functools.cache
+def bare_silicon_flatfield(seed: int):
+    """The flat field a lab calibrates its instrument with: a 3×3 scan of the simulator's bare silicon (its dust
+    included), as the live mosaic uses it (``Instrument.flatfield_calibration``)."""
+    from instruments.sim.chip import Chip, bare_silicon
+    from instruments.sim.dataset import simulate_scan
+    from instruments.sim.world import SimWorld, StageErrors
+
+    layout = bare_silicon(Chip(seed=seed).bounds_nm, seed=seed)
+    scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=StageErrors()), grid=(3, 3))
+    return flatfield_from_calibration(list(scan.frames), mask=scan.fov_mask)
+
+
+def run_live(scan, *, settle: bool, repeatable: bool = False):
+    """The live mosaic: frames added one by one in the scan's serpentine order (as the instrument takes them),
+    with the simulator's bare-silicon flat field; ``settle``: settled after each frame (as the live thread does
+    when no frame waits); ``repeatable``: told the stage repeats within ``REPEATABLE_STAGE_NM``."""
+    rows, cols = scan.grid
+    taken = [r * cols + (c if r % 2 == 0 else cols - 1 - c) for r in range(rows) for c in range(cols)]
+    flatfield = bare_silicon_flatfield(scan.seed) if scan.seed is not None else None
+    elapsed = stopwatch()
+    stitcher = IncrementalStitcher(frame_shape=scan.frames[0].shape, pixel_size_nm=scan.pixel_size_nm,
+                                   fov_mask=scan.fov_mask, useful_fov_fraction=scan.useful_fov, flatfield=flatfield,
+                                   stage_repeatability_nm=REPEATABLE_STAGE_NM if repeatable else None)
+    for k in taken:
+        stitcher.add_frame(scan.frames[k], scan.nominal_xy_nm[k], anchor="center")
+        if settle:
+            stitcher.settle()
+    positions = np.empty((len(taken), 2))
+    positions[taken] = stitcher.positions_px
+    return positions, elapsed()
 
 
 def run_floor(scan):
@@ -294,6 +335,9 @@ def main() -> None:
     parser.add_argument("--stage", choices=("noisy", "repeatable"), default="noisy",
                         help="simulator stage: errors 3σ = 10 %% of the step (default), or the simulator's closed-loop "
                              "scanner, with a row for ours told it is repeatable")
+    parser.add_argument("--live", action="store_true",
+                        help="also the live mosaic (frames one by one, a bare-silicon flat field): as placed "
+                             "('live') and settled after each frame ('live+s'); with --stage repeatable also told so")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every method this many times on each scan and report its fastest (default 1)")
     args = parser.parse_args()
@@ -303,6 +347,12 @@ def main() -> None:
              "floor": run_floor}
     if args.stage == "repeatable":
         peers = {"ours": run_ours, "ours+rep": run_ours_repeatable, **{k: v for k, v in peers.items() if k != "ours"}}
+    if args.live:
+        live = {"live": functools.partial(run_live, settle=False), "live+s": functools.partial(run_live, settle=True)}
+        if args.stage == "repeatable":
+            live.update({"live+rep": functools.partial(run_live, settle=False, repeatable=True),
+                         "live+rep+s": functools.partial(run_live, settle=True, repeatable=True)})
+        peers.update(live)
     if args.source == "sim":
         stage = ("stage noise 3σ = 10 % of step" if args.stage == "noisy" else
                  f"the simulator's closed-loop stage (ours+rep: told it repeats within {REPEATABLE_STAGE_NM} nm)")
@@ -313,7 +363,7 @@ def main() -> None:
         print("stitching on synthetic scans: 30 % overlap, circular FOV, stage error ≤ 10 % of step, "
               "vignetting 35 %, Poisson noise")
         cases = synthetic_cases(args.quick)
-    header = f"{'scan':>16} {'method':>9} {'mean px':>8} {'max px':>8} {'time s':>8} {'cpu s':>7} {'time vs ours':>13}"
+    header = f"{'scan':>16} {'method':>10} {'mean px':>8} {'max px':>8} {'time s':>8} {'cpu s':>7} {'time vs ours':>13}"
     for label, scan in cases:
         print(header)
         ours_time = None
@@ -323,21 +373,21 @@ def main() -> None:
                 positions, _, *report = runs[-1]
                 fastest = min((r[1] for r in runs), key=lambda e: e.wall_s)
             except ImportError as exc:
-                print(f"{label:>16} {name:>9}  skipped: not installed ({exc.name})")
+                print(f"{label:>16} {name:>10}  skipped: not installed ({exc.name})")
                 continue
             except Exception as exc:  # a peer failing on these frames is itself a result
-                print(f"{label:>16} {name:>9}  failed: {type(exc).__name__}: {str(exc)[:80]}")
+                print(f"{label:>16} {name:>10}  failed: {type(exc).__name__}: {str(exc)[:80]}")
                 continue
             positions = np.asarray(positions, float)
             err = position_errors(positions - positions[0], scan.true_xy_px)
             if name == "ours":
                 ours_time = fastest.wall_s
             ratio = f"{fastest.wall_s / ours_time:12.1f}x" if ours_time and name not in ("stage", "floor") else ""
-            print(f"{label:>16} {name:>9} {err.mean():8.3f} {err.max():8.3f} {fastest.wall_s:8.2f} {fastest.cpu_s:7.2f}"
+            print(f"{label:>16} {name:>10} {err.mean():8.3f} {err.max():8.3f} {fastest.wall_s:8.2f} {fastest.cpu_s:7.2f}"
                   f" {ratio:>13}", flush=True)
             if report:
                 flagged = np.isin(np.arange(len(err)), report[0].uncertain_frames)
-                print(f"{'':>16} {'':>9} frames it reports uncertain: {flagged.sum()} of {len(err)}"
+                print(f"{'':>16} {'':>10} frames it reports uncertain: {flagged.sum()} of {len(err)}"
                       + (f", their mean error {err[flagged].mean():.2f} px" if flagged.any() else "")
                       + (f"; the others' {err[~flagged].mean():.2f} px" if (~flagged).any() else ""))
 
