@@ -473,11 +473,13 @@ class IncrementalStitcher:
         (:func:`imaging.repeatable_stage.fitted_stage`); and, once that map is known (``LIVE_MAP_LINKS``), the
         mapped stage's own vote (else none). Kept links join the map's.
 
-        Simulated closed-loop scans (3×3 and 4×4, seeds 1–3), mean error before → after, with a bare-silicon flat
-        field: planar chips 0.69–1.55 → 0.06–0.15 px, flat 0.83–1.47 → 0.19–0.38, default 1.31–1.91 → 0.45–1.65;
-        without: planar 0.91–1.63 → 0.04–1.01, flat 0.91–2.00 → 0.15–0.81, default 1.36–2.15 → 0.81–1.56 (the
-        stage alone 1.5–2.1). Before, each link's best peak within a few px of the unmapped stage voted: on
-        gratings most lay on an alias 5–60 px away, and the frame stood where the turned stage put it."""
+        Simulated closed-loop scans (3×3 and 4×4, seeds 1–3, frames in raster order), mean error before → after,
+        with a bare-silicon flat field: planar chips 0.69–1.55 → 0.06–0.15 px, flat 0.83–1.47 → 0.19–0.38,
+        default 1.31–1.91 → 0.45–1.65; without: planar 0.91–1.63 → 0.04–1.01, flat 0.91–2.00 → 0.15–0.81, default
+        1.36–2.15 → 0.81–1.56 (the stage alone 1.5–2.1); taken serpentine (``bench_stitching.py --stage repeatable
+        --live``): planar 0.06–0.30, flat 0.20–0.51, default 0.38–1.82. Before, each link's best peak within a
+        few px of the unmapped stage voted: on gratings most lay on an alias 5–60 px away, and the frame stood
+        where the turned stage put it."""
         placed = np.array(self._positions).reshape(-1, 2)
         nominal = np.array(self._nominal_px[:index]).reshape(-1, 2)
         mapped = len(self._live_kept) >= LIVE_MAP_LINKS
@@ -564,12 +566,12 @@ class IncrementalStitcher:
         where a frame moved by more than ``SETTLE_MOVE_PX`` and returns its whole box then, else None.
 
         A frame added with one link, on a grating, can only be placed on the likeliest of its periods; the frames
-        linking it to its other neighbours later tell which. Simulator scans (3×3 and 4×4, seeds 1–3, a
-        bare-silicon flat field), settled after each frame, mean error: with a stage off by 10 % of the step,
-        planar chips 0.27–14.8 → 0.04–0.22 px, flat 0.51–8.7 → 0.16–0.57, default 2.0–11.7 → 3.9–6.9 (as the
-        final stitch: the overlaps cannot tell); on the closed-loop stage, planar 0.06–0.15 → 0.02–0.11, flat
-        0.19–0.38 → 0.11–0.34, default 0.45–1.65 → 0.16–0.87. A settling took 0.04–0.09 s at two frames, 0.8–1.7 s
-        at sixteen.
+        linking it to its other neighbours later tell which. ``bench/bench_stitching.py --live`` (simulator scans,
+        3×3 and 4×4, seeds 1–3, taken serpentine, a bare-silicon flat field), mean error as placed → settled after
+        each frame: with a stage off by 10 % of the step, planar chips 0.23–13.2 → 0.04–0.24 px, flat 0.63–12.0 →
+        0.16–0.53, default 3.9–12.1 → 3.9–6.9 (as the final stitch: the overlaps cannot tell); on the closed-loop
+        stage, told so, planar 0.06–0.30 → 0.02–0.12, flat 0.20–0.51 → 0.11–0.34, default 0.38–1.82 → 0.16–0.85.
+        A settling took 0.04–0.09 s at two frames, 0.8–1.7 s at sixteen.
         """
         if len(self._frames) < 2 or not self._links:
             return None
