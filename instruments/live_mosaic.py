@@ -157,6 +157,8 @@ class LiveMosaic:
         return flatfield if isinstance(flatfield, FlatField) else None
 
     def _publish(self) -> None:
+        if self.closing.is_set():  # a settling that outlasted finish()'s wait: the final stitch has the record now
+            return
         mosaic_image = self.stitcher.mosaic()
         if self.translator is not None:  # a fresh array, never modified after this: safe to share
             self.translator.offer(mosaic_image, self.stitcher.origin_px, self.changed)

@@ -209,3 +209,24 @@ def test_the_live_mosaic_settles_its_frames_whenever_none_wait_and_wakes_to_sett
     finally:
         live.finish(final=False)
     assert settled[0] == 1 and len(settled) < 4, settled  # not after every frame: at most every 1.5 s
+
+
+def test_a_live_mosaic_closing_publishes_nothing_more(project):
+    # a settling of a big scan can outlast finish()'s wait: the record is the final stitch's by then
+    synthetic = synthetic_scan(grid=(1, 2), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
+    instrument = synthetic_instrument(project, synthetic)
+    scan = Scan.objects.create(project=project, sample=Sample.objects.create(project=project, name="chip"),
+                               instrument=instrument, name="s1", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
+                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=1,
+                               cols=2)
+    live = LiveMosaic(scan, instrument)
+    try:
+        offer_and_wait(live, [(image, xy, k) for k, (image, xy) in
+                              enumerate(zip(synthetic.frames, synthetic.nominal_xy_nm, strict=True))], 2)
+        live.closing.set()
+        time.sleep(0.5)  # the thread's own publishing of the last frame, if it was under way, done
+        published = Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").count()
+        live._publish()
+        assert Event.objects.filter(topic=f"scan.{scan.pk}", type="mosaic.live").count() == published > 0
+    finally:
+        live.finish(final=False)
