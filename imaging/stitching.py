@@ -515,10 +515,9 @@ class IncrementalStitcher:
             step = float(np.median([np.hypot(*link.nominal_offset_px) for link in usable]))
             sigma_px = max(STAGE_SIGMA_FRACTION * step, 1.0)
         reach = int(np.ceil(3 * sigma_px)) if reach_px is None else int(reach_px)
-        sigma = sigma_px
         dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
         centre = np.round(expected).astype(int)
-        support = -0.5 * (dx**2 + dy**2) / sigma**2
+        support = -0.5 * (dx**2 + dy**2) / sigma_px**2
         for link in usable:
             surface = surface_z(link, blank=-0.9)
             ry, rx = (surface.shape[0] - 1) // 2, (surface.shape[1] - 1) // 2
