@@ -116,6 +116,10 @@ LIVE_MAPPED_SIGMA_PX = 0.3
 
 #: :meth:`IncrementalStitcher.settle` re-blends the live mosaic only when a frame moved by more than this (px).
 SETTLE_MOVE_PX = 0.5
+#: With ``flatfield="estimate"``, settle() estimates the shading from the frames so far once there are this many,
+#: and again whenever they have grown by this factor since (each time every link is measured again).
+LIVE_FLATFIELD_FRAMES = 4
+LIVE_FLATFIELD_GROWTH = 1.5
 
 
 class StitchingError(ValueError, ImagingError):
@@ -250,8 +254,8 @@ class IncrementalStitcher:
     pixel_size_nm : size of one camera pixel on the sample, nm (> 0).
     fov_mask : (rows, cols) bool useful field of view (the sphere's circle); None = whole frame.
     flatfield : a :class:`FlatField`, None (no correction) or ``"estimate"`` (estimated from all
-        frames in ``finish()``; the live view is then uncorrected and the links are measured again
-        on corrected frames before the final solve).
+        frames in ``finish()``, and the links measured again on corrected frames before the final
+        solve; the live view is uncorrected until :meth:`settle` estimates one from the frames so far).
     max_shift_nm : how far a frame may sit from its nominal place relative to a neighbour, per
         axis; default 20 % of each link's nominal length + 2 px (stage errors ≤ 10 % of the step).
     min_score : NCC below which a link is ignored (0.6: wrong matches on IC-like texture were
@@ -331,6 +335,8 @@ class IncrementalStitcher:
         self._links: list[Link] = []
         self._unmatched: list[int] = []
         self._live_kept: list[Link] = []  # live links refined where they agreed (on a repeatable stage: its map's)
+        self._live_flatfield: FlatField | None = None  # flatfield="estimate": settle()'s, from the frames so far
+        self._live_flatfield_frames = 0
         self._canvas: Canvas | None = None
         self._seconds = 0.0
 
@@ -338,7 +344,8 @@ class IncrementalStitcher:
     def _corrected(self, frame: np.ndarray) -> np.ndarray:
         """The frame flat-field corrected, float32, zero outside the field of view (which nothing
         reads: blending weighs it 0), so that it serves as the refinement's frame as well."""
-        corrected = apply_flatfield(frame, self.flatfield) if isinstance(self.flatfield, FlatField) else to_float32(frame)
+        flatfield = self.flatfield if isinstance(self.flatfield, FlatField) else self._live_flatfield
+        corrected = apply_flatfield(frame, flatfield) if flatfield is not None else to_float32(frame)
         return np.where(self.mask, corrected, np.float32(0)).astype(np.float32, copy=False)
 
     def _filtered(self, frame: np.ndarray):
@@ -571,10 +578,27 @@ class IncrementalStitcher:
         0.16–0.53, default 3.9–12.1 → 3.9–6.9 (as the final stitch: the overlaps cannot tell); on the closed-loop
         stage, told so, planar 0.06–0.30 → 0.02–0.12, flat 0.20–0.51 → 0.11–0.34, default 0.38–1.82 → 0.16–0.85.
         A settling took 0.04–0.09 s at two frames, 0.8–1.7 s at sixteen.
+
+        With ``flatfield="estimate"`` it first estimates the shading from the frames so far (from
+        ``LIVE_FLATFIELD_FRAMES``, again as they grow by ``LIVE_FLATFIELD_GROWTH``), corrects them and measures
+        their links again: the same scans taken with no calibration, settled after each frame, with a stage off by
+        10 % of the step, planar 0.05–3.6 → 0.04–0.24 px, flat 0.12–3.9 → 0.11–0.57, default 3.4–7.0 → 3.7–6.9; on
+        the closed-loop stage, told so, planar 0.05–0.21 → 0.04–0.13, flat 0.08–0.27 → 0.10–0.31, default
+        0.12–8.4 → 0.15–0.93; from 30 % less to 60 % more time.
         """
         if len(self._frames) < 2 or not self._links:
             return None
         started = time.perf_counter()
+        reshaded = False
+        if (self.flatfield == "estimate" and len(self._raw) >= LIVE_FLATFIELD_FRAMES
+                and len(self._raw) >= LIVE_FLATFIELD_GROWTH * self._live_flatfield_frames):
+            # the shading estimated from the frames so far, again as they grow by half: the frames corrected and
+            # their links measured again (on shaded frames the NCC surfaces of a planar chip tied a grating's periods)
+            self._live_flatfield = estimate_flatfield(self._raw, mask=self.mask)
+            self._live_flatfield_frames = len(self._raw)
+            self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
+            self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
+            reshaded = True
         nominal = np.array(self._nominal_px)
         placement = None
         if self.stage_repeatability_nm is not None:
@@ -590,7 +614,7 @@ class IncrementalStitcher:
         self._positions = list(settled)
         moved = float(np.hypot(*(settled - current).T).max())
         region = None
-        if moved > SETTLE_MOVE_PX and self._canvas is not None:
+        if (moved > SETTLE_MOVE_PX or reshaded) and self._canvas is not None:
             corner = np.floor(settled.min(axis=0)).astype(int)
             extent = np.ceil(settled.max(axis=0)).astype(int) - corner
             canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))

@@ -4,7 +4,8 @@ Frames are handed over as they are saved; a thread of its own places them with t
 stitcher and publishes a small preview at most once a second, so acquisition never waits for it.
 Whenever no frame waits, it settles the frames placed so far together (the stitcher's ``settle``:
 a frame placed from one link on a grating may sit a period off until its other neighbours come),
-at most a quarter of its time, and waking for it when a frame came too soon after the last.
+at most a quarter of its time, and waking for it when a frame came too soon after the last. Its flat
+field is the instrument's bare-silicon calibration, else estimated by each settling from the frames so far.
 When the scan ends, the same Mosaic record is queued for the final job (global solve, flat field,
 pyramid), which rebuilds it from the saved frames.
 """
@@ -112,7 +113,7 @@ class LiveMosaic:
                     mask = fov_mask_for(self.instrument, image.shape)
                     self.stitcher = IncrementalStitcher(
                         frame_shape=image.shape, pixel_size_nm=self.instrument.pixel_size_nm, fov_mask=mask,
-                        flatfield=self._calibration(mask), stage_repeatability_nm=self.instrument.stage_repeatability_nm)
+                        flatfield=self._flatfield(mask), stage_repeatability_nm=self.instrument.stage_repeatability_nm)
                 try:
                     region = self.stitcher.add_frame(image, xy, anchor="center")
                 finally:  # a frame the stitcher kept, even one it then failed to place, has a scan index
@@ -144,17 +145,18 @@ class LiveMosaic:
         except Exception:
             log.warning("live mosaic of scan %s could not settle its frames", self.scan_id, exc_info=True)
 
-    def _calibration(self, mask):
-        """The instrument's bare-silicon flat field where it can serve this scan, else None: with it the
-        live mosaic shows the sample, not the sphere's shading. (Estimating one needs the whole scan.)"""
+    def _flatfield(self, mask):
+        """The instrument's bare-silicon flat field where it can serve this scan, else "estimate" (the stitcher's
+        settling estimates one from the frames so far, once there are a few): either way the live mosaic shows
+        the sample, not the sphere's shading, and its links are measured on corrected frames."""
         from imaging.flatfield import FlatField
 
         try:
             flatfield = flatfield_for(flatfield_options(Scan.objects.get(pk=self.scan_id)), mask)
         except Exception:  # the live view is a convenience: the final stitch says what was wrong
             log.warning("live mosaic of scan %s: no flat-field calibration", self.scan_id, exc_info=True)
-            return None
-        return flatfield if isinstance(flatfield, FlatField) else None
+            return "estimate"
+        return flatfield if isinstance(flatfield, FlatField) else "estimate"
 
     def _publish(self) -> None:
         if self.closing.is_set():  # a settling that outlasted finish()'s wait: the final stitch has the record now
