@@ -101,6 +101,8 @@ class LiveMosaic:
             try:  # with frames placed since the last settling, wake up to settle them when it is time
                 item = self.frames.get(timeout=max(0.0, self.next_settle - time.monotonic()) if self.unsettled else None)
             except queue.Empty:
+                if self.closing.is_set():
+                    break
                 self._settled_and_published()
                 continue
             if item is None or self.closing.is_set():
