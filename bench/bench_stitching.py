@@ -195,8 +195,9 @@ def run_live(scan, *, settle: bool, repeatable: bool = False):
     """The live mosaic: frames added one by one in the scan's serpentine order (as the instrument takes them),
     with the simulator's bare-silicon flat field; ``settle``: settled after each frame (as the live thread does
     when no frame waits); ``repeatable``: told the stage repeats within ``REPEATABLE_STAGE_NM``."""
-    rows, cols = scan.grid
-    taken = [r * cols + (c if r % 2 == 0 else cols - 1 - c) for r in range(rows) for c in range(cols)]
+    from instruments.sim.dataset import serpentine
+
+    taken = [r * scan.grid[1] + c for r, c in serpentine(scan.grid)]  # scan.frames are in raster order
     flatfield = bare_silicon_flatfield(scan.seed) if scan.seed is not None else None
     elapsed = stopwatch()
     stitcher = IncrementalStitcher(frame_shape=scan.frames[0].shape, pixel_size_nm=scan.pixel_size_nm,

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from imaging.blending import Canvas, feather_weight, frame_gains
-from imaging.consensus import STAGE_SIGMA_FRACTION, consensus_placement
+from imaging.consensus import STAGE_SIGMA_FRACTION, Polish, consensus_placement
 from imaging.fieldblur import cross_blurred, estimate_edge_blur, field_radius
 from imaging.flatfield import FlatField, apply_flatfield, estimate_flatfield, flatfield_from_overlaps
 from imaging.imageio import ImagingError, to_float32, to_uint16
@@ -596,32 +596,18 @@ class IncrementalStitcher:
             # their links measured again (on shaded frames the NCC surfaces of a planar chip tied a grating's periods)
             self._live_flatfield = estimate_flatfield(self._raw, mask=self.mask)
             self._live_flatfield_frames = len(self._raw)
-            self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
-            self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
+            self._measure_again()
             reshaded = True
-        nominal = np.array(self._nominal_px)
-        placement = None
-        if self.stage_repeatability_nm is not None:
-            _, placement, calibration = repeatable_stage_placement(
-                nominal, self._links, register=self._register, stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm,
-                min_score=self.min_score, max_residual_px=self.max_residual_px)
-            placement = placement if calibration.believed else None
-        if placement is None:
-            _, placement = consensus_placement(nominal, self._links, register=self._register, refine=self._refine,
-                                               min_score=self.min_score, max_residual_px=self.max_residual_px)
+        _, placement, _ = self._placed()
         current = np.array(self._positions)
         settled = placement.positions_px + np.mean(current - placement.positions_px, axis=0)  # the mosaic stays put
         self._positions = list(settled)
         moved = float(np.hypot(*(settled - current).T).max())
         region = None
         if (moved > SETTLE_MOVE_PX or reshaded) and self._canvas is not None:
-            corner = np.floor(settled.min(axis=0)).astype(int)
-            extent = np.ceil(settled.max(axis=0)).astype(int) - corner
-            canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
-            for frame, position in zip(self._frames, settled, strict=True):
-                canvas.add(frame, self._weight, position)
-            self._canvas = canvas
-            region = Region(0, 0, canvas.shape[1], canvas.shape[0], True)
+            self._canvas = None  # the new one replaces it (each is 8 bytes a mosaic pixel)
+            self._canvas = self._blended(settled, np.ones(len(settled)))
+            region = Region(0, 0, self._canvas.shape[1], self._canvas.shape[0], True)
         self._seconds += time.perf_counter() - started
         return region
 
@@ -706,6 +692,39 @@ class IncrementalStitcher:
         return out
 
     # -- final --------------------------------------------------------------------------
+    def _measure_again(self) -> None:
+        """Every frame corrected again (the flat field changed) and every link measured again on them."""
+        self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
+        self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
+
+    def _placed(self, polish: Polish | None = None) -> tuple[list[Link], Placement, StageCalibration | None]:
+        """Links and placement of every frame from all links together: by a repeatable stage, as the overlaps
+        measure it, where one is said to be and they agree; else by the joint inference. Also the stage's
+        calibration (None: not said to be repeatable)."""
+        nominal = np.array(self._nominal_px)
+        calibration = None
+        if self.stage_repeatability_nm is not None and len(self._frames) > 1:
+            links, placement, calibration = repeatable_stage_placement(
+                nominal, self._links, register=self._register,
+                stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm, min_score=self.min_score,
+                max_residual_px=self.max_residual_px, polish=polish)
+            if calibration.believed:
+                return links, placement, calibration
+        # not said to be repeatable, or the overlaps contradict it: they place the frames
+        links, placement = consensus_placement(nominal, self._links, register=self._register, refine=self._refine,
+                                               min_score=self.min_score, max_residual_px=self.max_residual_px,
+                                               polish=polish)
+        return links, placement, calibration
+
+    def _blended(self, positions: np.ndarray, gains: np.ndarray) -> Canvas:
+        """Every frame, divided by its gain, feathered into a canvas just large enough at ``positions``."""
+        corner = np.floor(positions.min(axis=0)).astype(int)
+        extent = np.ceil(positions.max(axis=0)).astype(int) - corner
+        canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
+        for frame, position, gain in zip(self._frames, positions, gains, strict=False):
+            canvas.add(frame / np.float32(gain), self._weight, position)
+        return canvas
+
     def finish(self, progress: Progress | None = None) -> Mosaic:
         """Global solve over all links, re-blend, and return the :class:`Mosaic` with its report
         (:meth:`mosaic` and :attr:`origin_px` are then the final mosaic's). ``progress(fraction,
@@ -719,30 +738,17 @@ class IncrementalStitcher:
             if len(self._raw) >= 2:
                 report(0.0, "Estimating the flat field and measuring the overlaps again…")
                 self.flatfield = estimate_flatfield(self._raw, mask=self.mask)
-                self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
-                self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
+                self._measure_again()
                 method = "estimated"
             else:
                 self.flatfield = None
         elif isinstance(self.flatfield, FlatField):
             method = self.flatfield.method
-        nominal = np.array(self._nominal_px)
         threshold = self.min_score
         report(0.1, f"Placing the {len(self._frames)} frames from all {len(self._links)} overlaps together…")
         polish = lambda links, placed: self._blur_matched(links, placed, report)  # noqa: E731
-        on_stage = False  # placed by a repeatable stage, as the overlaps measured it
-        if self.stage_repeatability_nm is not None and len(self._frames) > 1:
-            links, placement, self._stage_calibration = repeatable_stage_placement(
-                nominal, self._links, register=self._register,
-                stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm, min_score=self.min_score,
-                max_residual_px=self.max_residual_px, polish=polish)
-            on_stage = self._stage_calibration.believed
-            if on_stage:
-                self._links = links
-        if not on_stage:  # not said to be repeatable, or the overlaps contradict it: they place the frames
-            self._links, placement = consensus_placement(nominal, self._links, register=self._register,
-                                                         refine=self._refine, min_score=self.min_score,
-                                                         max_residual_px=self.max_residual_px, polish=polish)
+        self._links, placement, self._stage_calibration = self._placed(polish)
+        on_stage = self._stage_calibration is not None and self._stage_calibration.believed
         positions = placement.positions_px
         if isinstance(self.flatfield, FlatField) and self.flatfield.method == "estimated":
             # Placed, the frames show the same spots at different places in the field: a better
@@ -759,19 +765,15 @@ class IncrementalStitcher:
         lonely = set(placement.placed_by_stage)
         disagreeing = disagreement(len(positions), self._links, positions,
                                    skip={k for k in placement.dropped if {self._links[k].i, self._links[k].j} & lonely})
-        corner = np.floor(positions.min(axis=0)).astype(int)
-        extent = np.ceil(positions.max(axis=0)).astype(int) - corner
         # gain compensation, where the frames are corrected for shading (else the vignette decides the ratios)
         used_pairs = [(link.i, link.j) for k, link in enumerate(self._links) if k not in placement.dropped]
         gains = (frame_gains(self._frames, positions, self.mask, used_pairs) if self.flatfield is not None
                  else np.ones(len(self._frames)))
         report(0.9, "Blending the mosaic…")
         self._canvas = None  # the live mosaic gives way to the final one (each is 8 bytes a mosaic pixel)
-        canvas = Canvas.empty(corner, (int(extent[1]) + self.frame_shape[0] + 1, int(extent[0]) + self.frame_shape[1] + 1))
-        for frame, position, gain in zip(self._frames, positions, gains, strict=False):
-            canvas.add(frame / np.float32(gain), self._weight, position)
-        self._canvas = canvas
-        image = to_uint16(canvas.image())  # clipped to [0, 1] on the way
+        self._canvas = self._blended(positions, gains)
+        corner = self._canvas.origin_px
+        image = to_uint16(self._canvas.image())  # clipped to [0, 1] on the way
         link_reports = tuple(
             LinkReport(link.i, link.j, link.nominal_offset_px, tuple(map(float, link.offset_px)), float(link.score),
                        None if not np.isfinite(res) else float(res), placement.dropped.get(k, ""))

@@ -17,6 +17,8 @@ def _true_offsets_px(scan) -> np.ndarray:
 
 
 def _errors(scan, mosaic) -> np.ndarray:
+    """Each frame's distance (px) from its true place, the best common shift removed; ``mosaic``: anything with
+    ``positions_px`` (a Mosaic, a live IncrementalStitcher)."""
     d = (mosaic.positions_px - mosaic.positions_px[0]) - _true_offsets_px(scan)
     d -= d.mean(axis=0)
     return np.hypot(d[:, 0], d[:, 1])
@@ -163,8 +165,7 @@ def test_the_live_mosaic_on_a_repeatable_stage_follows_the_stage_as_its_links_ma
                                    stage_repeatability_nm=2.0)
     for frame, xy in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, xy, anchor="center")
-    d = (stitcher.positions_px - stitcher.positions_px[0]) - _true_offsets_px(scan)
-    errors = np.hypot(*(d - d.mean(axis=0)).T)
+    errors = _errors(scan, stitcher)  # the live mosaic's places
     assert errors.mean() <= limits[0] and errors.max() <= limits[1], errors
 
 
@@ -177,8 +178,7 @@ def test_the_live_mosaic_places_a_frame_where_its_links_agree_with_each_other_an
                                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION)
     for frame, xy in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, xy, anchor="center")
-    d = (stitcher.positions_px - stitcher.positions_px[0]) - _true_offsets_px(scan)
-    errors = np.hypot(*(d - d.mean(axis=0)).T)
+    errors = _errors(scan, stitcher)  # the live mosaic's places
     assert errors.mean() <= 0.3 and errors.max() <= 0.6, errors
 
 
@@ -187,17 +187,14 @@ def test_the_live_mosaic_settled_places_a_frame_that_one_link_put_on_a_grating_s
     # peaks a grating period off, and there it goes; the frames after it follow it, and frames 0 and 5 stand
     # 16 px from the rest: 7.1 / 16.1 px. Settled after each frame (all links so far placed together, as the final
     # stitch places them): 0.15 / 0.32.
-    step_nm = default_step_nm(SimWorld(seed=1).optics, overlap=0.3)
-    world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.1)), stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
-    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
+    scan = _scan_with_large_stage_errors(seed=1, heights=0.1)
     stitcher = IncrementalStitcher(frame_shape=scan.frames[0].shape, pixel_size_nm=scan.pixel_size_nm,
                                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION)
     regions = []
     for frame, xy in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, xy, anchor="center")
         regions.append(stitcher.settle())
-    d = (stitcher.positions_px - stitcher.positions_px[0]) - _true_offsets_px(scan)
-    errors = np.hypot(*(d - d.mean(axis=0)).T)
+    errors = _errors(scan, stitcher)  # the live mosaic's places
     assert errors.mean() <= 0.25 and errors.max() <= 0.5, errors
     assert regions[0] is None and any(r is not None and r.canvas_grew for r in regions)  # a frame moved: re-blended
     extent = np.ceil(stitcher.positions_px.max(axis=0) - stitcher.positions_px.min(axis=0)).astype(int)
@@ -211,9 +208,7 @@ def test_a_scan_stitches_the_same_in_the_order_it_was_taken_as_in_raster_order()
     from imaging.flatfield import flatfield_from_calibration
     from instruments.sim.chip import bare_silicon
 
-    step_nm = default_step_nm(SimWorld(seed=1).optics, overlap=0.3)
-    world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.01)), stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
-    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)  # serpentine
+    scan = _scan_with_large_stage_errors(seed=1, heights=0.01)  # serpentine
     bare = simulate_scan(world=SimWorld(seed=1, layout=bare_silicon(Chip(seed=1).bounds_nm, seed=1)), grid=(3, 3))
     flatfield = flatfield_from_calibration(list(bare.frames), mask=bare.fov_mask)
     raster = np.lexsort((scan.grid_index[:, 1], scan.grid_index[:, 0]))
@@ -231,15 +226,12 @@ def test_the_live_mosaic_settled_estimates_the_shading_from_the_frames_so_far():
     # A planar chip, a stage off by up to 10 % of the step, no calibration: on shaded frames a grating's periods
     # tie and frame 1 stays on an alias even settled (3.6 / 16.3 px); with the shading estimated from the frames so
     # far at each settling, its links are measured on corrected frames: 0.043 / 0.07.
-    step_nm = default_step_nm(SimWorld(seed=1).optics, overlap=0.3)
-    world = SimWorld(seed=1, layout=Chip(seed=1, layers=scaled_layers(0.01)), stage_errors=StageErrors(noise_nm=0.1 * step_nm / 3))
-    scan = simulate_scan(world=world, grid=(3, 3), step_nm=step_nm)
+    scan = _scan_with_large_stage_errors(seed=1, heights=0.01)
     stitcher = IncrementalStitcher(frame_shape=scan.frames[0].shape, pixel_size_nm=scan.pixel_size_nm,
                                    fov_mask=scan.fov_mask, useful_fov_fraction=USEFUL_FOV_FRACTION, flatfield="estimate")
     for frame, xy in zip(scan.frames, scan.nominal_xy_nm, strict=True):
         stitcher.add_frame(frame, xy, anchor="center")
         stitcher.settle()
-    d = (stitcher.positions_px - stitcher.positions_px[0]) - _true_offsets_px(scan)
-    errors = np.hypot(*(d - d.mean(axis=0)).T)
+    errors = _errors(scan, stitcher)  # the live mosaic's places
     assert errors.mean() <= 0.15 and errors.max() <= 0.3, errors
     assert stitcher.flatfield == "estimate"  # the final stitch estimates its own from every frame

@@ -23,6 +23,14 @@ def synthetic_instrument(project, synthetic):
                                      fov_diameter_nm=synthetic.frames[0].shape[1] * synthetic.pixel_size_nm / 0.8)
 
 
+def chip_scan(project, instrument, *, rows: int, cols: int) -> Scan:
+    """A scan of a chip sample with ``instrument``, ``rows`` × ``cols`` frames."""
+    return Scan.objects.create(project=project, sample=Sample.objects.create(project=project, name="chip"),
+                               instrument=instrument, name="s1", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
+                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20,
+                               rows=rows, cols=cols)
+
+
 def offer_and_wait(live, frames, count):
     """Hand ``frames`` ((image, (x, y) nm, scan index) each) to ``live``; wait until its stitcher holds ``count``."""
     for image, xy, index in frames:
@@ -200,10 +208,7 @@ def test_the_live_mosaic_settles_its_frames_whenever_none_wait_and_wakes_to_sett
     monkeypatch.setattr(IncrementalStitcher, "settle", lambda self: (real(self), settled.append(self.frame_count))[0])
     synthetic = synthetic_scan(grid=(2, 2), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
     instrument = synthetic_instrument(project, synthetic)
-    scan = Scan.objects.create(project=project, sample=Sample.objects.create(project=project, name="chip"),
-                               instrument=instrument, name="s1", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
-                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=2,
-                               cols=2)
+    scan = chip_scan(project, instrument, rows=2, cols=2)
     live = LiveMosaic(scan, instrument)
     try:
         # each frame placed before the next comes: the first settles at once, the others within 1.5 s of that
@@ -222,10 +227,7 @@ def test_a_live_mosaic_closing_publishes_nothing_more(project):
     # a settling of a big scan can outlast finish()'s wait: the record is the final stitch's by then
     synthetic = synthetic_scan(grid=(1, 2), frame_px=128, overlap=0.3, stage_error=0.1, seed=11)
     instrument = synthetic_instrument(project, synthetic)
-    scan = Scan.objects.create(project=project, sample=Sample.objects.create(project=project, name="chip"),
-                               instrument=instrument, name="s1", origin_x_nm=0, origin_y_nm=0, size_x_nm=1e4,
-                               size_y_nm=1e4, step_nm=5e3, overlap=0.3, exposure_ms=5, contact_setpoint_nm=20, rows=1,
-                               cols=2)
+    scan = chip_scan(project, instrument, rows=1, cols=2)
     live = LiveMosaic(scan, instrument)
     try:
         offer_and_wait(live, [(image, xy, k) for k, (image, xy) in
