@@ -311,8 +311,8 @@ def synthetic_cases(quick: bool):
             scan.true_xy_px)
 
 
-def sim_cases(quick: bool, seeds=(1,), chips=tuple(CHIP_HEIGHTS), stage: str = "noisy"):
-    kinds = [((3, 3), "planar")] if quick else [(grid, chip) for chip in chips for grid in ((3, 3), (4, 4))]
+def sim_cases(quick: bool, seeds=(1,), chips=tuple(CHIP_HEIGHTS), stage: str = "noisy", grids=((3, 3), (4, 4))):
+    kinds = [((3, 3), "planar")] if quick else [(grid, chip) for chip in chips for grid in grids]
     specs = [(grid, chip, seed) for grid, chip in kinds for seed in seeds]
     for grid, chip, seed in specs:
         started = time.perf_counter()
@@ -324,6 +324,17 @@ def sim_cases(quick: bool, seeds=(1,), chips=tuple(CHIP_HEIGHTS), stage: str = "
         yield f"{grid[0]}x{grid[1]} {chip}" + (f" s{seed}" if len(seeds) > 1 else ""), scan
 
 
+def grid_size(text: str) -> tuple[int, int]:
+    """ "8x8" → (8, 8): a ``--grids`` entry."""
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLS, e.g. 8x8") from None
+    if rows < 1 or cols < 1 or rows * cols < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: a scan needs at least two frames")
+    return rows, cols
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small scan (3×3 frames)")
@@ -332,7 +343,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1],
                         help="simulator chip and stage seeds (default 1); several give each scan kind per seed")
     parser.add_argument("--chips", nargs="+", choices=tuple(CHIP_HEIGHTS), default=list(CHIP_HEIGHTS),
-                        help="simulator chip kinds (default: all), each as a 3×3 and a 4×4 scan")
+                        help="simulator chip kinds (default: all), each at every --grids size")
+    parser.add_argument("--grids", nargs="+", type=grid_size, default=[(3, 3), (4, 4)], metavar="ROWSxCOLS",
+                        help="simulator scan sizes (default: 3x3 4x4); e.g. 8x8 for a lab's whole-chip scan")
     parser.add_argument("--stage", choices=("noisy", "repeatable"), default="noisy",
                         help="simulator stage: errors 3σ = 10 %% of the step (default), or the simulator's closed-loop "
                              "scanner, with a row for ours told it is repeatable")
@@ -359,7 +372,7 @@ def main() -> None:
                  f"the simulator's closed-loop stage (ours+rep: told it repeats within {REPEATABLE_STAGE_NM} nm)")
         print(f"stitching on simulator scans: 30 % overlap, circular FOV (rim darkening), {stage}, camera noise; "
               f"ours uses the useful FOV ({USEFUL_FOV_FRACTION:.2f} of the radius)")
-        cases = sim_cases(args.quick, tuple(args.seeds), tuple(args.chips), args.stage)
+        cases = sim_cases(args.quick, tuple(args.seeds), tuple(args.chips), args.stage, tuple(args.grids))
     else:
         print("stitching on synthetic scans: 30 % overlap, circular FOV, stage error ≤ 10 % of step, "
               "vignetting 35 %, Poisson noise")
