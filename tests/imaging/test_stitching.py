@@ -208,7 +208,8 @@ def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
 
 
 def test_a_batch_left_out_of_the_live_mosaic_stitches_the_same(scan):
-    # a finished scan needs no live mosaic (it would hold as much memory as the final one)
+    # a finished scan needs no live mosaic (it would hold as much memory as the final one), nor live places:
+    # its frames stand where the stage put them until finish() places them all
     def stitcher():
         return IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
 
@@ -216,7 +217,10 @@ def test_a_batch_left_out_of_the_live_mosaic_stitches_the_same(scan):
     live.add_frames(scan.frames, scan.nominal_xy_nm)
     batch.add_frames(scan.frames, scan.nominal_xy_nm, blend=False)
     assert batch.mosaic().shape == (0, 0) and batch.frame_count == 9
-    np.testing.assert_array_equal(batch.positions_px, live.positions_px)
+    assert [(link.i, link.j, link.offset_px) for link in batch.links] == \
+        [(link.i, link.j, link.offset_px) for link in live.links]
+    stage_px = scan.nominal_xy_nm / scan.pixel_size_nm
+    np.testing.assert_allclose(batch.positions_px - batch.positions_px[0], stage_px - stage_px[0], atol=1e-9)
     a, b = live.finish(), batch.finish()
     np.testing.assert_array_equal(a.image, b.image)
     np.testing.assert_array_equal(a.positions_px, b.positions_px)
