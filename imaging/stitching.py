@@ -339,6 +339,9 @@ class IncrementalStitcher:
         self._live_flatfield_frames = 0
         self._canvas: Canvas | None = None
         self._seconds = 0.0
+        # settle()'s measurements, by (i, j, start, reach): it measures the same links at the same offsets again
+        # and again as frames come (an 8×8 scan: 80 % of them); forgotten when the frames are corrected anew
+        self._remembered: dict[tuple, object] = {}
 
     # -- live ---------------------------------------------------------------------------
     def _corrected(self, frame: np.ndarray) -> np.ndarray:
@@ -367,6 +370,19 @@ class IncrementalStitcher:
     def _refine(self, i: int, j: int, start):
         (_, refine_i, _), (_, refine_j, _) = self._features[i], self._features[j]
         return refine_pair(refine_i, refine_j, start, mask=self.mask)
+
+    def _remembered_register(self, i: int, j: int, nominal, radius):
+        key = ("register", i, j, *np.round(np.asarray(nominal, float), 3), radius)
+        if key not in self._remembered:
+            self._remembered[key] = self._register(i, j, nominal, radius)
+        return self._remembered[key]
+
+    def _remembered_refine(self, i: int, j: int, start):
+        # to a tenth of a pixel: the refinement climbs to the same optimum from anywhere that close
+        key = ("refine", i, j, *np.round(np.asarray(start, float), 1))
+        if key not in self._remembered:
+            self._remembered[key] = self._refine(i, j, start)
+        return self._remembered[key]
 
     def _measure(self, i: int, j: int) -> Link:
         nominal = self._nominal_px[j] - self._nominal_px[i]
@@ -602,7 +618,7 @@ class IncrementalStitcher:
             self._live_flatfield_frames = len(self._raw)
             self._measure_again()
             reshaded = True
-        _, placement, _ = self._placed()
+        self._links, placement, _ = self._placed(live=True)
         current = np.array(self._positions)
         settled = placement.positions_px + np.mean(current - placement.positions_px, axis=0)  # the mosaic stays put
         self._positions = list(settled)
@@ -698,24 +714,28 @@ class IncrementalStitcher:
     # -- final --------------------------------------------------------------------------
     def _measure_again(self) -> None:
         """Every frame corrected again (the flat field changed) and every link measured again on them."""
+        self._remembered.clear()
         self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
         self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
 
-    def _placed(self, polish: Polish | None = None) -> tuple[list[Link], Placement, StageCalibration | None]:
+    def _placed(self, polish: Polish | None = None, *,
+                live: bool = False) -> tuple[list[Link], Placement, StageCalibration | None]:
         """Links and placement of every frame from all links together: by a repeatable stage, as the overlaps
         measure it, where one is said to be and they agree; else by the joint inference. Also the stage's
-        calibration (None: not said to be repeatable)."""
+        calibration (None: not said to be repeatable). ``live`` (settle()): measurements remembered."""
         nominal = np.array(self._nominal_px)
+        register, refine = (self._remembered_register, self._remembered_refine) if live else (self._register,
+                                                                                               self._refine)
         calibration = None
         if self.stage_repeatability_nm is not None and len(self._frames) > 1:
             links, placement, calibration = repeatable_stage_placement(
-                nominal, self._links, register=self._register,
+                nominal, self._links, register=register,
                 stage_sigma_px=self.stage_repeatability_nm / self.pixel_size_nm, min_score=self.min_score,
                 max_residual_px=self.max_residual_px, polish=polish)
             if calibration.believed:
                 return links, placement, calibration
         # not said to be repeatable, or the overlaps contradict it: they place the frames
-        links, placement = consensus_placement(nominal, self._links, register=self._register, refine=self._refine,
+        links, placement = consensus_placement(nominal, self._links, register=register, refine=refine,
                                                min_score=self.min_score, max_residual_px=self.max_residual_px,
                                                polish=polish)
         return links, placement, calibration

@@ -207,6 +207,24 @@ def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
     np.testing.assert_array_equal(batch.finish().positions_px, one_by_one.finish().positions_px)
 
 
+def test_settling_again_measures_no_link_it_has_measured():
+    # Each settling measured the same links from the same offsets again (an 8×8 simulator scan: 80 % of its
+    # measurements); it remembers them until the frames are corrected anew. Here 3 links were measured again.
+    scan = synthetic_scan(grid=(4, 4), frame_px=128, overlap=0.3, stage_error=0.1, seed=5)
+    stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
+    for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
+        stitcher.add_frame(frame, nominal)
+        stitcher.settle()
+    measured = []
+    for name in ("_register", "_refine"):
+        measure = getattr(stitcher, name)
+        setattr(stitcher, name, lambda *args, measure=measure: measured.append(args[:2]) or measure(*args))
+    placed = stitcher.positions_px
+    stitcher.settle()
+    assert measured == []
+    np.testing.assert_allclose(stitcher.positions_px, placed, atol=1e-9)
+
+
 def test_a_batch_left_out_of_the_live_mosaic_stitches_the_same(scan):
     # a finished scan needs no live mosaic (it would hold as much memory as the final one), nor live places:
     # its frames stand where the stage put them until finish() places them all
