@@ -105,8 +105,8 @@ def _local_peak(link: Link, target) -> np.ndarray:
 
 
 def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Register, refine: Refine,
-                        min_score: float, max_residual_px: float,
-                        polish: Polish | None = None) -> tuple[list[Link], Placement]:
+                        min_score: float, max_residual_px: float, polish: Polish | None = None,
+                        held: dict[int, np.ndarray] | None = None) -> tuple[list[Link], Placement]:
     """Links and placement: from the joint inference over the links' NCC surfaces
     (:func:`mrf_links`) when the links carry them; otherwise from the hypothesis that keeps
     the most links, best scored.
@@ -118,10 +118,13 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
     the stage is merely imprecise (then the re-measured links land off their peaks, score
     low and are dropped, so that hypothesis keeps fewer links and loses).
 
+    ``held``: frames the joint inference holds at given displacements (see
+    :func:`imaging.placement.mrf_displacements`).
+
     ``polish(links, placement)``, if given, measures the placed links once more (with what the
     placement taught, e.g. the field blur, :mod:`imaging.fieldblur`) before the last solve.
     """
-    inferred = mrf_links(nominal, links, register)
+    inferred = mrf_links(nominal, links, register, held=held)
     if inferred is not None:
         inferred_links, inferred_px, confidence = inferred
         prior = {"prior_xy_px": inferred_px, "prior_weight": INFERRED_PRIOR_WEIGHT}
@@ -133,7 +136,7 @@ def consensus_placement(nominal: np.ndarray, links: list[Link], *, register: Reg
             settled_links = polish(settled_links, placement)
             placement = solve_positions(nominal, settled_links, min_score=min_score,
                                         max_residual_px=max_residual_px, **prior)
-        return settled_links, dataclasses.replace(placement, confidence=confidence)
+        return settled_links, dataclasses.replace(placement, confidence=confidence, inferred_px=inferred_px)
     hypotheses = [links, voted(len(nominal), links, register, min_score=min_score)]
     model = fit_stage_model(links, min_score=min_score)
     if model is not None:
@@ -170,8 +173,8 @@ def in_raster_order(nominal: np.ndarray, links: list[Link], step_px: float) -> l
     return sorted(links, key=lambda link: (max(rank[link.i], rank[link.j]), min(rank[link.i], rank[link.j])))
 
 
-def mrf_links(nominal: np.ndarray, links: list[Link],
-              register: Register) -> tuple[list[Link], np.ndarray, np.ndarray] | None:
+def mrf_links(nominal: np.ndarray, links: list[Link], register: Register, *,
+              held: dict[int, np.ndarray] | None = None) -> tuple[list[Link], np.ndarray, np.ndarray] | None:
     """The links measured again where the joint inference over all links' NCC surfaces
     (:func:`imaging.placement.mrf_displacements`) puts their frames, those (N, 2) places
     (px, whole pixels) and the inference's (N,) confidence in them (from its last run); None
@@ -194,14 +197,15 @@ def mrf_links(nominal: np.ndarray, links: list[Link],
     # ``tolerant``): infer with them widened from the start.
     shoulders = [shoulder for link in usable if (shoulder := peak_shoulder(link)) is not None]
     tolerant = bool(shoulders) and float(np.median(shoulders)) < NARROW_PEAK_SHOULDER
-    displacement, confidence = mrf_displacements(n, ordered, radius_px=radius, sigma_px=widest, tolerant=tolerant)
+    infer = functools.partial(mrf_displacements, n, ordered, radius_px=radius, held=held)
+    displacement, confidence = infer(sigma_px=widest, tolerant=tolerant)
     # Confidence as low as the stage prior's own means the links said nothing: their peaks,
     # however wide, miss each other around loops by a pixel.
     prior_only = math.erf(2.5 / (widest * math.sqrt(2))) ** 2
-    if not tolerant and np.median(confidence) < PRIOR_ONLY_FACTOR * prior_only:
+    free = np.array([f not in (held or {}) for f in range(n)])  # a held frame's confidence is 1 by fiat
+    if not tolerant and free.any() and np.median(confidence[free]) < PRIOR_ONLY_FACTOR * prior_only:
         tolerant = True
-        displacement, confidence = mrf_displacements(n, ordered, radius_px=radius,
-                                                     sigma_px=widest, tolerant=True)
+        displacement, confidence = infer(sigma_px=widest, tolerant=True)
     # Then again with the prior as tight as the stage proved to be on the frames the links pin
     # down: with a repeatable stage, aliases a period away must not outvote it (3×3 flat chip,
     # stage errors ~1.5 px: with σ at 5 % of the step one frame went 8 px off).
@@ -209,8 +213,7 @@ def mrf_links(nominal: np.ndarray, links: list[Link],
     if len(sure) >= 3:
         sigma = float(np.clip(np.sqrt(np.mean((sure - sure.mean(axis=0)) ** 2)), 1.0, widest))
         if sigma < TIGHTER_PRIOR_FRACTION * widest:
-            displacement, confidence = mrf_displacements(n, ordered, radius_px=radius, sigma_px=sigma,
-                                                         tolerant=tolerant)
+            displacement, confidence = infer(sigma_px=sigma, tolerant=tolerant)
     def measured_there(link: Link) -> Link:
         if link.surface is None or link.reason not in ("", "unrefined"):
             return link

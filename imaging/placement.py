@@ -57,7 +57,8 @@ class Placement:
     (NaN for links never used); dropped : {link index: reason}; placed_by_stage : frames with no
     accepted link; stage_matrix : 2×2 map from nominal to measured offsets; confidence : (N,)
     per frame, the joint inference's belief mass within 2 px of where it put the frame (see
-    :func:`mrf_displacements`), None when the placement did not come from it."""
+    :func:`mrf_displacements`), None when the placement did not come from it; inferred_px : (N, 2)
+    the whole-pixel places it inferred (the stage's plus its displacements), None likewise."""
 
     positions_px: np.ndarray
     residual_px: np.ndarray
@@ -65,6 +66,7 @@ class Placement:
     placed_by_stage: tuple
     stage_matrix: np.ndarray
     confidence: np.ndarray | None = None
+    inferred_px: np.ndarray | None = None
 
 
 def _fit_stage(links: list[Link], keep: list[int]) -> np.ndarray:
@@ -619,6 +621,7 @@ def mrf_displacements(
     floor: float = MRF_FLOOR,
     iterations: int | None = None,
     tolerant: bool = False,
+    held: dict[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each frame's displacement from its stage position, inferred jointly from every link's
     whole NCC surface (loopy belief propagation, sum-product, on a Markov random field).
@@ -646,16 +649,33 @@ def mrf_displacements(
     :data:`MRF_TOLERANT_ITERATIONS` when ``tolerant``); they stop earlier once no message moves
     by 1e-4, or, when ``tolerant``, once the modes are steady (:data:`TOLERANT_STEADY_SWEEPS`).
 
+    ``held``: frames held at given (x, y) displacements (the live mosaic's settled ones far from its
+    new frames): their links only weigh on their other frames, as fixed terms, so the sweeps cost
+    what the frames left free cost; they come back as given, with confidence 1.
+
     Returns ``(displacement (N, 2) int, confidence (N,))``: the mode of each frame's marginal
     and the marginal's mass within 2 px of it (low: the links leave the frame ambiguous).
     """
+    held = held or {}
     if iterations is None:
         iterations = MRF_TOLERANT_ITERATIONS if tolerant else MRF_ITERATIONS
     side = 2 * radius_px + 1
     grid = np.arange(-radius_px, radius_px + 1, dtype=float)
     prior = np.exp(-0.5 * (grid[:, None] ** 2 + grid[None, :] ** 2) / sigma_px**2)
     prior /= prior.sum()
-    edges = _mrf_edges(links, radius_px=radius_px, sharpness=sharpness, floor=floor, tolerant=tolerant)
+    # a link between two held frames weighs on nothing free (nor on the placement's probability but by a constant)
+    scored = _mrf_edges([link for link in links if not (link.i in held and link.j in held)], radius_px=radius_px,
+                        sharpness=sharpness, floor=floor, tolerant=tolerant)
+    priors = {f: prior for f in range(n)}  # a free frame's own term: the stage, times its held neighbours' messages
+    edges = []
+    for edge in scored:
+        i, j, kernel, flipped_kernel = edge
+        if i in held or j in held:
+            fixed, free, towards = (i, j, kernel) if i in held else (j, i, flipped_kernel)
+            message = towards.apply(_one_state(held[fixed], radius_px), floor)
+            priors[free] = priors[free] * message / message.sum()
+        else:
+            edges.append(edge)
     incoming: dict[int, list[tuple[int, int]]] = {f: [] for f in range(n)}
     for e, (i, j, _, _) in enumerate(edges):
         incoming[j].append((e, 0))
@@ -678,7 +698,7 @@ def mrf_displacements(
         def belief(f, skip=None):
             # normalised once: every message sums to 1 over ≤ (2·radius + 1)² states, so a product
             # of even ten of them stays far above float64's underflow where the mass is
-            b = prior.copy()
+            b = priors[f].copy()
             for key in incoming[f]:
                 if key != skip:
                     b *= messages[key]
@@ -721,7 +741,9 @@ def mrf_displacements(
             r, c = np.unravel_index(int(np.argmax(b)), b.shape)
             displacement[f] = (c - radius_px, r - radius_px)
             confidence[f] = float(b[max(0, r - 2): r + 3, max(0, c - 2): c + 3].sum())
-        log_p = _log_probability(displacement, edges, sigma_px=sigma_px, radius_px=radius_px, floor=floor)
+        for f, d in held.items():
+            displacement[f], confidence[f] = d, 1.0
+        log_p = _log_probability(displacement, scored, sigma_px=sigma_px, radius_px=radius_px, floor=floor)
         return displacement, confidence, log_p, settled
 
     # In the links' order, what the first frames' links say reaches the last frames within a
@@ -742,7 +764,7 @@ def mrf_displacements(
     # links often peak best on an alias, the strict runs' moves went to more probable placements
     # further from the truth (two of three). And only where most beliefs have settled.
     joined = (_joined_blocks(displacement, edges, sigma_px=sigma_px, radius_px=radius_px, floor=floor)
-              if tolerant and np.median(confidence) >= SETTLED_CONFIDENCE else None)
+              if tolerant and not held and np.median(confidence) >= SETTLED_CONFIDENCE else None)
     if joined is not None:
         # sweeps again from there, for beliefs (and confidences) about the joined placement
         other = propagate(False, start=joined)

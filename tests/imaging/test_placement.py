@@ -218,6 +218,18 @@ def test_mrf_finds_true_displacements_when_single_links_prefer_aliases_or_lie():
     assert confidence.min() > 0.5
 
 
+@pytest.mark.parametrize("shift", [(0, 0), (2, -1)])
+def test_mrf_holds_frames_where_told_and_places_the_others_against_them(shift):
+    # The 3×3 aliased grid above, its first row held where the whole inference puts it (or 2 px aside, all
+    # three): the other frames come out where the links put them against the held ones; those as given, sure.
+    links, _, _ = _aliased_grid(3, np.random.default_rng(6), lying=(4, 7))
+    whole, _ = mrf_displacements(9, links, radius_px=30, sigma_px=10.0)
+    held = {f: whole[f] + shift for f in (0, 1, 2)}
+    displacement, confidence = mrf_displacements(9, links, radius_px=30, sigma_px=10.0, held=held)
+    np.testing.assert_array_equal(displacement, whole + shift)
+    assert (confidence[:3] == 1.0).all() and confidence.min() > 0.5
+
+
 @pytest.mark.parametrize("box", [((40, 70), (35, 80)), ((0, 20), (100, 121)), ((5, 121), (0, 121)), ((60, 61), (60, 61))])
 def test_message_kernel_equals_the_whole_potentials_convolution(box):
     # ψ = floor + a lift on the link's surface box; the kernel transforms only the box, at its
