@@ -349,7 +349,8 @@ class IncrementalStitcher:
         self._canvas: Canvas | None = None
         self._seconds = 0.0
         # settle()'s measurements, by (i, j, start, reach): it measures the same links at the same offsets again
-        # and again as frames come (an 8×8 scan: 80 % of them); forgotten when the frames are corrected anew
+        # and again as frames come (a 6×6 simulator scan: two thirds or more of them); forgotten when the frames are
+        # corrected anew
         self._remembered: dict[tuple, object] = {}
         self._settled: dict[int, np.ndarray] = {}  # see _keep_settled
         self._settled_frames = 0

@@ -208,8 +208,8 @@ def test_a_batch_of_frames_is_placed_as_frame_by_frame(scan):
 
 
 def test_settling_again_measures_no_link_it_has_measured():
-    # Each settling measured the same links from the same offsets again (an 8×8 simulator scan: 80 % of its
-    # measurements); it remembers them until the frames are corrected anew. Here 3 links were measured again.
+    # Each settling measured the same links from the same offsets again (a 6×6 simulator scan: two thirds or more
+    # of its measurements); it remembers them until the frames are corrected anew. Here 3 were measured again.
     scan = synthetic_scan(grid=(4, 4), frame_px=128, overlap=0.3, stage_error=0.1, seed=5)
     stitcher = IncrementalStitcher(frame_shape=(128, 128), pixel_size_nm=scan.pixel_size_nm, fov_mask=scan.fov_mask)
     for frame, nominal in zip(scan.frames, scan.nominal_xy_nm, strict=True):
