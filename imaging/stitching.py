@@ -351,7 +351,7 @@ class IncrementalStitcher:
         # settle()'s measurements, by (i, j, start, reach): it measures the same links at the same offsets again
         # and again as frames come (a 6×6 simulator scan: two thirds or more of them); forgotten when the frames are
         # corrected anew
-        self._remembered: dict[tuple, object] = {}
+        self._measured: dict[tuple, object] = {}
         self._settled: dict[int, np.ndarray] = {}  # see _keep_settled
         self._settled_frames = 0
 
@@ -383,18 +383,18 @@ class IncrementalStitcher:
         (_, refine_i, _), (_, refine_j, _) = self._features[i], self._features[j]
         return refine_pair(refine_i, refine_j, start, mask=self.mask)
 
-    def _remembered_register(self, i: int, j: int, nominal, radius):
-        key = ("register", i, j, *np.round(np.asarray(nominal, float), 3), radius)
-        if key not in self._remembered:
-            self._remembered[key] = self._register(i, j, nominal, radius)
-        return self._remembered[key]
+    def _remembered(self, kind: str, decimals: int):
+        """The measurement ``kind`` ("_register" or "_refine"), remembered by its arguments, the start offset to
+        ``decimals`` (a refinement climbs to the same optimum from within a tenth of a pixel)."""
+        measure = getattr(self, kind)
 
-    def _remembered_refine(self, i: int, j: int, start):
-        # to a tenth of a pixel: the refinement climbs to the same optimum from anywhere that close
-        key = ("refine", i, j, *np.round(np.asarray(start, float), 1))
-        if key not in self._remembered:
-            self._remembered[key] = self._refine(i, j, start)
-        return self._remembered[key]
+        def remembered(i: int, j: int, start, *rest):
+            key = (kind, i, j, *np.round(np.asarray(start, float), decimals), *rest)
+            if key not in self._measured:
+                self._measured[key] = measure(i, j, start, *rest)
+            return self._measured[key]
+
+        return remembered
 
     def _measure(self, i: int, j: int) -> Link:
         nominal = self._nominal_px[j] - self._nominal_px[i]
@@ -658,7 +658,7 @@ class IncrementalStitcher:
     def _keep_settled(self, placement: Placement) -> None:
         """What the next settling may hold: the frames just placed jointly with confidence ≥ ``SETTLED_SURE``."""
         self._settled_frames = len(self._frames)
-        if placement.confidence is None:  # placed by a repeatable stage's map: nothing to hold
+        if placement.confidence is None:  # not by the joint inference (a repeatable stage's map): nothing to hold
             self._settled = {}
             return
         displacement = np.rint(placement.inferred_px - np.array(self._nominal_px)).astype(int)
@@ -747,7 +747,7 @@ class IncrementalStitcher:
     # -- final --------------------------------------------------------------------------
     def _measure_again(self) -> None:
         """Every frame corrected again (the flat field changed) and every link measured again on them."""
-        self._remembered.clear()
+        self._measured.clear()
         self._frames, self._features = map(list, zip(*parallel_map(self._prepared, self._raw), strict=True))
         self._links = parallel_map(lambda link: self._measure(link.i, link.j), self._links)
 
@@ -758,8 +758,8 @@ class IncrementalStitcher:
         calibration (None: not said to be repeatable). ``live`` (settle()): measurements remembered; ``held``: frames
         the joint inference holds (:meth:`_held`)."""
         nominal = np.array(self._nominal_px)
-        register, refine = (self._remembered_register, self._remembered_refine) if live else (self._register,
-                                                                                               self._refine)
+        register, refine = ((self._remembered("_register", 3), self._remembered("_refine", 1)) if live
+                            else (self._register, self._refine))
         calibration = None
         if self.stage_repeatability_nm is not None and len(self._frames) > 1:
             links, placement, calibration = repeatable_stage_placement(
