@@ -599,6 +599,12 @@ MRF_ITERATIONS = 50
 #: back-and-forth rule: only the messages are still converging about the modes (a 10×10 scan of 512 px
 #: frames: modes still from sweep 28, messages 1.3e-4 at 50; the second run took as long again, for
 #: the same placement). Stopping there instead of at the cap moved simulator placements either way.
+#: Modes steady only to within a pixel are not settled: on 8×8 simulator scans they wobble by a pixel
+#: from sweep ~6 on while the messages cycle (5e-3–2e-2 to sweep 50, at damping 0.25 as at 0.5) and a
+#: block of frames drifts a pixel every few sweeps. Stopped once every mode stayed within a pixel for
+#: this many sweeps, 8×8 planar seed 1 stopped at sweep 15 with its halves 3 px apart (2.76 px mean
+#: error, 0.14 at the cap); judged so at the cap, 6×6 flat seed 1 would have lost its back-and-forth
+#: run (log-probability −49.9 against the links' order's −55.9).
 STEADY_SWEEPS = 10
 #: Link potentials (:func:`_link_potential`): exp(sharpness · Δz) above a floor.
 MRF_SHARPNESS, MRF_FLOOR = 5.0, 1e-3
@@ -750,7 +756,9 @@ def mrf_displacements(
     # sweep but comes back one link a sweep. A 15×15 scan of 512 px frames had not settled after
     # 50 sweeps, its frames 16 px off; back and forth by turns it settled in 31, on the truth
     # (0.016 px). Where the links' order has not settled on a scan of BACK_AND_FORTH_MIN_FRAMES
-    # or more, both run and the placement the model finds more probable is kept.
+    # or more, both run and the placement the model finds more probable is kept. Neither can be
+    # skipped: on 5×5–8×8 simulator scans whose links' order had not settled, each was the more
+    # probable about as often (13 and 12 of 25), the two 3–28 px apart on 6 of them.
     displacement, confidence, log_p, settled = propagate(False)
     if not settled and n >= BACK_AND_FORTH_MIN_FRAMES:
         other = propagate(True)
