@@ -768,14 +768,16 @@ def mrf_displacements(
     # The back-and-forth run begins at once on another core, and is dropped if the links' order settles.
     ahead = _Forked(functools.partial(propagate, True)) if n >= BACK_AND_FORTH_MIN_FRAMES else None
     began = time.perf_counter()
-    displacement, confidence, log_p, settled = propagate(False)
-    if ahead is not None and settled:
-        ahead.cancel()
-    elif ahead is not None:
-        # it sweeps no more than this run did: given as long again, it is stuck or starved
-        other = ahead.result(timeout_s=1.0 + time.perf_counter() - began) or propagate(True)
-        if other[2] > log_p:
-            displacement, confidence, log_p = other[:3]
+    try:
+        displacement, confidence, log_p, settled = propagate(False)
+        if ahead is not None and not settled:
+            # it sweeps no more than this run did: given as long again, it is stuck or starved
+            other = ahead.result(timeout_s=1.0 + time.perf_counter() - began) or propagate(True)
+            if other[2] > log_p:
+                displacement, confidence, log_p = other[:3]
+    finally:
+        if ahead is not None:
+            ahead.cancel()
     # Blocks of frames the links hold together can each settle on their own, one of them off by a
     # few pixels, with every link between them off its peak (15×15 scans: of 256 px frames, two
     # halves 6 px apart; of 512 px, 28 px; each link across the seam measured right). Sweeps cannot
@@ -800,9 +802,9 @@ class _Forked:
     """``fn()`` begun at once in a forked child process, on another core, while this one goes on.
 
     Its answer comes back pickled through a pipe; None where no child could be forked (one core,
-    not Linux, inside a daemonic process), where it failed, or where it has not answered within the
-    time given (a child that inherited a lock another thread held at the fork never will): the caller
-    then runs ``fn()`` itself, for the same answer.
+    not Linux, inside a daemonic process, out of processes or memory), where it failed, or where it
+    has not answered within the time given (a child that inherited a lock another thread held at the
+    fork never will): the caller then runs ``fn()`` itself, for the same answer.
     """
 
     def __init__(self, fn):
@@ -811,9 +813,14 @@ class _Forked:
             return
         context = multiprocessing.get_context("fork")
         self.receive, send = context.Pipe(duplex=False)
-        self.process = context.Process(target=_send_result, args=(fn, send), daemon=True)
-        self.process.start()
-        send.close()
+        process = context.Process(target=_send_result, args=(fn, send), daemon=True)
+        try:
+            process.start()
+            self.process = process
+        except OSError:
+            self.receive.close()
+        finally:
+            send.close()
 
     def result(self, timeout_s: float):
         """What ``fn()`` returned, or None (see the class)."""
