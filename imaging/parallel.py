@@ -6,18 +6,24 @@ thread meanwhile. Its own threads win nothing on the refinement's small N × 6 l
 products and keep the other core spinning: measuring the 110 links of a 6×6 scan of 512 px frames
 took 1.84 s serially either way, and 2.02 s on two threads with OpenBLAS threaded against 1.23 s
 without (bench/bench_stitching.py --source synthetic has the whole stitch).
+
+A process (:class:`Forked`) for work on small arrays, whose Python between the numpy calls the GIL
+would serialise (the joint inference's message passing: two runs on two threads took as long as one
+after the other), and which a forked child finds in its memory without a copy.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["WORKERS", "parallel_map"]
+__all__ = ["WORKERS", "parallel_map", "Forked"]
 
 #: Threads for a batch of work; 4 at most, past which a lab PC's memory bandwidth, not its cores,
 #: bounds FFTs of whole frames.
@@ -39,3 +45,52 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int | Non
         return [fn(x) for x in items]
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
+
+
+class Forked:
+    """``fn()`` begun at once in a forked child process, on another core, while this one goes on.
+
+    Its answer comes back pickled through a pipe; None where no child could be forked (one core,
+    not Linux, inside a daemonic process, out of processes or memory), where it failed, or where it
+    has not answered within the time given (a child that inherited a lock another thread held at the
+    fork never will): the caller then runs ``fn()`` itself. End it with :meth:`result` or :meth:`cancel`.
+    """
+
+    def __init__(self, fn: Callable[[], R]):
+        self.process = None
+        if WORKERS < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+            return
+        context = multiprocessing.get_context("fork")
+        self.receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_send_result, args=(fn, send), daemon=True)
+        try:
+            process.start()
+            self.process = process
+        except OSError:
+            self.receive.close()
+        finally:
+            send.close()
+
+    def result(self, timeout_s: float):
+        """What ``fn()`` returned, or None (see the class)."""
+        if self.process is None:
+            return None
+        try:
+            answer = self.receive.recv() if self.receive.poll(timeout_s) else None
+        except EOFError:  # the child died
+            answer = None
+        self.cancel()
+        return answer
+
+    def cancel(self) -> None:
+        """Ends the child, whatever it is doing."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+            self.receive.close()
+            self.process = None
+
+
+def _send_result(fn, send) -> None:
+    send.send(fn())
+    send.close()

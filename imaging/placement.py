@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import multiprocessing
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -30,7 +28,7 @@ from scipy import fft, ndimage, sparse
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
 
-from imaging.parallel import WORKERS
+from imaging.parallel import Forked
 
 __all__ = ["Link", "Placement", "StageModel", "fit_stage_model", "solve_positions", "vote_offsets", "mrf_displacements",
            "peak_shoulder", "disagreement", "link_weight", "surface_z"]
@@ -766,7 +764,7 @@ def mrf_displacements(
     # skipped: on 5×5–8×8 simulator scans whose links' order had not settled, each was the more
     # probable about as often (13 and 12 of 25), the two 3–28 px apart on 6 of them.
     # The back-and-forth run begins at once on another core, and is dropped if the links' order settles.
-    ahead = _Forked(functools.partial(propagate, True)) if n >= BACK_AND_FORTH_MIN_FRAMES else None
+    ahead = Forked(functools.partial(propagate, True)) if n >= BACK_AND_FORTH_MIN_FRAMES else None
     began = time.perf_counter()
     try:
         displacement, confidence, log_p, settled = propagate(False)
@@ -796,54 +794,6 @@ def mrf_displacements(
             confidence = np.where((joined != displacement).any(axis=1), 0.0, confidence)
             displacement = joined
     return displacement, confidence
-
-
-class _Forked:
-    """``fn()`` begun at once in a forked child process, on another core, while this one goes on.
-
-    Its answer comes back pickled through a pipe; None where no child could be forked (one core,
-    not Linux, inside a daemonic process, out of processes or memory), where it failed, or where it
-    has not answered within the time given (a child that inherited a lock another thread held at the
-    fork never will): the caller then runs ``fn()`` itself, for the same answer.
-    """
-
-    def __init__(self, fn):
-        self.process = None
-        if WORKERS < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
-            return
-        context = multiprocessing.get_context("fork")
-        self.receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_send_result, args=(fn, send), daemon=True)
-        try:
-            process.start()
-            self.process = process
-        except OSError:
-            self.receive.close()
-        finally:
-            send.close()
-
-    def result(self, timeout_s: float):
-        """What ``fn()`` returned, or None (see the class)."""
-        if self.process is None:
-            return None
-        try:
-            answer = self.receive.recv() if self.receive.poll(timeout_s) else None
-        except EOFError:  # the child died
-            answer = None
-        self.cancel()
-        return answer
-
-    def cancel(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.join()
-            self.receive.close()
-            self.process = None
-
-
-def _send_result(fn, send) -> None:
-    send.send(fn())
-    send.close()
 
 
 def _one_state(displacement, radius_px: int) -> np.ndarray:

@@ -1,5 +1,9 @@
-"""parallel_map: the results of a serial map, in order, on threads that really overlap."""
+"""parallel_map: the results of a serial map, in order, on threads that really overlap; Forked: a call
+begun in a child process, its answer or None."""
 
+import functools
+import os
+import sys
 import threading
 import time
 
@@ -7,7 +11,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from imaging.parallel import parallel_map
+from imaging import parallel
+from imaging.parallel import Forked, parallel_map
 
 
 def test_results_come_back_in_the_order_of_the_items():
@@ -56,3 +61,27 @@ def test_blas_runs_on_one_thread_inside_and_as_before_after():
     assert all(threads == [1] * len(before) for threads in inside)
     assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
     np.linalg.solve(np.eye(3), np.ones(3))  # BLAS still usable
+
+
+forking = pytest.mark.skipif(parallel.WORKERS < 2 or not sys.platform.startswith("linux"),
+                             reason="Forked forks on Linux with two cores or more only")
+
+
+@forking
+def test_a_forked_call_answers_from_another_process():
+    assert Forked(os.getpid).result(timeout_s=30) not in (None, os.getpid())
+
+
+@forking
+def test_a_forked_call_that_does_not_answer_in_time_or_dies_is_given_up():
+    stuck = Forked(functools.partial(time.sleep, 60))
+    began = time.perf_counter()
+    assert stuck.result(timeout_s=0.3) is None
+    assert time.perf_counter() - began < 10 and stuck.process is None  # killed, not waited for
+    assert Forked(functools.partial(os._exit, 3)).result(timeout_s=30) is None
+
+
+def test_without_a_second_core_nothing_is_forked(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKERS", 1)
+    call = Forked(os.getpid)
+    assert call.process is None and call.result(timeout_s=1) is None

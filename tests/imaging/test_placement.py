@@ -1,16 +1,13 @@
 """Global placement: exact links are honoured, a bad link is dropped without bending the rest."""
 
 import dataclasses
-import functools
 import math
-import os
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from imaging import placement
+from imaging import parallel
 from imaging.placement import (
     MRF_FLOOR,
     MRF_SHARPNESS,
@@ -292,32 +289,20 @@ def test_mrf_passes_back_and_forth_where_the_links_order_has_not_settled():
     np.testing.assert_array_equal(displacement - displacement[0], (truth - nominal) - (truth - nominal)[0])
 
 
-forking = pytest.mark.skipif(placement.WORKERS < 2 or not sys.platform.startswith("linux"),
-                             reason="the back-and-forth run is forked to another core on Linux only")
-
-
-@forking
+@pytest.mark.skipif(parallel.WORKERS < 2 or not sys.platform.startswith("linux"),
+                    reason="the back-and-forth run is forked to another core on Linux only")
 def test_the_back_and_forth_run_forked_to_another_core_places_as_it_does_inline(monkeypatch):
     # the 6×6 aliased grid above, where only the back-and-forth run finds the truth
     links, _, _ = _aliased_grid(6, np.random.default_rng(7))
     answers = []
-    answer = placement._Forked.result
-    monkeypatch.setattr(placement._Forked, "result", lambda self, timeout_s: answers.append(answer(self, timeout_s)) or answers[-1])
+    answer = parallel.Forked.result
+    monkeypatch.setattr(parallel.Forked, "result", lambda self, timeout_s: answers.append(answer(self, timeout_s)) or answers[-1])
     forked = mrf_displacements(36, links, radius_px=30, sigma_px=10.0, iterations=6)
-    monkeypatch.setattr(placement, "WORKERS", 1)  # no child: run here
+    monkeypatch.setattr(parallel, "WORKERS", 1)  # no child: run here
     inline = mrf_displacements(36, links, radius_px=30, sigma_px=10.0, iterations=6)
     assert answers[0] is not None and answers[1] is None
     np.testing.assert_array_equal(forked[0], inline[0])
     np.testing.assert_array_equal(forked[1], inline[1])
-
-
-@forking
-def test_a_forked_run_that_does_not_answer_in_time_or_dies_is_given_up():
-    stuck = placement._Forked(functools.partial(time.sleep, 60))
-    began = time.perf_counter()
-    assert stuck.result(timeout_s=0.3) is None
-    assert time.perf_counter() - began < 10 and stuck.process is None  # killed, not waited for
-    assert placement._Forked(functools.partial(os._exit, 3)).result(timeout_s=30) is None
 
 
 def test_blocks_settled_apart_are_moved_together_where_that_is_more_probable():
