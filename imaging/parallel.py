@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["WORKERS", "parallel_map", "Forked"]
+__all__ = ["WORKERS", "parallel_map", "Forked", "forks"]
 
 #: Threads for a batch of work; 4 at most, past which a lab PC's memory bandwidth, not its cores,
 #: bounds FFTs of whole frames.
@@ -47,6 +47,12 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int | Non
         return list(pool.map(fn, items))
 
 
+def forks() -> bool:
+    """Whether :class:`Forked` begins its call in a child here: on Linux, with two cores or more,
+    outside a daemonic process (which may have none)."""
+    return WORKERS >= 2 and sys.platform.startswith("linux") and not multiprocessing.current_process().daemon
+
+
 class Forked:
     """``fn()`` begun at once in a forked child process, on another core, while this one goes on.
 
@@ -58,7 +64,7 @@ class Forked:
 
     def __init__(self, fn: Callable[[], R]):
         self.process = None
-        if WORKERS < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        if not forks():
             return
         context = multiprocessing.get_context("fork")
         self.receive, send = context.Pipe(duplex=False)

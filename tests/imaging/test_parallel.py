@@ -3,7 +3,6 @@ begun in a child process, its answer or None."""
 
 import functools
 import os
-import sys
 import threading
 import time
 
@@ -63,8 +62,7 @@ def test_blas_runs_on_one_thread_inside_and_as_before_after():
     np.linalg.solve(np.eye(3), np.ones(3))  # BLAS still usable
 
 
-forking = pytest.mark.skipif(parallel.WORKERS < 2 or not sys.platform.startswith("linux"),
-                             reason="Forked forks on Linux with two cores or more only")
+forking = pytest.mark.skipif(not parallel.forks(), reason="Forked forks on Linux with two cores or more only")
 
 
 @forking

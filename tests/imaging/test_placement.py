@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -289,8 +288,7 @@ def test_mrf_passes_back_and_forth_where_the_links_order_has_not_settled():
     np.testing.assert_array_equal(displacement - displacement[0], (truth - nominal) - (truth - nominal)[0])
 
 
-@pytest.mark.skipif(parallel.WORKERS < 2 or not sys.platform.startswith("linux"),
-                    reason="the back-and-forth run is forked to another core on Linux only")
+@pytest.mark.skipif(not parallel.forks(), reason="the back-and-forth run is forked to another core on Linux only")
 def test_the_back_and_forth_run_forked_to_another_core_places_as_it_does_inline(monkeypatch):
     # the 6×6 aliased grid above, where only the back-and-forth run finds the truth
     links, _, _ = _aliased_grid(6, np.random.default_rng(7))
