@@ -135,7 +135,8 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
         f"Frames {second + 1} and {fourth + 1} are placed with low confidence")  # counted from 1
     # what a rescan could change: a Z-stack where there was none, else more overlap than the scan had
     expect(page.locator("#stitch-report .warning")).to_contain_text(
-        f"A Z-stack helps on deep chips, and so does more overlap than this scan's {round(100 * scan.overlap)} %")
+        f"A Z-stack helps on deep chips (planes about 1 µm of focus travel apart, spanning the chip's depth), "
+        f"and so does more overlap than this scan's {round(100 * scan.overlap)} %")
     expect(page.locator("#stitch-report .warning")).to_contain_text(
         f"Frame {third + 1} was placed by the stage alone (outlined below): none of its overlaps matched, so it sits "
         "where the stage put it")

@@ -64,6 +64,14 @@ def test_a_z_stack_needs_a_step():
     assert validate_plan({**GOOD, "z_planes": 5, "z_step_nm": 200}).z_planes == 5
 
 
+def test_a_z_stack_may_span_a_deep_chip_but_not_past_the_focus_travel():
+    # 51 planes 1.5 µm apart span 75 µm of focus travel: a 1.9 µm chip's 38 µm either way of the autofocus's plane
+    assert validate_plan({**GOOD, "z_planes": 51, "z_step_nm": 1500}).z_step_nm == 1500
+    with pytest.raises(PlanError) as err:
+        validate_plan({**GOOD, "z_planes": 51, "z_step_nm": 2500}, InstrumentLimits())
+    assert (err.value.field, err.value.message) == ("z_step_nm", "the Z-stack must fit the focus travel of 100000 nm.")
+
+
 @pytest.mark.parametrize("fov_nm", [14000, 14250, 9000])
 @pytest.mark.parametrize("overlap", [0.0, 0.3, 0.4, 0.9])
 def test_the_area_for_a_grid_gives_that_grid(fov_nm, overlap):

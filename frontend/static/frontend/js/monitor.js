@@ -604,7 +604,7 @@ function uncertainAdvice() {
   const overlap = `${Math.round(100 * cfg.overlap)} %`;
   return cfg.z_planes > 1
     ? `This scan already fused ${cfg.z_planes} planes per frame: rescanning with more overlap than its ${overlap} helps.`
-    : `A Z-stack helps on deep chips, and so does more overlap than this scan's ${overlap}.`;
+    : `A Z-stack helps on deep chips (planes about 1 µm of focus travel apart, spanning the chip's depth), and so does more overlap than this scan's ${overlap}.`;
 }
 
 // Outline the thumbnails of the frames in `indices` (the scan's frame indices), saying why in their titles (`why`:
