@@ -98,14 +98,15 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScope
     @extend_schema(request=s.ScanPlanSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["post"])
     def preview(self, request):
-        """The grid a plan would scan (rows, cols, frames, step), checked as creating the scan checks it; nothing
-        is created. The plan form shows it while the numbers are typed."""
+        """The grid a plan would scan (rows, cols, frames, step; Z planes and the focus travel they span), checked
+        as creating the scan checks it; nothing is created. The plan form shows it while the numbers are typed."""
         data, _, instrument = self._plan_of(request)
         for key in ("name", "translate_with", "autofocus"):
             data.pop(key, None)
         checked = services.preview_plan(data, instrument)
         return Response({"rows": checked.rows, "cols": checked.cols, "frames": checked.frames_total,
-                         "step_nm": checked.step_nm, "z_planes": checked.z_planes})
+                         "step_nm": checked.step_nm, "z_planes": checked.z_planes,
+                         "z_span_nm": (checked.z_planes - 1) * checked.z_step_nm})
 
     def _act(self, request, action_name):
         scan = self.get_object()

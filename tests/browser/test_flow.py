@@ -73,6 +73,12 @@ def test_scan_live_then_mosaic_and_synchronised_viewer(page, lab):
     page.get_by_label("Height (nm)").fill(str(int(side * 1.6)))
     # the grid the numbers give shows as they are typed
     expect(page.locator("#plan-preview")).to_contain_text("2 × 2 grid: 4 frames")
+    # a Z-stack shows the focus travel it spans (the step is focus travel, not sample depth)
+    page.get_by_label("Z planes").fill("51")
+    page.get_by_label("Z step (nm of focus travel)").fill("1500")
+    expect(page.locator("#plan-preview")).to_contain_text("4 frames, 51 planes each over 75.0 µm of focus travel")
+    page.get_by_label("Z planes").fill("1")
+    expect(page.locator("#plan-preview")).not_to_contain_text("planes each")
     page.get_by_role("button", name="Plan scan").click()
     page.wait_for_url(re.compile(r"/scans/\d+/$"))
     scan = Scan.objects.get(sample=lab["sample"])

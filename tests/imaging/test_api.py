@@ -98,6 +98,8 @@ def test_a_plan_preview_gives_the_grid_the_scan_would_get_and_creates_nothing(ap
     grid = preview.json()
     assert (grid["rows"], grid["cols"], grid["frames"]) == (created["rows"], created["cols"], created["frames_total"])
     assert grid["step_nm"] == pytest.approx(created["step_nm"])
+    stack = api(operator).post("/api/scans/preview/", {**body, "z_planes": 51, "z_step_nm": 1500}, format="json")
+    assert (stack.json()["z_planes"], stack.json()["z_span_nm"]) == (51, 75_000)
     # checked as a plan is: the field at fault is named; and only those who may plan may preview
     bad = api(operator).post("/api/scans/preview/", {**body, "overlap": 1.0}, format="json")
     assert bad.status_code == 400 and "overlap" in fields_of(bad)

@@ -13,7 +13,8 @@ async function showPreview() {
   const values = formValues(form); delete values.start_now;
   try {
     const grid = await api("/api/scans/preview/", { method: "POST", body: values, signal: previewAbort.signal });
-    const planes = grid.z_planes > 1 ? `, ${grid.z_planes} planes each` : "";
+    const planes = grid.z_planes > 1
+      ? `, ${grid.z_planes} planes each over ${formatLength(grid.z_span_nm)} of focus travel` : "";
     preview.textContent = `${grid.rows} × ${grid.cols} grid: ${grid.frames} frame${grid.frames === 1 ? "" : "s"}`
       + `${planes}, ${formatLength(grid.step_nm)} apart.`;
   } catch (err) {
