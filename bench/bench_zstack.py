@@ -81,14 +81,26 @@ def engine_scan(*, seed: int, grid: int, planes: int, step_nm: float):
             world.fov_mask(world.default_roi, 1), focus_um)
 
 
+def stack(text: str) -> tuple[int, float]:
+    """``PLANESxSTEP_NM`` → (planes, step nm)."""
+    try:
+        planes, step = text.split("x")
+        planes, step = int(planes), float(step)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PLANESxSTEP_NM, e.g. 51x1500") from None
+    if not (2 <= planes <= 51 and step > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: 2–51 planes, a positive step")
+    return planes, step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--grid", type=int, default=3)
-    parser.add_argument("--stacks", nargs="+", default=["51x1500"],
+    parser.add_argument("--stacks", nargs="+", type=stack, default=[(51, 1500.0)],
                         help="Z-stacks as PLANESxSTEP_NM (focus travel between planes)")
     args = parser.parse_args()
-    stacks = [(1, 0.0)] + [(int(p), float(s)) for p, s in (text.split("x") for text in args.stacks)]
+    stacks = [(1, 0.0), *args.stacks]
     print(f"the scan engine on the simulator's default chip (layers 0–1.9 µm deep), {args.grid}×{args.grid}, "
           f"{OVERLAP:.0%} overlap, closed-loop stage; mean/max px from the truth")
     print(f"{'seed':>4} {'Z-stack':>20} {'autofocus µm':>16} {'ours':>14} {'ours+rep':>14} {'floor':>14} {'scan s':>7}")
@@ -107,8 +119,8 @@ def main() -> None:
             step_px = float(np.hypot(*(nominal[1] - nominal[0]))) / pixel_nm
             scan = BenchScan(frames, nominal, pixel_nm, mask, (args.grid, args.grid), step_px, true, USEFUL_FOV_FRACTION)
             floor, *_ = run_floor(scan)
-            cells.append(f"{position_errors(floor - floor[0], true).mean():.3f}/"
-                         f"{position_errors(floor - floor[0], true).max():.3f}")
+            error = position_errors(floor - floor[0], true)
+            cells.append(f"{error.mean():.3f}/{error.max():.3f}")
             label = "one plane (baseline)" if planes == 1 else f"{planes} × {step / 1000:g} µm"
             print(f"{seed:>4} {label:>20} {min(focus):>7.1f} – {max(focus):>6.1f} "
                   + " ".join(f"{cell:>14}" for cell in cells) + f" {scan_s:>7.1f}", flush=True)
