@@ -8,7 +8,7 @@ camera noise; a planar chip (layer heights × 0.01: 19 nm from top to bottom, wi
 × 0.1: its lowest layers, up to 190 nm down, are blurred by up to ~8 px, by how far the sphere
 rests above them, which changes from frame to frame), the default chip (one plane focused on the
 contact surface: lower layers defocused, differently from frame to frame) and the default chip "stacked" (a Z-stack per point, planes
-a depth of field apart down the chip's 1.9 µm, fused to extended depth of field as the scan engine does). Stage errors: ``StageErrors(noise_nm = 10 % of the step / 3)`` (3σ = 10 %
+a depth of field apart from what may stand above the contact surface down the chip's 1.9 µm, fused to extended depth of field as the scan engine does). Stage errors: ``StageErrors(noise_nm = 10 % of the step / 3)`` (3σ = 10 %
 of the step per axis, plus the default scanner rotation, scale error and drift); the measured
 largest error is printed with each scan. Truth: the simulator's ``frame_to_chip`` maps, as frame
 top-left offsets in frame 0's pixels. Ours runs with the useful field of view
@@ -112,15 +112,20 @@ STACK_DEPTH_NM = 1900.0
 
 
 def stack_depths_nm(optics, depth_nm: float = STACK_DEPTH_NM) -> tuple[float, ...]:
-    """Feature depths (nm below the contact surface) of a Z-stack's planes that leave no depth in
-    ``[0, depth_nm]`` blurred by defocus more than by the sphere's own PSF: a feature Δ from a plane's
-    depth blurs by σ ≈ defocus slope · M · Δ (M² of focus travel per nm, seen back through M), so the planes
-    lie at most 2 σ_PSF / (slope · M) apart (68 nm at M = 4: 30 planes down 1.9 µm). Planes 300 nm
-    apart (7) left most layers ~6 px blurred in every plane, differently from frame to frame (the sphere
-    rests on the tallest feature under it): the frames disagreed at their true offsets by up to 1.6 px
-    (3×3 scans on the closed-loop stage, seeds 1–3, the "floor": 0.29–0.61 px mean; 0.10–0.17 with these)."""
+    """Feature depths (nm below the contact surface) of a Z-stack's planes that leave no feature in the field
+    blurred by defocus more than by the sphere's own PSF: from the sphere's sag at the field's rim above the
+    contact surface (r_FOV² / D: a taller feature there clears the sphere) down to ``depth_nm``. A feature Δ from a
+    plane's depth blurs by σ ≈ defocus slope · M · Δ (M² of focus travel per nm, seen back through M), so the
+    planes lie at most 2 σ_PSF / (slope · M) apart (68 nm at M = 4: 43 planes from 890 nm above to 1.9 µm below).
+    Planes 300 nm apart from the surface down (7) left most layers ~6 px blurred in every plane, differently from
+    frame to frame (the sphere rests on the tallest feature under it): the frames disagreed at their true offsets
+    by up to 1.6 px (3×3 scans on the closed-loop stage, seeds 1–3, the "floor": 0.29–0.61 px mean). From the
+    surface down at this spacing, a dot array standing above the contact surface near the rim was never in
+    focus: with a perfect stage and no noise, seed 2's frames still disagreed by up to 5.8 px (0.07 from the sag
+    down)."""
     spacing = 2 * optics.psf_sigma_nm(0.0) / (optics.defocus_slope * optics.magnification_at(0.0))
-    return tuple(np.linspace(0.0, depth_nm, int(np.ceil(depth_nm / spacing)) + 1))
+    top = -optics.fov_radius_nm() ** 2 / optics.sphere_diameter_nm
+    return tuple(np.linspace(top, depth_nm, int(np.ceil((depth_nm - top) / spacing)) + 1))
 
 
 #: Chip kinds: the default chip's layer heights scaled by this factor (1: as they are).

@@ -72,8 +72,11 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
     approaching to contact and focusing on the virtual image at each point.
 
     ``stack_depths_nm``: take a Z-stack at each point instead, one plane focused on features at
-    each of these depths below the contact surface (those below the substrate skipped), fused
-    to extended depth of field as the scan engine does."""
+    each of these depths below the contact surface, fused to extended depth of field as the scan
+    engine does. Negative depths are above it: the sphere rests on the tallest feature under it,
+    but away from its axis its surface curves up, so a feature at the field's rim may stand up to
+    the sag there (r_FOV² / D, 890 nm by default) above the contact surface. Depths below the
+    substrate or above that sag are skipped."""
     world = world or SimWorld(seed=seed)
     for name, n in zip(("grid rows", "grid cols"), grid, strict=True):
         check_range(name, n, low=1, high=1_000)
@@ -91,7 +94,8 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
         world.set_piezo_nm(x, y, 0.0)
         world.set_piezo_nm(x, y, min(max(world.contact_z_nm(), 0.0), PIEZO_TRAVEL_NM[2]))
         planes = []
-        for depth in [d for d in stack_depths_nm or () if 0 <= d <= world.contact_height_nm()] or [0.0]:
+        rim_sag = world.optics.fov_radius_nm() ** 2 / world.optics.sphere_diameter_nm
+        for depth in [d for d in stack_depths_nm or () if -rim_sag <= d <= world.contact_height_nm()] or [0.0]:
             world.set_focus_nm(world.virtual_image_focus_nm(feature_depth_nm=depth))
             planes.append(world.render_frame(exposure_s=exposure_s, roi=roi, binning=binning, noise=noise))
         frames.append(fuse_extended_depth(planes))

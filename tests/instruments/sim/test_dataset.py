@@ -71,3 +71,11 @@ def test_z_stack_scan_fuses_planes_to_a_sharper_frame():
     # The second point's lower layers are defocused in the single plane and sharp in the stack.
     assert sharpness(stacked.frames[1]) > 1.05 * sharpness(single.frames[1])
     np.testing.assert_array_equal(stacked.frame_to_chip, single.frame_to_chip)
+
+
+def test_a_z_stack_reaches_above_the_contact_surface_as_far_as_the_sphere_s_sag_at_the_field_s_rim():
+    surface_only = simulate_scan(seed=1, grid=(1, 1), noise=False, stack_depths_nm=(0,))
+    above = simulate_scan(seed=1, grid=(1, 1), noise=False, stack_depths_nm=(-400, 0))  # within the 890 nm sag
+    beyond = simulate_scan(seed=1, grid=(1, 1), noise=False, stack_depths_nm=(-2000, 0))
+    assert not np.array_equal(above.frames[0], surface_only.frames[0])
+    np.testing.assert_array_equal(beyond.frames[0], surface_only.frames[0])
