@@ -89,12 +89,12 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
                                     f"[0, {PIEZO_TRAVEL_NM[0]:g}] nm")
     roi = roi or world.default_roi
     frames, nominal, true, to_chip, index = [], [], [], [], []
+    rim_sag = world.optics.fov_radius_nm() ** 2 / world.optics.sphere_diameter_nm  # how high above contact a feature may stand
     for r, c in serpentine(grid):
         x, y = start_nm[0] + c * step, start_nm[1] + r * step
         world.set_piezo_nm(x, y, 0.0)
         world.set_piezo_nm(x, y, min(max(world.contact_z_nm(), 0.0), PIEZO_TRAVEL_NM[2]))
         planes = []
-        rim_sag = world.optics.fov_radius_nm() ** 2 / world.optics.sphere_diameter_nm
         for depth in [d for d in stack_depths_nm or () if -rim_sag <= d <= world.contact_height_nm()] or [0.0]:
             world.set_focus_nm(world.virtual_image_focus_nm(feature_depth_nm=depth))
             planes.append(world.render_frame(exposure_s=exposure_s, roi=roi, binning=binning, noise=noise))
