@@ -124,7 +124,7 @@ def stack_depths_nm(optics, depth_nm: float = STACK_DEPTH_NM) -> tuple[float, ..
     focus: with a perfect stage and no noise, seed 2's frames still disagreed by up to 5.8 px (0.07 from the sag
     down)."""
     spacing = 2 * optics.psf_sigma_nm(0.0) / (optics.defocus_slope * optics.magnification_at(0.0))
-    top = -optics.fov_radius_nm() ** 2 / optics.sphere_diameter_nm
+    top = -optics.rim_sag_nm()
     return tuple(np.linspace(top, depth_nm, int(np.ceil((depth_nm - top) / spacing)) + 1))
 
 
@@ -153,13 +153,19 @@ def sim_scan(grid: tuple[int, int], *, seed: int, chip: str = "default", stage: 
     scan = simulate_scan(world=SimWorld(seed=seed, layout=layout, stage_errors=errors), grid=grid, step_nm=step_nm,
                          stack_depths_nm=stack_depths_nm(probe.optics) if chip == "stacked" else None)
     order = np.lexsort((scan.grid_index[:, 1], scan.grid_index[:, 0]))  # serpentine → row-major
-    t = scan.frame_to_chip[order]
-    true = np.array([np.linalg.solve(t[0][:2, :2], t[k][:2, 2] - t[0][:2, 2]) for k in range(len(t))])
+    true = true_offsets_px(scan.frame_to_chip[order])
     nominal = scan.nominal_xy_nm[order]
     stage_px = (nominal - nominal[0]) / scan.pixel_size_nm
     worst = float(np.abs(stage_px - true).max() / (step_nm / scan.pixel_size_nm))
     return BenchScan(list(scan.frames[order]), nominal, scan.pixel_size_nm, scan.fov_mask, grid,
                      step_nm / scan.pixel_size_nm, true, USEFUL_FOV_FRACTION, seed), worst
+
+
+def true_offsets_px(frame_to_chip) -> np.ndarray:
+    """(N, 2) each frame's top-left offset from frame 0's, in frame 0's pixels, from the simulator's (N, 3, 3)
+    frame→chip maps."""
+    t = np.asarray(frame_to_chip, float)
+    return np.array([np.linalg.solve(t[0][:2, :2], t[k][:2, 2] - t[0][:2, 2]) for k in range(len(t))])
 
 
 @dataclass(frozen=True)

@@ -23,22 +23,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from bench_stitching import REPEATABLE_STAGE_NM, USEFUL_FOV_FRACTION, BenchScan, run_floor  # noqa: E402
+from bench_stitching import (  # noqa: E402
+    USEFUL_FOV_FRACTION,
+    BenchScan,
+    run_floor,
+    run_ours,
+    run_ours_repeatable,
+    true_offsets_px,
+)
 
-from imaging.stitching import stitch  # noqa: E402
 from instruments.bench_rig import FOCUS_ORIGIN_NM, start_bench_rig  # noqa: E402
 from instruments.engine import ScanEngine, ScanState  # noqa: E402
 from instruments.framestore import MemoryFrameStore  # noqa: E402
 from instruments.plans import ScanSpec  # noqa: E402
+from instruments.scan_plan import InstrumentLimits  # noqa: E402
 from instruments.sim.world import SimWorld  # noqa: E402
 from tests.imaging.scan_factory import position_errors  # noqa: E402
 
 OVERLAP = 0.3
 
 
-def engine_scan(*, seed: int, grid: int, planes: int, step_nm: float):
-    """(frames, commanded (N, 2) nm, true top-left offsets (N, 2) px in frame 0's pixels, pixel size nm, FOV mask,
-    autofocus positions µm) of a ``grid`` × ``grid`` engine scan of the default chip."""
+def engine_scan(*, seed: int, grid: int, planes: int, step_nm: float) -> tuple[BenchScan, list[float]]:
+    """A ``grid`` × ``grid`` engine scan of the default chip (its frames in index order, commanded positions and
+    truth) and the autofocus's position at each point (µm)."""
     world = SimWorld(seed=seed)
     x, y, w, h = world.default_roi
     rendered = []  # the truth at each exposure: the last one before a save is the saved frame's (or its stack's)
@@ -74,11 +81,12 @@ def engine_scan(*, seed: int, grid: int, planes: int, step_nm: float):
     frames = [store.frames[index] for index in store.saves]  # one save per point, in the order taken
     order = np.argsort([frame.index for frame in frames])
     frames, t = [frames[k] for k in order], np.array(truths)[order]
-    true = np.array([np.linalg.solve(t[0][:2, :2], t[k][:2, 2] - t[0][:2, 2]) for k in range(len(t))])
-    focus_um = [(frame.focus_nm - FOCUS_ORIGIN_NM) / 1000 for frame in frames]
     pixel_nm = float(np.sqrt(abs(np.linalg.det(t[0][:2, :2]))))
-    return ([f.image for f in frames], np.array([f.commanded_xy_nm for f in frames], float), true, pixel_nm,
-            world.fov_mask(world.default_roi, 1), focus_um)
+    nominal = np.array([f.commanded_xy_nm for f in frames], float)
+    scan = BenchScan([f.image for f in frames], nominal, pixel_nm, world.fov_mask(world.default_roi, 1), (grid, grid),
+                     float(np.hypot(*(nominal[1] - nominal[0]))) / pixel_nm, true_offsets_px(t), USEFUL_FOV_FRACTION,
+                     seed)
+    return scan, [(frame.focus_nm - FOCUS_ORIGIN_NM) / 1000 for frame in frames]
 
 
 def stack(text: str) -> tuple[int, float]:
@@ -88,8 +96,9 @@ def stack(text: str) -> tuple[int, float]:
         planes, step = int(planes), float(step)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not PLANESxSTEP_NM, e.g. 51x1500") from None
-    if not (2 <= planes <= 51 and step > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: 2–51 planes, a positive step")
+    most = InstrumentLimits().max_z_planes
+    if not (2 <= planes <= most and step > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: 2–{most} planes, a positive step")
     return planes, step
 
 
@@ -107,20 +116,13 @@ def main() -> None:
     for seed in args.seeds:
         for planes, step in stacks:
             started = time.perf_counter()
-            frames, nominal, true, pixel_nm, mask, focus = engine_scan(seed=seed, grid=args.grid, planes=planes,
-                                                                       step_nm=step)
+            scan, focus = engine_scan(seed=seed, grid=args.grid, planes=planes, step_nm=step)
             scan_s = time.perf_counter() - started
             cells = []
-            for repeatability in (None, REPEATABLE_STAGE_NM):
-                mosaic = stitch(frames, nominal, pixel_size_nm=pixel_nm, fov_mask=mask, anchor="center",
-                                useful_fov_fraction=USEFUL_FOV_FRACTION, stage_repeatability_nm=repeatability)
-                error = position_errors(mosaic.positions_px - mosaic.positions_px[0], true)
+            for run in (run_ours, run_ours_repeatable, run_floor):
+                positions, *_ = run(scan)
+                error = position_errors(positions - positions[0], scan.true_xy_px)
                 cells.append(f"{error.mean():.3f}/{error.max():.3f}")
-            step_px = float(np.hypot(*(nominal[1] - nominal[0]))) / pixel_nm
-            scan = BenchScan(frames, nominal, pixel_nm, mask, (args.grid, args.grid), step_px, true, USEFUL_FOV_FRACTION)
-            floor, *_ = run_floor(scan)
-            error = position_errors(floor - floor[0], true)
-            cells.append(f"{error.mean():.3f}/{error.max():.3f}")
             label = "one plane (baseline)" if planes == 1 else f"{planes} × {step / 1000:g} µm"
             print(f"{seed:>4} {label:>20} {min(focus):>7.1f} – {max(focus):>6.1f} "
                   + " ".join(f"{cell:>14}" for cell in cells) + f" {scan_s:>7.1f}", flush=True)

@@ -89,7 +89,7 @@ def simulate_scan(*, seed: int = 0, grid: tuple[int, int] = (3, 3), start_nm: tu
                                     f"[0, {PIEZO_TRAVEL_NM[0]:g}] nm")
     roi = roi or world.default_roi
     frames, nominal, true, to_chip, index = [], [], [], [], []
-    rim_sag = world.optics.fov_radius_nm() ** 2 / world.optics.sphere_diameter_nm  # how high above contact a feature may stand
+    rim_sag = world.optics.rim_sag_nm()  # how high above the contact surface a feature in the field may stand
     for r, c in serpentine(grid):
         x, y = start_nm[0] + c * step, start_nm[1] + r * step
         world.set_piezo_nm(x, y, 0.0)

@@ -129,6 +129,11 @@ class SSUMOptics:
         """Sample radius whose virtual image fills the sphere's aperture: R / M."""
         return self.radius_nm / self.magnification_at(gap_nm)
 
+    def rim_sag_nm(self, gap_nm: float = 0.0) -> float:
+        """How far the sphere's surface rises, at the field's rim, above its lowest point: r_FOV² / D. A feature
+        there may stand this much above the surface the sphere rests on (890 nm by default)."""
+        return self.fov_radius_nm(gap_nm) ** 2 / self.sphere_diameter_nm
+
     def fov_radius_sensor_px(self, pixel_pitch_nm: float) -> float:
         """The sphere's aperture on the sensor: R · objective magnification / pixel pitch."""
         return self.radius_nm * self.objective_magnification / pixel_pitch_nm
