@@ -270,31 +270,46 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     spline = ndimage.spline_filter(frame_j[r0:r1, c0:c1].astype(np.float64), order=3)
     select = mask_eroded[bi]
     sample = _ShiftSampler(spline, (r0, c0), bi, select)
-    solved = None
+    # One row per column of the design, as rows: its products are over contiguous memory (half
+    # the time of the N × 6 layout on overlaps of 20–40 thousand pixels). Rows: ∂/∂x and ∂/∂y
+    # of frame j's samples (their half-pixel differences), the samples, 1, x, y.
+    design = np.empty((6, len(rows)))
+    solved, inside = None, None
     for _ in range(iterations):
-        inside = _shifted_mask(mask_eroded, bi, t)[select]
-        if inside.sum() < 32:
+        moved = _shifted_mask(mask_eroded, bi, t)[select]
+        n = int(np.count_nonzero(moved))
+        if n < 32:
             break
-        values = sample(t[1], t[0])[inside]
-        gy = sample(t[1] - 0.5, t[0])[inside] - sample(t[1] + 0.5, t[0])[inside]
-        gx = sample(t[1], t[0] - 0.5)[inside] - sample(t[1], t[0] + 0.5)[inside]
-        photometric = np.stack([values, np.ones_like(values), xn[inside], yn[inside]], axis=1)
-        coef = _least_squares(photometric, target[inside])
-        residual = target[inside] - photometric @ coef
+        rows_in = design[:, :n]
+        if inside is None or not np.array_equal(moved, inside):  # the overlap changes as t crosses half pixels
+            inside = moved
+            rows_in[3], rows_in[4], rows_in[5] = 1.0, xn[inside], yn[inside]
+            goal = target[inside]
+        got = sample.with_gradient(t[1], t[0], inside)
+        if got is None:
+            got = (sample(t[1], t[0]),
+                   sample(t[1], t[0] - 0.5) - sample(t[1], t[0] + 0.5),
+                   sample(t[1] - 0.5, t[0]) - sample(t[1] + 0.5, t[0]))
+        for row, values in zip((2, 0, 1), got, strict=True):
+            rows_in[row] = values[inside]
+        gram = rows_in @ rows_in.T
+        photometric = rows_in[2:]
+        coef = _solve_normal(gram[2:, 2:], photometric @ goal, photometric, goal)
+        residual = goal - coef @ photometric
         # d/dt of g·I_j(p − t) = −g·∇I_j; solved jointly with the photometric terms.
-        design = np.column_stack([-coef[0] * gx, -coef[0] * gy, photometric])
-        step = _least_squares(design, residual)
+        scale = np.array([-coef[0], -coef[0], 1.0, 1.0, 1.0, 1.0])
+        normal = gram * np.outer(scale, scale)
+        step = _solve_normal(normal, scale * (rows_in @ residual), rows_in * scale[:, None], residual)
         if not np.all(np.isfinite(step[:2])):
             break
-        solved = (inside, coef[0], design, residual)
+        solved = (inside, coef[0], normal, residual)
         step_xy = np.clip(step[:2], -1.0, 1.0)
         t += step_xy
         if np.hypot(*step_xy) < 2e-3:
             break
     if solved is not None:
-        inside, gain, design, residual = solved
+        inside, gain, normal, residual = solved
         sigma2 = max(float(residual @ residual) / max(len(residual) - 6, 1), 1e-12)
-        normal = design.T @ design
         gj = np.stack([sample(t[1], t[0] - 1) - sample(t[1], t[0] + 1),
                        sample(t[1] - 1, t[0]) - sample(t[1] + 1, t[0])], axis=1)[inside] / 2
         shared = _shared_gradient_energy(frame_i, rows[inside], cols[inside], gj)
@@ -341,13 +356,13 @@ def _residual_inflation(residual: np.ndarray, rows: np.ndarray, cols: np.ndarray
     return factor**RESIDUAL_CORRELATION_POWER
 
 
-def _least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``lstsq(a, b)`` for a tall ``a`` (N × ≤ 6) by its normal equations, several times faster;
-    by lstsq itself where they are ill-conditioned (a blank overlap: no gradient columns)."""
-    normal = a.T @ a
+def _solve_normal(normal: np.ndarray, rhs: np.ndarray, rows: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``lstsq(rows.T, b)`` for few ``rows`` (≤ 6) of many samples, by the normal equations
+    (``normal`` = rows rowsᵀ, ``rhs`` = rows b), several times faster; by lstsq itself where
+    they are ill-conditioned (a blank overlap: no gradient rows)."""
     if np.linalg.cond(normal) < 1e10:
-        return np.linalg.solve(normal, a.T @ b)
-    return np.linalg.lstsq(a, b, rcond=None)[0]
+        return np.linalg.solve(normal, rhs)
+    return np.linalg.lstsq(rows.T, b, rcond=None)[0]
 
 
 def _shared_gradient_energy(frame_i, rows, cols, gj) -> np.ndarray:
@@ -416,6 +431,45 @@ class _ShiftSampler:
         out[(py < 0) | (py > self.spline.shape[0] - 1)] = 0.0
         out[:, (px < 0) | (px > self.spline.shape[1] - 1)] = 0.0
         return out[self.select]
+
+    def with_gradient(self, ty: float, tx: float, used: np.ndarray):
+        """The samples at shift t and their half-pixel differences along x and y, ``self(ty, tx −
+        ½) − self(ty, tx + ½)`` and ``self(ty − ½, tx) − self(ty + ½, tx)``, from three stencils
+        over one window instead of five; None where a ``used`` pixel (of the picked ones) lies
+        beyond the spline at any of those shifts, whose zeroing only one by one reproduces, or
+        the window leaves the padded coefficients."""
+        by, bx = math.floor(-ty), math.floor(-tx)
+        top = self.y0 - self.origin[0] + by - 2 + _SAMPLER_MARGIN  # six taps from ⌊p⌋ − 2
+        left = self.x0 - self.origin[1] + bx - 2 + _SAMPLER_MARGIN
+        if (top < 0 or left < 0 or top + self.h + 5 > self.padded.shape[0]
+                or left + self.w + 5 > self.padded.shape[1]):
+            return None
+        py, px = self.y0 - self.origin[0] - ty, self.x0 - self.origin[1] - tx  # the box's first spline coordinates
+        if py < 0.5 or px < 0.5 or py + self.h + 0.5 > self.spline.shape[0] or px + self.w + 0.5 > self.spline.shape[1]:
+            rows, cols = self.rows[used], self.cols[used]
+            if (py + rows.min() < 0.5 or px + cols.min() < 0.5 or py + rows.max() + 1.5 > self.spline.shape[0]
+                    or px + cols.max() + 1.5 > self.spline.shape[1]):
+                return None
+        window = self.padded[top: top + self.h + 5, left: left + self.w + 5]
+        (vx, dx), (vy, dy) = _half_difference_taps(tx), _half_difference_taps(ty)
+
+        def stencil(kx, ky):
+            out = cv2.sepFilter2D(window, cv2.CV_64F, kx, ky, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+            return out[: self.h, : self.w][self.select]
+
+        return stencil(vx, vy), stencil(dx, vy), stencil(vx, dy)
+
+
+def _half_difference_taps(t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Six cubic B-spline taps along one axis, over coefficients ⌊p⌋ − 2 … ⌊p⌋ + 3 of p = u − t:
+    those of the sample at p, and those of S(p + ½) − S(p − ½)."""
+    base = math.floor(-t)
+    value, difference = np.zeros(6), np.zeros(6)
+    value[1:5] = _bspline_taps(-t - base)
+    above, below = math.floor(-t + 0.5), math.floor(-t - 0.5)  # ⌊p ± ½⌋ − ⌊p⌋ is 0 or ±1
+    difference[above - base + 1: above - base + 5] += _bspline_taps(-t + 0.5 - above)
+    difference[below - base + 1: below - base + 5] -= _bspline_taps(-t - 0.5 - below)
+    return value, difference
 
 
 def _shifted_mask(mask: np.ndarray, box, t) -> np.ndarray:

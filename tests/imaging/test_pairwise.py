@@ -6,10 +6,10 @@ from scipy import ndimage
 
 from imaging.pairwise import (
     _gaussian,
-    _least_squares,
     _residual_inflation,
     _shifted_mask,
     _ShiftSampler,
+    _solve_normal,
     mask_overlap_px,
     masked_ncc,
     refine_pair,
@@ -145,6 +145,31 @@ def test_shift_sampler_equals_per_point_spline_samples(ty, tx):
     assert np.array_equal(_shifted_mask(mask, box, (tx, ty))[select], nearest)
 
 
+@pytest.mark.parametrize("ty, tx", [(0.0, 0.0), (3.3, -7.8), (-2.5, 12.5), (-0.49, -0.51), (0.5, -1.5),
+                                    (15.3, 23.0), (-25.6, -16.6)])  # the last two: across its edges
+def test_shift_sampler_with_gradient_is_its_five_samples_in_three_stencils(ty, tx):
+    rng = np.random.default_rng(0)
+    spline = ndimage.spline_filter(rng.random((90, 120)), order=3)
+    origin, box = (5, 7), (slice(20, 70), slice(30, 100))
+    select = rng.random((50, 70)) > 0.3
+    sample = _ShiftSampler(spline, origin, box, select)
+    rows, cols = np.nonzero(select)
+    # the picked pixels that stay within the spline at every half-pixel shift, as the refinement's
+    # eroded masks keep them
+    py, px = rows + 20 - ty - 5, cols + 30 - tx - 7
+    used = (py >= 0.5) & (py <= spline.shape[0] - 1.5) & (px >= 0.5) & (px <= spline.shape[1] - 1.5)
+    if not used.any():
+        return
+    got = sample.with_gradient(ty, tx, used)
+    expected = (sample(ty, tx), sample(ty, tx - 0.5) - sample(ty, tx + 0.5), sample(ty - 0.5, tx) - sample(ty + 0.5, tx))
+    for values, truth in zip(got, expected, strict=True):
+        assert np.abs(values[used] - truth[used]).max() < 1e-12
+    beyond = used.copy()
+    beyond[np.argmin(py)] = True  # one more pixel, a row beyond the spline at some shift
+    if py.min() < 0.5:
+        assert sample.with_gradient(ty, tx, beyond) is None  # those it leaves to the samples one by one
+
+
 @pytest.mark.parametrize("sigma", [1.0, 2.5, 8.0])
 def test_gaussian_is_scipys(sigma):
     image = np.random.default_rng(1).random((70, 90)).astype(np.float32)
@@ -167,9 +192,10 @@ def test_masked_ncc_window_equals_the_full_surface_there(window):
     assert not part[outside].any() and not count[outside].any()
 
 
-def test_least_squares_is_lstsq_also_without_gradients():
+def test_normal_equations_solve_as_lstsq_also_without_gradients():
     rng = np.random.default_rng(5)
-    a, b = rng.random((500, 6)), rng.random(500)
-    assert np.allclose(_least_squares(a, b), np.linalg.lstsq(a, b, rcond=None)[0], rtol=0, atol=1e-10)
-    a[:, :2] = 0  # a blank overlap: no gradient columns
-    assert np.allclose(_least_squares(a, b), np.linalg.lstsq(a, b, rcond=None)[0], rtol=0, atol=1e-10)
+    rows, b = rng.random((6, 500)), rng.random(500)
+    solve = lambda: _solve_normal(rows @ rows.T, rows @ b, rows, b)  # noqa: E731
+    assert np.allclose(solve(), np.linalg.lstsq(rows.T, b, rcond=None)[0], rtol=0, atol=1e-10)
+    rows[:2] = 0  # a blank overlap: no gradient rows
+    assert np.allclose(solve(), np.linalg.lstsq(rows.T, b, rcond=None)[0], rtol=0, atol=1e-10)
