@@ -270,9 +270,9 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
     spline = ndimage.spline_filter(frame_j[r0:r1, c0:c1].astype(np.float64), order=3)
     select = mask_eroded[bi]
     sample = _ShiftSampler(spline, (r0, c0), bi, select)
-    # One row per column of the design, as rows: its products are over contiguous memory (half
-    # the time of the N × 6 layout on overlaps of 20–40 thousand pixels). Rows: ∂/∂x and ∂/∂y
-    # of frame j's samples (their half-pixel differences), the samples, 1, x, y.
+    # The design as rows, filled in place: no N × 6 array assembled each iteration, and its
+    # products with the residual run over contiguous memory. Rows: ∂/∂x and ∂/∂y of frame j's
+    # samples (their half-pixel differences), the samples, 1, x, y.
     design = np.empty((6, len(rows)))
     solved, inside = None, None
     for _ in range(iterations):
