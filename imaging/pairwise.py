@@ -299,7 +299,7 @@ def _refine(frame_i, frame_j, mask_eroded, start, iterations=10):
         # d/dt of g·I_j(p − t) = −g·∇I_j; solved jointly with the photometric terms.
         scale = np.array([-coef[0], -coef[0], 1.0, 1.0, 1.0, 1.0])
         normal = gram * np.outer(scale, scale)
-        step = _solve_normal(normal, scale * (rows_in @ residual), rows_in * scale[:, None], residual)
+        step = _solve_normal(normal, scale * (rows_in @ residual), rows_in, residual, scale)
         if not np.all(np.isfinite(step[:2])):
             break
         solved = (inside, coef[0], normal, residual)
@@ -356,12 +356,16 @@ def _residual_inflation(residual: np.ndarray, rows: np.ndarray, cols: np.ndarray
     return factor**RESIDUAL_CORRELATION_POWER
 
 
-def _solve_normal(normal: np.ndarray, rhs: np.ndarray, rows: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``lstsq(rows.T, b)`` for few ``rows`` (≤ 6) of many samples, by the normal equations
+def _solve_normal(normal: np.ndarray, rhs: np.ndarray, rows: np.ndarray, b: np.ndarray,
+                  scale: np.ndarray | None = None) -> np.ndarray:
+    """``lstsq(rowsᵀ, b)`` for few ``rows`` (≤ 6) of many samples, by the normal equations
     (``normal`` = rows rowsᵀ, ``rhs`` = rows b), several times faster; by lstsq itself where
-    they are ill-conditioned (a blank overlap: no gradient rows)."""
+    they are ill-conditioned (a blank overlap: no gradient rows). ``scale``: a factor per row
+    that ``normal`` and ``rhs`` carry and ``rows`` do not (applied to them only then)."""
     if np.linalg.cond(normal) < 1e10:
         return np.linalg.solve(normal, rhs)
+    if scale is not None:
+        rows = rows * scale[:, None]
     return np.linalg.lstsq(rows.T, b, rcond=None)[0]
 
 
@@ -435,9 +439,9 @@ class _ShiftSampler:
     def with_gradient(self, ty: float, tx: float, used: np.ndarray):
         """The samples at shift t and their half-pixel differences along x and y, ``self(ty, tx −
         ½) − self(ty, tx + ½)`` and ``self(ty − ½, tx) − self(ty + ½, tx)``, from three stencils
-        over one window instead of five; None where a ``used`` pixel (of the picked ones) lies
-        beyond the spline at any of those shifts, whose zeroing only one by one reproduces, or
-        the window leaves the padded coefficients."""
+        over one window instead of five. None where a ``used`` pixel (of the picked ones) lies
+        beyond the spline at one of those shifts (the samples one by one zero it there) or the
+        window would leave the padded coefficients."""
         by, bx = math.floor(-ty), math.floor(-tx)
         top = self.y0 - self.origin[0] + by - 2 + _SAMPLER_MARGIN  # six taps from ⌊p⌋ − 2
         left = self.x0 - self.origin[1] + bx - 2 + _SAMPLER_MARGIN

@@ -199,3 +199,8 @@ def test_normal_equations_solve_as_lstsq_also_without_gradients():
     assert np.allclose(solve(), np.linalg.lstsq(rows.T, b, rcond=None)[0], rtol=0, atol=1e-10)
     rows[:2] = 0  # a blank overlap: no gradient rows
     assert np.allclose(solve(), np.linalg.lstsq(rows.T, b, rcond=None)[0], rtol=0, atol=1e-10)
+    rows[:2] = rng.random(500)  # two gradient rows alike (ill-conditioned), scaled in the normal equations alone
+    scale = np.array([-2.0, -2.0, 1, 1, 1, 1])
+    scaled = rows * scale[:, None]
+    assert np.allclose(_solve_normal(scaled @ scaled.T, scaled @ b, rows, b, scale),
+                       np.linalg.lstsq(scaled.T, b, rcond=None)[0], rtol=0, atol=1e-10)
